@@ -1,0 +1,199 @@
+//! The journal: the durable, deduplicating, ordered store of committed events.
+//!
+//! One trait, two implementations: an embedded [`redb`] store (the default) and NATS
+//! JetStream (scale-out). Nothing above the trait knows which one runs. Every committed event
+//! gets a gap-free, strictly increasing [`Cursor`]; an event whose LogEvent `uuid` is already
+//! stored is dropped, never stored twice. Implementations publish each committed event to the
+//! [`crate::hub::Hub`] in cursor order, which is how live subscribers see it.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::proto;
+
+/// A position in the journal; the `cursor` field of the record. Starts at 1.
+pub type Cursor = u64;
+
+/// Field number of `Event.cursor` in `events.proto`.
+const CURSOR_FIELD_KEY: u8 = 1 << 3; // field 1, wire type varint
+
+/// An event that is mapped and encoded, waiting to be appended.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// The record, without its cursor (the journal assigns it).
+    pub event: proto::Event,
+    /// `event` encoded once, without its cursor.
+    pub encoded: Bytes,
+}
+
+impl NewEvent {
+    /// Encodes `event` (whose cursor must still be 0) for appending.
+    pub fn new(event: proto::Event) -> Self {
+        debug_assert_eq!(event.cursor, 0, "the journal assigns cursors");
+        let encoded = Bytes::from(prost::Message::encode_to_vec(&event));
+        Self { event, encoded }
+    }
+
+    /// The dedupe key: the LogEvent `uuid`.
+    pub fn uuid(&self) -> &str {
+        &self.event.uuid
+    }
+
+    /// Turns this into a committed event at `cursor` without re-encoding the record: protobuf
+    /// merges concatenated messages, so the cursor field is appended to the encoded bytes.
+    pub fn commit(self, cursor: Cursor) -> Committed {
+        let mut event = self.event;
+        event.cursor = cursor;
+        let mut buf = Vec::with_capacity(self.encoded.len() + 11);
+        buf.extend_from_slice(&self.encoded);
+        buf.push(CURSOR_FIELD_KEY);
+        prost::encoding::encode_varint(cursor, &mut buf);
+        Committed {
+            event,
+            encoded: Bytes::from(buf),
+        }
+    }
+}
+
+/// A committed event: the record with its cursor, and its encoding shared by every reader.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    /// The decoded record (`cursor` set), used to match filters without decoding again.
+    pub event: proto::Event,
+    /// The record encoded as an `okta.events.v1.Event`, cursor included.
+    pub encoded: Bytes,
+}
+
+impl Committed {
+    /// Decodes a stored encoding.
+    pub fn decode(encoded: Bytes) -> Result<Self, JournalError> {
+        let event = <proto::Event as prost::Message>::decode(encoded.clone())
+            .map_err(|e| JournalError::Corrupt(format!("stored event does not decode: {e}")))?;
+        Ok(Self { event, encoded })
+    }
+
+    /// This event's position in the journal.
+    pub fn cursor(&self) -> Cursor {
+        self.event.cursor
+    }
+}
+
+/// A committed event shared between the journal, the hub and every subscriber.
+pub type SharedEvent = Arc<Committed>;
+
+/// An event that could not be mapped, kept with the reason instead of being dropped.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Quarantined {
+    /// Why the event was not accepted, naming the field.
+    pub reason: String,
+    /// The raw LogEvent JSON as received.
+    pub raw: String,
+    /// Where it came from (hook delivery `eventId` and `source`, or the polled org).
+    pub origin: String,
+    /// When it was received, RFC 3339.
+    pub received: String,
+}
+
+/// Small state written atomically with a batch (the poller's next URL).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateWrite {
+    /// State key, e.g. `poller.next_url`.
+    pub key: String,
+    /// New value.
+    pub value: Vec<u8>,
+}
+
+/// What one append carries: committed whole or not at all.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// Events in the order they should get cursors.
+    pub events: Vec<NewEvent>,
+    /// Events that could not be mapped.
+    pub quarantine: Vec<Quarantined>,
+    /// State to store in the same transaction.
+    pub state: Option<StateWrite>,
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, Default)]
+pub struct Appended {
+    /// The newly stored events, in cursor order.
+    pub committed: Vec<SharedEvent>,
+    /// How many events of the batch were already stored (or repeated within it) and dropped.
+    pub duplicates: usize,
+}
+
+/// The range of cursors the journal still holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Bounds {
+    /// The oldest retained cursor; `None` when the journal holds no event.
+    pub oldest: Option<Cursor>,
+    /// The newest cursor ever assigned (0 before the first event). Never goes down, also when
+    /// retention removed every event.
+    pub head: Cursor,
+}
+
+/// Why a journal operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The store could not be read or written; retrying later may work.
+    #[error("journal storage error: {0}")]
+    Storage(String),
+    /// The journal is shut down or its writer is gone.
+    #[error("journal is closed")]
+    Closed,
+    /// Stored data does not decode.
+    #[error("journal data is corrupt: {0}")]
+    Corrupt(String),
+    /// A compare-and-set on state lost to another writer.
+    #[error("journal state conflict: {0}")]
+    Conflict(String),
+}
+
+/// The durable, ordered, deduplicating event store. See the module docs.
+#[async_trait]
+pub trait Journal: std::fmt::Debug + Send + Sync + 'static {
+    /// Appends a batch atomically and durably, assigning cursors to the events whose uuid is
+    /// not stored yet, and publishes them to the hub in cursor order. Returns once the batch
+    /// is durable.
+    async fn append(&self, batch: Batch) -> Result<Appended, JournalError>;
+
+    /// Up to `limit` events with cursor greater than `after`, in ascending cursor order.
+    async fn read_after(
+        &self,
+        after: Cursor,
+        limit: usize,
+    ) -> Result<Vec<SharedEvent>, JournalError>;
+
+    /// Up to `limit` events with cursor less than `before`, in descending cursor order.
+    async fn read_before(
+        &self,
+        before: Cursor,
+        limit: usize,
+    ) -> Result<Vec<SharedEvent>, JournalError>;
+
+    /// The retained event with this LogEvent uuid.
+    async fn get(&self, uuid: &str) -> Result<Option<SharedEvent>, JournalError>;
+
+    /// A cursor `c` such that every retained event committed at or after `since_micros`
+    /// (microseconds since the Unix epoch) has a cursor greater than `c`. Reading after `c`
+    /// replays from that time on.
+    async fn cursor_before_time(&self, since_micros: i64) -> Result<Cursor, JournalError>;
+
+    /// The oldest and newest cursors.
+    async fn bounds(&self) -> Result<Bounds, JournalError>;
+
+    /// Reads small state written by [`Batch::state`].
+    async fn state(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError>;
+
+    /// Up to `limit` quarantined events, oldest first.
+    async fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, JournalError>;
+
+    /// Checks that the journal can still commit (for readiness and health).
+    async fn check(&self) -> Result<(), JournalError>;
+}
+
+/// A journal shared by the app's parts.
+pub type SharedJournal = Arc<dyn Journal>;
