@@ -1,16 +1,28 @@
 //! okta-stream: Okta events as a typed, replayable gRPC stream.
 //!
 //! # Layout
+//! - [`config`]: every setting (flag > env > file > default), validated.
+//! - [`hook`]: the Okta Event Hook endpoint (verification, auth, delivery → journal).
 //! - [`mapping`]: Okta LogEvent JSON (+ delivery context) → the typed record, `proto::Event`.
 //! - [`journal`]: the durable, deduplicating, ordered store (embedded redb or NATS JetStream).
 //! - [`hub`]: committed events → subscribers; replay from the journal, then live.
-//! - [`grpc`]: the `EventStream` service (Subscribe, GetEvent, ListEvents).
+//! - [`grpc`]: the `EventStream` service (Subscribe, GetEvent, ListEvents), filters, auth.
+//! - [`app`]: wires the parts, owns the listeners, the tasks and shutdown.
+//! - [`error`]: the one map from errors to HTTP and gRPC statuses.
+//! - [`telemetry`]: logging and Prometheus metrics.
+//! - [`secret`]: the redacting newtype for secrets.
 //! - [`proto`]: generated `okta.events.v1` types and the reflection descriptor set.
 //!
 //! Data flow: hook or poller → `mapping` → `journal` (group commit) → `hub` → `grpc`.
 
+pub mod config;
+pub mod error;
 pub mod grpc;
+pub mod hook;
 pub mod hub;
 pub mod journal;
 pub mod mapping;
+pub mod ops;
 pub mod proto;
+pub mod secret;
+pub mod telemetry;

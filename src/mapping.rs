@@ -95,3 +95,47 @@ pub fn redact_headers(headers: &http::HeaderMap, auth_header: &str) -> BTreeMap<
         })
         .collect()
 }
+
+/// A hook delivery body split into its envelope fields and raw LogEvents.
+#[derive(Debug)]
+pub struct Envelope<'a> {
+    /// `eventId`.
+    pub event_id: String,
+    /// `eventTime`.
+    pub event_time: Option<prost_types::Timestamp>,
+    /// `source`.
+    pub source: String,
+    /// `data.events[]`, unparsed.
+    pub events: Vec<&'a serde_json::value::RawValue>,
+}
+
+/// Why a body is not a hook envelope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EnvelopeError(pub String);
+
+/// Splits a hook delivery body into envelope fields and raw events.
+pub fn parse_envelope(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
+    #[derive(serde::Deserialize)]
+    struct Data<'a> {
+        #[serde(borrow)]
+        events: Vec<&'a serde_json::value::RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Body<'a> {
+        #[serde(default, rename = "eventId")]
+        event_id: String,
+        #[serde(default)]
+        source: String,
+        #[serde(borrow)]
+        data: Data<'a>,
+    }
+    let body: Body<'_> = serde_json::from_slice(body)
+        .map_err(|e| EnvelopeError(format!("not a hook envelope: {e}")))?;
+    Ok(Envelope {
+        event_id: body.event_id,
+        event_time: None,
+        source: body.source,
+        events: body.data.events,
+    })
+}

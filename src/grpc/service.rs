@@ -1,0 +1,409 @@
+//! The `okta.events.v1.EventStream` service: Subscribe, GetEvent, ListEvents.
+//!
+//! A Subscribe stream is a plain `Stream` over the subscriber's [`Follower`] (no task and no
+//! channel per subscriber): it yields the shared encoding of each matching event, heartbeats
+//! when idle, and ends with a status that carries the last delivered cursor.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use super::SubscribeResponse;
+use super::filter::Filter;
+use crate::error::{ApiError, Code};
+use crate::hub::{FollowError, Follower, Hub};
+use crate::journal::{Cursor, SharedEvent, SharedJournal};
+use crate::proto::{self, event_filter::Start};
+use crate::telemetry::Metrics;
+
+/// Replay `since` a time starts this much earlier in commit time, so an event whose clock ran
+/// slightly ahead of ours is not missed; the filter then drops events published before.
+pub const SINCE_CLOCK_SLACK: Duration = Duration::from_secs(300);
+
+/// Default and largest ListEvents page.
+const DEFAULT_PAGE_SIZE: usize = 100;
+const MAX_PAGE_SIZE: usize = 1000;
+/// Most events one ListEvents call examines, so a sparse filter cannot pin the server.
+const MAX_SCANNED_PER_PAGE: usize = 20_000;
+/// Events read from the journal per ListEvents step.
+const LIST_READ_CHUNK: usize = 256;
+
+/// Limits and timings of Subscribe streams.
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// Heartbeat after this long without a message.
+    pub heartbeat: Duration,
+    /// End a subscriber (once it has been live) that falls further behind than this.
+    pub max_lag: u64,
+    /// Most concurrent Subscribe streams.
+    pub max_subscribers: usize,
+}
+
+/// The EventStream implementation.
+#[derive(Debug, Clone)]
+pub struct EventStreamService {
+    journal: SharedJournal,
+    hub: Hub,
+    metrics: Arc<Metrics>,
+    settings: StreamSettings,
+    slots: Arc<Semaphore>,
+    shutdown: CancellationToken,
+}
+
+impl EventStreamService {
+    /// A service over `journal` and `hub`; open streams end when `shutdown` is cancelled.
+    pub fn new(
+        journal: SharedJournal,
+        hub: Hub,
+        metrics: Arc<Metrics>,
+        settings: StreamSettings,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let slots = Arc::new(Semaphore::new(settings.max_subscribers));
+        Self {
+            journal,
+            hub,
+            metrics,
+            settings,
+            slots,
+            shutdown,
+        }
+    }
+
+    /// The cursor a Subscribe with this start replays after, checked against retention.
+    async fn start_after(&self, start: Option<&Start>) -> Result<Cursor, ApiError> {
+        let bounds = self.journal.bounds().await?;
+        // The first cursor still readable: the oldest retained, or the next one when empty.
+        let oldest = bounds.oldest.unwrap_or(bounds.head + 1);
+        match start {
+            None => Ok(bounds.head),
+            Some(Start::FromOldest(_)) => Ok(oldest - 1),
+            Some(Start::After(after)) => {
+                if *after > bounds.head {
+                    return Err(ApiError::new(
+                        Code::OutOfRange,
+                        format!(
+                            "after: cursor {after} is ahead of the journal head {}",
+                            bounds.head
+                        ),
+                    ));
+                }
+                if after + 1 < oldest {
+                    return Err(out_of_range(*after, oldest));
+                }
+                Ok(*after)
+            }
+            Some(Start::Since(since)) => {
+                let micros =
+                    since.seconds.saturating_mul(1_000_000) + i64::from(since.nanos / 1000);
+                let slack = SINCE_CLOCK_SLACK.as_micros() as i64;
+                let after = self
+                    .journal
+                    .cursor_before_time(micros.saturating_sub(slack))
+                    .await?;
+                // Events before `oldest` were removed by retention: if the replay would have
+                // needed them, say so instead of silently starting later.
+                if after + 1 < oldest && oldest > 1 {
+                    return Err(ApiError::new(
+                        Code::OutOfRange,
+                        format!(
+                            "since: events from that time are no longer retained; oldest available cursor is {oldest}"
+                        ),
+                    ));
+                }
+                Ok(after.max(oldest - 1))
+            }
+        }
+    }
+}
+
+fn out_of_range(after: Cursor, oldest: Cursor) -> ApiError {
+    ApiError::new(
+        Code::OutOfRange,
+        format!(
+            "after: events after cursor {after} are no longer retained; oldest available cursor is {oldest}"
+        ),
+    )
+}
+
+/// Everything one Subscribe stream owns; dropping it frees the subscriber's slot.
+struct Subscriber {
+    follower: Follower,
+    filter: Filter,
+    hub: Hub,
+    metrics: Arc<Metrics>,
+    heartbeat: Duration,
+    idle_until: Instant,
+    max_lag: u64,
+    /// Whether the subscriber has reached the head once; only then does lag end it.
+    live: bool,
+    shutdown: CancellationToken,
+    done: bool,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.metrics.subscribers.dec();
+    }
+}
+
+impl Subscriber {
+    fn end(&mut self, status: Status) -> Option<Result<SubscribeResponse, Status>> {
+        self.done = true;
+        Some(Err(status))
+    }
+
+    fn heartbeat_message(&mut self) -> SubscribeResponse {
+        self.idle_until = Instant::now() + self.heartbeat;
+        SubscribeResponse::heartbeat(proto::Heartbeat {
+            head_cursor: self.hub.head(),
+            time: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+        })
+    }
+
+    /// Whether `event` ends the stream because the subscriber fell behind; records the lag.
+    fn too_far_behind(&mut self, event: &SharedEvent) -> bool {
+        let lag = self.hub.head().saturating_sub(event.cursor());
+        self.metrics.subscriber_lag.observe(lag as f64);
+        if lag == 0 {
+            self.live = true;
+        }
+        self.live && lag > self.max_lag
+    }
+
+    async fn next_message(&mut self) -> Option<Result<SubscribeResponse, Status>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {
+                    let last = self.follower.last_delivered();
+                    return self.end(Status::unavailable(format!(
+                        "server is shutting down; resume after cursor {last}"
+                    )));
+                }
+                next = self.follower.next() => match next {
+                    Ok(event) => {
+                        if self.too_far_behind(&event) {
+                            self.metrics.slow_consumer_disconnects.inc();
+                            let last = event.cursor() - 1;
+                            return self.end(Status::resource_exhausted(format!(
+                                "subscriber fell more than {} events behind the head; resume after cursor {last}",
+                                self.max_lag
+                            )));
+                        }
+                        if self.filter.matches(&event.event) {
+                            self.idle_until = Instant::now() + self.heartbeat;
+                            return Some(Ok(SubscribeResponse::event(event.encoded.clone())));
+                        }
+                    }
+                    Err(FollowError::Pruned { last_delivered, oldest }) => {
+                        return self.end(out_of_range(last_delivered, oldest).into());
+                    }
+                    Err(FollowError::Closed) => {
+                        let last = self.follower.last_delivered();
+                        return self.end(Status::unavailable(format!("event hub closed; resume after cursor {last}")));
+                    }
+                    Err(FollowError::Journal(error)) => {
+                        let last = self.follower.last_delivered();
+                        tracing::error!(%error, last, "subscriber cannot read the journal");
+                        return self.end(Status::unavailable(format!("journal unavailable; resume after cursor {last}")));
+                    }
+                },
+                _ = tokio::time::sleep_until(self.idle_until) => {
+                    return Some(Ok(self.heartbeat_message()));
+                }
+            }
+        }
+    }
+}
+
+type SubscribeStream = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status>> + Send>>;
+
+fn page_token(cursor: Cursor) -> String {
+    format!("c{cursor}")
+}
+
+fn parse_page_token(token: &str) -> Result<Option<Cursor>, ApiError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    token
+        .strip_prefix('c')
+        .and_then(|n| n.parse().ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::invalid("page_token", "is not a token returned by ListEvents"))
+}
+
+#[tonic::async_trait]
+impl proto::event_stream_server::EventStream for EventStreamService {
+    type SubscribeStream = SubscribeStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<proto::EventFilter>,
+    ) -> Result<Response<SubscribeStream>, Status> {
+        let filter = request.into_inner();
+        let compiled = Filter::compile(&filter)?;
+        let slot = self.slots.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "too many subscribers (limit {}); retry later",
+                self.settings.max_subscribers
+            ))
+        })?;
+        let after = self.start_after(filter.start.as_ref()).await?;
+        self.metrics.subscribers.inc();
+        let subscriber = Subscriber {
+            follower: self.hub.follow(self.journal.clone(), after),
+            filter: compiled,
+            hub: self.hub.clone(),
+            metrics: self.metrics.clone(),
+            heartbeat: self.settings.heartbeat,
+            idle_until: Instant::now() + self.settings.heartbeat,
+            max_lag: self.settings.max_lag,
+            live: false,
+            shutdown: self.shutdown.clone(),
+            done: false,
+            _slot: slot,
+        };
+        let stream = futures::stream::unfold(subscriber, |mut subscriber| async move {
+            let message = subscriber.next_message().await?;
+            Some((message, subscriber))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_event(
+        &self,
+        request: Request<proto::GetEventRequest>,
+    ) -> Result<Response<proto::GetEventResponse>, Status> {
+        let uuid = request.into_inner().uuid;
+        if uuid.trim().is_empty() {
+            return Err(ApiError::invalid("uuid", "must not be empty").into());
+        }
+        if uuid.len() > 1024 {
+            return Err(ApiError::invalid("uuid", "must be at most 1024 bytes").into());
+        }
+        match self.journal.get(&uuid).await.map_err(ApiError::from)? {
+            Some(event) => Ok(Response::new(proto::GetEventResponse {
+                event: Some(event.event.clone()),
+            })),
+            None => Err(ApiError::new(
+                Code::NotFound,
+                format!("no retained event has uuid {uuid:?}"),
+            )
+            .into()),
+        }
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<proto::ListEventsRequest>,
+    ) -> Result<Response<proto::ListEventsResponse>, Status> {
+        let request = request.into_inner();
+        let filter = request.filter.unwrap_or_default();
+        let compiled = Filter::compile(&filter)?;
+        let page_size = match request.page_size as usize {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n > MAX_PAGE_SIZE => {
+                return Err(ApiError::invalid(
+                    "page_size",
+                    format!("must be at most {MAX_PAGE_SIZE}"),
+                )
+                .into());
+            }
+            n => n,
+        };
+        let token = parse_page_token(&request.page_token)?;
+        let bounds = self.journal.bounds().await.map_err(ApiError::from)?;
+        let since_floor = match &filter.start {
+            Some(Start::Since(_)) => self.start_after(filter.start.as_ref()).await?,
+            _ => 0,
+        };
+
+        let mut events = Vec::new();
+        let mut scanned = 0usize;
+        let mut position;
+        let mut exhausted = false;
+        if request.newest_first {
+            position = match (token, &filter.start) {
+                (Some(cursor), _) => cursor,
+                (None, Some(Start::After(after))) => after.saturating_add(1).min(bounds.head + 1),
+                (None, _) => bounds.head + 1,
+            };
+            'scan: while events.len() < page_size && scanned < MAX_SCANNED_PER_PAGE {
+                let chunk = self
+                    .journal
+                    .read_before(position, LIST_READ_CHUNK)
+                    .await
+                    .map_err(ApiError::from)?;
+                if chunk.is_empty() {
+                    exhausted = true;
+                    break;
+                }
+                for event in chunk {
+                    if event.cursor() <= since_floor {
+                        exhausted = true;
+                        break 'scan;
+                    }
+                    position = event.cursor();
+                    scanned += 1;
+                    if compiled.matches(&event.event) {
+                        events.push(event.event.clone());
+                        if events.len() == page_size {
+                            break 'scan;
+                        }
+                    }
+                }
+            }
+            exhausted |= position <= bounds.oldest.unwrap_or(u64::MAX);
+        } else {
+            position = match (token, &filter.start) {
+                (Some(cursor), _) => cursor,
+                (None, Some(Start::After(after))) => *after,
+                (None, Some(Start::Since(_))) => since_floor,
+                (None, _) => 0,
+            };
+            'scan: while events.len() < page_size && scanned < MAX_SCANNED_PER_PAGE {
+                let chunk = self
+                    .journal
+                    .read_after(position, LIST_READ_CHUNK)
+                    .await
+                    .map_err(ApiError::from)?;
+                if chunk.is_empty() {
+                    exhausted = true;
+                    break;
+                }
+                for event in chunk {
+                    position = event.cursor();
+                    scanned += 1;
+                    if compiled.matches(&event.event) {
+                        events.push(event.event.clone());
+                        if events.len() == page_size {
+                            break 'scan;
+                        }
+                    }
+                }
+            }
+            exhausted |= position >= bounds.head;
+        }
+        let next_page_token = if exhausted {
+            String::new()
+        } else {
+            page_token(position)
+        };
+        Ok(Response::new(proto::ListEventsResponse {
+            events,
+            next_page_token,
+        }))
+    }
+}

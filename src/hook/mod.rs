@@ -1,0 +1,205 @@
+//! The Okta Event Hook endpoint, `/okta/hook`.
+//!
+//! `GET` answers Okta's one-time verification challenge; `POST` takes a delivery, maps every
+//! event, and answers 204 only after the whole delivery is durably committed. Okta retries a
+//! delivery once after a timeout or a 5xx and never after a 4xx, so a commit failure is a 503
+//! (the retry happens) and only a request that can never succeed gets a 4xx.
+
+pub mod auth;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderMap, StatusCode, header};
+
+pub use auth::HookAuth;
+
+use crate::error::{ApiError, Code};
+use crate::journal::{Batch, NewEvent, Quarantined, SharedJournal};
+use crate::mapping::{self, Delivery};
+use crate::proto;
+use crate::telemetry::{IngestPath, Metrics, RejectReason};
+
+/// The path Okta posts to.
+pub const HOOK_PATH: &str = "/okta/hook";
+
+/// The header of Okta's verification request.
+pub const VERIFICATION_HEADER: &str = "x-okta-verification-challenge";
+
+/// What the hook endpoint needs.
+#[derive(Debug, Clone)]
+pub struct Hook {
+    /// Who may call.
+    pub auth: HookAuth,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+    /// Where deliveries are committed.
+    pub journal: SharedJournal,
+    /// Where outcomes are counted.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The routes of the hook endpoint.
+pub fn router(hook: Arc<Hook>) -> Router {
+    Router::new()
+        .route(HOOK_PATH, get(verify).post(deliver))
+        .with_state(hook)
+}
+
+/// A rejected hook request: counted, logged with its reason, answered with its status.
+fn reject(hook: &Hook, reason: RejectReason, error: ApiError) -> Response {
+    hook.metrics.record_rejection(reason);
+    tracing::warn!(?reason, message = %error.message, "hook request rejected");
+    error.into_response()
+}
+
+fn unauthorized(hook: &Hook) -> Response {
+    let message = format!(
+        "missing or wrong secret in the `{}` header",
+        hook.auth.header()
+    );
+    reject(
+        hook,
+        RejectReason::Unauthorized,
+        ApiError::new(Code::Unauthenticated, message),
+    )
+}
+
+/// `GET /okta/hook`: Okta's one-time verification. Authenticated like deliveries.
+async fn verify(State(hook): State<Arc<Hook>>, headers: HeaderMap) -> Response {
+    if !hook.auth.allows(&headers) {
+        return unauthorized(&hook);
+    }
+    match headers.get(VERIFICATION_HEADER).map(|v| v.to_str()) {
+        Some(Ok(challenge)) => {
+            axum::Json(serde_json::json!({ "verification": challenge })).into_response()
+        }
+        Some(Err(_)) => reject(
+            &hook,
+            RejectReason::BadRequest,
+            ApiError::invalid(VERIFICATION_HEADER, "is not visible ASCII"),
+        ),
+        None => reject(
+            &hook,
+            RejectReason::BadRequest,
+            ApiError::invalid(
+                VERIFICATION_HEADER,
+                "header is missing (Okta sends it on verification)",
+            ),
+        ),
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || (essence.len() > 5
+            && essence
+                .get(essence.len() - 5..)
+                .is_some_and(|s| s.eq_ignore_ascii_case("+json")))
+}
+
+fn now_timestamp() -> prost_types::Timestamp {
+    prost_types::Timestamp::from(std::time::SystemTime::now())
+}
+
+/// `POST /okta/hook`: one delivery, committed whole before the answer.
+async fn deliver(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    if !hook.auth.allows(&headers) {
+        return unauthorized(&hook);
+    }
+    if !is_json(&headers) {
+        return reject(
+            &hook,
+            RejectReason::UnsupportedMediaType,
+            ApiError::new(
+                Code::UnsupportedMediaType,
+                "Content-Type must be application/json",
+            ),
+        );
+    }
+    let body = match axum::body::to_bytes(body, hook.max_body_bytes).await {
+        Ok(body) => body,
+        Err(_) => {
+            let message = format!("request body is larger than {} bytes", hook.max_body_bytes);
+            return reject(
+                &hook,
+                RejectReason::TooLarge,
+                ApiError::new(Code::PayloadTooLarge, message),
+            );
+        }
+    };
+    let envelope = match mapping::parse_envelope(&body) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            return reject(
+                &hook,
+                RejectReason::BadRequest,
+                ApiError::new(Code::InvalidArgument, error.to_string()),
+            );
+        }
+    };
+
+    let received = now_timestamp();
+    let delivery = Delivery {
+        event_id: envelope.event_id,
+        event_time: envelope.event_time,
+        source: envelope.source,
+        headers: mapping::redact_headers(&headers, hook.auth.header().as_str()),
+        ingest_source: proto::IngestSource::Hook,
+        received: Some(received),
+    };
+    let mut batch = Batch::default();
+    for raw in envelope.events {
+        match mapping::map_event(raw.get().as_bytes(), &delivery) {
+            Ok(event) => batch.events.push(NewEvent::new(event)),
+            Err(error) => {
+                tracing::warn!(event_id = %delivery.event_id, %error, "event quarantined");
+                batch.quarantine.push(Quarantined {
+                    reason: error.to_string(),
+                    raw: raw.get().to_owned(),
+                    origin: format!(
+                        "hook eventId={} source={}",
+                        delivery.event_id, delivery.source
+                    ),
+                    received: chrono::Utc::now().to_rfc3339(),
+                });
+            }
+        }
+    }
+    let quarantined = batch.quarantine.len();
+    match hook.journal.append(batch).await {
+        Ok(appended) => {
+            hook.metrics.record_append(
+                IngestPath::Hook,
+                appended.committed.len(),
+                appended.duplicates,
+                quarantined,
+            );
+            hook.metrics
+                .hook_ack_seconds
+                .observe(started.elapsed().as_secs_f64());
+            tracing::debug!(
+                event_id = %delivery.event_id,
+                stored = appended.committed.len(),
+                duplicates = appended.duplicates,
+                quarantined,
+                "delivery committed"
+            );
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(error) => reject(&hook, RejectReason::Unavailable, ApiError::from(error)),
+    }
+}
