@@ -105,9 +105,7 @@ impl PrivateKey {
                 rsa::RsaPrivateKey::from_pkcs1_pem(trimmed).map_err(|_| bad("PKCS#1 RSA key"))?,
             ))
         } else if trimmed.contains("-----BEGIN EC PRIVATE KEY-----") {
-            KeyKind::Ec(
-                p256::SecretKey::from_sec1_pem(trimmed).map_err(|_| bad("SEC1 P-256 key"))?,
-            )
+            KeyKind::Ec(p256::SecretKey::from_sec1_pem(trimmed).map_err(|_| bad("SEC1 P-256 key"))?)
         } else if trimmed.contains("-----BEGIN PRIVATE KEY-----") {
             match rsa::RsaPrivateKey::from_pkcs8_pem(trimmed) {
                 Ok(key) => KeyKind::Rsa(Box::new(key)),
@@ -378,14 +376,14 @@ impl Authorizer {
                         problem: "empty".to_owned(),
                     });
                 }
-                let token_url = org.join("/oauth2/v1/token").map_err(|e| {
-                    ConfigError::OrgUrl(format!("cannot build the token URL: {e}"))
-                })?;
+                let token_url = org
+                    .join("/oauth2/v1/token")
+                    .map_err(|e| ConfigError::OrgUrl(format!("cannot build the token URL: {e}")))?;
                 let dpop_secret = p256::SecretKey::random(&mut rsa::rand_core::OsRng);
-                let dpop_jwk: Value =
-                    serde_json::from_str(&dpop_secret.public_key().to_jwk_string()).map_err(
-                        |e| ConfigError::PrivateKey(format!("cannot encode the DPoP key: {e}")),
-                    )?;
+                let dpop_jwk: Value = serde_json::from_str(
+                    &dpop_secret.public_key().to_jwk_string(),
+                )
+                .map_err(|e| ConfigError::PrivateKey(format!("cannot encode the DPoP key: {e}")))?;
                 AuthKind::ServiceApp(Box::new(ServiceApp {
                     client_id: client_id.clone(),
                     assertion_key: key.signer(),

@@ -239,26 +239,37 @@ impl Client {
                 "refusing a System Log URL outside the org".to_owned(),
             ));
         }
-        match self.send(url, retry).await {
+        let headers = self
+            .auth
+            .headers(&self.http, "GET", url, self.timeout)
+            .await?;
+        match self.send(url, retry, headers).await {
+            // The API refused an access token the token endpoint just accepted (revoked or
+            // expired early): mint a new one and try once more.
             Err(ClientError::Unauthorized { .. }) if self.auth.is_service_app() => {
                 self.auth.invalidate().await;
-                self.send(url, retry).await
+                let headers = self
+                    .auth
+                    .headers(&self.http, "GET", url, self.timeout)
+                    .await?;
+                self.send(url, retry, headers).await
             }
             other => other,
         }
     }
 
-    async fn send(&self, url: &Url, retry: Option<&RetryOf>) -> Result<Page, ClientError> {
+    async fn send(
+        &self,
+        url: &Url,
+        retry: Option<&RetryOf>,
+        auth_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    ) -> Result<Page, ClientError> {
         let mut request = self
             .http
             .get(url.clone())
             .timeout(self.timeout)
             .header(http::header::ACCEPT, "application/json");
-        for (name, value) in self
-            .auth
-            .headers(&self.http, "GET", url, self.timeout)
-            .await?
-        {
+        for (name, value) in auth_headers {
             request = request.header(name, value);
         }
         if let Some(retry) = retry {
@@ -328,8 +339,12 @@ impl Client {
 /// `Reset − Date + 1 s` (the Okta SDKs' formula): how long to wait after a 429, by the server's
 /// clock. `None` when either header is missing.
 pub fn rate_limit_wait(reset: Option<i64>, server_date: Option<DateTime<Utc>>) -> Option<Duration> {
-    let seconds = reset?.saturating_sub(server_date?.timestamp()).saturating_add(1);
-    Some(Duration::from_secs(u64::try_from(seconds.max(1)).unwrap_or(1)))
+    let seconds = reset?
+        .saturating_sub(server_date?.timestamp())
+        .saturating_add(1);
+    Some(Duration::from_secs(
+        u64::try_from(seconds.max(1)).unwrap_or(1),
+    ))
 }
 
 /// The reason of a 4xx, from Okta's error body (`errorCode: errorSummary`) or the

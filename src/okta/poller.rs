@@ -372,11 +372,8 @@ impl Poller {
                     retry = None;
                     failures = 0;
                     let full = page.events.len() >= self.client.limit() as usize;
-                    let pace = pacing_delay(
-                        &page.rate,
-                        self.config.rate_limit_share,
-                        page.server_date,
-                    );
+                    let pace =
+                        pacing_delay(&page.rate, self.config.rate_limit_share, page.server_date);
                     if let Some(next) = self.commit(page, &url).await? {
                         url = next;
                     }
@@ -397,7 +394,10 @@ impl Poller {
     /// The stored `next` URL, or the first request.
     async fn resume_url(&self) -> Result<Url, PollerError> {
         if let Some(stored) = self.journal.state(NEXT_URL_STATE_KEY).await? {
-            match std::str::from_utf8(&stored).ok().and_then(|s| Url::parse(s).ok()) {
+            match std::str::from_utf8(&stored)
+                .ok()
+                .and_then(|s| Url::parse(s).ok())
+            {
                 Some(url) if self.client.accepts(&url) => {
                     tracing::info!(org = %self.source, "poller resumes from the stored next URL");
                     return Ok(url);
@@ -516,8 +516,8 @@ impl Poller {
                 s.observe_rate(&rate);
                 let count = retry.as_ref().map_or(1, |r| r.count.saturating_add(1));
                 *retry = request_id.map(|request_id| RetryOf { request_id, count });
-                let wait = retry_after.unwrap_or(RATE_LIMIT_FALLBACK_WAIT)
-                    + jitter(RATE_LIMIT_JITTER);
+                let wait =
+                    retry_after.unwrap_or(RATE_LIMIT_FALLBACK_WAIT) + jitter(RATE_LIMIT_JITTER);
                 tracing::warn!(org = %self.source, wait_ms = wait.as_millis() as u64, "rate limited by Okta");
                 s.set_status(PollerHealth::RateLimited, Some(reason));
                 wait
@@ -543,11 +543,8 @@ impl Poller {
                 *retry = None;
                 *failures = failures.saturating_add(1);
                 s.failures.fetch_add(1, Ordering::Relaxed);
-                let delay = backoff_delay(
-                    *failures,
-                    self.config.backoff_base,
-                    self.config.backoff_cap,
-                );
+                let delay =
+                    backoff_delay(*failures, self.config.backoff_base, self.config.backoff_cap);
                 let wait = delay + jitter(delay / 10);
                 tracing::warn!(
                     org = %self.source,
@@ -613,10 +610,7 @@ mod tests {
     fn backoff_doubles_from_base_up_to_the_cap() {
         let (base, cap) = (S(1), S(60));
         let delays: Vec<_> = (0..10).map(|n| backoff_delay(n, base, cap)).collect();
-        assert_eq!(
-            delays,
-            [0, 1, 2, 4, 8, 16, 32, 60, 60, 60].map(S).to_vec()
-        );
+        assert_eq!(delays, [0, 1, 2, 4, 8, 16, 32, 60, 60, 60].map(S).to_vec());
         assert_eq!(backoff_delay(u32::MAX, base, cap), cap);
         assert_eq!(backoff_delay(40, S(1), S(300)), S(300));
     }
