@@ -186,9 +186,9 @@ impl PrivateKey {
 
     fn signer(&self) -> JwsKey {
         match &self.key {
-            KeyKind::Rsa(key) => {
-                JwsKey::Rs256(rsa::pkcs1v15::SigningKey::<Sha256>::new((**key).clone()))
-            }
+            KeyKind::Rsa(key) => JwsKey::Rs256(Box::new(rsa::pkcs1v15::SigningKey::<Sha256>::new(
+                (**key).clone(),
+            ))),
             KeyKind::Ec(key) => JwsKey::Es256(p256::ecdsa::SigningKey::from(key)),
         }
     }
@@ -240,7 +240,7 @@ pub enum AuthError {
 
 /// A key that signs compact JWS.
 enum JwsKey {
-    Rs256(rsa::pkcs1v15::SigningKey<Sha256>),
+    Rs256(Box<rsa::pkcs1v15::SigningKey<Sha256>>),
     Es256(p256::ecdsa::SigningKey),
 }
 

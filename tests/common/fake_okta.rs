@@ -113,6 +113,12 @@ impl Recorded {
     }
 }
 
+/// A refusal: status, Okta error body, and the reason recorded for the test.
+type Refusal = (StatusCode, String, String);
+
+/// A page: the events and the `link` header values.
+type PageOut = (Vec<Value>, Vec<String>);
+
 struct Stored {
     value: Value,
     event_type: String,
@@ -684,7 +690,7 @@ fn check_api_auth(
     headers: &HeaderMap,
     path: &str,
     now: DateTime<Utc>,
-) -> Result<(), (StatusCode, String, String)> {
+) -> Result<(), Refusal> {
     let authorization = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -806,7 +812,7 @@ fn decide_logs(
     base: &str,
     query: &[(String, String)],
     raw_query: &str,
-) -> Result<(Vec<Value>, Vec<String>), (StatusCode, String, String)> {
+) -> Result<PageOut, Refusal> {
     let bad = |summary: &str| {
         let (status, body) = okta_error(StatusCode::BAD_REQUEST, "E0000053", summary);
         (status, body, summary.to_owned())
@@ -907,7 +913,7 @@ async fn logs(
     let mut extra: Vec<(String, String)> = Vec::new();
     let mut rate_reset = None;
 
-    let outcome: Result<(Vec<Value>, Vec<String>), (StatusCode, String, String)> = (|| {
+    let outcome: Result<PageOut, Refusal> = (|| {
         check_api_auth(&mut state, &shared.base, &headers, uri.path(), now)?;
         // The bucket counts every authenticated request.
         if let Some(bucket) = state.bucket.as_mut() {

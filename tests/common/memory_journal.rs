@@ -12,6 +12,9 @@ use okta_stream::journal::{
     Appended, Batch, Bounds, Cursor, Journal, JournalError, Quarantined, SharedEvent,
 };
 
+/// One append as seen by the journal: its events' uuids and its state write (key, value).
+pub type BatchRecord = (Vec<String>, Option<(String, Vec<u8>)>);
+
 #[derive(Default)]
 struct Inner {
     /// Committed events, index = cursor − 1, with their commit time (µs since the epoch).
@@ -21,7 +24,7 @@ struct Inner {
     quarantine: Vec<Quarantined>,
     appends: u64,
     /// Per append: the uuids it carried and the state value it wrote.
-    batches: Vec<(Vec<String>, Option<(String, Vec<u8>)>)>,
+    batches: Vec<BatchRecord>,
 }
 
 /// The in-memory journal. Cheap to share through `Arc`.
@@ -67,7 +70,7 @@ impl MemoryJournal {
     }
 
     /// Per committed append: the uuids of its events (duplicates included) and its state write.
-    pub fn batches(&self) -> Vec<(Vec<String>, Option<(String, Vec<u8>)>)> {
+    pub fn batches(&self) -> Vec<BatchRecord> {
         self.inner.lock().unwrap().batches.clone()
     }
 
