@@ -290,6 +290,36 @@ async fn a_restarted_poller_resumes_from_the_stored_next_url_without_duplicates(
 }
 
 #[tokio::test]
+async fn changed_event_types_start_afresh_instead_of_resuming_the_old_filter() {
+    within(LIMIT, async {
+        let fake = FakeOkta::start(FakeAuth::Ssws(TOKEN.to_owned())).await;
+        fake.push_many("a", TYPE, 2);
+        fake.push_many("b", "user.session.start", 2);
+        let journal = MemoryJournal::new();
+        let cfg = config(&fake, ssws());
+        let running = start(cfg.clone(), journal.clone());
+        wait_for_events(&journal, 2).await;
+        running.stop().await;
+        let before = fake.log_requests().len();
+
+        let mut widened = cfg;
+        widened.event_types = vec![TYPE.to_owned(), "user.session.start".to_owned()];
+        let running = start(widened, journal.clone());
+        wait_for_events(&journal, 4).await;
+        let stats = running.stats.snapshot();
+        running.stop().await;
+        let first = &fake.log_requests()[before];
+        assert!(first.param("since").is_some());
+        assert_eq!(journal.uuids(), ["a-0", "a-1", "b-0", "b-1"]);
+        assert_eq!(
+            stats.duplicates, 2,
+            "the re-read events were dropped by the journal"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_page_and_its_next_url_are_one_journal_append() {
     within(LIMIT, async {
         let fake = FakeOkta::start(FakeAuth::Ssws(TOKEN.to_owned())).await;
@@ -409,31 +439,33 @@ async fn requests_are_spaced_to_stay_within_the_share_of_the_bucket() {
 }
 
 #[tokio::test]
-async fn server_errors_back_off_exponentially() {
+async fn server_errors_back_off_exponentially_up_to_the_cap() {
     within(LIMIT, async {
         let fake = FakeOkta::start(FakeAuth::Ssws(TOKEN.to_owned())).await;
         fake.push_many("s", TYPE, 1);
-        for _ in 0..4 {
+        for _ in 0..5 {
             fake.inject(Inject::Status(500));
         }
         let journal = MemoryJournal::new();
         let mut cfg = config(&fake, ssws());
         cfg.backoff_base = ms(100);
-        cfg.backoff_cap = ms(400);
+        cfg.backoff_cap = ms(200);
         let running = start(cfg, journal.clone());
         wait_for_events(&journal, 1).await;
         let stats = running.stats.snapshot();
         running.stop().await;
         let requests = fake.log_requests();
         let statuses: Vec<u16> = requests.iter().map(|r| r.status).collect();
-        assert_eq!(&statuses[..5], [500, 500, 500, 500, 200]);
-        // 100, 200, 400, then capped at 400 ms (plus up to 10 % jitter).
-        for (i, expected) in [100, 200, 400, 400].into_iter().enumerate() {
+        assert_eq!(&statuses[..6], [500, 500, 500, 500, 500, 200]);
+        // 100, 200, then capped at 200 ms (plus up to 10 % jitter); uncapped the last gap
+        // would be 1600 ms.
+        for (i, expected) in [100, 200, 200, 200, 200].into_iter().enumerate() {
             let gap = requests[i + 1].at - requests[i].at;
             assert!(gap >= ms(expected), "gap {i} was {gap:?}");
-            assert!(gap < ms(expected * 2 + 200), "gap {i} was {gap:?}");
         }
-        assert_eq!(stats.failures, 4);
+        let last = requests[5].at - requests[4].at;
+        assert!(last < ms(1000), "the cap did not hold: {last:?}");
+        assert_eq!(stats.failures, 5);
     })
     .await;
 }
@@ -604,6 +636,33 @@ async fn es256_dpop_app_and_tokens_renewed_before_expiry() {
             .count();
         assert_eq!(failed, 1);
         assert!(stats.token_refreshes >= 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_revoked_access_token_is_replaced_at_once_not_after_the_slow_retry() {
+    within(LIMIT, async {
+        let (auth, credentials) = rs256_app(true);
+        let fake = FakeOkta::start(auth).await;
+        fake.push_many("v", TYPE, 1);
+        let journal = MemoryJournal::new();
+        let mut cfg = config(&fake, credentials);
+        cfg.auth_retry_interval = Duration::from_secs(60);
+        let running = start(cfg, journal.clone());
+        wait_for_events(&journal, 1).await;
+        fake.revoke_tokens();
+        fake.push_many("w", TYPE, 1);
+        wait_for_events(&journal, 2).await;
+        let stats = running.stats.snapshot();
+        running.stop().await;
+        let statuses: Vec<u16> = fake.log_requests().iter().map(|r| r.status).collect();
+        assert!(statuses.contains(&401));
+        assert_eq!(stats.token_refreshes, 2);
+        assert_eq!(
+            stats.refusals, 0,
+            "the renewed token worked on the immediate retry"
+        );
     })
     .await;
 }

@@ -225,6 +225,14 @@ impl Client {
         same_origin(&self.org, url) && url.path() == LOGS_PATH
     }
 
+    /// True when `url` carries the configured event-type filter. A stored `next` URL from a run
+    /// with other event types fails this, and the poller starts afresh rather than silently
+    /// keep polling the old types.
+    pub fn has_configured_filter(&self, url: &Url) -> bool {
+        url.query_pairs()
+            .any(|(name, value)| name == "filter" && value == self.filter.as_str())
+    }
+
     /// The configured page size.
     pub fn limit(&self) -> u32 {
         self.limit

@@ -398,10 +398,17 @@ impl Poller {
                 .ok()
                 .and_then(|s| Url::parse(s).ok())
             {
-                Some(url) if self.client.accepts(&url) => {
+                Some(url)
+                    if self.client.accepts(&url) && self.client.has_configured_filter(&url) =>
+                {
                     tracing::info!(org = %self.source, "poller resumes from the stored next URL");
                     return Ok(url);
                 }
+                Some(url) if self.client.accepts(&url) => tracing::warn!(
+                    org = %self.source,
+                    "the configured event types changed since the next URL was stored; starting \
+                     afresh from the configured since (the journal drops re-read events)"
+                ),
                 _ => tracing::warn!(
                     org = %self.source,
                     "stored next URL is not a System Log URL of this org; starting afresh"

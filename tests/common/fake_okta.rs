@@ -263,6 +263,11 @@ impl FakeOkta {
         self.state().token_lifetime_secs = secs;
     }
 
+    /// Revokes every access token minted so far (API calls with them get 401).
+    pub fn revoke_tokens(&self) {
+        self.state().tokens.clear();
+    }
+
     /// Every request so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.state().requests.clone()
