@@ -667,6 +667,35 @@ mod tests {
     }
 
     #[test]
+    fn rsa_keys_parse_from_pkcs8_pkcs1_and_jwk_and_small_keys_are_refused() {
+        use rsa::pkcs1::EncodeRsaPrivateKey as _;
+        use rsa::pkcs8::EncodePrivateKey as _;
+        use rsa::traits::{PrivateKeyParts as _, PublicKeyParts as _};
+        let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        let pkcs8 = key.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF).unwrap();
+        assert_eq!(PrivateKey::parse(&pkcs8).unwrap().algorithm(), "RS256");
+        let pkcs1 = key.to_pkcs1_pem(rsa::pkcs8::LineEnding::LF).unwrap();
+        assert_eq!(PrivateKey::parse(&pkcs1).unwrap().algorithm(), "RS256");
+        let b64 = |n: &rsa::BigUint| URL_SAFE_NO_PAD.encode(n.to_bytes_be());
+        let jwk = json!({
+            "kty": "RSA", "kid": "rsa-1",
+            "n": b64(key.n()), "e": b64(key.e()), "d": b64(key.d()),
+            "p": b64(&key.primes()[0]), "q": b64(&key.primes()[1]),
+        });
+        let parsed = PrivateKey::parse(&jwk.to_string()).unwrap();
+        assert_eq!(parsed.algorithm(), "RS256");
+        assert_eq!(parsed.jwk_key_id(), Some("rsa-1"));
+        let small = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).unwrap();
+        let small = small.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF).unwrap();
+        assert!(
+            PrivateKey::parse(&small)
+                .unwrap_err()
+                .to_string()
+                .contains("2048")
+        );
+    }
+
+    #[test]
     fn ec_keys_parse_from_pem_and_jwk() {
         use p256::pkcs8::EncodePrivateKey as _;
         let secret = p256::SecretKey::random(&mut rsa::rand_core::OsRng);
