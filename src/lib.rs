@@ -11,6 +11,7 @@
 //! - [`error`]: the one map from errors to HTTP and gRPC statuses.
 //! - [`telemetry`]: logging and Prometheus metrics.
 //! - [`secret`]: the redacting newtype for secrets.
+//! - [`okta`]: the System Log poller: client, auth (SSWS, private_key_jwt, DPoP), the loop.
 //! - [`proto`]: generated `okta.events.v1` types and the reflection descriptor set.
 //!
 //! Data flow: hook or poller → `mapping` → `journal` (group commit) → `hub` → `grpc`.
@@ -22,6 +23,7 @@ pub mod hook;
 pub mod hub;
 pub mod journal;
 pub mod mapping;
+pub mod okta;
 pub mod ops;
 pub mod proto;
 pub mod secret;

@@ -1,0 +1,679 @@
+//! The System Log poller: every event, exactly once, across restarts, within Okta's limits.
+//!
+//! The loop follows SPEC.md B.2: resume from the `next` URL stored in the journal (or start
+//! with `since` = now − look-back), fetch a page, map its events, and append them together with
+//! the page's `rel="next"` URL in **one** journal transaction, so a crash re-reads at most one
+//! page and the journal's uuid dedupe absorbs it. One request is in flight at a time; a full page
+//! is followed at once, a short page waits the poll interval. Requests are spaced to stay within
+//! a share of the rate limit; a 429 waits until the reset by the server's clock; 5xx and timeouts
+//! back off exponentially; refused credentials are retried slowly, never in a hot loop.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use reqwest::Url;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::auth::Credentials;
+use super::client::{Client, ClientError, Page, RateLimit, RetryOf};
+use super::{ConfigError, origin};
+use crate::journal::{Batch, JournalError, NewEvent, Quarantined, SharedJournal, StateWrite};
+use crate::mapping::{Delivery, map_event};
+use crate::proto;
+
+/// Journal state key of the stored `rel="next"` URL.
+pub const NEXT_URL_STATE_KEY: &str = "poller.next_url";
+/// Default `OKTA_POLL_EVENT_TYPES`.
+pub const DEFAULT_EVENT_TYPE: &str = "user.account.update_profile";
+/// Default `OKTA_POLL_INTERVAL_SECS`: the wait after a short page.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
+/// Default look-back of the very first request (no stored `next` URL, no configured `since`):
+/// one hour, so a fresh start picks up what the hook may have missed recently without replaying
+/// the 90-day retention.
+pub const DEFAULT_LOOK_BACK: Duration = Duration::from_secs(3600);
+/// Default page size: Okta's maximum.
+pub const DEFAULT_LIMIT: u32 = 1000;
+/// Default per-request timeout. Okta ends a query after 30 s with `500 E0000009`; this leaves
+/// room for that answer to arrive.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(45);
+/// Default share of `X-Rate-Limit-Limit` the poller may use (Okta's own per-app default cap).
+pub const DEFAULT_RATE_LIMIT_SHARE: f64 = 0.5;
+/// Default wait before retrying after Okta refused the credentials (401/403/4xx).
+pub const DEFAULT_AUTH_RETRY_INTERVAL: Duration = Duration::from_secs(60);
+/// Default first back-off after a 5xx, timeout or transport error.
+pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Default longest back-off.
+pub const DEFAULT_BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// Wait after a 429 without usable `X-Rate-Limit-Reset`/`Date`: one full rate-limit window.
+const RATE_LIMIT_FALLBACK_WAIT: Duration = Duration::from_secs(60);
+/// Upper bound of the random jitter added after a 429.
+const RATE_LIMIT_JITTER: Duration = Duration::from_millis(1000);
+
+/// Where the very first request starts when the journal holds no `next` URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    /// `since` = now − this duration.
+    LookBack(Duration),
+    /// `since` = this time (Okta rejects more than 180 days back).
+    Since(DateTime<Utc>),
+}
+
+/// Everything the poller needs; the app fills it from env/flags.
+#[derive(Debug, Clone)]
+pub struct PollerConfig {
+    /// `OKTA_ORG_URL`: `https://{org}`; `http://` only for loopback hosts.
+    pub org_url: String,
+    /// `OKTA_API_TOKEN`, or `OKTA_CLIENT_ID` + `OKTA_PRIVATE_KEY_FILE` (+ `OKTA_PRIVATE_KEY_ID`).
+    pub credentials: Credentials,
+    /// `OKTA_POLL_EVENT_TYPES`: the event types to pull.
+    pub event_types: Vec<String>,
+    /// `OKTA_POLL_INTERVAL_SECS`: wait after a short page.
+    pub poll_interval: Duration,
+    /// First `since` when no `next` URL is stored.
+    pub start: StartFrom,
+    /// Page size, 1..=1000.
+    pub limit: u32,
+    /// Timeout of every HTTP request (token and API).
+    pub request_timeout: Duration,
+    /// Share of `X-Rate-Limit-Limit` to stay within, in (0, 1].
+    pub rate_limit_share: f64,
+    /// Wait before retrying after Okta refused the credentials.
+    pub auth_retry_interval: Duration,
+    /// First back-off after a 5xx, timeout or transport error; doubles per failure.
+    pub backoff_base: Duration,
+    /// Longest back-off.
+    pub backoff_cap: Duration,
+    /// Whether an event hook also feeds the journal: events the poller newly commits are then
+    /// counted as hook misses.
+    pub hook_enabled: bool,
+}
+
+impl PollerConfig {
+    /// A config for `org_url` and `credentials` with every other setting at its default.
+    pub fn new(org_url: impl Into<String>, credentials: Credentials) -> Self {
+        Self {
+            org_url: org_url.into(),
+            credentials,
+            event_types: vec![DEFAULT_EVENT_TYPE.to_owned()],
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            start: StartFrom::LookBack(DEFAULT_LOOK_BACK),
+            limit: DEFAULT_LIMIT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            rate_limit_share: DEFAULT_RATE_LIMIT_SHARE,
+            auth_retry_interval: DEFAULT_AUTH_RETRY_INTERVAL,
+            backoff_base: DEFAULT_BACKOFF_BASE,
+            backoff_cap: DEFAULT_BACKOFF_CAP,
+            hook_enabled: false,
+        }
+    }
+
+    /// Checks the settings the client does not check itself.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.rate_limit_share > 0.0 && self.rate_limit_share <= 1.0) {
+            return Err(ConfigError::Invalid {
+                setting: "rate_limit_share",
+                problem: "must be in (0, 1]".to_owned(),
+            });
+        }
+        if self.poll_interval.is_zero() {
+            return Err(ConfigError::Invalid {
+                setting: "OKTA_POLL_INTERVAL_SECS",
+                problem: "must be positive".to_owned(),
+            });
+        }
+        if self.auth_retry_interval.is_zero() || self.backoff_base.is_zero() {
+            return Err(ConfigError::Invalid {
+                setting: "auth_retry_interval/backoff_base",
+                problem: "must be positive".to_owned(),
+            });
+        }
+        if self.backoff_cap < self.backoff_base {
+            return Err(ConfigError::Invalid {
+                setting: "backoff_cap",
+                problem: "must be at least backoff_base".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What the poller is doing, for health and readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollerHealth {
+    /// No page fetched yet.
+    Starting,
+    /// The last request succeeded.
+    Polling,
+    /// Waiting for a rate-limit window to reset.
+    RateLimited,
+    /// Backing off after a 5xx, timeout or transport error.
+    BackingOff,
+    /// Okta refused the credentials or the request (401/403/4xx); retried slowly.
+    Refused,
+}
+
+impl fmt::Display for PollerHealth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Starting => "starting",
+            Self::Polling => "polling",
+            Self::RateLimited => "rate_limited",
+            Self::BackingOff => "backing_off",
+            Self::Refused => "refused",
+        })
+    }
+}
+
+/// Live counters of a poller, shared with the app for metrics and readiness. Never holds a
+/// secret: errors are stored by their `Display`, which carries none.
+#[derive(Debug)]
+pub struct PollerStats {
+    pages: AtomicU64,
+    events_received: AtomicU64,
+    events_committed: AtomicU64,
+    duplicates: AtomicU64,
+    hook_misses: AtomicU64,
+    quarantined: AtomicU64,
+    rate_limited: AtomicU64,
+    failures: AtomicU64,
+    refusals: AtomicU64,
+    token_refreshes: AtomicU64,
+    token_failures: AtomicU64,
+    /// Last `X-Rate-Limit-Remaining`; −1 when unknown.
+    rate_limit_remaining: AtomicI64,
+    /// Unix milliseconds of the last successful page; 0 before the first.
+    last_success_ms: AtomicI64,
+    status: Mutex<(PollerHealth, Option<String>)>,
+}
+
+impl Default for PollerStats {
+    fn default() -> Self {
+        Self {
+            pages: AtomicU64::new(0),
+            events_received: AtomicU64::new(0),
+            events_committed: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            hook_misses: AtomicU64::new(0),
+            quarantined: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            refusals: AtomicU64::new(0),
+            token_refreshes: AtomicU64::new(0),
+            token_failures: AtomicU64::new(0),
+            rate_limit_remaining: AtomicI64::new(-1),
+            last_success_ms: AtomicI64::new(0),
+            status: Mutex::new((PollerHealth::Starting, None)),
+        }
+    }
+}
+
+/// A point-in-time copy of [`PollerStats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollerSnapshot {
+    /// Pages fetched successfully.
+    pub pages: u64,
+    /// LogEvents received in those pages.
+    pub events_received: u64,
+    /// Events the poller newly committed to the journal.
+    pub events_committed: u64,
+    /// Events the journal already held (from the hook, or a page re-read after a crash).
+    pub duplicates: u64,
+    /// With a hook configured: events the poller committed that the hook had not delivered.
+    pub hook_misses: u64,
+    /// Events that did not map and went to quarantine.
+    pub quarantined: u64,
+    /// 429 answers.
+    pub rate_limited: u64,
+    /// 5xx, timeouts, transport and bad-response failures.
+    pub failures: u64,
+    /// 401/403/other 4xx answers, token endpoint refusals included.
+    pub refusals: u64,
+    /// Access tokens minted.
+    pub token_refreshes: u64,
+    /// Failed token requests.
+    pub token_failures: u64,
+    /// Last `X-Rate-Limit-Remaining`, if Okta sent one.
+    pub rate_limit_remaining: Option<u64>,
+    /// Time of the last successful page.
+    pub last_success: Option<DateTime<Utc>>,
+    /// What the poller is doing.
+    pub health: PollerHealth,
+    /// The last error, as displayed (no secrets).
+    pub last_error: Option<String>,
+}
+
+impl PollerStats {
+    /// A copy of every counter.
+    pub fn snapshot(&self) -> PollerSnapshot {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (health, last_error) = self
+            .status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or((PollerHealth::Starting, None));
+        let last_ms = self.last_success_ms.load(Ordering::Relaxed);
+        PollerSnapshot {
+            pages: load(&self.pages),
+            events_received: load(&self.events_received),
+            events_committed: load(&self.events_committed),
+            duplicates: load(&self.duplicates),
+            hook_misses: load(&self.hook_misses),
+            quarantined: load(&self.quarantined),
+            rate_limited: load(&self.rate_limited),
+            failures: load(&self.failures),
+            refusals: load(&self.refusals),
+            token_refreshes: load(&self.token_refreshes),
+            token_failures: load(&self.token_failures),
+            rate_limit_remaining: u64::try_from(self.rate_limit_remaining.load(Ordering::Relaxed))
+                .ok(),
+            last_success: (last_ms > 0)
+                .then(|| DateTime::from_timestamp_millis(last_ms))
+                .flatten(),
+            health,
+            last_error,
+        }
+    }
+
+    pub(crate) fn token_refreshed(&self) {
+        self.token_refreshes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn token_failed(&self) {
+        self.token_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn set_status(&self, health: PollerHealth, error: Option<String>) {
+        if let Ok(mut status) = self.status.lock() {
+            status.0 = health;
+            if error.is_some() || health == PollerHealth::Polling {
+                status.1 = error;
+            }
+        }
+    }
+
+    fn observe_rate(&self, rate: &RateLimit) {
+        if let Some(remaining) = rate.remaining {
+            self.rate_limit_remaining.store(
+                i64::try_from(remaining).unwrap_or(i64::MAX),
+                Ordering::Relaxed,
+            );
+        }
+    }
+}
+
+/// Why the poller stopped. Okta errors never stop it; only the journal does.
+#[derive(Debug, thiserror::Error)]
+pub enum PollerError {
+    /// The journal failed to read state or to commit a page.
+    #[error("poller cannot use the journal: {0}")]
+    Journal(#[from] JournalError),
+}
+
+/// The System Log poller of one org. Build with [`Poller::new`], run with [`Poller::run`].
+#[derive(Debug)]
+pub struct Poller {
+    client: Client,
+    journal: SharedJournal,
+    config: PollerConfig,
+    source: String,
+    stats: Arc<PollerStats>,
+}
+
+impl Poller {
+    /// Checks `config` and prepares the client; no request is sent yet.
+    pub fn new(config: PollerConfig, journal: SharedJournal) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let stats = Arc::new(PollerStats::default());
+        let client = Client::new(&config, stats.clone())?;
+        let source = origin(client.org());
+        Ok(Self {
+            client,
+            journal,
+            config,
+            source,
+            stats,
+        })
+    }
+
+    /// The poller's counters; keep a clone for metrics and readiness before calling `run`.
+    pub fn stats(&self) -> Arc<PollerStats> {
+        self.stats.clone()
+    }
+
+    /// Polls until `shutdown` is cancelled (returns `Ok`) or the journal fails (returns the
+    /// error). A page being committed when shutdown comes is committed first.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), PollerError> {
+        let mut url = self.resume_url().await?;
+        let mut retry: Option<RetryOf> = None;
+        let mut failures: u32 = 0;
+        let mut wait = Duration::ZERO;
+        loop {
+            if !wait.is_zero() {
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let started = Instant::now();
+            let result = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                result = self.client.page(&url, retry.as_ref()) => result,
+            };
+            match result {
+                Ok(page) => {
+                    retry = None;
+                    failures = 0;
+                    let full = page.events.len() >= self.client.limit() as usize;
+                    let pace =
+                        pacing_delay(&page.rate, self.config.rate_limit_share, page.server_date);
+                    if let Some(next) = self.commit(page, &url).await? {
+                        url = next;
+                    }
+                    let after_page = if full {
+                        Duration::ZERO
+                    } else {
+                        self.config.poll_interval
+                    };
+                    wait = after_page.max(pace.saturating_sub(started.elapsed()));
+                }
+                Err(error) => {
+                    wait = self.on_error(error, &mut retry, &mut failures);
+                }
+            }
+        }
+    }
+
+    /// The stored `next` URL, or the first request.
+    async fn resume_url(&self) -> Result<Url, PollerError> {
+        if let Some(stored) = self.journal.state(NEXT_URL_STATE_KEY).await? {
+            match std::str::from_utf8(&stored)
+                .ok()
+                .and_then(|s| Url::parse(s).ok())
+            {
+                Some(url)
+                    if self.client.accepts(&url) && self.client.has_configured_filter(&url) =>
+                {
+                    tracing::info!(org = %self.source, "poller resumes from the stored next URL");
+                    return Ok(url);
+                }
+                Some(url) if self.client.accepts(&url) => tracing::warn!(
+                    org = %self.source,
+                    "the configured event types changed since the next URL was stored; starting \
+                     afresh from the configured since (the journal drops re-read events)"
+                ),
+                _ => tracing::warn!(
+                    org = %self.source,
+                    "stored next URL is not a System Log URL of this org; starting afresh"
+                ),
+            }
+        }
+        let since = match self.config.start {
+            StartFrom::Since(since) => since,
+            StartFrom::LookBack(look_back) => {
+                Utc::now() - chrono::Duration::from_std(look_back).unwrap_or_default()
+            }
+        };
+        tracing::info!(org = %self.source, since = %since.to_rfc3339(), "poller starts");
+        Ok(self.client.first_url(since))
+    }
+
+    /// Maps the page and appends its events and its `next` URL in one batch. Returns the URL to
+    /// request next.
+    async fn commit(&self, page: Page, requested: &Url) -> Result<Option<Url>, PollerError> {
+        let Page {
+            events: raw_events,
+            next,
+            rate,
+            ..
+        } = page;
+        let now = Utc::now();
+        let timestamp = prost_types::Timestamp {
+            seconds: now.timestamp(),
+            nanos: i32::try_from(now.timestamp_subsec_nanos()).unwrap_or(0),
+        };
+        let delivery = Delivery {
+            event_id: String::new(),
+            event_time: Some(timestamp),
+            source: self.source.clone(),
+            headers: BTreeMap::new(),
+            ingest_source: proto::IngestSource::Poller,
+            received: Some(timestamp),
+        };
+        let received = raw_events.len();
+        let mut events = Vec::with_capacity(received);
+        let mut quarantine = Vec::new();
+        for raw in &raw_events {
+            match map_event(raw.get().as_bytes(), &delivery) {
+                Ok(event) => events.push(NewEvent::new(event)),
+                Err(error) => {
+                    tracing::warn!(org = %self.source, %error, "polled event quarantined");
+                    quarantine.push(Quarantined {
+                        reason: error.to_string(),
+                        raw: raw.get().to_owned(),
+                        origin: self.source.clone(),
+                        received: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+                    });
+                }
+            }
+        }
+        if next.is_none() {
+            tracing::warn!(org = %self.source, "page without rel=\"next\"; requesting it again");
+        }
+        let moved = next.as_ref().is_some_and(|n| n != requested);
+        let quarantined = quarantine.len() as u64;
+        if !events.is_empty() || !quarantine.is_empty() || moved {
+            let state = next.as_ref().map(|url| StateWrite {
+                key: NEXT_URL_STATE_KEY.to_owned(),
+                value: url.as_str().as_bytes().to_vec(),
+            });
+            let appended = self
+                .journal
+                .append(Batch {
+                    events,
+                    quarantine,
+                    state,
+                })
+                .await?;
+            let committed = appended.committed.len() as u64;
+            let s = &self.stats;
+            s.events_committed.fetch_add(committed, Ordering::Relaxed);
+            s.duplicates
+                .fetch_add(appended.duplicates as u64, Ordering::Relaxed);
+            if self.config.hook_enabled {
+                s.hook_misses.fetch_add(committed, Ordering::Relaxed);
+            }
+            s.quarantined.fetch_add(quarantined, Ordering::Relaxed);
+        }
+        let s = &self.stats;
+        s.pages.fetch_add(1, Ordering::Relaxed);
+        s.events_received
+            .fetch_add(received as u64, Ordering::Relaxed);
+        s.observe_rate(&rate);
+        s.last_success_ms
+            .store(now.timestamp_millis(), Ordering::Relaxed);
+        s.set_status(PollerHealth::Polling, None);
+        Ok(next)
+    }
+
+    /// Records a failed request and returns how long to wait before the next one.
+    fn on_error(
+        &self,
+        error: ClientError,
+        retry: &mut Option<RetryOf>,
+        failures: &mut u32,
+    ) -> Duration {
+        let s = &self.stats;
+        let reason = error.to_string();
+        match error {
+            ClientError::RateLimited {
+                retry_after,
+                request_id,
+                rate,
+                ..
+            } => {
+                s.rate_limited.fetch_add(1, Ordering::Relaxed);
+                s.observe_rate(&rate);
+                let count = retry.as_ref().map_or(1, |r| r.count.saturating_add(1));
+                *retry = request_id.map(|request_id| RetryOf { request_id, count });
+                let wait =
+                    retry_after.unwrap_or(RATE_LIMIT_FALLBACK_WAIT) + jitter(RATE_LIMIT_JITTER);
+                tracing::warn!(org = %self.source, wait_ms = wait.as_millis() as u64, "rate limited by Okta");
+                s.set_status(PollerHealth::RateLimited, Some(reason));
+                wait
+            }
+            ClientError::Unauthorized { .. }
+            | ClientError::Forbidden { .. }
+            | ClientError::Rejected { .. } => {
+                *retry = None;
+                s.refusals.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    org = %self.source,
+                    error = %reason,
+                    retry_in_secs = self.config.auth_retry_interval.as_secs(),
+                    "Okta refused the poller's request; check the credentials, scopes and admin role"
+                );
+                s.set_status(PollerHealth::Refused, Some(reason));
+                self.config.auth_retry_interval
+            }
+            ClientError::Server(_)
+            | ClientError::Timeout
+            | ClientError::Transport(_)
+            | ClientError::BadResponse(_) => {
+                *retry = None;
+                *failures = failures.saturating_add(1);
+                s.failures.fetch_add(1, Ordering::Relaxed);
+                let delay =
+                    backoff_delay(*failures, self.config.backoff_base, self.config.backoff_cap);
+                let wait = delay + jitter(delay / 10);
+                tracing::warn!(
+                    org = %self.source,
+                    error = %reason,
+                    failures = *failures,
+                    wait_ms = wait.as_millis() as u64,
+                    "System Log request failed; backing off"
+                );
+                s.set_status(PollerHealth::BackingOff, Some(reason));
+                wait
+            }
+        }
+    }
+}
+
+/// Exponential back-off: `base · 2^(failures − 1)`, at most `cap` (0 failures → zero).
+pub fn backoff_delay(failures: u32, base: Duration, cap: Duration) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
+    }
+    let factor = 1u32.checked_shl(failures - 1).unwrap_or(u32::MAX);
+    base.checked_mul(factor).unwrap_or(cap).min(cap)
+}
+
+/// The spacing between request starts that keeps the poller within `share` of the rate limit:
+/// the requests it may still send in this window (`limit · share − used`) spread evenly until
+/// the reset (by the server's clock); the whole rest of the window once the share is used up.
+/// Zero when Okta sent no rate-limit headers.
+pub fn pacing_delay(rate: &RateLimit, share: f64, server_date: Option<DateTime<Utc>>) -> Duration {
+    let (Some(limit), Some(remaining), Some(reset), Some(date)) =
+        (rate.limit, rate.remaining, rate.reset, server_date)
+    else {
+        return Duration::ZERO;
+    };
+    let until_reset = Duration::from_secs(
+        u64::try_from(reset.saturating_sub(date.timestamp()).max(0)).unwrap_or(0) + 1,
+    );
+    let budget = ((limit as f64) * share).floor().max(1.0) as u64;
+    let used = limit.saturating_sub(remaining);
+    if used >= budget {
+        return until_reset;
+    }
+    let left = u32::try_from(budget - used).unwrap_or(u32::MAX);
+    until_reset / left
+}
+
+/// A random duration in `[0, max]`.
+fn jitter(max: Duration) -> Duration {
+    let millis = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+    if millis == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(rand::random_range(0..=millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn backoff_doubles_from_base_up_to_the_cap() {
+        let (base, cap) = (S(1), S(60));
+        let delays: Vec<_> = (0..10).map(|n| backoff_delay(n, base, cap)).collect();
+        assert_eq!(delays, [0, 1, 2, 4, 8, 16, 32, 60, 60, 60].map(S).to_vec());
+        assert_eq!(backoff_delay(u32::MAX, base, cap), cap);
+        assert_eq!(backoff_delay(40, S(1), S(300)), S(300));
+    }
+
+    fn rate(limit: u64, remaining: u64, reset_in: i64) -> (RateLimit, Option<DateTime<Utc>>) {
+        let date = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        (
+            RateLimit {
+                limit: Some(limit),
+                remaining: Some(remaining),
+                reset: Some(date.timestamp() + reset_in),
+            },
+            Some(date),
+        )
+    }
+
+    #[test]
+    fn pacing_spreads_the_remaining_share_until_the_reset() {
+        // 120/min bucket, half of it ours, one used: 59 left over 60 s (+1 s margin).
+        let (r, d) = rate(120, 119, 59);
+        assert_eq!(pacing_delay(&r, 0.5, d), S(60) / 59);
+        // Our share is used up: wait for the reset, by the server's clock.
+        let (r, d) = rate(120, 60, 30);
+        assert_eq!(pacing_delay(&r, 0.5, d), S(31));
+        // Others used most of the bucket: also wait for the reset.
+        let (r, d) = rate(120, 10, 5);
+        assert_eq!(pacing_delay(&r, 0.5, d), S(6));
+        // A huge bucket does not slow a catch-up down.
+        let (r, d) = rate(1_000_000, 999_999, 59);
+        assert!(pacing_delay(&r, 0.5, d) < Duration::from_millis(1));
+    }
+
+    #[test]
+    fn no_rate_limit_headers_no_pacing() {
+        assert_eq!(
+            pacing_delay(&RateLimit::default(), 0.5, Some(Utc::now())),
+            Duration::ZERO
+        );
+        let (r, _) = rate(120, 1, 10);
+        assert_eq!(pacing_delay(&r, 0.5, None), Duration::ZERO);
+    }
+
+    #[test]
+    fn config_defaults_are_the_documented_ones() {
+        let config = PollerConfig::new(
+            "https://example.okta.com",
+            Credentials::ApiToken(crate::okta::Secret::new("t")),
+        );
+        assert_eq!(config.event_types, vec!["user.account.update_profile"]);
+        assert_eq!(config.poll_interval, S(10));
+        assert_eq!(config.limit, 1000);
+        assert_eq!(config.start, StartFrom::LookBack(S(3600)));
+        assert_eq!(config.auth_retry_interval, S(60));
+        assert!(config.validate().is_ok());
+        let mut bad = config.clone();
+        bad.rate_limit_share = 0.0;
+        assert!(bad.validate().is_err());
+    }
+}

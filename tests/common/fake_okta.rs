@@ -1,0 +1,1029 @@
+//! An in-process fake Okta org on 127.0.0.1:0 that behaves as SPEC.md B documents.
+//!
+//! `GET /api/v1/logs` serves events in **persistence order** (the order they were pushed),
+//! independent of `published`; polling queries (`since`/`after`, no `until`) always answer
+//! `rel="self"` and `rel="next"`, also on empty pages; `limit`, `filter` on `eventType` (`eq`,
+//! `sw`, `or`), a configurable rate-limit bucket with `X-Rate-Limit-*` headers measured on the
+//! fake's own (optionally skewed) clock, and injected 429/500/slow answers.
+//! `POST /oauth2/v1/token` validates the `private_key_jwt` client assertion and, when the app
+//! requires it, DPoP proofs per RFC 9449 with the `use_dpop_nonce` dance; API calls check SSWS,
+//! Bearer or DPoP-bound tokens (with `ath`). Every request is recorded for assertions.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+/// How the fake org authenticates API callers.
+#[derive(Clone, Debug)]
+pub enum FakeAuth {
+    /// `Authorization: SSWS <token>`.
+    Ssws(String),
+    /// An API Services app with a registered public key; `dpop` = "Require DPoP".
+    ServiceApp {
+        /// The app's client id.
+        client_id: String,
+        /// The registered public key.
+        public_key: PublicKey,
+        /// Whether the app requires DPoP-bound tokens.
+        dpop: bool,
+    },
+}
+
+/// A public key the fake verifies signatures with.
+#[derive(Clone, Debug)]
+pub enum PublicKey {
+    /// RS256.
+    Rsa(rsa::RsaPublicKey),
+    /// ES256.
+    Ec(p256::PublicKey),
+}
+
+/// A misbehaviour for the next `/api/v1/logs` request(s), consumed in order.
+#[derive(Clone, Debug)]
+pub enum Inject {
+    /// Answer this 5xx status (500 with Okta's timeout body `E0000009`).
+    Status(u16),
+    /// Answer 429 with `X-Rate-Limit-Reset` this far in the future (by the fake's clock).
+    RateLimited(Duration),
+    /// Wait this long before answering normally.
+    Delay(Duration),
+}
+
+/// One request as the fake received it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// When it arrived, by the test's monotonic clock.
+    pub at: std::time::Instant,
+    /// When it arrived, by the fake's (skewed) clock.
+    pub server_time: DateTime<Utc>,
+    /// HTTP method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+    /// Raw query string.
+    pub query: Option<String>,
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// Decoded form body (token endpoint).
+    pub form: HashMap<String, String>,
+    /// Status answered.
+    pub status: u16,
+    /// `X-Okta-Request-Id` answered.
+    pub request_id: String,
+    /// `X-Rate-Limit-Reset` answered, if any.
+    pub rate_reset: Option<i64>,
+    /// Why the fake refused it, if it did.
+    pub error: Option<String>,
+    /// The `rel="next"` URL answered, if any.
+    pub next_link: Option<String>,
+}
+
+impl Recorded {
+    /// Decoded query pairs (percent- and `+`-decoded), in order.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        form_decode(self.query.as_deref().unwrap_or(""))
+    }
+
+    /// The first value of a query parameter.
+    pub fn param(&self, name: &str) -> Option<String> {
+        self.query_pairs()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    }
+
+    /// A header as a string.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+}
+
+/// A refusal: status, Okta error body, and the reason recorded for the test.
+type Refusal = (StatusCode, String, String);
+
+/// A page: the events and the `link` header values.
+type PageOut = (Vec<Value>, Vec<String>);
+
+struct Stored {
+    value: Value,
+    event_type: String,
+    stored_at: DateTime<Utc>,
+}
+
+struct Bucket {
+    limit: u64,
+    window: Duration,
+    used: u64,
+    reset: Option<i64>,
+}
+
+struct Token {
+    jkt: Option<String>,
+    expires: std::time::Instant,
+}
+
+struct FakeState {
+    auth: FakeAuth,
+    events: Vec<Stored>,
+    bucket: Option<Bucket>,
+    injections: VecDeque<Inject>,
+    skew: chrono::Duration,
+    nonce: String,
+    old_nonces: HashSet<String>,
+    used_jtis: HashSet<String>,
+    tokens: HashMap<String, Token>,
+    token_lifetime_secs: u64,
+    join_links: bool,
+    requests: Vec<Recorded>,
+    counter: u64,
+}
+
+struct Shared {
+    base: String,
+    state: Mutex<FakeState>,
+}
+
+/// A running fake Okta org. Dropping it stops the server.
+pub struct FakeOkta {
+    /// `http://127.0.0.1:PORT` — the org URL to configure.
+    pub base: String,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeOkta {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeOkta {
+    /// Starts a fake org with `auth` on 127.0.0.1:0.
+    pub async fn start(auth: FakeAuth) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shared = Arc::new(Shared {
+            base: base.clone(),
+            state: Mutex::new(FakeState {
+                auth,
+                events: Vec::new(),
+                bucket: None,
+                injections: VecDeque::new(),
+                skew: chrono::Duration::zero(),
+                nonce: random_token(),
+                old_nonces: HashSet::new(),
+                used_jtis: HashSet::new(),
+                tokens: HashMap::new(),
+                token_lifetime_secs: 3600,
+                join_links: false,
+                requests: Vec::new(),
+                counter: 0,
+            }),
+        });
+        let app = Router::new()
+            .route("/api/v1/logs", get(logs))
+            .route("/oauth2/v1/token", post(token))
+            .with_state(shared.clone());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { base, shared, task }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.shared.state.lock().unwrap()
+    }
+
+    /// Persists `event` now: it comes after every event pushed before, whatever its
+    /// `published`.
+    pub fn push(&self, event: Value) {
+        let event_type = event["eventType"].as_str().unwrap_or_default().to_owned();
+        let mut state = self.state();
+        let stored_at = Utc::now() + state.skew;
+        state.events.push(Stored {
+            value: event,
+            event_type,
+            stored_at,
+        });
+    }
+
+    /// Pushes `count` events of `event_type` with uuids `{prefix}-{i}`.
+    pub fn push_many(&self, prefix: &str, event_type: &str, count: usize) {
+        for i in 0..count {
+            self.push(log_event(
+                &format!("{prefix}-{i}"),
+                event_type,
+                "2026-11-28T10:00:00.000Z",
+            ));
+        }
+    }
+
+    /// A rate-limit bucket of `limit` requests per `window` on `/api/v1/logs`.
+    pub fn set_rate_limit(&self, limit: u64, window: Duration) {
+        self.state().bucket = Some(Bucket {
+            limit,
+            window,
+            used: 0,
+            reset: None,
+        });
+    }
+
+    /// Queues a misbehaviour for the next `/api/v1/logs` request.
+    pub fn inject(&self, inject: Inject) {
+        self.state().injections.push_back(inject);
+    }
+
+    /// Shifts the fake's clock (its `Date` header and rate-limit resets) by `skew`.
+    pub fn set_clock_skew(&self, skew: chrono::Duration) {
+        self.state().skew = skew;
+    }
+
+    /// Sends `self` and `next` in one comma-joined `link` header instead of two.
+    pub fn join_links(&self, joined: bool) {
+        self.state().join_links = joined;
+    }
+
+    /// Lifetime of the access tokens the token endpoint mints.
+    pub fn set_token_lifetime(&self, secs: u64) {
+        self.state().token_lifetime_secs = secs;
+    }
+
+    /// Revokes every access token minted so far (API calls with them get 401).
+    pub fn revoke_tokens(&self) {
+        self.state().tokens.clear();
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state().requests.clone()
+    }
+
+    /// The `/api/v1/logs` requests so far.
+    pub fn log_requests(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path == "/api/v1/logs")
+            .collect()
+    }
+
+    /// The token endpoint requests so far.
+    pub fn token_requests(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path == "/oauth2/v1/token")
+            .collect()
+    }
+
+    /// Rotates the DPoP nonce (the old one stays valid for API calls, as Okta's does for 3 days).
+    pub fn rotate_nonce(&self) {
+        let mut state = self.state();
+        let old = std::mem::replace(&mut state.nonce, random_token());
+        state.old_nonces.insert(old);
+    }
+
+    /// The current DPoP nonce.
+    pub fn nonce(&self) -> String {
+        self.state().nonce.clone()
+    }
+}
+
+/// A minimal but realistic `user.account.update_profile`-shaped LogEvent (SPEC.md D).
+pub fn log_event(uuid: &str, event_type: &str, published: &str) -> Value {
+    json!({
+        "uuid": uuid,
+        "published": published,
+        "eventType": event_type,
+        "version": "0",
+        "severity": "INFO",
+        "legacyEventType": "core.user.config.profile_update.success",
+        "displayMessage": "Update user profile for Okta",
+        "actor": {"id": "00u1admin", "type": "User", "alternateId": "admin@example.com", "displayName": "Admin"},
+        "client": {"ipAddress": "192.0.2.1", "userAgent": {"rawUserAgent": "test"}},
+        "outcome": {"result": "SUCCESS"},
+        "target": [{"id": "00u1target", "type": "User", "alternateId": "jane@example.com", "displayName": "Jane Doe"}],
+        "transaction": {"type": "WEB", "id": "tx1", "detail": {}},
+        "debugContext": {"debugData": {"changedAttributes": "lastName,mobilePhone"}},
+        "authenticationContext": {"externalSessionId": "x"},
+        "securityContext": {},
+    })
+}
+
+/// Header and claims of a compact JWS, unverified (for assertions in tests).
+pub fn jwt_parts(token: &str) -> (Value, Value) {
+    let mut parts = token.split('.');
+    let header = URL_SAFE_NO_PAD.decode(parts.next().unwrap()).unwrap();
+    let claims = URL_SAFE_NO_PAD.decode(parts.next().unwrap()).unwrap();
+    (
+        serde_json::from_slice(&header).unwrap(),
+        serde_json::from_slice(&claims).unwrap(),
+    )
+}
+
+fn random_token() -> String {
+    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 18]>())
+}
+
+fn okta_error(status: StatusCode, code: &str, summary: &str) -> (StatusCode, String) {
+    (
+        status,
+        json!({"errorCode": code, "errorSummary": summary, "errorLink": code, "errorId": "oae1", "errorCauses": []})
+            .to_string(),
+    )
+}
+
+/// Percent- and `+`-decoding of `a=b&c=d`.
+fn form_decode(text: &str) -> Vec<(String, String)> {
+    fn decode(part: &str) -> String {
+        let bytes = part.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz");
+                    match u8::from_str_radix(hex, 16) {
+                        Ok(b) => {
+                            out.push(b);
+                            i += 2;
+                        }
+                        Err(_) => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    text.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(pair), String::new()),
+        })
+        .collect()
+}
+
+/// Verifies a compact JWS with `key`; returns header and claims.
+fn verify_jws(token: &str, key: &PublicKey) -> Result<(Value, Value), String> {
+    let (header, claims) = unverified(token)?;
+    let (signing_input, signature) = token.rsplit_once('.').ok_or("not a JWS")?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| "signature is not base64url")?;
+    match (header["alg"].as_str(), key) {
+        (Some("RS256"), PublicKey::Rsa(key)) => {
+            use rsa::signature::Verifier as _;
+            let verifier = rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key.clone());
+            let signature = rsa::pkcs1v15::Signature::try_from(signature.as_slice())
+                .map_err(|_| "bad RS256 signature")?;
+            verifier
+                .verify(signing_input.as_bytes(), &signature)
+                .map_err(|_| "RS256 signature does not verify")?;
+        }
+        (Some("ES256"), PublicKey::Ec(key)) => {
+            use p256::ecdsa::signature::Verifier as _;
+            let verifier = p256::ecdsa::VerifyingKey::from(key);
+            let signature = p256::ecdsa::Signature::from_slice(&signature)
+                .map_err(|_| "bad ES256 signature")?;
+            verifier
+                .verify(signing_input.as_bytes(), &signature)
+                .map_err(|_| "ES256 signature does not verify")?;
+        }
+        (alg, _) => return Err(format!("alg {alg:?} does not match the key")),
+    }
+    Ok((header, claims))
+}
+
+fn unverified(token: &str) -> Result<(Value, Value), String> {
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 {
+        return Err("not a compact JWS".to_owned());
+    }
+    let decode = |part: &str| -> Result<Value, String> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(part)
+            .map_err(|_| "part is not base64url".to_owned())?;
+        serde_json::from_slice(&bytes).map_err(|_| "part is not JSON".to_owned())
+    };
+    Ok((decode(parts[0])?, decode(parts[1])?))
+}
+
+/// The public key of a DPoP proof's `jwk` and its RFC 7638 thumbprint.
+fn jwk_key(jwk: &Value) -> Result<(PublicKey, String), String> {
+    if jwk.get("d").is_some() || jwk.get("p").is_some() {
+        return Err("jwk contains private key material".to_owned());
+    }
+    let s = |name: &str| {
+        jwk[name]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or(format!("jwk.{name} missing"))
+    };
+    match jwk["kty"].as_str() {
+        Some("EC") => {
+            let canonical = format!(
+                r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
+                s("crv")?,
+                s("x")?,
+                s("y")?
+            );
+            let key = p256::PublicKey::from_jwk_str(&canonical).map_err(|_| "bad EC jwk")?;
+            Ok((PublicKey::Ec(key), thumbprint(&canonical)))
+        }
+        Some("RSA") => {
+            let canonical = format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, s("e")?, s("n")?);
+            let big = |v: String| -> Result<rsa::BigUint, String> {
+                Ok(rsa::BigUint::from_bytes_be(
+                    &URL_SAFE_NO_PAD.decode(v).map_err(|_| "bad base64url")?,
+                ))
+            };
+            let key =
+                rsa::RsaPublicKey::new(big(s("n")?)?, big(s("e")?)?).map_err(|_| "bad RSA jwk")?;
+            Ok((PublicKey::Rsa(key), thumbprint(&canonical)))
+        }
+        _ => Err("jwk.kty must be EC or RSA".to_owned()),
+    }
+}
+
+fn thumbprint(canonical: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// Validates a DPoP proof (RFC 9449 section 4.3) except the nonce; returns its claims and
+/// the key thumbprint.
+fn check_proof(
+    state: &mut FakeState,
+    proof: &str,
+    method: &str,
+    htu: &str,
+    now: DateTime<Utc>,
+) -> Result<(Value, String), String> {
+    let (header, _) = unverified(proof)?;
+    if header["typ"] != "dpop+jwt" {
+        return Err("typ must be dpop+jwt".to_owned());
+    }
+    let (key, jkt) = jwk_key(&header["jwk"])?;
+    let (_, claims) = verify_jws(proof, &key)?;
+    if claims["htm"] != method {
+        return Err(format!("htm must be {method}"));
+    }
+    if claims["htu"] != htu {
+        return Err(format!(
+            "'htu' claim in the DPoP proof JWT is invalid: {}",
+            claims["htu"]
+        ));
+    }
+    let iat = claims["iat"].as_i64().ok_or("iat missing")?;
+    if (iat - now.timestamp()).abs() > 60 {
+        return Err("iat is not fresh".to_owned());
+    }
+    let jti = claims["jti"].as_str().ok_or("jti missing")?;
+    if !state.used_jtis.insert(format!("dpop:{jti}")) {
+        return Err("DPoP proof jti was already used".to_owned());
+    }
+    Ok((claims, jkt))
+}
+
+/// Decides a token request; returns status, body, and extra headers.
+fn decide_token(
+    state: &mut FakeState,
+    base: &str,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+    now: DateTime<Utc>,
+) -> Result<(Value, bool), (StatusCode, Value, Option<String>)> {
+    let oauth = |status: StatusCode, error: &str, description: &str| {
+        (
+            status,
+            json!({"error": error, "error_description": description}),
+            None,
+        )
+    };
+    let FakeAuth::ServiceApp {
+        client_id,
+        public_key,
+        dpop,
+    } = state.auth.clone()
+    else {
+        return Err(oauth(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "no OAuth app in this org",
+        ));
+    };
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        return Err(oauth(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "client_credentials only",
+        ));
+    }
+    let scopes: Vec<&str> = form
+        .get("scope")
+        .map(|s| s.split(' ').collect())
+        .unwrap_or_default();
+    if !scopes.contains(&"okta.logs.read") {
+        return Err(oauth(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "okta.logs.read missing",
+        ));
+    }
+    if form.get("client_assertion_type").map(String::as_str)
+        != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+    {
+        return Err(oauth(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "private_key_jwt only",
+        ));
+    }
+    let token_url = format!("{base}/oauth2/v1/token");
+    let assertion = form.get("client_assertion").cloned().unwrap_or_default();
+    let checked = (|| -> Result<(), String> {
+        let (_, claims) = verify_jws(&assertion, &public_key)?;
+        if claims["iss"] != client_id.as_str() || claims["sub"] != client_id.as_str() {
+            return Err("iss and sub must be the client id".to_owned());
+        }
+        if claims["aud"] != token_url.as_str() {
+            return Err("aud must be the token URL".to_owned());
+        }
+        let exp = claims["exp"].as_i64().ok_or("exp missing")?;
+        if exp <= now.timestamp() || exp > now.timestamp() + 3600 {
+            return Err("exp must be within the next hour".to_owned());
+        }
+        if claims["iat"]
+            .as_i64()
+            .is_some_and(|iat| iat > now.timestamp() + 5)
+        {
+            return Err("iat is in the future".to_owned());
+        }
+        let jti = claims["jti"].as_str().ok_or("jti missing")?;
+        if !state.used_jtis.insert(format!("assertion:{jti}")) {
+            return Err("The client_assertion token has already been used.".to_owned());
+        }
+        Ok(())
+    })();
+    if let Err(reason) = checked {
+        return Err(oauth(StatusCode::UNAUTHORIZED, "invalid_client", &reason));
+    }
+    if !dpop {
+        return Ok((json!({"jkt": null}), false));
+    }
+    let Some(proof) = headers.get("dpop").and_then(|v| v.to_str().ok()) else {
+        return Err(oauth(
+            StatusCode::BAD_REQUEST,
+            "invalid_dpop_proof",
+            "DPoP proof is missing",
+        ));
+    };
+    let (claims, jkt) = check_proof(state, proof, "POST", &token_url, now)
+        .map_err(|reason| oauth(StatusCode::BAD_REQUEST, "invalid_dpop_proof", &reason))?;
+    if claims["nonce"] != state.nonce.as_str() {
+        let nonce = state.nonce.clone();
+        return Err((
+            StatusCode::BAD_REQUEST,
+            json!({"error": "use_dpop_nonce", "error_description": "Authorization server requires nonce in DPoP proof."}),
+            Some(nonce),
+        ));
+    }
+    Ok((json!({ "jkt": jkt }), true))
+}
+
+async fn token(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form: HashMap<String, String> = form_decode(&String::from_utf8_lossy(&body))
+        .into_iter()
+        .collect();
+    let mut state = shared.state.lock().unwrap();
+    let now = Utc::now() + state.skew;
+    let arrived = std::time::Instant::now();
+    state.counter += 1;
+    let request_id = format!("req-{}", state.counter);
+    let outcome = decide_token(&mut state, &shared.base, &headers, &form, now);
+    let dpop_app = matches!(state.auth, FakeAuth::ServiceApp { dpop: true, .. });
+    let (status, body, nonce, error) = match outcome {
+        Ok((binding, dpop)) => {
+            let access_token = random_token();
+            let lifetime = state.token_lifetime_secs;
+            state.tokens.insert(
+                access_token.clone(),
+                Token {
+                    jkt: binding["jkt"].as_str().map(str::to_owned),
+                    expires: arrived + Duration::from_secs(lifetime),
+                },
+            );
+            let body = json!({
+                "token_type": if dpop { "DPoP" } else { "Bearer" },
+                "expires_in": lifetime,
+                "access_token": access_token,
+                "scope": "okta.logs.read",
+            });
+            (
+                StatusCode::OK,
+                body,
+                dpop_app.then(|| state.nonce.clone()),
+                None,
+            )
+        }
+        Err((status, body, nonce)) => {
+            let error = Some(body["error_description"].as_str().unwrap_or("").to_owned());
+            (status, body, nonce, error)
+        }
+    };
+    state.requests.push(Recorded {
+        at: arrived,
+        server_time: now,
+        method: "POST".to_owned(),
+        path: uri.path().to_owned(),
+        query: uri.query().map(str::to_owned),
+        headers,
+        form,
+        status: status.as_u16(),
+        request_id: request_id.clone(),
+        rate_reset: None,
+        error,
+        next_link: None,
+    });
+    let mut response = (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response();
+    let h = response.headers_mut();
+    h.insert(
+        "x-okta-request-id",
+        HeaderValue::from_str(&request_id).unwrap(),
+    );
+    h.insert("date", http_date(now));
+    if let Some(nonce) = nonce {
+        h.insert("dpop-nonce", HeaderValue::from_str(&nonce).unwrap());
+    }
+    response
+}
+
+fn http_date(time: DateTime<Utc>) -> HeaderValue {
+    HeaderValue::from_str(&time.format("%a, %d %b %Y %H:%M:%S GMT").to_string()).unwrap()
+}
+
+/// Checks the API caller's credentials.
+fn check_api_auth(
+    state: &mut FakeState,
+    base: &str,
+    headers: &HeaderMap,
+    path: &str,
+    now: DateTime<Utc>,
+) -> Result<(), Refusal> {
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let refuse = |reason: String| {
+        let (status, body) = okta_error(
+            StatusCode::UNAUTHORIZED,
+            "E0000011",
+            "Invalid token provided",
+        );
+        (status, body, reason)
+    };
+    match state.auth.clone() {
+        FakeAuth::Ssws(expected) => {
+            if authorization != format!("SSWS {expected}") {
+                return Err(refuse("SSWS token mismatch".to_owned()));
+            }
+            Ok(())
+        }
+        FakeAuth::ServiceApp { .. } => {
+            let (scheme, value) = authorization.split_once(' ').unwrap_or(("", ""));
+            let Some(token) = state.tokens.get(value) else {
+                return Err(refuse("unknown access token".to_owned()));
+            };
+            if token.expires <= std::time::Instant::now() {
+                return Err(refuse("access token expired".to_owned()));
+            }
+            match token.jkt.clone() {
+                None => {
+                    if scheme != "Bearer" {
+                        return Err(refuse("Bearer token sent with another scheme".to_owned()));
+                    }
+                    Ok(())
+                }
+                Some(jkt) => {
+                    if scheme != "DPoP" {
+                        return Err(refuse(
+                            "DPoP-bound token must use the DPoP scheme".to_owned(),
+                        ));
+                    }
+                    let Some(proof) = headers.get("dpop").and_then(|v| v.to_str().ok()) else {
+                        return Err(refuse("DPoP proof missing".to_owned()));
+                    };
+                    let htu = format!("{base}{path}");
+                    let (claims, proof_jkt) =
+                        check_proof(state, proof, "GET", &htu, now).map_err(refuse)?;
+                    if proof_jkt != jkt {
+                        return Err(refuse("proof key is not the token's key".to_owned()));
+                    }
+                    let ath = URL_SAFE_NO_PAD.encode(Sha256::digest(value.as_bytes()));
+                    if claims["ath"] != ath.as_str() {
+                        return Err(refuse("ath does not match the access token".to_owned()));
+                    }
+                    if let Some(nonce) = claims["nonce"].as_str() {
+                        if nonce != state.nonce && !state.old_nonces.contains(nonce) {
+                            return Err(refuse("unknown nonce".to_owned()));
+                        }
+                    }
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// Parses `eventType eq "a" or eventType sw "b"`; returns the clauses.
+fn parse_filter(filter: &str) -> Result<Vec<(bool, String)>, String> {
+    let mut clauses = Vec::new();
+    let mut rest = filter.trim();
+    loop {
+        let (attr, after) = rest.split_once(' ').ok_or("expected an attribute")?;
+        if attr != "eventType" {
+            return Err(format!("unsupported attribute {attr}"));
+        }
+        let (op, after) = after
+            .trim_start()
+            .split_once(' ')
+            .ok_or("expected an operator")?;
+        let prefix = match op.to_ascii_lowercase().as_str() {
+            "eq" => false,
+            "sw" => true,
+            other => return Err(format!("unsupported operator {other}")),
+        };
+        let after = after
+            .trim_start()
+            .strip_prefix('"')
+            .ok_or("expected a quoted value")?;
+        let (value, after) = after.split_once('"').ok_or("unterminated value")?;
+        clauses.push((prefix, value.to_owned()));
+        let after = after.trim_start();
+        if after.is_empty() {
+            return Ok(clauses);
+        }
+        let (joiner, after) = after.split_once(' ').ok_or("expected 'or'")?;
+        if !joiner.eq_ignore_ascii_case("or") {
+            return Err(format!("unsupported joiner {joiner}"));
+        }
+        rest = after.trim_start();
+    }
+}
+
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The page a polling query gets, or a refusal.
+fn decide_logs(
+    state: &mut FakeState,
+    base: &str,
+    query: &[(String, String)],
+    raw_query: &str,
+) -> Result<PageOut, Refusal> {
+    let bad = |summary: &str| {
+        let (status, body) = okta_error(StatusCode::BAD_REQUEST, "E0000053", summary);
+        (status, body, summary.to_owned())
+    };
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    if param("until").is_some() {
+        return Err(bad("fake Okta serves polling queries only: until is set"));
+    }
+    if param("sortOrder").is_some_and(|s| s != "ASCENDING") {
+        return Err(bad("polling needs sortOrder=ASCENDING"));
+    }
+    let limit: usize = match param("limit") {
+        None => 100,
+        Some(l) => match l.parse() {
+            Ok(l) if l <= 1000 => l,
+            _ => return Err(bad("limit must be 0..=1000")),
+        },
+    };
+    let filter = match param("filter") {
+        None => None,
+        Some(f) => Some(parse_filter(&f).map_err(|e| bad(&format!("Invalid filter: {e}")))?),
+    };
+    let start = match (param("since"), param("after")) {
+        (Some(_), Some(_)) => return Err(bad("since and after are mutually exclusive")),
+        (Some(since), None) => {
+            let since = DateTime::parse_from_rfc3339(&since)
+                .map_err(|_| bad("since is not an ISO-8601 time"))?
+                .with_timezone(&Utc);
+            state
+                .events
+                .iter()
+                .position(|e| e.stored_at >= since)
+                .unwrap_or(state.events.len())
+        }
+        (None, Some(after)) => after
+            .split_once('_')
+            .and_then(|(_, idx)| idx.parse::<usize>().ok())
+            .ok_or_else(|| bad("after is not a cursor of this org"))?,
+        (None, None) => return Err(bad("fake Okta needs since or after")),
+    };
+    let matches = |event_type: &str| match &filter {
+        None => true,
+        Some(clauses) => clauses.iter().any(|(prefix, value)| {
+            if *prefix {
+                event_type.starts_with(value.as_str())
+            } else {
+                event_type == value
+            }
+        }),
+    };
+    let mut events = Vec::new();
+    let mut position = start.min(state.events.len());
+    while position < state.events.len() && events.len() < limit {
+        let stored = &state.events[position];
+        if matches(&stored.event_type) {
+            events.push(stored.value.clone());
+        }
+        position += 1;
+    }
+    let cursor_time = state
+        .events
+        .get(position.saturating_sub(1))
+        .map_or(0, |e| e.stored_at.timestamp_millis());
+    let mut next_query =
+        format!("after={cursor_time}_{position}&limit={limit}&sortOrder=ASCENDING");
+    if let Some(f) = param("filter") {
+        next_query.push_str(&format!("&filter={}", percent_encode(&f)));
+    }
+    let links = vec![
+        format!("<{base}/api/v1/logs?{raw_query}>; rel=\"self\""),
+        format!("<{base}/api/v1/logs?{next_query}>; rel=\"next\""),
+    ];
+    Ok((events, links))
+}
+
+async fn logs(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let arrived = std::time::Instant::now();
+    let injection = shared.state.lock().unwrap().injections.pop_front();
+    if let Some(Inject::Delay(delay)) = &injection {
+        tokio::time::sleep(*delay).await;
+    }
+    let mut state = shared.state.lock().unwrap();
+    let now = Utc::now() + state.skew;
+    state.counter += 1;
+    let request_id = format!("req-{}", state.counter);
+    let raw_query = uri.query().unwrap_or("").to_owned();
+    let query = form_decode(&raw_query);
+    let mut extra: Vec<(String, String)> = Vec::new();
+    let mut rate_reset = None;
+
+    let outcome: Result<PageOut, Refusal> = (|| {
+        check_api_auth(&mut state, &shared.base, &headers, uri.path(), now)?;
+        // The bucket counts every authenticated request.
+        if let Some(bucket) = state.bucket.as_mut() {
+            if bucket.reset.is_some_and(|reset| now.timestamp() >= reset) {
+                bucket.reset = None;
+                bucket.used = 0;
+            }
+            let reset = *bucket.reset.get_or_insert_with(|| {
+                (now + chrono::Duration::from_std(bucket.window).unwrap()).timestamp() + 1
+            });
+            bucket.used += 1;
+            rate_reset = Some(reset);
+            let remaining = bucket.limit.saturating_sub(bucket.used);
+            extra.push(("x-rate-limit-limit".into(), bucket.limit.to_string()));
+            extra.push(("x-rate-limit-remaining".into(), remaining.to_string()));
+            extra.push(("x-rate-limit-reset".into(), reset.to_string()));
+            if bucket.used > bucket.limit {
+                let (s, b) = okta_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "E0000047",
+                    "API call exceeded rate limit due to too many requests.",
+                );
+                return Err((s, b, "bucket exhausted".to_owned()));
+            }
+        }
+        match &injection {
+            Some(Inject::Status(code)) => {
+                let (_, b) = okta_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "E0000009",
+                    "Internal Server Error",
+                );
+                return Err((
+                    StatusCode::from_u16(*code).unwrap(),
+                    b,
+                    "injected".to_owned(),
+                ));
+            }
+            Some(Inject::RateLimited(reset_in)) => {
+                let reset = (now + chrono::Duration::from_std(*reset_in).unwrap()).timestamp() + 1;
+                rate_reset = Some(reset);
+                extra.retain(|(k, _)| !k.starts_with("x-rate-limit"));
+                extra.push(("x-rate-limit-limit".into(), "120".into()));
+                extra.push(("x-rate-limit-remaining".into(), "0".into()));
+                extra.push(("x-rate-limit-reset".into(), reset.to_string()));
+                let (s, b) = okta_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "E0000047",
+                    "API call exceeded rate limit due to too many requests.",
+                );
+                return Err((s, b, "injected 429".to_owned()));
+            }
+            _ => {}
+        }
+        decide_logs(&mut state, &shared.base, &query, &raw_query)
+    })();
+
+    let (status, body, links, error) = match outcome {
+        Ok((events, links)) => (
+            StatusCode::OK,
+            Value::Array(events).to_string(),
+            links,
+            None,
+        ),
+        Err((status, body, reason)) => (status, body, Vec::new(), Some(reason)),
+    };
+    state.requests.push(Recorded {
+        at: arrived,
+        server_time: now,
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        query: uri.query().map(str::to_owned),
+        headers,
+        form: HashMap::new(),
+        status: status.as_u16(),
+        request_id: request_id.clone(),
+        rate_reset,
+        error,
+        next_link: links
+            .get(1)
+            .and_then(|l| l.strip_prefix('<'))
+            .and_then(|l| l.split_once('>'))
+            .map(|(url, _)| url.to_owned()),
+    });
+    let join = state.join_links;
+    drop(state);
+    let mut response = (status, [("content-type", "application/json")], body).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        "x-okta-request-id",
+        HeaderValue::from_str(&request_id).unwrap(),
+    );
+    h.insert("date", http_date(now));
+    for (name, value) in extra {
+        h.insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(&value).unwrap(),
+        );
+    }
+    if join && !links.is_empty() {
+        h.append("link", HeaderValue::from_str(&links.join(", ")).unwrap());
+    } else {
+        for link in links {
+            h.append("link", HeaderValue::from_str(&link).unwrap());
+        }
+    }
+    response
+}
