@@ -738,3 +738,114 @@ mod redb {
         retention_by_size_removes_the_oldest_first,
     );
 }
+
+/// The embedded journal survives `kill -9`: the test re-runs its own binary as a child that
+/// appends from many tasks and reports each acknowledged append, kills it at a random moment,
+/// and reopens the file.
+mod redb_crash {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    /// Set (to the data dir) in the child process only.
+    const CHILD_DIR: &str = "OKTA_STREAM_TEST_JOURNAL_CHILD_DIR";
+    /// How long a child appends at most if nobody kills it.
+    const CHILD_LIFETIME: Duration = Duration::from_secs(30);
+
+    async fn child(dir: &std::path::Path) {
+        let journal = RedbJournal::open(dir, Retention::keep_all(), 1024)
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for task in 0..16 {
+            let journal = journal.clone();
+            tasks.push(tokio::spawn(async move {
+                for n in 0.. {
+                    // Unique per child process: a restarted child appends new events.
+                    let pid = std::process::id();
+                    let names: Vec<String> =
+                        (0..5).map(|i| format!("p{pid}-t{task}-{n}-{i}")).collect();
+                    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                    let appended = journal.append(batch(&refs)).await.unwrap();
+                    let acked: Vec<String> = appended
+                        .committed
+                        .iter()
+                        .map(|e| format!("{}={}", e.event.uuid, e.cursor()))
+                        .collect();
+                    // One write per line so a kill never leaves half a line that parses.
+                    println!("acked {}", acked.join(" "));
+                }
+            }));
+        }
+        tokio::time::sleep(CHILD_LIFETIME).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_acknowledged_event_survives_kill_9_exactly_once() {
+        if let Some(dir) = std::env::var_os(CHILD_DIR) {
+            return child(std::path::Path::new(&dir)).await;
+        }
+        within(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut acked: Vec<(String, Cursor)> = Vec::new();
+            for round in 0..3 {
+                let kill_after = rand::random_range(50..600);
+                let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+                    .args([
+                        "redb_crash::every_acknowledged_event_survives_kill_9_exactly_once",
+                        "--exact",
+                        "--nocapture",
+                    ])
+                    .env(CHILD_DIR, dir.path())
+                    .stdout(std::process::Stdio::piped())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .unwrap();
+                let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+                let mut acks = 0;
+                while acks < kill_after {
+                    let line = lines.next_line().await.unwrap().expect("child ended early");
+                    let Some(pairs) = line.strip_prefix("acked ") else {
+                        continue;
+                    };
+                    for pair in pairs.split(' ') {
+                        let (uuid, cursor) = pair
+                            .split_once('=')
+                            .unwrap_or_else(|| panic!("bad ack line {line:?}"));
+                        acked.push((uuid.to_owned(), cursor.parse().unwrap()));
+                    }
+                    acks += 1;
+                }
+                child.kill().await.unwrap(); // SIGKILL
+                child.wait().await.unwrap();
+
+                let journal = RedbJournal::open(dir.path(), Retention::keep_all(), 16)
+                    .await
+                    .unwrap();
+                let shared: SharedJournal = journal.clone();
+                let stored = everything(&shared).await;
+                let head = journal.bounds().await.unwrap().head;
+                assert_eq!(
+                    cursors(&stored),
+                    (1..=head).collect::<Vec<_>>(),
+                    "round {round}: gap-free"
+                );
+                let distinct: HashSet<String> = uuids(&stored).into_iter().collect();
+                assert_eq!(
+                    distinct.len(),
+                    stored.len(),
+                    "round {round}: each uuid once"
+                );
+                for (uuid, cursor) in &acked {
+                    let found = journal.get(uuid).await.unwrap();
+                    assert_eq!(
+                        found.map(|e| e.cursor()),
+                        Some(*cursor),
+                        "round {round}: acknowledged {uuid} lost"
+                    );
+                }
+                journal.close().await;
+            }
+        })
+        .await;
+    }
+}

@@ -767,6 +767,7 @@ async fn prune_all(requests: &mpsc::Sender<Request>) -> Result<Pruned, JournalEr
 fn begin_durable(db: &Database) -> Result<WriteTransaction, JournalError> {
     let mut txn = db.begin_write().map_err(storage)?;
     txn.set_durability(Durability::Immediate).map_err(storage)?;
+    txn.set_quick_repair(true);
     Ok(txn)
 }
 
