@@ -21,6 +21,10 @@
 //! cursor order and time order agree and both retention by age and
 //! [`Journal::cursor_before_time`] are one index lookup.
 //!
+//! Every commit is `Durability::Immediate` (fsynced before anyone is answered) with redb's
+//! quick-repair, so reopening after a crash (`kill -9`, power loss) loads the saved allocator
+//! state instead of scanning the whole file.
+//!
 //! Once retention removed an event, its uuid is forgotten with it: the same uuid appended again
 //! becomes a new record with a new cursor.
 
@@ -50,7 +54,11 @@ use crate::hub::Hub;
 pub const FILE_NAME: &str = "journal.redb";
 
 /// How many requests may wait for the writer before `append` waits for room (backpressure).
-const QUEUE_CAPACITY: usize = 4096;
+const QUEUE_CAPACITY: usize = 1024;
+
+/// A group stops taking queued appends once its events reach this size, so one commit (and
+/// the latency of everyone in it) stays bounded under a flood; the rest form the next group.
+const MAX_GROUP_BYTES: usize = 16 << 20;
 
 /// At most this many events are removed per prune transaction, so a large prune never holds
 /// the writer (and thus appenders) for long; [`RedbJournal::prune_now`] repeats until done.
@@ -73,7 +81,8 @@ const META_NEXT_QUARANTINE: &str = "next_quarantine_id";
 /// Open it with [`RedbJournal::open`], take its [`Hub`] with [`RedbJournal::hub`] (it is
 /// created by the journal, starting at the recovered head), and [`RedbJournal::close`] it on
 /// shutdown. Dropping the last handle without closing also stops the writer after it committed
-/// what was queued.
+/// what was queued. An append whose caller stops waiting (the future is dropped) after it was
+/// queued may still commit; its events are then stored and published like any other.
 pub struct RedbJournal {
     path: PathBuf,
     /// `None` once closed; cloned (briefly locked, never across an await) by each read.
@@ -456,10 +465,15 @@ impl Writer {
         while let Some(first) = queue.blocking_recv() {
             let mut group = Vec::new();
             let mut prunes = Vec::new();
+            let mut group_bytes = 0;
             let mut next = Some(first);
             while let Some(request) = next.take() {
                 match request {
-                    Request::Append { .. } | Request::Check { .. } => group.push(request),
+                    Request::Append { ref batch, .. } => {
+                        group_bytes += batch.events.iter().map(|e| e.encoded.len()).sum::<usize>();
+                        group.push(request);
+                    }
+                    Request::Check { .. } => group.push(request),
                     Request::Prune {
                         now_micros,
                         limit,
@@ -471,7 +485,10 @@ impl Writer {
                         closed = Some(reply);
                     }
                 }
-                next = queue.try_recv().ok();
+                // What is left stays queued for the next group.
+                if group_bytes < MAX_GROUP_BYTES {
+                    next = queue.try_recv().ok();
+                }
             }
             if !group.is_empty() {
                 writer.commit_group(group);
