@@ -609,9 +609,20 @@ async fn retention_by_age_removes_the_oldest_and_forgets_their_uuids(backend: &d
     let opened = backend.open(retention).await;
     let j = opened.journal.clone();
 
-    j.append(batch(&["old1", "old2", "old3"])).await.unwrap();
+    j.append(Batch {
+        quarantine: vec![quarantined(1)],
+        ..batch(&["old1", "old2", "old3"])
+    })
+    .await
+    .unwrap();
     tokio::time::sleep(max_age + Duration::from_millis(200)).await;
-    let young = j.append(batch(&["young1", "young2"])).await.unwrap();
+    let young = j
+        .append(Batch {
+            quarantine: vec![quarantined(2)],
+            ..batch(&["young1", "young2"])
+        })
+        .await
+        .unwrap();
     opened.control.prune_now().await.unwrap();
 
     assert_eq!(
@@ -623,6 +634,11 @@ async fn retention_by_age_removes_the_oldest_and_forgets_their_uuids(backend: &d
     );
     assert_eq!(everything(&j).await, young.committed);
     assert!(j.get("old1").await.unwrap().is_none());
+    assert_eq!(
+        j.quarantined(10).await.unwrap(),
+        [quarantined(2)],
+        "quarantine ages like events"
+    );
     assert_eq!(j.cursor_before_time(0).await.unwrap(), 3);
     // A removed uuid is forgotten with its record: appending it again makes a new record.
     let again = j.append(batch(&["old1", "young1"])).await.unwrap();
@@ -639,6 +655,7 @@ async fn retention_by_age_removes_the_oldest_and_forgets_their_uuids(backend: &d
     };
     assert_eq!(j.bounds().await.unwrap(), emptied);
     assert!(everything(&j).await.is_empty());
+    assert!(j.quarantined(10).await.unwrap().is_empty());
     assert_eq!(j.cursor_before_time(0).await.unwrap(), 6);
     opened.control.close().await;
     drop((opened, j));
@@ -647,6 +664,30 @@ async fn retention_by_age_removes_the_oldest_and_forgets_their_uuids(backend: &d
     assert_eq!(reopened.journal.bounds().await.unwrap(), emptied);
     let next = reopened.journal.append(batch(&["new"])).await.unwrap();
     assert_eq!(cursors(&next.committed), [7]);
+}
+
+async fn retention_runs_in_the_background(backend: &dyn Backend) {
+    let retention = Retention {
+        max_age: Some(Duration::from_millis(300)),
+        max_bytes: None,
+        check_interval: Duration::from_millis(100),
+    };
+    let opened = backend.open(retention).await;
+    opened.journal.append(batch(&["a", "b"])).await.unwrap();
+
+    // Nobody calls prune_now: the journal's own task removes them.
+    let emptied = Bounds {
+        oldest: None,
+        head: 2,
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while opened.journal.bounds().await.unwrap() != emptied {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retention never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn retention_by_size_removes_the_oldest_first(backend: &dyn Backend) {
@@ -735,6 +776,7 @@ mod redb {
         concurrent_appends_share_commits_and_stay_gap_free,
         check_reports_a_working_journal_and_a_closed_one,
         retention_by_age_removes_the_oldest_and_forgets_their_uuids,
+        retention_runs_in_the_background,
         retention_by_size_removes_the_oldest_first,
     );
 }

@@ -13,7 +13,7 @@
 //! | `uuids`      | LogEvent uuid               | cursor (lives exactly as long as the record) |
 //! | `commits`    | commit time µs (monotonic)  | first cursor of that commit                  |
 //! | `state`      | key                         | bytes ([`crate::journal::Batch::state`])     |
-//! | `quarantine` | id (ascending)              | JSON of [`Quarantined`]                      |
+//! | `quarantine` | id (ascending)              | (commit time µs, JSON of [`Quarantined`])    |
 //! | `meta`       | name                        | head cursor, retained bytes, ...             |
 //!
 //! The head lives in `meta` so it never goes down, also when retention removed every event.
@@ -68,7 +68,7 @@ const EVENTS: TableDefinition<Cursor, (&str, i64, &[u8])> = TableDefinition::new
 const UUIDS: TableDefinition<&str, Cursor> = TableDefinition::new("uuids");
 const COMMITS: TableDefinition<i64, Cursor> = TableDefinition::new("commits");
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
-const QUARANTINE: TableDefinition<u64, &[u8]> = TableDefinition::new("quarantine");
+const QUARANTINE: TableDefinition<u64, (i64, &[u8])> = TableDefinition::new("quarantine");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 const META_HEAD: &str = "head";
@@ -380,8 +380,8 @@ impl Journal for RedbJournal {
                 .map_err(storage)?
                 .take(limit)
                 .map(|row| {
-                    let (id, json) = row.map_err(storage)?;
-                    serde_json::from_slice(json.value()).map_err(|e| {
+                    let (id, value) = row.map_err(storage)?;
+                    serde_json::from_slice(value.value().1).map_err(|e| {
                         JournalError::Corrupt(format!("quarantine entry {}: {e}", id.value()))
                     })
                 })
@@ -607,7 +607,7 @@ impl Writer {
                         JournalError::Storage(format!("cannot encode quarantine entry: {e}"))
                     })?;
                     quarantine
-                        .insert(next_quarantine, json.as_slice())
+                        .insert(next_quarantine, (commit_micros, json.as_slice()))
                         .map_err(storage)?;
                     next_quarantine += 1;
                 }
@@ -654,22 +654,28 @@ impl Writer {
     }
 
     /// Removes, oldest first, up to `limit` events that are older than `max_age` at
-    /// `now_micros` or beyond `max_bytes`, with their uuid and commit index rows.
+    /// `now_micros` or beyond `max_bytes`, with their uuid and commit index rows, and up to
+    /// `limit` quarantine entries older than `max_age`.
     fn prune(&mut self, now_micros: i64, limit: usize) -> Result<Pruned, JournalError> {
         if self.retention.is_unbounded() {
             return Ok(Pruned::default());
         }
         let txn = begin_durable(&self.db)?;
         let mut pruned = Pruned::default();
+        let mut retained = self.bytes;
         {
             let mut events = txn.open_table(EVENTS).map_err(storage)?;
             let mut uuids = txn.open_table(UUIDS).map_err(storage)?;
             let mut commits = txn.open_table(COMMITS).map_err(storage)?;
+            let mut quarantine = txn.open_table(QUARANTINE).map_err(storage)?;
+            let cutoff = self
+                .retention
+                .max_age
+                .map(|age| now_micros.saturating_sub(duration_micros(age)));
             // Every cursor up to `too_old` was committed before the age cutoff.
-            let too_old = match self.retention.max_age {
+            let too_old = match cutoff {
                 None => 0,
-                Some(age) => {
-                    let cutoff = now_micros.saturating_sub(duration_micros(age));
+                Some(cutoff) => {
                     let first_young = commits.range(cutoff..).map_err(storage)?.next();
                     match first_young {
                         Some(row) => row.map_err(storage)?.1.value().saturating_sub(1),
@@ -678,7 +684,6 @@ impl Writer {
                 }
             };
             let max_bytes = self.retention.max_bytes.unwrap_or(u64::MAX);
-            let mut retained = self.bytes;
             let mut doomed: Vec<(Cursor, String)> = Vec::new();
             for row in events.range::<Cursor>(..).map_err(storage)? {
                 if doomed.len() >= limit {
@@ -693,11 +698,26 @@ impl Writer {
                 pruned.bytes += encoded.len() as u64;
                 doomed.push((cursor, uuid.to_owned()));
             }
-            if doomed.is_empty() {
-                drop((events, uuids, commits));
+            // Quarantine entries age like events (ids ascend with commit time); size ignores them.
+            let mut doomed_quarantine: Vec<u64> = Vec::new();
+            if let Some(cutoff) = cutoff {
+                for row in quarantine.range::<u64>(..).map_err(storage)? {
+                    let (id, value) = row.map_err(storage)?;
+                    if doomed_quarantine.len() >= limit || value.value().0 >= cutoff {
+                        break;
+                    }
+                    doomed_quarantine.push(id.value());
+                }
+            }
+            if doomed.is_empty() && doomed_quarantine.is_empty() {
+                drop((events, uuids, commits, quarantine));
                 txn.abort().map_err(storage)?;
                 return Ok(pruned);
             }
+            for id in &doomed_quarantine {
+                quarantine.remove(id).map_err(storage)?;
+            }
+            pruned.quarantined = doomed_quarantine.len() as u64;
             for (cursor, uuid) in &doomed {
                 events.remove(cursor).map_err(storage)?;
                 uuids.remove(uuid.as_str()).map_err(storage)?;
@@ -717,13 +737,14 @@ impl Writer {
                 .map_err(storage)?
                 .insert(META_BYTES, retained)
                 .map_err(storage)?;
-            self.bytes = retained;
         }
         txn.commit().map_err(storage)?;
+        self.bytes = retained;
         self.commits.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             events = pruned.events,
             bytes = pruned.bytes,
+            quarantined = pruned.quarantined,
             retained_bytes = self.bytes,
             "retention pruned events"
         );
@@ -774,7 +795,8 @@ async fn prune_all(requests: &mpsc::Sender<Request>) -> Result<Pruned, JournalEr
         let pass = answer.await.map_err(|_| JournalError::Closed)??;
         total.events += pass.events;
         total.bytes += pass.bytes;
-        if pass.events < PRUNE_CHUNK as u64 {
+        total.quarantined += pass.quarantined;
+        if pass.events < PRUNE_CHUNK as u64 && pass.quarantined < PRUNE_CHUNK as u64 {
             return Ok(total);
         }
     }

@@ -199,6 +199,7 @@ pub trait Journal: std::fmt::Debug + Send + Sync + 'static {
 }
 
 /// How long the journal keeps events: by age and/or by size; whichever removes more wins.
+/// Quarantine entries are kept for the same age.
 ///
 /// Shared by both implementations so configuration does not depend on which one runs. Age is
 /// measured from the event's commit time in the journal (not Okta's `published`), so a replayed
@@ -254,6 +255,8 @@ pub struct Pruned {
     pub events: u64,
     /// Sum of the removed events' stored encoded sizes.
     pub bytes: u64,
+    /// Quarantine entries removed (they age like events; size retention ignores them).
+    pub quarantined: u64,
 }
 
 /// A journal shared by the app's parts.
