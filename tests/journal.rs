@@ -229,6 +229,7 @@ async fn a_batch_commits_events_state_and_quarantine_together(backend: &dyn Back
             }
         })
     };
+    let mut observed = 0;
     while !writer.is_finished() {
         if let Some(last) = j.state("poller.next_url").await.unwrap() {
             let last = String::from_utf8(last).unwrap();
@@ -236,10 +237,12 @@ async fn a_batch_commits_events_state_and_quarantine_together(backend: &dyn Back
                 j.get(&last).await.unwrap().is_some(),
                 "state {last} visible before its events"
             );
+            observed += 1;
         }
         tokio::task::yield_now().await;
     }
     writer.await.unwrap();
+    assert!(observed > 0, "the reader never saw a commit in progress");
 
     assert_eq!(everything(&j).await.len(), 3 * rounds);
     assert_eq!(j.quarantined(usize::MAX).await.unwrap().len(), rounds);
