@@ -7,11 +7,14 @@
 //! [`crate::hub::Hub`] in cursor order, which is how live subscribers see it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::proto;
+
+pub mod embedded;
 
 /// A position in the journal; the `cursor` field of the record. Starts at 1.
 pub type Cursor = u64;
@@ -193,6 +196,67 @@ pub trait Journal: std::fmt::Debug + Send + Sync + 'static {
 
     /// Checks that the journal can still commit (for readiness and health).
     async fn check(&self) -> Result<(), JournalError>;
+}
+
+/// How long the journal keeps events: by age and/or by size; whichever removes more wins.
+/// Quarantine entries are kept for the same age.
+///
+/// Shared by both implementations so configuration does not depend on which one runs. Age is
+/// measured from the event's commit time in the journal (not Okta's `published`), so a replayed
+/// backfill is kept for the full period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Remove events committed longer ago than this. `None` keeps events regardless of age.
+    pub max_age: Option<Duration>,
+    /// Remove the oldest events while the retained events' size exceeds this many bytes.
+    /// `None` keeps events regardless of size. The size is approximate: the sum of the stored
+    /// encoded records, without index and storage overhead.
+    pub max_bytes: Option<u64>,
+    /// How often the background task checks retention.
+    pub check_interval: Duration,
+}
+
+impl Retention {
+    /// Okta keeps its System Log for 90 days; so do we by default.
+    pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(90 * 24 * 60 * 60);
+    /// Default period of the background retention check.
+    pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+    /// Keeps everything: no pruning at all.
+    pub fn keep_all() -> Self {
+        Self {
+            max_age: None,
+            max_bytes: None,
+            check_interval: Self::DEFAULT_CHECK_INTERVAL,
+        }
+    }
+
+    /// Whether this retention can ever remove an event.
+    pub fn is_unbounded(&self) -> bool {
+        self.max_age.is_none() && self.max_bytes.is_none()
+    }
+}
+
+impl Default for Retention {
+    /// 90 days, no size limit, checked every minute.
+    fn default() -> Self {
+        Self {
+            max_age: Some(Self::DEFAULT_MAX_AGE),
+            max_bytes: None,
+            check_interval: Self::DEFAULT_CHECK_INTERVAL,
+        }
+    }
+}
+
+/// What one retention pass removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pruned {
+    /// Events removed (with their uuid index rows).
+    pub events: u64,
+    /// Sum of the removed events' stored encoded sizes.
+    pub bytes: u64,
+    /// Quarantine entries removed (they age like events; size retention ignores them).
+    pub quarantined: u64,
 }
 
 /// A journal shared by the app's parts.

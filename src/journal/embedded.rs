@@ -1,0 +1,839 @@
+//! The embedded journal: one `redb` file in the data dir, written by one group-committing writer.
+//!
+//! Why one writer: redb allows one write transaction at a time and each durable commit costs an
+//! fsync. A dedicated OS thread takes *every* request waiting in its queue, commits them all in
+//! one durable transaction and then answers each one, so concurrent hook deliveries share an
+//! fsync instead of queueing for one each. Retention pruning goes through the same writer, so
+//! there is never a second writer.
+//!
+//! # Layout of `journal.redb`
+//! | table        | key                         | value                                        |
+//! |--------------|-----------------------------|----------------------------------------------|
+//! | `events`     | cursor                      | (uuid, commit time µs, encoded `Event` with its cursor) |
+//! | `uuids`      | LogEvent uuid               | cursor (lives exactly as long as the record) |
+//! | `commits`    | commit time µs (monotonic)  | first cursor of that commit                  |
+//! | `state`      | key                         | bytes ([`crate::journal::Batch::state`])     |
+//! | `quarantine` | id (ascending)              | (commit time µs, JSON of [`Quarantined`])    |
+//! | `meta`       | name                        | head cursor, retained bytes, ...             |
+//!
+//! The head lives in `meta` so it never goes down, also when retention removed every event.
+//! Commit times are made strictly increasing (a clock step back reuses the last time + 1 µs), so
+//! cursor order and time order agree and both retention by age and
+//! [`Journal::cursor_before_time`] are one index lookup.
+//!
+//! Every commit is `Durability::Immediate` (fsynced before anyone is answered) with redb's
+//! quick-repair, so reopening after a crash (`kill -9`, power loss) loads the saved allocator
+//! state instead of scanning the whole file.
+//!
+//! Once retention removed an event, its uuid is forgotten with it: the same uuid appended again
+//! becomes a new record with a new cursor.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::{
+    Appended, Batch, Bounds, Committed, Cursor, Journal, JournalError, Pruned, Quarantined,
+    Retention, SharedEvent,
+};
+use crate::hub::Hub;
+
+/// File name of the journal inside the data dir.
+pub const FILE_NAME: &str = "journal.redb";
+
+/// How many requests may wait for the writer before `append` waits for room (backpressure).
+const QUEUE_CAPACITY: usize = 1024;
+
+/// A group stops taking queued appends once its events reach this size, so one commit (and
+/// the latency of everyone in it) stays bounded under a flood; the rest form the next group.
+const MAX_GROUP_BYTES: usize = 16 << 20;
+
+/// At most this many events are removed per prune transaction, so a large prune never holds
+/// the writer (and thus appenders) for long; [`RedbJournal::prune_now`] repeats until done.
+const PRUNE_CHUNK: usize = 20_000;
+
+const EVENTS: TableDefinition<Cursor, (&str, i64, &[u8])> = TableDefinition::new("events");
+const UUIDS: TableDefinition<&str, Cursor> = TableDefinition::new("uuids");
+const COMMITS: TableDefinition<i64, Cursor> = TableDefinition::new("commits");
+const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+const QUARANTINE: TableDefinition<u64, (i64, &[u8])> = TableDefinition::new("quarantine");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const META_HEAD: &str = "head";
+const META_BYTES: &str = "retained_bytes";
+const META_LAST_COMMIT_MICROS: &str = "last_commit_micros";
+const META_NEXT_QUARANTINE: &str = "next_quarantine_id";
+
+/// The embedded, durable journal. See the module docs.
+///
+/// Open it with [`RedbJournal::open`], take its [`Hub`] with [`RedbJournal::hub`] (it is
+/// created by the journal, starting at the recovered head), and [`RedbJournal::close`] it on
+/// shutdown. Dropping the last handle without closing also stops the writer after it committed
+/// what was queued. An append whose caller stops waiting (the future is dropped) after it was
+/// queued may still commit; its events are then stored and published like any other.
+pub struct RedbJournal {
+    path: PathBuf,
+    /// `None` once closed; cloned (briefly locked, never across an await) by each read.
+    db: Mutex<Option<Arc<Database>>>,
+    requests: mpsc::Sender<Request>,
+    hub: Hub,
+    commits: Arc<AtomicU64>,
+    retention_task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for RedbJournal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedbJournal")
+            .field("path", &self.path)
+            .field("commits", &self.commits.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the writer thread is asked to do.
+enum Request {
+    /// Commit a batch (joins the current group).
+    Append {
+        batch: Batch,
+        reply: oneshot::Sender<Result<Appended, JournalError>>,
+    },
+    /// Prove a durable commit still works (joins the current group, so it costs no extra fsync
+    /// under load).
+    Check {
+        reply: oneshot::Sender<Result<(), JournalError>>,
+    },
+    /// Remove up to `limit` events that retention no longer keeps, as of `now_micros`.
+    Prune {
+        now_micros: i64,
+        limit: usize,
+        reply: oneshot::Sender<Result<Pruned, JournalError>>,
+    },
+    /// Commit everything queued, then stop.
+    Close { reply: oneshot::Sender<()> },
+}
+
+impl RedbJournal {
+    /// Opens (or creates) the journal in `dir`, creating `dir` if missing, and starts its writer
+    /// thread and, unless `retention` keeps everything, its background retention task.
+    ///
+    /// Head and oldest cursor are recovered from the file; the journal's [`Hub`] (see
+    /// [`RedbJournal::hub`]) is created here with `live_capacity` and the recovered head, so the
+    /// caller does not need to know the head before opening. Must be called within a tokio
+    /// runtime. Opening a file that another `RedbJournal` still holds open fails with
+    /// [`JournalError::Storage`].
+    pub async fn open(
+        dir: &Path,
+        retention: Retention,
+        live_capacity: usize,
+    ) -> Result<Arc<Self>, JournalError> {
+        let dir = dir.to_owned();
+        let path = dir.join(FILE_NAME);
+        let (db, recovered) = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || open_file(&dir, &path))
+                .await
+                .map_err(|e| JournalError::Storage(format!("opening the journal failed: {e}")))??
+        };
+        let db = Arc::new(db);
+        let hub = Hub::new(live_capacity, recovered.head);
+        let commits = Arc::new(AtomicU64::new(0));
+        let (requests, queue) = mpsc::channel(QUEUE_CAPACITY);
+        let writer = Writer {
+            db: db.clone(),
+            hub: hub.clone(),
+            retention,
+            commits: commits.clone(),
+            head: recovered.head,
+            bytes: recovered.bytes,
+            last_commit_micros: recovered.last_commit_micros,
+            next_quarantine: recovered.next_quarantine,
+        };
+        let span = tracing::info_span!("journal.writer", path = %path.display());
+        std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || span.in_scope(|| writer.run(queue)))
+            .map_err(|e| JournalError::Storage(format!("cannot start the journal writer: {e}")))?;
+        tracing::info!(
+            path = %path.display(),
+            head = recovered.head,
+            retained_bytes = recovered.bytes,
+            "journal opened"
+        );
+
+        let retention_task = (!retention.is_unbounded()).then(|| {
+            let span = tracing::info_span!("journal.retention", path = %path.display());
+            tokio::spawn(
+                retention_loop(requests.downgrade(), retention.check_interval).instrument(span),
+            )
+        });
+        Ok(Arc::new(Self {
+            path,
+            db: Mutex::new(Some(db)),
+            requests,
+            hub,
+            commits,
+            retention_task: Mutex::new(retention_task),
+        }))
+    }
+
+    /// The hub this journal publishes committed events to, in cursor order.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// The journal file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many durable write transactions the writer committed since open (appends, checks
+    /// and prunes). Fewer commits than appends means group commit shared fsyncs.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Applies retention now (as the background task does), through the writer, until nothing
+    /// more is due. Returns what was removed.
+    pub async fn prune_now(&self) -> Result<Pruned, JournalError> {
+        prune_all(&self.requests).await
+    }
+
+    /// Stops the journal: the writer commits every request queued before this call, answers
+    /// them, then stops and releases the file; the retention task stops. Later appends and reads
+    /// fail with [`JournalError::Closed`]. Calling it again does nothing.
+    pub async fn close(&self) {
+        if let Some(task) = lock(&self.retention_task).take() {
+            task.abort();
+        }
+        let (reply, closed) = oneshot::channel();
+        if self.requests.send(Request::Close { reply }).await.is_ok() {
+            // An error means the writer already stopped, which is what we wanted.
+            let _ = closed.await;
+        }
+        lock(&self.db).take();
+        tracing::info!(path = %self.path.display(), "journal closed");
+    }
+
+    /// The open database, or `Closed`.
+    fn db(&self) -> Result<Arc<Database>, JournalError> {
+        lock(&self.db).clone().ok_or(JournalError::Closed)
+    }
+
+    /// Runs `f` in a read transaction on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadTransaction) -> Result<T, JournalError> + Send + 'static,
+    {
+        let db = self.db()?;
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(storage)?;
+            f(&txn)
+        })
+        .await
+        .map_err(|e| JournalError::Storage(format!("journal read task failed: {e}")))?
+    }
+
+    /// Sends a request to the writer and waits for its answer.
+    async fn ask<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<T, JournalError>>) -> Request,
+    ) -> Result<T, JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(request(reply))
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        answer.await.map_err(|_| JournalError::Closed)?
+    }
+}
+
+impl Drop for RedbJournal {
+    fn drop(&mut self) {
+        if let Some(task) = lock(&self.retention_task).take() {
+            task.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl Journal for RedbJournal {
+    async fn append(&self, batch: Batch) -> Result<Appended, JournalError> {
+        self.ask(|reply| Request::Append { batch, reply }).await
+    }
+
+    async fn read_after(
+        &self,
+        after: Cursor,
+        limit: usize,
+    ) -> Result<Vec<SharedEvent>, JournalError> {
+        let Some(first) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        self.read(move |txn| {
+            let events = txn.open_table(EVENTS).map_err(storage)?;
+            events
+                .range(first..)
+                .map_err(storage)?
+                .take(limit)
+                .map(|row| {
+                    let (_, value) = row.map_err(storage)?;
+                    decode(value.value().2)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn read_before(
+        &self,
+        before: Cursor,
+        limit: usize,
+    ) -> Result<Vec<SharedEvent>, JournalError> {
+        self.read(move |txn| {
+            let events = txn.open_table(EVENTS).map_err(storage)?;
+            events
+                .range(..before)
+                .map_err(storage)?
+                .rev()
+                .take(limit)
+                .map(|row| {
+                    let (_, value) = row.map_err(storage)?;
+                    decode(value.value().2)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn get(&self, uuid: &str) -> Result<Option<SharedEvent>, JournalError> {
+        let uuid = uuid.to_owned();
+        self.read(move |txn| {
+            let uuids = txn.open_table(UUIDS).map_err(storage)?;
+            let Some(cursor) = uuids.get(uuid.as_str()).map_err(storage)? else {
+                return Ok(None);
+            };
+            let events = txn.open_table(EVENTS).map_err(storage)?;
+            match events.get(cursor.value()).map_err(storage)? {
+                Some(value) => decode(value.value().2).map(Some),
+                None => Err(JournalError::Corrupt(format!(
+                    "uuid index points at missing cursor {}",
+                    cursor.value()
+                ))),
+            }
+        })
+        .await
+    }
+
+    async fn cursor_before_time(&self, since_micros: i64) -> Result<Cursor, JournalError> {
+        self.read(move |txn| {
+            let commits = txn.open_table(COMMITS).map_err(storage)?;
+            let first_at_or_after = commits.range(since_micros..).map_err(storage)?.next();
+            match first_at_or_after {
+                Some(row) => Ok(row.map_err(storage)?.1.value().saturating_sub(1)),
+                // Nothing committed since then: everything retained is older.
+                None => meta(&txn.open_table(META).map_err(storage)?, META_HEAD),
+            }
+        })
+        .await
+    }
+
+    async fn bounds(&self) -> Result<Bounds, JournalError> {
+        self.read(|txn| {
+            let head = meta(&txn.open_table(META).map_err(storage)?, META_HEAD)?;
+            let events = txn.open_table(EVENTS).map_err(storage)?;
+            let oldest = events.first().map_err(storage)?.map(|(k, _)| k.value());
+            Ok(Bounds { oldest, head })
+        })
+        .await
+    }
+
+    async fn state(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        let key = key.to_owned();
+        self.read(move |txn| {
+            let state = txn.open_table(STATE).map_err(storage)?;
+            Ok(state
+                .get(key.as_str())
+                .map_err(storage)?
+                .map(|value| value.value().to_vec()))
+        })
+        .await
+    }
+
+    async fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, JournalError> {
+        self.read(move |txn| {
+            let quarantine = txn.open_table(QUARANTINE).map_err(storage)?;
+            quarantine
+                .range::<u64>(..)
+                .map_err(storage)?
+                .take(limit)
+                .map(|row| {
+                    let (id, value) = row.map_err(storage)?;
+                    serde_json::from_slice(value.value().1).map_err(|e| {
+                        JournalError::Corrupt(format!("quarantine entry {}: {e}", id.value()))
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn check(&self) -> Result<(), JournalError> {
+        self.ask(|reply| Request::Check { reply }).await
+    }
+}
+
+/// What `open` recovers from the file.
+struct Recovered {
+    head: Cursor,
+    bytes: u64,
+    last_commit_micros: i64,
+    next_quarantine: u64,
+}
+
+/// Creates the dir and file if missing, creates every table, and reads the writer's counters.
+fn open_file(dir: &Path, path: &Path) -> Result<(Database, Recovered), JournalError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| JournalError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+    let db = Database::create(path)
+        .map_err(|e| JournalError::Storage(format!("cannot open {}: {e}", path.display())))?;
+    let txn = db.begin_write().map_err(storage)?;
+    let recovered = {
+        // Opening a table in a write transaction creates it, so readers never miss one.
+        let events = txn.open_table(EVENTS).map_err(storage)?;
+        txn.open_table(UUIDS).map_err(storage)?;
+        txn.open_table(COMMITS).map_err(storage)?;
+        txn.open_table(STATE).map_err(storage)?;
+        let quarantine = txn.open_table(QUARANTINE).map_err(storage)?;
+        let meta_table = txn.open_table(META).map_err(storage)?;
+        let last_event = events.last().map_err(storage)?.map(|(k, _)| k.value());
+        let last_quarantine = quarantine.last().map_err(storage)?.map(|(k, _)| k.value());
+        Recovered {
+            head: meta(&meta_table, META_HEAD)?.max(last_event.unwrap_or(0)),
+            bytes: meta(&meta_table, META_BYTES)?,
+            last_commit_micros: i64::try_from(meta(&meta_table, META_LAST_COMMIT_MICROS)?)
+                .unwrap_or(i64::MAX),
+            next_quarantine: meta(&meta_table, META_NEXT_QUARANTINE)?
+                .max(last_quarantine.map_or(0, |id| id + 1)),
+        }
+    };
+    txn.commit().map_err(storage)?;
+    Ok((db, recovered))
+}
+
+/// The single writer; runs on its own OS thread and owns the write side of the file.
+struct Writer {
+    db: Arc<Database>,
+    hub: Hub,
+    retention: Retention,
+    commits: Arc<AtomicU64>,
+    /// The newest cursor assigned (committed).
+    head: Cursor,
+    /// Sum of the retained events' encoded sizes.
+    bytes: u64,
+    /// Commit time of the newest commit that stored an event; keeps commit times increasing.
+    last_commit_micros: i64,
+    next_quarantine: u64,
+}
+
+/// Counters a successful group commit moves the writer to.
+struct Advanced {
+    head: Cursor,
+    bytes: u64,
+    last_commit_micros: i64,
+    next_quarantine: u64,
+}
+
+impl Writer {
+    /// Takes every queued request, commits appends and checks as one group, then prunes; until
+    /// the queue is closed and drained (close) or every sender is gone (last handle dropped).
+    fn run(self, mut queue: mpsc::Receiver<Request>) {
+        let mut writer = self;
+        let mut closed: Option<oneshot::Sender<()>> = None;
+        while let Some(first) = queue.blocking_recv() {
+            let mut group = Vec::new();
+            let mut prunes = Vec::new();
+            let mut group_bytes = 0;
+            let mut next = Some(first);
+            while let Some(request) = next.take() {
+                match request {
+                    Request::Append { ref batch, .. } => {
+                        group_bytes += batch.events.iter().map(|e| e.encoded.len()).sum::<usize>();
+                        group.push(request);
+                    }
+                    Request::Check { .. } => group.push(request),
+                    Request::Prune {
+                        now_micros,
+                        limit,
+                        reply,
+                    } => prunes.push((now_micros, limit, reply)),
+                    Request::Close { reply } => {
+                        // No new requests from now on; those already queued are still drained.
+                        queue.close();
+                        closed = Some(reply);
+                    }
+                }
+                // What is left stays queued for the next group.
+                if group_bytes < MAX_GROUP_BYTES {
+                    next = queue.try_recv().ok();
+                }
+            }
+            if !group.is_empty() {
+                writer.commit_group(group);
+            }
+            for (now_micros, limit, reply) in prunes {
+                let _ = reply.send(writer.prune(now_micros, limit));
+            }
+        }
+        // Release the file before saying we are closed, so it can be reopened at once.
+        drop(writer);
+        if let Some(reply) = closed {
+            let _ = reply.send(());
+        }
+    }
+
+    /// Commits every append and check of `group` in one durable transaction, answers each
+    /// request, and publishes the committed events in cursor order.
+    fn commit_group(&mut self, group: Vec<Request>) {
+        let mut batches = Vec::with_capacity(group.len());
+        let mut replies = Vec::with_capacity(group.len());
+        for request in group {
+            match request {
+                Request::Append { batch, reply } => {
+                    batches.push(batch);
+                    replies.push(Reply::Append(reply));
+                }
+                Request::Check { reply } => replies.push(Reply::Check(reply)),
+                // `run` only groups appends and checks.
+                Request::Prune { .. } | Request::Close { .. } => {}
+            }
+        }
+        match self.write(batches) {
+            Ok((appended, advanced)) => {
+                self.commits.fetch_add(1, Ordering::Relaxed);
+                self.head = advanced.head;
+                self.bytes = advanced.bytes;
+                self.last_commit_micros = advanced.last_commit_micros;
+                self.next_quarantine = advanced.next_quarantine;
+                let published: Vec<SharedEvent> = appended
+                    .iter()
+                    .flat_map(|a| a.committed.iter().cloned())
+                    .collect();
+                tracing::debug!(
+                    requests = replies.len(),
+                    events = published.len(),
+                    head = self.head,
+                    "group committed"
+                );
+                // Publish before answering, so a caller whose append returned finds its events
+                // in the hub's head.
+                self.hub.publish(&published);
+                let mut appended = appended.into_iter();
+                for reply in replies {
+                    match reply {
+                        Reply::Append(reply) => {
+                            let _ = reply.send(Ok(appended.next().unwrap_or_default()));
+                        }
+                        Reply::Check(reply) => {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, requests = replies.len(), "journal commit failed");
+                let message = error.to_string();
+                for reply in replies {
+                    let error = JournalError::Storage(message.clone());
+                    match reply {
+                        Reply::Append(reply) => {
+                            let _ = reply.send(Err(error));
+                        }
+                        Reply::Check(reply) => {
+                            let _ = reply.send(Err(error));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One durable transaction for all `batches`: cursors, dedupe, quarantine, state, counters.
+    fn write(&self, batches: Vec<Batch>) -> Result<(Vec<Appended>, Advanced), JournalError> {
+        let txn = begin_durable(&self.db)?;
+        let commit_micros = now_micros().max(self.last_commit_micros.saturating_add(1));
+        let mut head = self.head;
+        let mut bytes = self.bytes;
+        let mut next_quarantine = self.next_quarantine;
+        let mut results = Vec::with_capacity(batches.len());
+        {
+            let mut events = txn.open_table(EVENTS).map_err(storage)?;
+            let mut uuids = txn.open_table(UUIDS).map_err(storage)?;
+            let mut quarantine = txn.open_table(QUARANTINE).map_err(storage)?;
+            let mut state = txn.open_table(STATE).map_err(storage)?;
+            for batch in batches {
+                let mut appended = Appended::default();
+                for event in batch.events {
+                    // The index sees this transaction's own inserts, so a uuid repeated within
+                    // the batch or the group is a duplicate too.
+                    if uuids.get(event.uuid()).map_err(storage)?.is_some() {
+                        appended.duplicates += 1;
+                        continue;
+                    }
+                    head += 1;
+                    let committed = event.commit(head);
+                    let uuid = committed.event.uuid.as_str();
+                    events
+                        .insert(head, (uuid, commit_micros, committed.encoded.as_ref()))
+                        .map_err(storage)?;
+                    uuids.insert(uuid, head).map_err(storage)?;
+                    bytes += committed.encoded.len() as u64;
+                    appended.committed.push(Arc::new(committed));
+                }
+                for entry in batch.quarantine {
+                    let json = serde_json::to_vec(&entry).map_err(|e| {
+                        JournalError::Storage(format!("cannot encode quarantine entry: {e}"))
+                    })?;
+                    quarantine
+                        .insert(next_quarantine, (commit_micros, json.as_slice()))
+                        .map_err(storage)?;
+                    next_quarantine += 1;
+                }
+                if let Some(write) = batch.state {
+                    state
+                        .insert(write.key.as_str(), write.value.as_slice())
+                        .map_err(storage)?;
+                }
+                results.push(appended);
+            }
+            let mut meta_table = txn.open_table(META).map_err(storage)?;
+            if head > self.head {
+                txn.open_table(COMMITS)
+                    .map_err(storage)?
+                    .insert(commit_micros, self.head + 1)
+                    .map_err(storage)?;
+                meta_table
+                    .insert(META_LAST_COMMIT_MICROS, commit_micros.max(0) as u64)
+                    .map_err(storage)?;
+                meta_table.insert(META_HEAD, head).map_err(storage)?;
+                meta_table.insert(META_BYTES, bytes).map_err(storage)?;
+            }
+            if next_quarantine > self.next_quarantine {
+                meta_table
+                    .insert(META_NEXT_QUARANTINE, next_quarantine)
+                    .map_err(storage)?;
+            }
+        }
+        txn.commit().map_err(storage)?;
+        let last_commit_micros = if head > self.head {
+            commit_micros
+        } else {
+            self.last_commit_micros
+        };
+        Ok((
+            results,
+            Advanced {
+                head,
+                bytes,
+                last_commit_micros,
+                next_quarantine,
+            },
+        ))
+    }
+
+    /// Removes, oldest first, up to `limit` events that are older than `max_age` at
+    /// `now_micros` or beyond `max_bytes`, with their uuid and commit index rows, and up to
+    /// `limit` quarantine entries older than `max_age`.
+    fn prune(&mut self, now_micros: i64, limit: usize) -> Result<Pruned, JournalError> {
+        if self.retention.is_unbounded() {
+            return Ok(Pruned::default());
+        }
+        let txn = begin_durable(&self.db)?;
+        let mut pruned = Pruned::default();
+        let mut retained = self.bytes;
+        {
+            let mut events = txn.open_table(EVENTS).map_err(storage)?;
+            let mut uuids = txn.open_table(UUIDS).map_err(storage)?;
+            let mut commits = txn.open_table(COMMITS).map_err(storage)?;
+            let mut quarantine = txn.open_table(QUARANTINE).map_err(storage)?;
+            let cutoff = self
+                .retention
+                .max_age
+                .map(|age| now_micros.saturating_sub(duration_micros(age)));
+            // Every cursor up to `too_old` was committed before the age cutoff.
+            let too_old = match cutoff {
+                None => 0,
+                Some(cutoff) => {
+                    let first_young = commits.range(cutoff..).map_err(storage)?.next();
+                    match first_young {
+                        Some(row) => row.map_err(storage)?.1.value().saturating_sub(1),
+                        None => self.head,
+                    }
+                }
+            };
+            let max_bytes = self.retention.max_bytes.unwrap_or(u64::MAX);
+            let mut doomed: Vec<(Cursor, String)> = Vec::new();
+            for row in events.range::<Cursor>(..).map_err(storage)? {
+                if doomed.len() >= limit {
+                    break;
+                }
+                let (cursor, value) = row.map_err(storage)?;
+                let (cursor, (uuid, _, encoded)) = (cursor.value(), value.value());
+                if cursor > too_old && retained <= max_bytes {
+                    break;
+                }
+                retained = retained.saturating_sub(encoded.len() as u64);
+                pruned.bytes += encoded.len() as u64;
+                doomed.push((cursor, uuid.to_owned()));
+            }
+            // Quarantine entries age like events (ids ascend with commit time); size ignores them.
+            let mut doomed_quarantine: Vec<u64> = Vec::new();
+            if let Some(cutoff) = cutoff {
+                for row in quarantine.range::<u64>(..).map_err(storage)? {
+                    let (id, value) = row.map_err(storage)?;
+                    if doomed_quarantine.len() >= limit || value.value().0 >= cutoff {
+                        break;
+                    }
+                    doomed_quarantine.push(id.value());
+                }
+            }
+            if doomed.is_empty() && doomed_quarantine.is_empty() {
+                drop((events, uuids, commits, quarantine));
+                txn.abort().map_err(storage)?;
+                return Ok(pruned);
+            }
+            for id in &doomed_quarantine {
+                quarantine.remove(id).map_err(storage)?;
+            }
+            pruned.quarantined = doomed_quarantine.len() as u64;
+            for (cursor, uuid) in &doomed {
+                events.remove(cursor).map_err(storage)?;
+                uuids.remove(uuid.as_str()).map_err(storage)?;
+            }
+            pruned.events = doomed.len() as u64;
+            // Commit rows of fully removed commits go; the oldest retained event's commit stays.
+            match events.first().map_err(storage)? {
+                Some((_, value)) => {
+                    let oldest_commit = value.value().1;
+                    commits
+                        .retain_in(..oldest_commit, |_, _| false)
+                        .map_err(storage)?;
+                }
+                None => commits.retain(|_, _| false).map_err(storage)?,
+            }
+            txn.open_table(META)
+                .map_err(storage)?
+                .insert(META_BYTES, retained)
+                .map_err(storage)?;
+        }
+        txn.commit().map_err(storage)?;
+        self.bytes = retained;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            events = pruned.events,
+            bytes = pruned.bytes,
+            quarantined = pruned.quarantined,
+            retained_bytes = self.bytes,
+            "retention pruned events"
+        );
+        Ok(pruned)
+    }
+}
+
+/// Where a group member's answer goes.
+enum Reply {
+    Append(oneshot::Sender<Result<Appended, JournalError>>),
+    Check(oneshot::Sender<Result<(), JournalError>>),
+}
+
+/// Applies retention every `interval` until the journal is closed or dropped.
+///
+/// Failure policy: a failed pass is logged and retried at the next tick; retention is never a
+/// reason to stop ingesting.
+async fn retention_loop(requests: mpsc::WeakSender<Request>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        // Holds the writer open only for the length of one pass.
+        let Some(requests) = requests.upgrade() else {
+            return;
+        };
+        match prune_all(&requests).await {
+            Ok(_) => {}
+            Err(JournalError::Closed) => return,
+            Err(error) => tracing::warn!(%error, "retention pass failed; will retry"),
+        }
+    }
+}
+
+/// Sends prune requests until a pass removes less than a full chunk.
+async fn prune_all(requests: &mpsc::Sender<Request>) -> Result<Pruned, JournalError> {
+    let mut total = Pruned::default();
+    loop {
+        let (reply, answer) = oneshot::channel();
+        requests
+            .send(Request::Prune {
+                now_micros: now_micros(),
+                limit: PRUNE_CHUNK,
+                reply,
+            })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        let pass = answer.await.map_err(|_| JournalError::Closed)??;
+        total.events += pass.events;
+        total.bytes += pass.bytes;
+        total.quarantined += pass.quarantined;
+        if pass.events < PRUNE_CHUNK as u64 && pass.quarantined < PRUNE_CHUNK as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+/// A write transaction that is durable (fsynced) when `commit` returns.
+fn begin_durable(db: &Database) -> Result<WriteTransaction, JournalError> {
+    let mut txn = db.begin_write().map_err(storage)?;
+    txn.set_durability(Durability::Immediate).map_err(storage)?;
+    txn.set_quick_repair(true);
+    Ok(txn)
+}
+
+/// Reads a counter from the meta table; absent means 0.
+fn meta(table: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, JournalError> {
+    Ok(table.get(key).map_err(storage)?.map_or(0, |v| v.value()))
+}
+
+fn decode(encoded: &[u8]) -> Result<SharedEvent, JournalError> {
+    Committed::decode(Bytes::copy_from_slice(encoded)).map(Arc::new)
+}
+
+fn storage(error: impl Into<redb::Error>) -> JournalError {
+    JournalError::Storage(error.into().to_string())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Microseconds since the Unix epoch (0 for a clock before 1970).
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, duration_micros)
+}
+
+fn duration_micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
