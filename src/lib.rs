@@ -16,6 +16,7 @@
 //!
 //! Data flow: hook or poller → `mapping` → `journal` (group commit) → `hub` → `grpc`.
 
+pub mod app;
 pub mod config;
 pub mod error;
 pub mod grpc;

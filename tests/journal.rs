@@ -465,6 +465,9 @@ struct CountingReads {
 
 #[async_trait]
 impl Journal for CountingReads {
+    async fn close(&self) {
+        self.inner.close().await
+    }
     async fn append(&self, batch: Batch) -> Result<Appended, JournalError> {
         self.inner.append(batch).await
     }

@@ -270,6 +270,10 @@ impl Drop for RedbJournal {
 
 #[async_trait]
 impl Journal for RedbJournal {
+    async fn close(&self) {
+        RedbJournal::close(self).await
+    }
+
     async fn append(&self, batch: Batch) -> Result<Appended, JournalError> {
         self.ask(|reply| Request::Append { batch, reply }).await
     }

@@ -196,6 +196,10 @@ pub trait Journal: std::fmt::Debug + Send + Sync + 'static {
 
     /// Checks that the journal can still commit (for readiness and health).
     async fn check(&self) -> Result<(), JournalError>;
+
+    /// Stops the journal after committing what is queued; later calls fail with
+    /// [`JournalError::Closed`]. Called once at shutdown.
+    async fn close(&self);
 }
 
 /// How long the journal keeps events: by age and/or by size; whichever removes more wins.

@@ -86,6 +86,8 @@ fn now_micros() -> i64 {
 
 #[async_trait]
 impl Journal for MemoryJournal {
+    async fn close(&self) {}
+
     async fn append(&self, batch: Batch) -> Result<Appended, JournalError> {
         let mut inner = self.inner.lock().unwrap();
         let mut committed = Vec::new();

@@ -27,3 +27,6 @@ pub async fn eventually(limit: Duration, what: &str, mut condition: impl FnMut()
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+pub mod app;
+pub mod binary;

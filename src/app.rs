@@ -1,0 +1,322 @@
+//! The application: wires config, journal, hub, hook, poller and gRPC together, owns the
+//! listeners, the cancellation token and the task set, and shuts down in order.
+//!
+//! Tasks and their failure policy: the HTTP server, the gRPC server, the poller and the
+//! journal are essential: if one stops on its own, the whole process stops with an error. A
+//! subscriber stream that fails is logged and dropped by its own stream.
+//!
+//! Shutdown: health NOT_SERVING, stop accepting, end open streams (UNAVAILABLE with the last
+//! cursor), stop the poller, close the journal, all bounded by `shutdown_timeout`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::config::{Config, JournalKind};
+use crate::grpc::auth::TokenCheck;
+use crate::grpc::{EventStreamService, StreamSettings};
+use crate::hook::{self, Hook, HookAuth};
+use crate::hub::{DEFAULT_LIVE_CAPACITY, Hub};
+use crate::journal::embedded::RedbJournal;
+use crate::journal::{Retention, SharedJournal};
+use crate::ops::{self, Health};
+use crate::proto::event_stream_server::EventStreamServer;
+use crate::secret::Secret;
+use crate::telemetry::Metrics;
+
+/// Why the application could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The data directory or a file in it is not usable.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The journal could not be opened.
+    #[error("cannot open the journal: {0}")]
+    Journal(#[from] crate::journal::JournalError),
+    /// TLS or server set-up failed.
+    #[error("gRPC server: {0}")]
+    Grpc(String),
+    /// The poller could not be set up.
+    #[error("poller: {0}")]
+    Poller(String),
+    /// An essential task stopped on its own.
+    #[error("{task} stopped: {reason}")]
+    TaskFailed {
+        /// Which task.
+        task: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A bound, ready-to-run service.
+#[derive(Debug)]
+pub struct App {
+    config: Config,
+    http: TcpListener,
+    grpc: TcpListener,
+    journal: SharedJournal,
+    hub: Hub,
+    metrics: Arc<Metrics>,
+    hook_secrets: Vec<Secret>,
+    generated_hook_secret: Option<Secret>,
+}
+
+impl App {
+    /// Binds the configured addresses and opens the journal.
+    pub async fn bind(config: Config) -> Result<App, AppError> {
+        let http = TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|source| AppError::Bind { addr: config.http_addr, source })?;
+        let grpc = TcpListener::bind(config.grpc_addr)
+            .await
+            .map_err(|source| AppError::Bind { addr: config.grpc_addr, source })?;
+        Self::with_listeners(config, http, grpc).await
+    }
+
+    /// Uses pre-bound listeners (tests bind `127.0.0.1:0`) and opens the journal.
+    pub async fn with_listeners(config: Config, http: TcpListener, grpc: TcpListener) -> Result<App, AppError> {
+        Self::with_live_capacity(config, http, grpc, DEFAULT_LIVE_CAPACITY).await
+    }
+
+    /// Like [`App::with_listeners`] with a chosen live buffer size (tests use a tiny one to
+    /// exercise catch-up from the journal).
+    pub async fn with_live_capacity(
+        config: Config,
+        http: TcpListener,
+        grpc: TcpListener,
+        live_capacity: usize,
+    ) -> Result<App, AppError> {
+        let data_dir_error = |source| AppError::DataDir { path: config.data_dir.clone(), source };
+        let (hook_secrets, origin) =
+            hook::auth::load_or_generate(config.hook.secrets.clone(), &config.data_dir).map_err(data_dir_error)?;
+        let generated_hook_secret = match origin {
+            hook::auth::SecretOrigin::Generated(secret) => Some(secret),
+            _ => None,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let (journal, hub) = open_journal(&config, live_capacity).await?;
+        Ok(App {
+            config,
+            http,
+            grpc,
+            journal,
+            hub,
+            metrics,
+            hook_secrets,
+            generated_hook_secret,
+        })
+    }
+
+    /// The bound HTTP address (the real port when configured with port 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().unwrap_or(self.config.http_addr)
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().unwrap_or(self.config.grpc_addr)
+    }
+
+    /// The hook secret generated on this start (first start without configured secrets), for
+    /// `main` to show once.
+    pub fn generated_hook_secret(&self) -> Option<&Secret> {
+        self.generated_hook_secret.as_ref()
+    }
+
+    /// The journal (for tests and tools that drive the app in-process).
+    pub fn journal(&self) -> SharedJournal {
+        self.journal.clone()
+    }
+
+    /// Runs until `signal` completes or an essential task fails, then shuts down in order.
+    pub async fn run(self, signal: impl Future<Output = ()> + Send) -> Result<(), AppError> {
+        let App { config, http, grpc, journal, hub, metrics, hook_secrets, .. } = self;
+        let shutdown = CancellationToken::new();
+        let health = Health::new().await;
+        let mut tasks: JoinSet<(&'static str, Result<(), String>)> = JoinSet::new();
+
+        // HTTP: the hook, health and metrics.
+        let hook = Arc::new(Hook {
+            auth: HookAuth::new(config.hook.auth_header.clone(), hook_secrets),
+            max_body_bytes: config.hook.max_body_bytes,
+            journal: journal.clone(),
+            metrics: metrics.clone(),
+        });
+        let router = hook::router(hook).merge(ops::router(ops::Ops {
+            journal: journal.clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+        }));
+        let http_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let result = axum::serve(http, router)
+                .with_graceful_shutdown(http_shutdown.cancelled_owned())
+                .await
+                .map_err(|e| e.to_string());
+            ("http server", result)
+        });
+
+        // gRPC: EventStream, health, reflection, gRPC-Web.
+        let service = EventStreamService::new(
+            journal.clone(),
+            hub.clone(),
+            metrics.clone(),
+            StreamSettings {
+                heartbeat: config.grpc.heartbeat,
+                max_lag: config.grpc.max_subscriber_lag,
+                max_subscribers: config.grpc.max_subscribers,
+            },
+            shutdown.clone(),
+        );
+        let grpc_serve = grpc_server(&config, service, &health, grpc, shutdown.clone())?;
+        tasks.spawn(async move { ("grpc server", grpc_serve.await.map_err(|e| e.to_string())) });
+
+        // Journal health and gauges.
+        let watch_journal = journal.clone();
+        let watch_health = health.clone();
+        let watch_metrics = metrics.clone();
+        let watch_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            ops::watch_journal(watch_journal, watch_health, watch_metrics, watch_shutdown).await;
+            ("journal watch", Ok(()))
+        });
+
+        health.set_serving(true).await;
+        tracing::info!(http = %config.http_addr, grpc = %config.grpc_addr, "serving");
+
+        let mut failure = None;
+        tokio::select! {
+            _ = signal => tracing::info!("shutdown requested"),
+            Some(joined) = tasks.join_next() => {
+                let (task, result) = joined.unwrap_or(("task", Err("panicked".to_owned())));
+                let reason = result.err().unwrap_or_else(|| "exited".to_owned());
+                tracing::error!(task, %reason, "essential task stopped; shutting down");
+                failure = Some(AppError::TaskFailed { task, reason });
+            }
+        }
+
+        health.set_serving(false).await;
+        shutdown.cancel();
+        let drained = tokio::time::timeout(config.shutdown_timeout, async {
+            while let Some(joined) = tasks.join_next().await {
+                if let Ok((task, Err(reason))) = joined {
+                    tracing::warn!(task, %reason, "task ended with an error during shutdown");
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(timeout = ?config.shutdown_timeout, "shutdown timed out; aborting remaining tasks");
+            tasks.abort_all();
+        }
+        journal.close().await;
+        tracing::info!("stopped");
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+/// Opens the configured journal and its hub.
+async fn open_journal(config: &Config, live_capacity: usize) -> Result<(SharedJournal, Hub), AppError> {
+    let retention = Retention {
+        max_age: Some(config.retention_max_age),
+        max_bytes: config.retention_max_bytes,
+        ..Retention::default()
+    };
+    match &config.journal {
+        JournalKind::Embedded => {
+            let journal = RedbJournal::open(&config.data_dir, retention, live_capacity).await?;
+            let hub = journal.hub().clone();
+            Ok((journal, hub))
+        }
+        JournalKind::Nats { .. } => Err(AppError::Grpc("NATS journal not wired yet".to_owned())),
+    }
+}
+
+/// Builds the gRPC server (EventStream, health, reflection v1 and v1alpha, gRPC-Web, CORS,
+/// optional TLS and bearer tokens) and returns the future that serves `listener` until
+/// `shutdown` is cancelled.
+fn grpc_server(
+    config: &Config,
+    service: EventStreamService,
+    health: &Health,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<impl Future<Output = Result<(), tonic::transport::Error>> + Send + use<>, AppError> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(|e| AppError::Grpc(e.to_string()))?;
+    // grpcurl 1.8 only speaks v1alpha.
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| AppError::Grpc(e.to_string()))?;
+
+    let mut builder = Server::builder()
+        // Keep idle streams alive through proxies and notice dead peers.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_nodelay(true)
+        // gRPC-Web arrives over HTTP/1.1.
+        .accept_http1(true);
+    if let Some((cert, key)) = &config.grpc.tls {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| AppError::Grpc(format!("cannot read {}: {e}", path.display())))
+        };
+        let identity = Identity::from_pem(read(cert)?, read(key)?);
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(|e| AppError::Grpc(format!("TLS: {e}")))?;
+    }
+    let router = builder
+        .layer(cors_layer(&config.grpc.cors_origins))
+        .layer(tonic_web::GrpcWebLayer::new())
+        .add_service(EventStreamServer::with_interceptor(service, TokenCheck::new(config.grpc.tokens.clone())))
+        .add_service(health.service())
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    Ok(router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()))
+}
+
+/// CORS for gRPC-Web: nothing unless origins are configured (safe by default).
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    if origins.is_empty() {
+        return CorsLayer::new();
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([http::Method::POST, http::Method::OPTIONS])
+        .allow_headers(tower_http::cors::Any)
+        .expose_headers([
+            http::HeaderName::from_static("grpc-status"),
+            http::HeaderName::from_static("grpc-message"),
+            http::HeaderName::from_static("grpc-status-details-bin"),
+        ])
+}
