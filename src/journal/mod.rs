@@ -13,6 +13,8 @@ use bytes::Bytes;
 
 use crate::proto;
 
+pub mod nats;
+
 /// A position in the journal; the `cursor` field of the record. Starts at 1.
 pub type Cursor = u64;
 
