@@ -132,7 +132,11 @@ async fn cursors_are_the_gap_free_stream_sequence() {
         for committed in first.committed.iter().chain(&second.committed) {
             let decoded =
                 okta_stream::journal::Committed::decode(committed.encoded.clone()).unwrap();
-            assert_eq!(decoded.cursor(), committed.cursor(), "the encoding carries the cursor");
+            assert_eq!(
+                decoded.cursor(),
+                committed.cursor(),
+                "the encoding carries the cursor"
+            );
             assert_eq!(&decoded, committed.as_ref());
         }
         let info = test
@@ -161,7 +165,11 @@ async fn a_uuid_is_stored_once_across_and_within_batches() {
 
         let second = append(&journal, &["b", "c", "a"]).await;
         assert_eq!(uuids(&second.committed), ["c"]);
-        assert_eq!(cursors(&second.committed), [3], "a dropped duplicate takes no cursor");
+        assert_eq!(
+            cursors(&second.committed),
+            [3],
+            "a dropped duplicate takes no cursor"
+        );
         assert_eq!(second.duplicates, 2);
 
         assert_eq!(
@@ -218,7 +226,15 @@ async fn any_uuid_characters_round_trip() {
     within(async {
         let test = TestStream::new("chars");
         let (journal, _hub) = test.open().await;
-        let odd = ["a.b", "*", ">", "with space", "line\r\nbreak", "ü-ñ", "a/b=c"];
+        let odd = [
+            "a.b",
+            "*",
+            ">",
+            "with space",
+            "line\r\nbreak",
+            "ü-ñ",
+            "a/b=c",
+        ];
 
         let appended = append(&journal, &odd).await;
         assert_eq!(appended.committed.len(), odd.len());
@@ -250,12 +266,22 @@ async fn reads_by_cursor_uuid_and_bounds() {
 
         let page = journal.read_after(0, 2).await.unwrap();
         assert_eq!(cursors(&page), [1, 2]);
-        assert_eq!(page[..], appended.committed[..2], "reads return what append returned");
-        assert_eq!(cursors(&journal.read_after(2, 100).await.unwrap()), [3, 4, 5]);
+        assert_eq!(
+            page[..],
+            appended.committed[..2],
+            "reads return what append returned"
+        );
+        assert_eq!(
+            cursors(&journal.read_after(2, 100).await.unwrap()),
+            [3, 4, 5]
+        );
         assert!(journal.read_after(5, 100).await.unwrap().is_empty());
         assert!(journal.read_after(0, 0).await.unwrap().is_empty());
 
-        assert_eq!(cursors(&journal.read_before(u64::MAX, 2).await.unwrap()), [5, 4]);
+        assert_eq!(
+            cursors(&journal.read_before(u64::MAX, 2).await.unwrap()),
+            [5, 4]
+        );
         assert_eq!(cursors(&journal.read_before(3, 100).await.unwrap()), [2, 1]);
         assert!(journal.read_before(1, 100).await.unwrap().is_empty());
 
@@ -311,7 +337,10 @@ async fn retention_keeps_the_head_and_moves_oldest() {
             }
         );
         assert_eq!(cursors(&journal.read_after(0, 10).await.unwrap()), [3]);
-        assert_eq!(cursors(&journal.read_before(u64::MAX, 10).await.unwrap()), [3]);
+        assert_eq!(
+            cursors(&journal.read_before(u64::MAX, 10).await.unwrap()),
+            [3]
+        );
         stream.purge().await.unwrap();
         assert_eq!(
             journal.bounds().await.unwrap(),
@@ -348,7 +377,10 @@ async fn cursor_before_time_splits_at_the_commit_time() {
         assert_eq!(journal.cursor_before_time(split).await.unwrap(), 2);
         assert_eq!(journal.cursor_before_time(start).await.unwrap(), 0);
         assert_eq!(
-            journal.cursor_before_time(now_micros() + 60_000_000).await.unwrap(),
+            journal
+                .cursor_before_time(now_micros() + 60_000_000)
+                .await
+                .unwrap(),
             5
         );
         let replay = journal
@@ -425,7 +457,10 @@ async fn a_replica_with_a_stale_revision_cannot_advance_the_state() {
             .unwrap();
 
         // The new lease holder reads the cursor, then advances it.
-        assert_eq!(new_poller.state("poller.next_url").await.unwrap(), Some(b"1".to_vec()));
+        assert_eq!(
+            new_poller.state("poller.next_url").await.unwrap(),
+            Some(b"1".to_vec())
+        );
         new_poller
             .append(Batch {
                 state: state_write("2"),
@@ -451,7 +486,10 @@ async fn a_replica_with_a_stale_revision_cannot_advance_the_state() {
                 .is_err(),
             "it keeps failing until the replica re-reads the state"
         );
-        assert_eq!(old_poller.state("poller.next_url").await.unwrap(), Some(b"2".to_vec()));
+        assert_eq!(
+            old_poller.state("poller.next_url").await.unwrap(),
+            Some(b"2".to_vec())
+        );
     })
     .await
 }
@@ -480,9 +518,19 @@ async fn quarantined_events_round_trip_oldest_first() {
             .await
             .unwrap();
 
-        assert_eq!(cursors(&appended.committed), [1], "quarantine takes no cursor");
-        assert_eq!(journal.quarantined(10).await.unwrap(), vec![item(1), item(2), item(3)]);
-        assert_eq!(journal.quarantined(2).await.unwrap(), vec![item(1), item(2)]);
+        assert_eq!(
+            cursors(&appended.committed),
+            [1],
+            "quarantine takes no cursor"
+        );
+        assert_eq!(
+            journal.quarantined(10).await.unwrap(),
+            vec![item(1), item(2), item(3)]
+        );
+        assert_eq!(
+            journal.quarantined(2).await.unwrap(),
+            vec![item(1), item(2)]
+        );
     })
     .await
 }
@@ -524,7 +572,11 @@ impl Journal for LiveOnly {
 }
 
 /// The next `n` events the hub publishes, via a live-only follower started now.
-fn live_events(hub: &Hub, journal: &Arc<NatsJournal>, n: usize) -> tokio::task::JoinHandle<Vec<SharedEvent>> {
+fn live_events(
+    hub: &Hub,
+    journal: &Arc<NatsJournal>,
+    n: usize,
+) -> tokio::task::JoinHandle<Vec<SharedEvent>> {
     let live: SharedJournal = Arc::new(LiveOnly(journal.clone()));
     let mut follower = hub.follow(live, hub.head());
     tokio::spawn(async move {
@@ -589,7 +641,11 @@ async fn an_event_appended_on_one_replica_reaches_both_hubs_once_in_order() {
 
         let (seen_a, seen_b) = (live_a.await.unwrap(), live_b.await.unwrap());
         assert_eq!(cursors(&seen_a), (1..=40).collect::<Vec<_>>());
-        assert_eq!(uuids(&seen_a), uuids(&seen_b), "both replicas see one order");
+        assert_eq!(
+            uuids(&seen_a),
+            uuids(&seen_b),
+            "both replicas see one order"
+        );
         assert_eq!(seen_a, seen_b);
         assert_published_exactly(&a, 40).await;
         assert_published_exactly(&b, 40).await;
@@ -683,7 +739,9 @@ async fn an_unreachable_server_is_a_storage_error() {
             servers: vec!["nats://127.0.0.1:1".to_owned()],
             ..NatsConfig::default()
         };
-        let err = NatsJournal::open(config, Hub::new(16, 0)).await.unwrap_err();
+        let err = NatsJournal::open(config, Hub::new(16, 0))
+            .await
+            .unwrap_err();
         assert!(matches!(err, JournalError::Storage(_)), "{err}");
         assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
     })
@@ -697,7 +755,10 @@ async fn only_one_of_two_contenders_holds_the_lease() {
     within(async {
         let test = TestStream::new("lease1");
         let (journal, _hub) = test.open().await;
-        let first = journal.acquire_poller_lease("replica-1", LEASE_TTL).await.unwrap();
+        let first = journal
+            .acquire_poller_lease("replica-1", LEASE_TTL)
+            .await
+            .unwrap();
 
         let second = tokio::time::timeout(
             LEASE_TTL * 3,
@@ -716,7 +777,10 @@ async fn a_dropped_holder_is_taken_over_within_the_ttl() {
     within(async {
         let test = TestStream::new("lease2");
         let (journal, _hub) = test.open().await;
-        let first = journal.acquire_poller_lease("replica-1", LEASE_TTL).await.unwrap();
+        let first = journal
+            .acquire_poller_lease("replica-1", LEASE_TTL)
+            .await
+            .unwrap();
         let lost = first.lost();
         let contender = tokio::spawn({
             let journal = journal.clone();
@@ -732,7 +796,11 @@ async fn a_dropped_holder_is_taken_over_within_the_ttl() {
         assert!(lost.is_cancelled(), "a dropped lease is not held");
         assert!(second.is_held());
         // At most one TTL of unchanged revision plus one poll and round trips.
-        assert!(dropped_at.elapsed() < LEASE_TTL * 2, "{:?}", dropped_at.elapsed());
+        assert!(
+            dropped_at.elapsed() < LEASE_TTL * 2,
+            "{:?}",
+            dropped_at.elapsed()
+        );
     })
     .await
 }
@@ -790,13 +858,18 @@ async fn a_holder_that_cannot_renew_gives_up_before_others_take_over() {
     within(async {
         let test = TestStream::new("lease5");
         let (journal, _hub) = test.open().await;
-        let lease = journal.acquire_poller_lease("replica-1", LEASE_TTL).await.unwrap();
+        let lease = journal
+            .acquire_poller_lease("replica-1", LEASE_TTL)
+            .await
+            .unwrap();
         let lost = lease.lost();
         let acquired = tokio::time::Instant::now();
 
         // The bucket disappears: renewals fail.
         let js = test.context().await;
-        js.delete_key_value(format!("{}_STATE", test.config.stream)).await.unwrap();
+        js.delete_key_value(format!("{}_STATE", test.config.stream))
+            .await
+            .unwrap();
 
         tokio::time::timeout(LEASE_TTL * 2, lost.cancelled())
             .await

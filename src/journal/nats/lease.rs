@@ -229,11 +229,8 @@ async fn renew(
         }
         let sent = Instant::now();
         let current = revision.load(Ordering::Acquire);
-        let attempt = tokio::time::timeout_at(
-            valid_until,
-            kv.update(LEASE_KEY, body.clone(), current),
-        )
-        .await;
+        let attempt =
+            tokio::time::timeout_at(valid_until, kv.update(LEASE_KEY, body.clone(), current)).await;
         match attempt {
             Ok(Ok(new)) => {
                 revision.store(new, Ordering::Release);

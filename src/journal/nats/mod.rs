@@ -222,7 +222,10 @@ impl NatsJournal {
     }
 
     /// The stored event with this uuid, if retained.
-    async fn lookup(&self, uuid: &str) -> Result<Option<jetstream::message::StreamMessage>, JournalError> {
+    async fn lookup(
+        &self,
+        uuid: &str,
+    ) -> Result<Option<jetstream::message::StreamMessage>, JournalError> {
         optional(
             self.events
                 .direct_get_last_for_subject(self.event_subject(uuid))
@@ -314,7 +317,10 @@ impl NatsJournal {
         Ok(out)
     }
 
-    fn to_committed(&self, message: jetstream::message::StreamMessage) -> Result<SharedEvent, JournalError> {
+    fn to_committed(
+        &self,
+        message: jetstream::message::StreamMessage,
+    ) -> Result<SharedEvent, JournalError> {
         self.note_head(message.sequence);
         Ok(Arc::new(stored_to_committed(
             message.payload,
