@@ -754,20 +754,22 @@ const LEASE_TTL: Duration = Duration::from_millis(600);
 async fn only_one_of_two_contenders_holds_the_lease() {
     within(async {
         let test = TestStream::new("lease1");
-        let (journal, _hub) = test.open().await;
-        let first = journal
-            .acquire_poller_lease("replica-1", LEASE_TTL)
-            .await
-            .unwrap();
+        let (a, _hub_a) = test.open().await;
+        let (b, _hub_b) = test.open().await;
+        let contend = |journal: Arc<NatsJournal>, name: &'static str| {
+            tokio::spawn(async move { journal.acquire_poller_lease(name, LEASE_TTL).await })
+        };
+        let mut contenders = [contend(a, "replica-a"), contend(b, "replica-b")];
 
-        let second = tokio::time::timeout(
-            LEASE_TTL * 3,
-            journal.acquire_poller_lease("replica-2", LEASE_TTL),
-        )
-        .await;
+        // The winner keeps renewing, so the other one still waits after several TTLs.
+        tokio::time::sleep(LEASE_TTL * 4).await;
+        let finished: Vec<bool> = contenders.iter().map(|c| c.is_finished()).collect();
+        assert_eq!(finished.iter().filter(|f| **f).count(), 1, "{finished:?}");
 
-        assert!(second.is_err(), "a renewed lease is not taken over");
-        assert!(first.is_held());
+        let winner = finished.iter().position(|f| *f).unwrap();
+        let lease = (&mut contenders[winner]).await.unwrap().unwrap();
+        assert!(lease.is_held());
+        contenders[1 - winner].abort();
     })
     .await
 }

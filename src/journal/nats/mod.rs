@@ -32,7 +32,19 @@
 //! publishes the events, then the quarantine, then writes the state. A failed append may have
 //! stored a prefix of the batch; repeating it is safe because of dedupe. The poller's next URL
 //! is written after its page's events, so a crash in between re-reads one page, which dedupe
-//! absorbs (the same outcome the embedded journal's transaction gives).
+//! absorbs (the same outcome the embedded journal's transaction gives). When the state write
+//! loses its compare-and-set ([`JournalError::Conflict`]), the batch's events are stored
+//! anyway (and reach subscribers through the tail); only the state is not advanced.
+//!
+//! # Time
+//! [`Journal::cursor_before_time`] uses the time the stream leader stored each message (the
+//! commit time, growing with the sequence), found by binary search over direct gets:
+//! about log2(retained events) round trips.
+//!
+//! # Reads in a cluster
+//! The stream allows direct gets, so any replica of the stream answers reads, not only its
+//! leader. A replica that lags may not have the newest messages yet: a forward read then
+//! stops early (never skips), and a follower simply reads again.
 
 mod config;
 mod lease;
@@ -451,7 +463,7 @@ impl Journal for NatsJournal {
         let bottom = top
             .saturating_sub(limit as u64 - 1)
             .max(state.first_sequence);
-        let mut out = Vec::with_capacity((top - bottom + 1) as usize);
+        let mut out = Vec::with_capacity((top - bottom + 1).min(READ_WINDOW) as usize);
         let mut high = top;
         loop {
             let low = high.saturating_sub(READ_WINDOW - 1).max(bottom);

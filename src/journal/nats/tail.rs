@@ -125,11 +125,13 @@ async fn follow(
             continue; // already published (a re-created consumer overlaps)
         }
         match super::stored_to_committed(message.payload.clone(), sequence) {
-            Ok(committed) => hub.publish(&[Arc::new(committed)]),
+            Ok(committed) => {
+                hub.publish(&[Arc::new(committed)]);
+                progress.published.fetch_add(1, Ordering::AcqRel);
+            }
             // Subscribers see a hole and read the journal, which reports the corruption.
             Err(error) => tracing::error!(%error, sequence, "cannot publish a stored event"),
         }
         progress.position.store(sequence, Ordering::Release);
-        progress.published.fetch_add(1, Ordering::AcqRel);
     }
 }
