@@ -880,3 +880,27 @@ async fn a_holder_that_cannot_renew_gives_up_before_others_take_over() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_closed_journal_stops_publishing_to_its_hub() {
+    within(async {
+        let test = TestStream::new("close");
+        let (a, _hub_a) = test.open().await;
+        let (b, hub_b) = test.open().await;
+        append(&a, &["one"]).await;
+        assert_published_exactly(&b, 1).await;
+
+        b.close().await;
+        append(&a, &["two"]).await;
+        assert_published_exactly(&a, 2).await;
+
+        assert_eq!(b.tail_published(), 1);
+        assert_eq!(hub_b.head(), 1);
+        assert_eq!(
+            b.get("two").await.unwrap().unwrap().cursor(),
+            2,
+            "reads still work"
+        );
+    })
+    .await
+}

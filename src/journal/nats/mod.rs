@@ -59,6 +59,7 @@ use async_nats::jetstream::{self, kv, stream};
 use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
+use futures::StreamExt as _;
 use futures::future::join_all;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -287,46 +288,88 @@ impl NatsJournal {
 
     /// Up to `limit` consecutive messages of `stream` from the first retained one after
     /// `after`, stopping at the first sequence not (yet) visible so the result has no hole.
+    ///
+    /// Direct gets may be answered by a stream replica that lags. Up to `known` (a sequence
+    /// this instance has seen committed), a miss is asked again of the stream leader, so a
+    /// read never returns less than what the local tail has already published: a follower
+    /// that catches up after subscribing always reaches the live edge.
     async fn read_forward(
         &self,
         stream: &stream::Stream,
         filter: &str,
         after: u64,
         limit: usize,
+        known: u64,
     ) -> Result<Vec<jetstream::message::StreamMessage>, JournalError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let first = optional(
-            stream
-                .direct_get_next_for_subject(filter, Some(after.saturating_add(1)))
-                .await,
-        )?;
+        let from = after.saturating_add(1);
+        let mut first = optional(stream.direct_get_next_for_subject(filter, Some(from)).await)?;
+        if first.is_none() && from <= known {
+            first = optional_raw(
+                stream
+                    .raw_message_builder()
+                    .sequence(from)
+                    .next_by_subject(filter)
+                    .send()
+                    .await,
+            )?;
+        }
         let Some(first) = first else {
             return Ok(Vec::new());
         };
         let mut next = first.sequence + 1;
         let mut out = vec![first];
         let limit = limit as u64;
-        let mut window = self
-            .known_head
-            .load(Ordering::Relaxed)
+        let mut window = known
             .saturating_sub(next)
             .saturating_add(1)
             .clamp(8, READ_WINDOW);
         while (out.len() as u64) < limit {
             let n = window.min(limit - out.len() as u64);
             let got = join_all((next..next + n).map(|seq| stream.direct_get(seq))).await;
-            for result in got {
+            for (seq, result) in (next..next + n).zip(got) {
                 match optional(result)? {
                     Some(message) => out.push(message),
-                    None => return Ok(out),
+                    None => {
+                        self.read_from_leader(stream, seq, known, limit, &mut out)
+                            .await?;
+                        return Ok(out);
+                    }
                 }
             }
             next += n;
             window = (window * 2).min(READ_WINDOW);
         }
         Ok(out)
+    }
+
+    /// Continues a forward read at `seq` from the stream leader, up to `known` (rarely
+    /// needed: only after a lagging replica answered).
+    async fn read_from_leader(
+        &self,
+        stream: &stream::Stream,
+        mut seq: u64,
+        known: u64,
+        limit: u64,
+        out: &mut Vec<jetstream::message::StreamMessage>,
+    ) -> Result<(), JournalError> {
+        while seq <= known && (out.len() as u64) < limit {
+            match optional_raw(stream.get_raw_message(seq).await)? {
+                Some(message) => out.push(message),
+                None => break,
+            }
+            seq += 1;
+        }
+        Ok(())
+    }
+
+    /// The newest sequence this instance has seen committed (acks, reads, the tail).
+    fn known_head(&self) -> u64 {
+        self.known_head
+            .load(Ordering::Relaxed)
+            .max(self.tail.position())
     }
 
     fn to_committed(
@@ -371,7 +414,15 @@ impl Journal for NatsJournal {
             }
         }
         // Beyond the duplicate window only this lookup catches a repeat.
-        let stored = join_all(fresh.iter().map(|event| self.lookup(event.uuid()))).await;
+        let subjects: Vec<String> = fresh.iter().map(|e| self.event_subject(e.uuid())).collect();
+        let stored: Vec<_> = futures::stream::iter(subjects)
+            .map(|subject| {
+                let events = self.events.clone();
+                async move { optional(events.direct_get_last_for_subject(subject).await) }
+            })
+            .buffered(READ_WINDOW as usize)
+            .collect()
+            .await;
         let mut to_publish = Vec::with_capacity(fresh.len());
         for (event, stored) in fresh.into_iter().zip(stored) {
             if stored?.is_some() {
@@ -437,11 +488,18 @@ impl Journal for NatsJournal {
         after: Cursor,
         limit: usize,
     ) -> Result<Vec<SharedEvent>, JournalError> {
-        self.read_forward(&self.events, &events_filter(&self.config), after, limit)
-            .await?
-            .into_iter()
-            .map(|message| self.to_committed(message))
-            .collect()
+        let known = self.known_head();
+        self.read_forward(
+            &self.events,
+            &events_filter(&self.config),
+            after,
+            limit,
+            known,
+        )
+        .await?
+        .into_iter()
+        .map(|message| self.to_committed(message))
+        .collect()
     }
 
     async fn read_before(
@@ -558,6 +616,7 @@ impl Journal for NatsJournal {
             &quarantine_subject(&self.config),
             0,
             limit,
+            0,
         )
         .await?
         .into_iter()
@@ -851,6 +910,17 @@ fn optional(
     match result {
         Ok(message) => Ok(Some(message)),
         Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+        Err(e) => Err(storage("read the stream", e)),
+    }
+}
+
+/// A leader get's "no such message" as `None`.
+fn optional_raw(
+    result: Result<jetstream::message::StreamMessage, stream::RawMessageError>,
+) -> Result<Option<jetstream::message::StreamMessage>, JournalError> {
+    match result {
+        Ok(message) => Ok(Some(message)),
+        Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
         Err(e) => Err(storage("read the stream", e)),
     }
 }
