@@ -15,6 +15,7 @@ use bytes::Bytes;
 use crate::proto;
 
 pub mod embedded;
+pub mod nats;
 
 /// A position in the journal; the `cursor` field of the record. Starts at 1.
 pub type Cursor = u64;

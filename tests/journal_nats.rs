@@ -1,0 +1,909 @@
+//! Behaviour of the NATS JetStream journal, against a real `nats-server` with JetStream
+//! (`OKTA_STREAM_TEST_NATS_URL`, default `nats://127.0.0.1:4222`). Each test uses its own
+//! stream, subject and buckets (random suffix) and deletes them at the end, also on failure.
+//! The behaviours mirror the embedded journal's suite (`tests/journal.rs`), plus what only a
+//! shared journal has: two replicas on one stream, and the poller lease.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use async_trait::async_trait;
+use okta_stream::hub::Hub;
+use okta_stream::journal::nats::{LEASE_KEY, NatsConfig, NatsJournal, PollerLease};
+use okta_stream::journal::{
+    Appended, Batch, Bounds, Cursor, Journal, JournalError, NewEvent, Quarantined, SharedEvent,
+    SharedJournal, StateWrite,
+};
+use okta_stream::proto;
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn nats_url() -> String {
+    std::env::var("OKTA_STREAM_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// Fails the test instead of hanging it.
+async fn within<F: Future>(future: F) -> F::Output {
+    tokio::time::timeout(TEST_TIMEOUT, future)
+        .await
+        .expect("the test timed out")
+}
+
+/// A stream (and its quarantine stream and state bucket) unique to one test, deleted on drop.
+struct TestStream {
+    config: NatsConfig,
+}
+
+impl TestStream {
+    fn new(tag: &str) -> Self {
+        let suffix: u32 = rand::random();
+        Self {
+            config: NatsConfig {
+                servers: okta_stream::journal::nats::parse_servers(&nats_url()).unwrap(),
+                stream: format!("T_{tag}_{suffix:08x}"),
+                subject: format!("t{suffix:08x}.{tag}"),
+                ..NatsConfig::default()
+            },
+        }
+    }
+
+    async fn open(&self) -> (Arc<NatsJournal>, Hub) {
+        let hub = Hub::new(1024, 0);
+        let journal = NatsJournal::open(self.config.clone(), hub.clone())
+            .await
+            .unwrap();
+        (journal, hub)
+    }
+
+    async fn context(&self) -> jetstream::Context {
+        jetstream::new(async_nats::connect(nats_url()).await.unwrap())
+    }
+}
+
+impl Drop for TestStream {
+    fn drop(&mut self) {
+        let name = self.config.stream.clone();
+        // A fresh runtime on its own thread: drop may run inside (or after) the test's runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let Ok(client) = async_nats::connect(nats_url()).await else {
+                    return;
+                };
+                let js = jetstream::new(client);
+                for stream in [
+                    name.clone(),
+                    format!("{name}_QUARANTINE"),
+                    format!("KV_{name}_STATE"),
+                ] {
+                    let _ = js.delete_stream(stream).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn event(uuid: &str) -> NewEvent {
+    NewEvent::new(proto::Event {
+        uuid: uuid.to_owned(),
+        event_type: "user.account.update_profile".to_owned(),
+        message: format!("event {uuid}"),
+        ..Default::default()
+    })
+}
+
+fn events(uuids: &[&str]) -> Batch {
+    Batch {
+        events: uuids.iter().map(|u| event(u)).collect(),
+        ..Batch::default()
+    }
+}
+
+fn cursors(events: &[SharedEvent]) -> Vec<Cursor> {
+    events.iter().map(|e| e.cursor()).collect()
+}
+
+fn uuids(events: &[SharedEvent]) -> Vec<String> {
+    events.iter().map(|e| e.event.uuid.clone()).collect()
+}
+
+async fn append(journal: &NatsJournal, uuids: &[&str]) -> Appended {
+    journal.append(events(uuids)).await.unwrap()
+}
+
+#[tokio::test]
+async fn cursors_are_the_gap_free_stream_sequence() {
+    within(async {
+        let test = TestStream::new("cursors");
+        let (journal, _hub) = test.open().await;
+
+        let first = append(&journal, &["a", "b", "c"]).await;
+        let second = append(&journal, &["d", "e"]).await;
+
+        assert_eq!(cursors(&first.committed), [1, 2, 3]);
+        assert_eq!(cursors(&second.committed), [4, 5]);
+        for committed in first.committed.iter().chain(&second.committed) {
+            let decoded =
+                okta_stream::journal::Committed::decode(committed.encoded.clone()).unwrap();
+            assert_eq!(
+                decoded.cursor(),
+                committed.cursor(),
+                "the encoding carries the cursor"
+            );
+            assert_eq!(&decoded, committed.as_ref());
+        }
+        let info = test
+            .context()
+            .await
+            .get_stream(&test.config.stream)
+            .await
+            .unwrap()
+            .get_info()
+            .await
+            .unwrap();
+        assert_eq!(info.state.last_sequence, 5);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_uuid_is_stored_once_across_and_within_batches() {
+    within(async {
+        let test = TestStream::new("dedupe");
+        let (journal, _hub) = test.open().await;
+
+        let first = append(&journal, &["a", "b", "a"]).await;
+        assert_eq!(uuids(&first.committed), ["a", "b"]);
+        assert_eq!(first.duplicates, 1);
+
+        let second = append(&journal, &["b", "c", "a"]).await;
+        assert_eq!(uuids(&second.committed), ["c"]);
+        assert_eq!(
+            cursors(&second.committed),
+            [3],
+            "a dropped duplicate takes no cursor"
+        );
+        assert_eq!(second.duplicates, 2);
+
+        assert_eq!(
+            journal.bounds().await.unwrap(),
+            Bounds {
+                oldest: Some(1),
+                head: 3
+            }
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn concurrent_appends_of_the_same_uuids_store_each_once() {
+    within(async {
+        let test = TestStream::new("race");
+        let (a, _hub_a) = test.open().await;
+        let (b, _hub_b) = test.open().await;
+        let batch: Vec<String> = (0..50).map(|i| format!("uuid-{i}")).collect();
+        let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+
+        let (from_a, from_b) = tokio::join!(append(&a, &refs), append(&b, &refs));
+
+        assert_eq!(from_a.committed.len() + from_b.committed.len(), 50);
+        assert_eq!(from_a.duplicates + from_b.duplicates, 50);
+        let stored = a.read_after(0, 1000).await.unwrap();
+        assert_eq!(cursors(&stored), (1..=50).collect::<Vec<_>>());
+        let distinct: HashSet<String> = uuids(&stored).into_iter().collect();
+        assert_eq!(distinct.len(), 50);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_uuid_older_than_the_duplicate_window_is_still_dropped() {
+    within(async {
+        let mut test = TestStream::new("window");
+        test.config.duplicate_window = Duration::from_millis(300);
+        let (journal, _hub) = test.open().await;
+        append(&journal, &["late"]).await;
+
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let again = append(&journal, &["late", "new"]).await;
+
+        assert_eq!(uuids(&again.committed), ["new"]);
+        assert_eq!(again.duplicates, 1);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn any_uuid_characters_round_trip() {
+    within(async {
+        let test = TestStream::new("chars");
+        let (journal, _hub) = test.open().await;
+        let odd = [
+            "a.b",
+            "*",
+            ">",
+            "with space",
+            "line\r\nbreak",
+            "ü-ñ",
+            "a/b=c",
+        ];
+
+        let appended = append(&journal, &odd).await;
+        assert_eq!(appended.committed.len(), odd.len());
+        for uuid in odd {
+            let found = journal.get(uuid).await.unwrap().unwrap();
+            assert_eq!(found.event.uuid, uuid);
+        }
+        assert_eq!(append(&journal, &odd).await.duplicates, odd.len());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn reads_by_cursor_uuid_and_bounds() {
+    within(async {
+        let test = TestStream::new("reads");
+        let (journal, _hub) = test.open().await;
+        assert_eq!(
+            journal.bounds().await.unwrap(),
+            Bounds {
+                oldest: None,
+                head: 0
+            }
+        );
+        assert!(journal.read_after(0, 10).await.unwrap().is_empty());
+        assert!(journal.read_before(u64::MAX, 10).await.unwrap().is_empty());
+
+        let appended = append(&journal, &["a", "b", "c", "d", "e"]).await;
+
+        let page = journal.read_after(0, 2).await.unwrap();
+        assert_eq!(cursors(&page), [1, 2]);
+        assert_eq!(
+            page[..],
+            appended.committed[..2],
+            "reads return what append returned"
+        );
+        assert_eq!(
+            cursors(&journal.read_after(2, 100).await.unwrap()),
+            [3, 4, 5]
+        );
+        assert!(journal.read_after(5, 100).await.unwrap().is_empty());
+        assert!(journal.read_after(0, 0).await.unwrap().is_empty());
+
+        assert_eq!(
+            cursors(&journal.read_before(u64::MAX, 2).await.unwrap()),
+            [5, 4]
+        );
+        assert_eq!(cursors(&journal.read_before(3, 100).await.unwrap()), [2, 1]);
+        assert!(journal.read_before(1, 100).await.unwrap().is_empty());
+
+        assert_eq!(journal.get("c").await.unwrap().unwrap().cursor(), 3);
+        assert!(journal.get("missing").await.unwrap().is_none());
+        assert_eq!(
+            journal.bounds().await.unwrap(),
+            Bounds {
+                oldest: Some(1),
+                head: 5
+            }
+        );
+        journal.check().await.unwrap();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_long_read_spans_several_windows_without_a_gap() {
+    within(async {
+        let test = TestStream::new("long");
+        let (journal, _hub) = test.open().await;
+        let all: Vec<String> = (0..700).map(|i| format!("e{i}")).collect();
+        for chunk in all.chunks(100) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            append(&journal, &refs).await;
+        }
+        // Another instance has no idea where the head is: it must still read everything.
+        let (other, _hub) = test.open().await;
+        let page = other.read_after(0, 10_000).await.unwrap();
+        assert_eq!(cursors(&page), (1..=700).collect::<Vec<_>>());
+        let back = other.read_before(701, 600).await.unwrap();
+        assert_eq!(cursors(&back), (101..=700).rev().collect::<Vec<_>>());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn retention_keeps_the_head_and_moves_oldest() {
+    within(async {
+        let test = TestStream::new("purge");
+        let (journal, _hub) = test.open().await;
+        append(&journal, &["a", "b", "c"]).await;
+        let js = test.context().await;
+        let stream = js.get_stream(&test.config.stream).await.unwrap();
+        stream.purge().keep(1).await.unwrap();
+
+        assert_eq!(
+            journal.bounds().await.unwrap(),
+            Bounds {
+                oldest: Some(3),
+                head: 3
+            }
+        );
+        assert_eq!(cursors(&journal.read_after(0, 10).await.unwrap()), [3]);
+        assert_eq!(
+            cursors(&journal.read_before(u64::MAX, 10).await.unwrap()),
+            [3]
+        );
+        stream.purge().await.unwrap();
+        assert_eq!(
+            journal.bounds().await.unwrap(),
+            Bounds {
+                oldest: None,
+                head: 3
+            },
+            "the head never goes down"
+        );
+        let next = append(&journal, &["d"]).await;
+        assert_eq!(cursors(&next.committed), [4]);
+    })
+    .await
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+#[tokio::test]
+async fn cursor_before_time_splits_at_the_commit_time() {
+    within(async {
+        let test = TestStream::new("time");
+        let (journal, _hub) = test.open().await;
+        let start = now_micros() - 1_000_000;
+        assert_eq!(journal.cursor_before_time(start).await.unwrap(), 0);
+
+        append(&journal, &["a", "b"]).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let split = now_micros();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        append(&journal, &["c", "d", "e"]).await;
+
+        assert_eq!(journal.cursor_before_time(split).await.unwrap(), 2);
+        assert_eq!(journal.cursor_before_time(start).await.unwrap(), 0);
+        assert_eq!(
+            journal
+                .cursor_before_time(now_micros() + 60_000_000)
+                .await
+                .unwrap(),
+            5
+        );
+        let replay = journal
+            .read_after(journal.cursor_before_time(split).await.unwrap(), 10)
+            .await
+            .unwrap();
+        assert_eq!(uuids(&replay), ["c", "d", "e"]);
+    })
+    .await
+}
+
+fn state_write(value: &str) -> Option<StateWrite> {
+    Some(StateWrite {
+        key: "poller.next_url".to_owned(),
+        value: value.as_bytes().to_vec(),
+    })
+}
+
+#[tokio::test]
+async fn state_round_trips_with_the_batch() {
+    within(async {
+        let test = TestStream::new("state");
+        let (journal, _hub) = test.open().await;
+        assert_eq!(journal.state("poller.next_url").await.unwrap(), None);
+
+        let mut batch = events(&["a"]);
+        batch.state = state_write("https://org/next?1");
+        journal.append(batch).await.unwrap();
+        assert_eq!(
+            journal.state("poller.next_url").await.unwrap().as_deref(),
+            Some(&b"https://org/next?1"[..])
+        );
+        journal
+            .append(Batch {
+                state: state_write("https://org/next?2"),
+                ..Batch::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            journal.state("poller.next_url").await.unwrap().as_deref(),
+            Some(&b"https://org/next?2"[..])
+        );
+
+        // Keys KV would reject are stored too.
+        let odd = StateWrite {
+            key: "a key with spaces ü".to_owned(),
+            value: b"v".to_vec(),
+        };
+        journal
+            .append(Batch {
+                state: Some(odd.clone()),
+                ..Batch::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(journal.state(&odd.key).await.unwrap(), Some(odd.value));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_replica_with_a_stale_revision_cannot_advance_the_state() {
+    within(async {
+        let test = TestStream::new("cas");
+        let (old_poller, _hub_a) = test.open().await;
+        let (new_poller, _hub_b) = test.open().await;
+        old_poller
+            .append(Batch {
+                state: state_write("1"),
+                ..Batch::default()
+            })
+            .await
+            .unwrap();
+
+        // The new lease holder reads the cursor, then advances it.
+        assert_eq!(
+            new_poller.state("poller.next_url").await.unwrap(),
+            Some(b"1".to_vec())
+        );
+        new_poller
+            .append(Batch {
+                state: state_write("2"),
+                ..Batch::default()
+            })
+            .await
+            .unwrap();
+
+        let stale = old_poller
+            .append(Batch {
+                state: state_write("stale"),
+                ..Batch::default()
+            })
+            .await;
+        assert!(matches!(stale, Err(JournalError::Conflict(_))), "{stale:?}");
+        assert!(
+            old_poller
+                .append(Batch {
+                    state: state_write("stale again"),
+                    ..Batch::default()
+                })
+                .await
+                .is_err(),
+            "it keeps failing until the replica re-reads the state"
+        );
+        assert_eq!(
+            old_poller.state("poller.next_url").await.unwrap(),
+            Some(b"2".to_vec())
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn quarantined_events_round_trip_oldest_first() {
+    within(async {
+        let test = TestStream::new("quarantine");
+        let (journal, _hub) = test.open().await;
+        assert!(journal.quarantined(10).await.unwrap().is_empty());
+        let item = |n: u32| Quarantined {
+            reason: format!("missing field uuid ({n})"),
+            raw: format!("{{\"n\":{n}}}"),
+            origin: "hook eventId=abc".to_owned(),
+            received: "2026-11-28T13:00:00Z".to_owned(),
+        };
+
+        let mut batch = events(&["ok"]);
+        batch.quarantine = vec![item(1), item(2)];
+        let appended = journal.append(batch).await.unwrap();
+        journal
+            .append(Batch {
+                quarantine: vec![item(3)],
+                ..Batch::default()
+            })
+            .await
+            .unwrap();
+
+        assert_eq!(
+            cursors(&appended.committed),
+            [1],
+            "quarantine takes no cursor"
+        );
+        assert_eq!(
+            journal.quarantined(10).await.unwrap(),
+            vec![item(1), item(2), item(3)]
+        );
+        assert_eq!(
+            journal.quarantined(2).await.unwrap(),
+            vec![item(1), item(2)]
+        );
+    })
+    .await
+}
+
+/// A journal whose reads find nothing: a follower on it yields only what the hub publishes,
+/// and stalls (failing the test by timeout) at a hole.
+#[derive(Debug)]
+struct LiveOnly(Arc<NatsJournal>);
+
+#[async_trait]
+impl Journal for LiveOnly {
+    async fn close(&self) {
+        self.0.close().await
+    }
+    async fn append(&self, batch: Batch) -> Result<Appended, JournalError> {
+        self.0.append(batch).await
+    }
+    async fn read_after(&self, _: Cursor, _: usize) -> Result<Vec<SharedEvent>, JournalError> {
+        Ok(Vec::new())
+    }
+    async fn read_before(&self, _: Cursor, _: usize) -> Result<Vec<SharedEvent>, JournalError> {
+        Ok(Vec::new())
+    }
+    async fn get(&self, uuid: &str) -> Result<Option<SharedEvent>, JournalError> {
+        self.0.get(uuid).await
+    }
+    async fn cursor_before_time(&self, since: i64) -> Result<Cursor, JournalError> {
+        self.0.cursor_before_time(since).await
+    }
+    async fn bounds(&self) -> Result<Bounds, JournalError> {
+        self.0.bounds().await
+    }
+    async fn state(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        self.0.state(key).await
+    }
+    async fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, JournalError> {
+        self.0.quarantined(limit).await
+    }
+    async fn check(&self) -> Result<(), JournalError> {
+        self.0.check().await
+    }
+}
+
+/// The next `n` events the hub publishes, via a live-only follower started now.
+fn live_events(
+    hub: &Hub,
+    journal: &Arc<NatsJournal>,
+    n: usize,
+) -> tokio::task::JoinHandle<Vec<SharedEvent>> {
+    let live: SharedJournal = Arc::new(LiveOnly(journal.clone()));
+    let mut follower = hub.follow(live, hub.head());
+    tokio::spawn(async move {
+        let mut seen = Vec::with_capacity(n);
+        while seen.len() < n {
+            seen.push(follower.next().await.unwrap());
+        }
+        seen
+    })
+}
+
+/// Waits until `journal`'s tail has published `n` events, then checks no more come.
+async fn assert_published_exactly(journal: &NatsJournal, n: u64) {
+    while journal.tail_published() < n {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(journal.tail_published(), n);
+}
+
+#[tokio::test]
+async fn the_hub_gets_committed_events_in_order_once() {
+    within(async {
+        let test = TestStream::new("hub");
+        let (journal, hub) = test.open().await;
+        append(&journal, &["before-subscribe"]).await;
+        assert_published_exactly(&journal, 1).await;
+        let live = live_events(&hub, &journal, 6);
+
+        append(&journal, &["a", "b", "c"]).await;
+        append(&journal, &["b", "d", "a"]).await; // two duplicates
+        append(&journal, &["e", "f"]).await;
+
+        let seen = live.await.unwrap();
+        assert_eq!(cursors(&seen), [2, 3, 4, 5, 6, 7]);
+        assert_eq!(uuids(&seen), ["a", "b", "c", "d", "e", "f"]);
+        assert_published_exactly(&journal, 7).await;
+        assert_eq!(hub.head(), 7);
+        assert_eq!(journal.tail_position(), 7);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_event_appended_on_one_replica_reaches_both_hubs_once_in_order() {
+    within(async {
+        let test = TestStream::new("replicas");
+        let (a, hub_a) = test.open().await;
+        let (b, hub_b) = test.open().await;
+        let live_a = live_events(&hub_a, &a, 40);
+        let live_b = live_events(&hub_b, &b, 40);
+
+        for round in 0..10 {
+            let on_a = [format!("a{round}-1"), format!("a{round}-2")];
+            let on_b = [format!("b{round}-1"), format!("b{round}-2")];
+            let batch_a = [on_a[0].as_str(), on_a[1].as_str()];
+            // B also carries one of A's uuids: whichever lands second is a duplicate.
+            let batch_b = [on_b[0].as_str(), on_b[1].as_str(), on_a[0].as_str()];
+            let (x, y) = tokio::join!(append(&a, &batch_a), append(&b, &batch_b));
+            assert_eq!(x.committed.len() + y.committed.len(), 4);
+        }
+
+        let (seen_a, seen_b) = (live_a.await.unwrap(), live_b.await.unwrap());
+        assert_eq!(cursors(&seen_a), (1..=40).collect::<Vec<_>>());
+        assert_eq!(
+            uuids(&seen_a),
+            uuids(&seen_b),
+            "both replicas see one order"
+        );
+        assert_eq!(seen_a, seen_b);
+        assert_published_exactly(&a, 40).await;
+        assert_published_exactly(&b, 40).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_replica_opened_later_does_not_republish_old_events() {
+    within(async {
+        let test = TestStream::new("late");
+        let (a, _hub_a) = test.open().await;
+        append(&a, &["old-1", "old-2"]).await;
+        let (b, hub_b) = test.open().await;
+        assert_eq!(hub_b.head(), 2, "a fresh hub starts at the stream's head");
+        let live = live_events(&hub_b, &b, 1);
+
+        append(&a, &["new"]).await;
+
+        assert_eq!(uuids(&live.await.unwrap()), ["new"]);
+        assert_published_exactly(&b, 1).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_incompatible_stream_is_refused_naming_the_setting() {
+    within(async {
+        let test = TestStream::new("incompatible");
+        let js = test.context().await;
+        js.create_stream(stream::Config {
+            name: test.config.stream.clone(),
+            subjects: vec![format!("{}.other", test.config.subject)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let err = NatsJournal::open(test.config.clone(), Hub::new(16, 0))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("subjects"), "{err}");
+
+        js.delete_stream(&test.config.stream).await.unwrap();
+        js.create_stream(stream::Config {
+            name: test.config.stream.clone(),
+            subjects: vec![format!("{}.>", test.config.subject)],
+            retention: stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let err = NatsJournal::open(test.config.clone(), Hub::new(16, 0))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("retention"), "{err}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn compatible_settings_of_an_existing_stream_are_updated() {
+    within(async {
+        let mut test = TestStream::new("update");
+        let (first, _hub) = test.open().await;
+        append(&first, &["kept"]).await;
+        test.config.max_age = Duration::from_secs(3600);
+        test.config.duplicate_window = Duration::from_secs(600);
+
+        let (reopened, _hub) = test.open().await;
+
+        let info = test
+            .context()
+            .await
+            .get_stream(&test.config.stream)
+            .await
+            .unwrap()
+            .get_info()
+            .await
+            .unwrap();
+        assert_eq!(info.config.max_age, Duration::from_secs(3600));
+        assert_eq!(info.config.duplicate_window, Duration::from_secs(600));
+        assert_eq!(reopened.get("kept").await.unwrap().unwrap().cursor(), 1);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_storage_error() {
+    within(async {
+        let config = NatsConfig {
+            servers: vec!["nats://127.0.0.1:1".to_owned()],
+            ..NatsConfig::default()
+        };
+        let err = NatsJournal::open(config, Hub::new(16, 0))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, JournalError::Storage(_)), "{err}");
+        assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    })
+    .await
+}
+
+const LEASE_TTL: Duration = Duration::from_millis(600);
+
+#[tokio::test]
+async fn only_one_of_two_contenders_holds_the_lease() {
+    within(async {
+        let test = TestStream::new("lease1");
+        let (a, _hub_a) = test.open().await;
+        let (b, _hub_b) = test.open().await;
+        let contend = |journal: Arc<NatsJournal>, name: &'static str| {
+            tokio::spawn(async move { journal.acquire_poller_lease(name, LEASE_TTL).await })
+        };
+        let mut contenders = [contend(a, "replica-a"), contend(b, "replica-b")];
+
+        // The winner keeps renewing, so the other one still waits after several TTLs.
+        tokio::time::sleep(LEASE_TTL * 4).await;
+        let finished: Vec<bool> = contenders.iter().map(|c| c.is_finished()).collect();
+        assert_eq!(finished.iter().filter(|f| **f).count(), 1, "{finished:?}");
+
+        let winner = finished.iter().position(|f| *f).unwrap();
+        let lease = (&mut contenders[winner]).await.unwrap().unwrap();
+        assert!(lease.is_held());
+        contenders[1 - winner].abort();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_dropped_holder_is_taken_over_within_the_ttl() {
+    within(async {
+        let test = TestStream::new("lease2");
+        let (journal, _hub) = test.open().await;
+        let first = journal
+            .acquire_poller_lease("replica-1", LEASE_TTL)
+            .await
+            .unwrap();
+        let lost = first.lost();
+        let contender = tokio::spawn({
+            let journal = journal.clone();
+            async move { journal.acquire_poller_lease("replica-2", LEASE_TTL).await }
+        });
+        tokio::time::sleep(LEASE_TTL).await;
+        assert!(!contender.is_finished());
+
+        let dropped_at = tokio::time::Instant::now();
+        drop(first);
+        let second = contender.await.unwrap().unwrap();
+
+        assert!(lost.is_cancelled(), "a dropped lease is not held");
+        assert!(second.is_held());
+        // At most one TTL of unchanged revision plus one poll and round trips.
+        assert!(
+            dropped_at.elapsed() < LEASE_TTL * 2,
+            "{:?}",
+            dropped_at.elapsed()
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_released_lease_is_taken_at_once() {
+    within(async {
+        let test = TestStream::new("lease3");
+        let (journal, _hub) = test.open().await;
+        let first = journal
+            .acquire_poller_lease("replica-1", Duration::from_secs(30))
+            .await
+            .unwrap();
+        first.release().await.unwrap();
+
+        let second = tokio::time::timeout(
+            Duration::from_secs(5),
+            journal.acquire_poller_lease("replica-2", Duration::from_secs(30)),
+        )
+        .await
+        .expect("a released lease does not wait for the TTL")
+        .unwrap();
+        assert!(second.is_held());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_holder_whose_lease_was_taken_sees_it_lost_at_once() {
+    within(async {
+        let test = TestStream::new("lease4");
+        let (journal, _hub) = test.open().await;
+        let lease = PollerLease::acquire(journal.state_store(), "replica-1", LEASE_TTL)
+            .await
+            .unwrap();
+        let lost = lease.lost();
+
+        // Another writer changes the lease under the holder (as a contender's CAS would).
+        journal
+            .state_store()
+            .put(LEASE_KEY, r#"{"holder":"replica-2","nonce":7}"#.into())
+            .await
+            .unwrap();
+
+        tokio::time::timeout(LEASE_TTL, lost.cancelled())
+            .await
+            .expect("the holder notices at its next renewal");
+        assert!(!lease.is_held());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_holder_that_cannot_renew_gives_up_before_others_take_over() {
+    within(async {
+        let test = TestStream::new("lease5");
+        let (journal, _hub) = test.open().await;
+        let lease = journal
+            .acquire_poller_lease("replica-1", LEASE_TTL)
+            .await
+            .unwrap();
+        let lost = lease.lost();
+        let acquired = tokio::time::Instant::now();
+
+        // The bucket disappears: renewals fail.
+        let js = test.context().await;
+        js.delete_key_value(format!("{}_STATE", test.config.stream))
+            .await
+            .unwrap();
+
+        tokio::time::timeout(LEASE_TTL * 2, lost.cancelled())
+            .await
+            .expect("the lease is given up when it cannot be renewed");
+        assert!(acquired.elapsed() <= LEASE_TTL, "{:?}", acquired.elapsed());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_closed_journal_stops_publishing_to_its_hub() {
+    within(async {
+        let test = TestStream::new("close");
+        let (a, _hub_a) = test.open().await;
+        let (b, hub_b) = test.open().await;
+        append(&a, &["one"]).await;
+        assert_published_exactly(&b, 1).await;
+
+        b.close().await;
+        append(&a, &["two"]).await;
+        assert_published_exactly(&a, 2).await;
+
+        assert_eq!(b.tail_published(), 1);
+        assert_eq!(hub_b.head(), 1);
+        assert_eq!(
+            b.get("two").await.unwrap().unwrap().cursor(),
+            2,
+            "reads still work"
+        );
+    })
+    .await
+}
