@@ -145,6 +145,11 @@ impl App {
         self.generated_hook_secret.as_ref()
     }
 
+    /// The header Okta must send the hook secret in.
+    pub fn hook_auth_header(&self) -> &http::HeaderName {
+        &self.config.hook.auth_header
+    }
+
     /// The journal (for tests and tools that drive the app in-process).
     pub fn journal(&self) -> SharedJournal {
         self.journal.clone()

@@ -125,7 +125,8 @@ async fn serve(matches: &ArgMatches) -> ExitCode {
         // Shown once, on the start that generated it; later starts read it from the data dir.
         println!(
             "generated a hook secret (stored in the data dir). Configure the Okta Event Hook with \
-             authentication field `Authorization` and secret `{}`, or set OKTA_STREAM_HOOK_SECRETS.",
+             authentication field `{}` and secret `{}`, or set OKTA_STREAM_HOOK_SECRETS.",
+            app.hook_auth_header(),
             secret.expose()
         );
     }
