@@ -313,7 +313,7 @@ async fn open_journal(
             let retention = Retention {
                 max_age: Some(config.retention_max_age),
                 max_bytes: config.retention_max_bytes,
-                ..Retention::default()
+                check_interval: config.retention_check_interval,
             };
             let journal = RedbJournal::open(&config.data_dir, retention, live_capacity).await?;
             let hub = journal.hub().clone();

@@ -95,6 +95,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("journal", "OKTA_STREAM_JOURNAL", "embedded", "`embedded` (redb in the data dir) or `nats://host:port[,host:port...]` (JetStream)"),
     setting("retention-days", "OKTA_STREAM_RETENTION_DAYS", "90", "Events older than this many days are removed"),
     setting("retention-max-bytes", "OKTA_STREAM_RETENTION_MAX_BYTES", "", "Embedded journal: also remove the oldest events beyond this many bytes"),
+    setting("retention-check-secs", "OKTA_STREAM_RETENTION_CHECK_SECS", "60", "Embedded journal: how often retention runs"),
     setting("nats-stream", "OKTA_STREAM_NATS_STREAM", DEFAULT_NATS_STREAM, "JetStream stream name"),
     setting("nats-replicas", "OKTA_STREAM_NATS_REPLICAS", "1", "JetStream stream replicas (3 on a 3-node cluster)"),
     setting("nats-duplicate-window-secs", "OKTA_STREAM_NATS_DUPLICATE_WINDOW_SECS", "21600", "JetStream dedupe window by LogEvent uuid"),
@@ -280,6 +281,8 @@ pub struct Config {
     pub retention_max_age: Duration,
     /// Retention by size (embedded journal).
     pub retention_max_bytes: Option<u64>,
+    /// How often retention runs (embedded journal).
+    pub retention_check_interval: Duration,
     /// Hook settings.
     pub hook: HookConfig,
     /// gRPC settings.
@@ -538,6 +541,7 @@ impl Config {
             data_dir: PathBuf::from(required("data-dir")),
             journal,
             retention_max_age: Duration::from_secs(retention_days.saturating_mul(86_400)),
+            retention_check_interval: Duration::from_secs(positive("retention-check-secs")?),
             retention_max_bytes: value("retention-max-bytes")
                 .map(|v| parse("retention-max-bytes", v))
                 .transpose()?,

@@ -538,3 +538,62 @@ async fn health_follows_the_service_state() {
     })
     .await
 }
+
+#[tokio::test]
+async fn events_removed_by_retention_are_out_of_range_never_a_silent_jump() {
+    within(async {
+        let app = TestApp::start_with(|config| {
+            config.retention_max_bytes = Some(8 * 1024);
+            config.retention_check_interval = Duration::from_millis(200);
+        })
+        .await;
+        let events = (0..60)
+            .map(|i| profile_update(&format!("old-{i}"), "thor@avengers.org", "lastName"))
+            .collect();
+        assert_eq!(app.post_hook(&delivery("old", events)).await.status(), 204);
+        let oldest = loop {
+            let bounds = app.journal.bounds().await.unwrap();
+            match bounds.oldest {
+                Some(oldest) if oldest > 1 => break oldest,
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let mut client = app.client().await;
+        let status = client
+            .subscribe(EventFilter {
+                start: Some(Start::After(0)),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::OutOfRange);
+        assert!(
+            status.message().contains("oldest available cursor is"),
+            "{}",
+            status.message()
+        );
+        let long_ago = prost_types::Timestamp {
+            seconds: 0,
+            nanos: 0,
+        };
+        let status = client
+            .subscribe(EventFilter {
+                start: Some(Start::Since(long_ago)),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::OutOfRange);
+        // From the oldest retained event is always possible.
+        let mut stream = subscribe(
+            &app,
+            EventFilter {
+                start: Some(Start::FromOldest(true)),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert!(next_event(&mut stream).await.cursor >= oldest);
+    })
+    .await
+}
