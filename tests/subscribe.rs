@@ -597,3 +597,57 @@ async fn events_removed_by_retention_are_out_of_range_never_a_silent_jump() {
     })
     .await
 }
+
+#[tokio::test]
+async fn grpc_can_be_served_over_tls() {
+    within(async {
+        let dir = tempfile::tempdir().unwrap();
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        let app =
+            TestApp::start_with(|config| config.grpc.tls = Some((cert.clone(), key.clone()))).await;
+        post_many(&app, "tls", 1).await;
+
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(
+                certified.cert.pem(),
+            ))
+            .domain_name("localhost");
+        let channel = tonic::transport::Channel::from_shared(format!("https://{}", app.grpc_addr))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = proto::event_stream_client::EventStreamClient::new(channel);
+        let event = client
+            .get_event(proto::GetEventRequest {
+                uuid: "tls-0".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(event.event.unwrap().cursor, 1);
+
+        // Plaintext is refused on a TLS port.
+        let plaintext = tonic::transport::Channel::from_shared(format!("http://{}", app.grpc_addr))
+            .unwrap()
+            .connect()
+            .await;
+        if let Ok(channel) = plaintext {
+            let mut client = proto::event_stream_client::EventStreamClient::new(channel);
+            assert!(
+                client
+                    .get_event(proto::GetEventRequest {
+                        uuid: "tls-0".into()
+                    })
+                    .await
+                    .is_err()
+            );
+        }
+    })
+    .await
+}
