@@ -181,6 +181,7 @@ pub async fn run(command: HookCommand) -> Result<(), CliError> {
                     "invalid setting OKTA_STREAM_HOOK_AUTH_HEADER (--hook-auth-header): `{header}` is not a header name"
                 )));
             }
+            let client = args.okta.client()?;
             let registration = HookRegistration {
                 name: args.name.clone(),
                 url: args.url.clone(),
@@ -188,7 +189,6 @@ pub async fn run(command: HookCommand) -> Result<(), CliError> {
                 auth_header: header.to_owned(),
                 secret: args.secret()?,
             };
-            let client = args.okta.client()?;
             let hook = client.register(&registration).await?;
             let id = hook["id"].as_str().unwrap_or_default().to_owned();
             eprintln!(
