@@ -154,6 +154,22 @@ async fn tail_prints_events_as_json_lines_and_resumes_after_a_server_restart_wit
     assert_eq!(third["cursor"], "3");
     assert_eq!(fourth["uuid"], "after-2", "no duplicate after the restart");
     assert_eq!(fourth["cursor"], "4");
+
+    // A graceful shutdown ends the stream with UNAVAILABLE; tail resumes the same way.
+    let mut service = service;
+    let pid = service.child.id().unwrap().to_string();
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let status = within(LIMIT, service.child.wait()).await.unwrap();
+    assert!(status.success(), "a graceful shutdown exits 0: {status}");
+    let service = Service::start(data.path(), &env).await;
+    post(service.http, "after-3").await;
+    let fifth = tail.next_event().await;
+    assert_eq!(fifth["uuid"], "after-3");
+    assert_eq!(fifth["cursor"], "5");
 }
 
 #[tokio::test]

@@ -118,6 +118,20 @@ async fn grpcurl_lists_and_describes_the_service_and_subscribes_with_a_filter() 
         "{described}"
     );
 
+    // ListQuarantined is reflected too, and validates its limit.
+    let quarantine = run(Command::new("grpcurl").args([
+        "-plaintext",
+        "-d",
+        r#"{"limit": 5000}"#,
+        &addr,
+        "okta.events.v1.EventStream/ListQuarantined",
+    ]))
+    .await;
+    assert!(!quarantine.status.success());
+    let refused = text(&quarantine.stderr);
+    assert!(refused.contains("InvalidArgument"), "{refused}");
+    assert!(refused.contains("limit"), "{refused}");
+
     // Subscribe live; the first heartbeat says the stream is open, then post.
     let mut grpcurl = Command::new("grpcurl")
         .args([
