@@ -88,25 +88,15 @@ impl App {
     pub async fn bind(config: Config) -> Result<App, AppError> {
         let http = TcpListener::bind(config.http_addr)
             .await
-            .map_err(|source| AppError::Bind {
-                addr: config.http_addr,
-                source,
-            })?;
+            .map_err(|source| AppError::Bind { addr: config.http_addr, source })?;
         let grpc = TcpListener::bind(config.grpc_addr)
             .await
-            .map_err(|source| AppError::Bind {
-                addr: config.grpc_addr,
-                source,
-            })?;
+            .map_err(|source| AppError::Bind { addr: config.grpc_addr, source })?;
         Self::with_listeners(config, http, grpc).await
     }
 
     /// Uses pre-bound listeners (tests bind `127.0.0.1:0`) and opens the journal.
-    pub async fn with_listeners(
-        config: Config,
-        http: TcpListener,
-        grpc: TcpListener,
-    ) -> Result<App, AppError> {
+    pub async fn with_listeners(config: Config, http: TcpListener, grpc: TcpListener) -> Result<App, AppError> {
         Self::with_live_capacity(config, http, grpc, DEFAULT_LIVE_CAPACITY).await
     }
 
@@ -118,13 +108,9 @@ impl App {
         grpc: TcpListener,
         live_capacity: usize,
     ) -> Result<App, AppError> {
-        let data_dir_error = |source| AppError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        };
+        let data_dir_error = |source| AppError::DataDir { path: config.data_dir.clone(), source };
         let (hook_secrets, origin) =
-            hook::auth::load_or_generate(config.hook.secrets.clone(), &config.data_dir)
-                .map_err(data_dir_error)?;
+            hook::auth::load_or_generate(config.hook.secrets.clone(), &config.data_dir).map_err(data_dir_error)?;
         let generated_hook_secret = match origin {
             hook::auth::SecretOrigin::Generated(secret) => Some(secret),
             _ => None,
@@ -171,16 +157,7 @@ impl App {
 
     /// Runs until `signal` completes or an essential task fails, then shuts down in order.
     pub async fn run(self, signal: impl Future<Output = ()> + Send) -> Result<(), AppError> {
-        let App {
-            config,
-            http,
-            grpc,
-            journal,
-            hub,
-            metrics,
-            hook_secrets,
-            ..
-        } = self;
+        let App { config, http, grpc, journal, hub, metrics, hook_secrets, .. } = self;
         let shutdown = CancellationToken::new();
         let health = Health::new().await;
         let mut tasks: JoinSet<(&'static str, Result<(), String>)> = JoinSet::new();
@@ -266,10 +243,7 @@ impl App {
 }
 
 /// Opens the configured journal and its hub.
-async fn open_journal(
-    config: &Config,
-    live_capacity: usize,
-) -> Result<(SharedJournal, Hub), AppError> {
+async fn open_journal(config: &Config, live_capacity: usize) -> Result<(SharedJournal, Hub), AppError> {
     let retention = Retention {
         max_age: Some(config.retention_max_age),
         max_bytes: config.retention_max_bytes,
@@ -300,13 +274,9 @@ fn grpc_server(
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection()
-        .build_v1()
-        .map_err(|e| AppError::Grpc(e.to_string()))?;
+    let reflection_v1 = reflection().build_v1().map_err(|e| AppError::Grpc(e.to_string()))?;
     // grpcurl 1.8 only speaks v1alpha.
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .map_err(|e| AppError::Grpc(e.to_string()))?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| AppError::Grpc(e.to_string()))?;
 
     let mut builder = Server::builder()
         // Keep idle streams alive through proxies and notice dead peers.
@@ -317,8 +287,7 @@ fn grpc_server(
         .accept_http1(true);
     if let Some((cert, key)) = &config.grpc.tls {
         let read = |path: &PathBuf| {
-            std::fs::read(path)
-                .map_err(|e| AppError::Grpc(format!("cannot read {}: {e}", path.display())))
+            std::fs::read(path).map_err(|e| AppError::Grpc(format!("cannot read {}: {e}", path.display())))
         };
         let identity = Identity::from_pem(read(cert)?, read(key)?);
         builder = builder
@@ -328,10 +297,7 @@ fn grpc_server(
     let router = builder
         .layer(cors_layer(&config.grpc.cors_origins))
         .layer(tonic_web::GrpcWebLayer::new())
-        .add_service(EventStreamServer::with_interceptor(
-            service,
-            TokenCheck::new(config.grpc.tokens.clone()),
-        ))
+        .add_service(EventStreamServer::with_interceptor(service, TokenCheck::new(config.grpc.tokens.clone())))
         .add_service(health.service())
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
