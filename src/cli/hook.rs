@@ -23,7 +23,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// The Okta org and credentials: the same settings as the System Log poller.
 #[derive(Args, Clone)]
 pub struct OktaArgs {
-    /// Okta org URL, e.g. https://acme.okta.com.
+    /// Okta org URL, e.g. `https://acme.okta.com`.
     #[arg(long, env = "OKTA_ORG_URL", value_name = "URL")]
     okta_org_url: Option<String>,
     /// Okta API token (SSWS).
@@ -113,7 +113,7 @@ pub enum HookCommand {
 /// `okta-stream hook register`.
 #[derive(Args, Clone)]
 pub struct RegisterArgs {
-    /// Public URL of this service's hook endpoint, e.g. https://ingest.example.com/okta/hook.
+    /// Public URL of this service's hook endpoint, e.g. `https://ingest.example.com/okta/hook`.
     #[arg(long, env = "OKTA_STREAM_HOOK_URL", value_name = "URL")]
     url: String,
     /// Name of the hook in Okta.
