@@ -603,3 +603,37 @@ fn the_readme_configuration_table_lists_every_setting() {
         );
     }
 }
+
+#[tokio::test]
+async fn tail_and_get_speak_tls_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let app =
+        TestApp::start_with(|config| config.grpc.tls = Some((cert.clone(), key.clone()))).await;
+    common::app::post_many(&app, "tls", 1).await;
+    let grpc_url = format!("https://{}", app.grpc_addr);
+    let env = [
+        ("OKTA_STREAM_GRPC_URL", grpc_url.as_str()),
+        ("OKTA_STREAM_GRPC_CA_FILE", cert.to_str().unwrap()),
+    ];
+
+    let output = run(&["get", "tls-0"], &env).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let event: Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    assert_eq!(event["uuid"], "tls-0");
+    let output = run(&["tail", "--from-oldest", "--max-events", "1"], &env).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("\"tls-0\""), "{}", stdout(&output));
+
+    // Without the CA the certificate is not trusted: a clear failure, not a hang.
+    let output = run(&["get", "tls-0"], &env[..1]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("cannot reach"),
+        "{}",
+        stderr(&output)
+    );
+}
