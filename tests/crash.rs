@@ -73,8 +73,7 @@ async fn post_until_killed(
     for task in tasks {
         task.await.unwrap();
     }
-    let acked = acked.lock().unwrap().clone();
-    acked
+    acked.lock().unwrap().clone()
 }
 
 async fn all_events(grpc: std::net::SocketAddr) -> Vec<proto::Event> {
