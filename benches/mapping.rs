@@ -61,7 +61,10 @@ fn delivery() -> Delivery {
             ("accept", "application/json"),
             ("authorization", "[REDACTED]"),
             ("content-type", "application/json"),
-            ("user-agent", "Okta Hook Service v1.0.0 - who1hzk33c2pxL1Yl0h8"),
+            (
+                "user-agent",
+                "Okta Hook Service v1.0.0 - who1hzk33c2pxL1Yl0h8",
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
