@@ -276,210 +276,56 @@ fn fixture(name: &str) -> &'static str {
     }
 }
 
+#[rustfmt::skip]
 const CARD_ROWS: &[Row] = &[
     // The card's own event: a real user.account.update_profile hook delivery (CruGlobal, 2021).
-    (
-        "update_profile_2021",
-        0,
-        "uuid",
-        "04b1f1d4-4bbf-11ec-82ee-e73dada86765",
-    ),
-    (
-        "update_profile_2021",
-        0,
-        "published",
-        "2021-11-22T18:07:13.125Z",
-    ),
-    (
-        "update_profile_2021",
-        0,
-        "message",
-        "Update user profile for Okta",
-    ),
-    (
-        "update_profile_2021",
-        0,
-        "event_id",
-        "c0ce732a-4933-4141-bcd5-a11e761cf90b",
-    ),
-    (
-        "update_profile_2021",
-        0,
-        "event_type",
-        "user.account.update_profile",
-    ),
-    (
-        "update_profile_2021",
-        0,
-        "legacy_event_type",
-        "core.user.config.profile_update.success",
-    ),
-    (
-        "update_profile_2021",
-        0,
-        "event_time",
-        "2021-11-29T17:18:17.410Z",
-    ),
+    ("update_profile_2021", 0, "uuid", "04b1f1d4-4bbf-11ec-82ee-e73dada86765"),
+    ("update_profile_2021", 0, "published", "2021-11-22T18:07:13.125Z"),
+    ("update_profile_2021", 0, "message", "Update user profile for Okta"),
+    ("update_profile_2021", 0, "event_id", "c0ce732a-4933-4141-bcd5-a11e761cf90b"),
+    ("update_profile_2021", 0, "event_type", "user.account.update_profile"),
+    ("update_profile_2021", 0, "legacy_event_type", "core.user.config.profile_update.success"),
+    ("update_profile_2021", 0, "event_time", "2021-11-29T17:18:17.410Z"),
     ("update_profile_2021", 0, "version", "0"),
     ("update_profile_2021", 0, "severity", "Info \"INFO\""),
     ("update_profile_2021", 0, "result", "Success \"SUCCESS\""),
     ("update_profile_2021", 0, "result_reason", ""),
-    (
-        "update_profile_2021",
-        0,
-        "changed_attributes",
-        "usDesignationNumber",
-    ),
-    (
-        "update_profile_2021",
-        0,
-        "changed_attributes_raw",
-        "usDesignationNumber",
-    ),
-    (
-        "update_profile_2021",
-        0,
-        "actor",
-        "badactor|loki.laufeyson@example.com|Loki|User",
-    ),
-    (
-        "update_profile_2021",
-        0,
-        "okta_user",
-        "00u1hnx4oekfTHgqY0h8|thor.odinson@avengers.org|Thor Odinson|User",
-    ),
-    (
-        "update_profile_2021",
-        0,
-        "targets",
-        "User:00u1hnx4oekfTHgqY0h8",
-    ),
-    (
-        "update_profile_2021",
-        0,
-        "client.user_agent",
-        "Windows 10|CHROME|Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/96.0.4664.45 Safari/537.36",
-    ),
+    ("update_profile_2021", 0, "changed_attributes", "usDesignationNumber"),
+    ("update_profile_2021", 0, "changed_attributes_raw", "usDesignationNumber"),
+    ("update_profile_2021", 0, "actor", "badactor|loki.laufeyson@example.com|Loki|User"),
+    ("update_profile_2021", 0, "okta_user", "00u1hnx4oekfTHgqY0h8|thor.odinson@avengers.org|Thor Odinson|User"),
+    ("update_profile_2021", 0, "targets", "User:00u1hnx4oekfTHgqY0h8"),
+    ("update_profile_2021", 0, "client.user_agent", "Windows 10|CHROME|Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/96.0.4664.45 Safari/537.36"),
     ("update_profile_2021", 0, "client.zone", ""),
-    (
-        "update_profile_2021",
-        0,
-        "client.ip_address",
-        "50.89.143.182",
-    ),
+    ("update_profile_2021", 0, "client.ip_address", "50.89.143.182"),
     ("update_profile_2021", 0, "client.device", "Computer"),
     ("update_profile_2021", 0, "client.id", ""),
-    (
-        "update_profile_2021",
-        0,
-        "client.geo",
-        "Orlando|Florida|United States|32832",
-    ),
-    (
-        "update_profile_2021",
-        0,
-        "client.geolocation",
-        "28.3774,-81.1888",
-    ),
-    (
-        "update_profile_2021",
-        0,
-        "client.ip_chain",
-        "50.89.143.182/V4",
-    ),
-    (
-        "update_profile_2021",
-        0,
-        "transaction",
-        "YZvcUWlrybfJE38ty-heiAAACpQ|WEB|detail=",
-    ),
-    (
-        "update_profile_2021",
-        0,
-        "debug_data",
-        "changedAttributes|requestId|requestUri|targetEventHookIds|url",
-    ),
-    (
-        "update_profile_2021",
-        0,
-        "authentication_context",
-        "|||step=0|102RqNWJJbrQqGF6QmEinChDw||",
-    ),
-    (
-        "update_profile_2021",
-        0,
-        "security_context",
-        "33363|bright house networks - cfl division|charter communications  inc|spectrum.com|proxy=Some(false)",
-    ),
-    (
-        "update_profile_2021",
-        0,
-        "headers",
-        "accept=application/json|authorization=[REDACTED]",
-    ),
-    (
-        "update_profile_2021",
-        0,
-        "source",
-        "https://signon.okta.com/api/v1/eventHooks/who1hzk33c2pxL1Yl0h8|Hook",
-    ),
+    ("update_profile_2021", 0, "client.geo", "Orlando|Florida|United States|32832"),
+    ("update_profile_2021", 0, "client.geolocation", "28.3774,-81.1888"),
+    ("update_profile_2021", 0, "client.ip_chain", "50.89.143.182/V4"),
+    ("update_profile_2021", 0, "transaction", "YZvcUWlrybfJE38ty-heiAAACpQ|WEB|detail="),
+    ("update_profile_2021", 0, "debug_data", "changedAttributes|requestId|requestUri|targetEventHookIds|url"),
+    ("update_profile_2021", 0, "authentication_context", "|||step=0|102RqNWJJbrQqGF6QmEinChDw||"),
+    ("update_profile_2021", 0, "security_context", "33363|bright house networks - cfl division|charter communications  inc|spectrum.com|proxy=Some(false)"),
+    ("update_profile_2021", 0, "headers", "accept=application/json|authorization=[REDACTED]"),
+    ("update_profile_2021", 0, "source", "https://signon.okta.com/api/v1/eventHooks/who1hzk33c2pxL1Yl0h8|Hook"),
     ("update_profile_2021", 0, "ingest_source", "Hook"),
-    (
-        "update_profile_2021",
-        0,
-        "received",
-        "2021-11-29T17:18:17.500Z",
-    ),
+    ("update_profile_2021", 0, "received", "2021-11-29T17:18:17.500Z"),
     ("update_profile_2021", 0, "cursor", "0"),
     // A sparse real delivery: SystemPrincipal actor, client with only an empty ipChain,
     // transaction without a type, empty securityContext.
-    (
-        "lifecycle_create_2019",
-        0,
-        "actor",
-        "sprnatyt09a3WRgoL0h7|system@okta.com|Okta System|SystemPrincipal",
-    ),
-    (
-        "lifecycle_create_2019",
-        0,
-        "okta_user",
-        "00uo1r94r6jIYXcjy0h7|ironman@stark.com|Iron Man|User",
-    ),
+    ("lifecycle_create_2019", 0, "actor", "sprnatyt09a3WRgoL0h7|system@okta.com|Okta System|SystemPrincipal"),
+    ("lifecycle_create_2019", 0, "okta_user", "00uo1r94r6jIYXcjy0h7|ironman@stark.com|Iron Man|User"),
     ("lifecycle_create_2019", 0, "client", "set"),
     ("lifecycle_create_2019", 0, "client.ip_chain", ""),
     ("lifecycle_create_2019", 0, "client.user_agent", "<unset>"),
-    (
-        "lifecycle_create_2019",
-        0,
-        "transaction",
-        "unknown||detail=",
-    ),
-    (
-        "lifecycle_create_2019",
-        0,
-        "security_context",
-        "0||||proxy=None",
-    ),
-    (
-        "lifecycle_create_2019",
-        0,
-        "authentication_context",
-        "|||step=0|trslQYwh4qUTBOPe97OKdcQZw||",
-    ),
+    ("lifecycle_create_2019", 0, "transaction", "unknown||detail="),
+    ("lifecycle_create_2019", 0, "security_context", "0||||proxy=None"),
+    ("lifecycle_create_2019", 0, "authentication_context", "|||step=0|trslQYwh4qUTBOPe97OKdcQZw||"),
     ("lifecycle_create_2019", 0, "result", "Success \"SUCCESS\""),
     ("lifecycle_create_2019", 0, "changed_attributes", ""),
-    (
-        "lifecycle_create_2019",
-        0,
-        "debug_data",
-        "requestUri|targetEventHookIds",
-    ),
-    (
-        "lifecycle_create_2019",
-        0,
-        "event_time",
-        "2019-10-24T14:21:37.009Z",
-    ),
+    ("lifecycle_create_2019", 0, "debug_data", "requestUri|targetEventHookIds"),
+    ("lifecycle_create_2019", 0, "event_time", "2019-10-24T14:21:37.009Z"),
     // Okta's classic doc delivery: no target, no securityContext, no debugContext.
     ("docs_delivery_2019", 0, "okta_user", "<unset>"),
     ("docs_delivery_2019", 0, "targets", ""),
@@ -487,115 +333,40 @@ const CARD_ROWS: &[Row] = &[
     ("docs_delivery_2019", 0, "client.geo", "<unset>"),
     ("docs_delivery_2019", 0, "security_context", "<unset>"),
     ("docs_delivery_2019", 0, "debug_data", "<unset>"),
-    (
-        "docs_delivery_2019",
-        0,
-        "transaction",
-        "V04Oy4ubUOc5UuG6s9DyNQAABtc|WEB|detail=<unset>",
-    ),
+    ("docs_delivery_2019", 0, "transaction", "V04Oy4ubUOc5UuG6s9DyNQAABtc|WEB|detail=<unset>"),
     // Okta's current doc delivery: several targets, none a User; all-null securityContext.
     ("docs_delivery_2026", 0, "okta_user", "<unset>"),
-    (
-        "docs_delivery_2026",
-        0,
-        "targets",
-        "AuthenticatorEnrollment:lae42mkdc9i9cbw3U1d6|AppInstance:0oaz9fj21WKqTeaqs1d6",
-    ),
-    (
-        "docs_delivery_2026",
-        0,
-        "security_context",
-        "0||||proxy=None",
-    ),
-    (
-        "docs_delivery_2026",
-        0,
-        "client.ip_chain",
-        "142.126.158.61/V4",
-    ),
-    (
-        "docs_delivery_2026",
-        0,
-        "client.geo",
-        "Toronto|Ontario|Canada|M4M",
-    ),
+    ("docs_delivery_2026", 0, "targets", "AuthenticatorEnrollment:lae42mkdc9i9cbw3U1d6|AppInstance:0oaz9fj21WKqTeaqs1d6"),
+    ("docs_delivery_2026", 0, "security_context", "0||||proxy=None"),
+    ("docs_delivery_2026", 0, "client.ip_chain", "142.126.158.61/V4"),
+    ("docs_delivery_2026", 0, "client.geo", "Toronto|Ontario|Canada|M4M"),
     // System Log API events (polled): ipChain under request, nulls everywhere.
     ("docs_logevents", 0, "client.ip_chain", "127.0.0.1/V4"),
     ("docs_logevents", 0, "client.geo", "|||"),
-    (
-        "docs_logevents",
-        0,
-        "client.geolocation",
-        "37.74,-122.39999999999999",
-    ),
+    ("docs_logevents", 0, "client.geolocation", "37.74,-122.39999999999999"),
     ("docs_logevents", 0, "severity", "Warn \"WARN\""),
     ("docs_logevents", 0, "result", "Deny \"DENY\""),
-    (
-        "docs_logevents",
-        0,
-        "result_reason",
-        "Too many enrollment attempts for SMS factor",
-    ),
+    ("docs_logevents", 0, "result_reason", "Too many enrollment attempts for SMS factor"),
     ("docs_logevents", 0, "legacy_event_type", ""),
-    (
-        "docs_logevents",
-        0,
-        "targets",
-        "Factor Type:SMS|URL Pattern:/api/v1/authn/factors",
-    ),
+    ("docs_logevents", 0, "targets", "Factor Type:SMS|URL Pattern:/api/v1/authn/factors"),
     ("docs_logevents", 0, "okta_user", "<unset>"),
     ("docs_logevents", 0, "event_id", ""),
     ("docs_logevents", 0, "event_time", "2024-08-13T16:00:00Z"),
-    (
-        "docs_logevents",
-        0,
-        "source",
-        "https://example.okta.com|Poller",
-    ),
+    ("docs_logevents", 0, "source", "https://example.okta.com|Poller"),
     ("docs_logevents", 0, "headers", ""),
-    (
-        "docs_logevents",
-        2,
-        "okta_user",
-        "00u1ngpFSRLFie7vT0g4|john.smith@example.com|John Smith|User",
-    ),
+    ("docs_logevents", 2, "okta_user", "00u1ngpFSRLFie7vT0g4|john.smith@example.com|John Smith|User"),
     ("docs_logevents", 3, "result", "Unspecified \"\""),
     ("docs_logevents", 3, "targets", ""),
     // The OpenAPI ListLogs examples: version and postalCode as numbers, zone null, newer
     // authenticationContext and securityContext keys.
     ("openapi_list_logs", 0, "version", "0"),
-    (
-        "openapi_list_logs",
-        0,
-        "client.geo",
-        "New York|New York|United States|10013",
-    ),
+    ("openapi_list_logs", 0, "client.geo", "New York|New York|United States|10013"),
     ("openapi_list_logs", 0, "client.zone", ""),
     ("openapi_list_logs", 0, "client.ip_chain", "10.0.0.1/V4"),
-    (
-        "openapi_list_logs",
-        0,
-        "authentication_context",
-        "|||step=0|idxBager62CSveUkTxvgRtonA|idxBager62CSveUkTxvgRtonA|",
-    ),
-    (
-        "openapi_list_logs",
-        0,
-        "transaction",
-        "ab609228fe84ce59cdcbfa690bgce016|WEB|detail=<unset>",
-    ),
-    (
-        "openapi_list_logs",
-        0,
-        "security_context",
-        "394089|ASN 0000|google||proxy=Some(false)",
-    ),
-    (
-        "openapi_list_logs",
-        1,
-        "security_context.extras",
-        "ip_details=asNumber|asOrg|isp risk=detectionName|level|reasons bot=level behaviors=2",
-    ),
+    ("openapi_list_logs", 0, "authentication_context", "|||step=0|idxBager62CSveUkTxvgRtonA|idxBager62CSveUkTxvgRtonA|"),
+    ("openapi_list_logs", 0, "transaction", "ab609228fe84ce59cdcbfa690bgce016|WEB|detail=<unset>"),
+    ("openapi_list_logs", 0, "security_context", "394089|ASN 0000|google||proxy=Some(false)"),
+    ("openapi_list_logs", 1, "security_context.extras", "ip_details=asNumber|asOrg|isp risk=detectionName|level|reasons bot=level behaviors=2"),
 ];
 
 #[test]
@@ -718,438 +489,72 @@ type Shape = (
     &'static str,
 );
 
+#[rustfmt::skip]
 fn irregular_shapes() -> Vec<Shape> {
     let user =
         |id: &str, ty: &str| json!({"id": id, "type": ty, "alternateId": "a", "displayName": "d"});
     vec![
         ("actor null", "actor", Some(Value::Null), "actor", "<unset>"),
         ("actor absent", "actor", None, "actor", "<unset>"),
-        (
-            "actor without detailEntry",
-            "actor.detailEntry",
-            None,
-            "actor",
-            "badactor|loki.laufeyson@example.com|Loki|User",
-        ),
-        (
-            "target null",
-            "target",
-            Some(Value::Null),
-            "okta_user",
-            "<unset>",
-        ),
+        ("actor without detailEntry", "actor.detailEntry", None, "actor", "badactor|loki.laufeyson@example.com|Loki|User"),
+        ("target null", "target", Some(Value::Null), "okta_user", "<unset>"),
         ("target absent", "target", None, "targets", ""),
-        (
-            "target empty",
-            "target",
-            Some(json!([])),
-            "okta_user",
-            "<unset>",
-        ),
-        (
-            "okta user is the first target of type User, not the first target",
-            "target",
-            Some(json!([
-                user("0oa1", "AppInstance"),
-                user("00u2", "User"),
-                user("00u3", "User")
-            ])),
-            "okta_user",
-            "00u2|a|d|User",
-        ),
-        (
-            "all targets are kept in order",
-            "target",
-            Some(json!([
-                user("0oa1", "AppInstance"),
-                user("00g1", "UserGroup"),
-                user("00u2", "User"),
-                user("0ua1", "AppUser")
-            ])),
-            "targets",
-            "AppInstance:0oa1|UserGroup:00g1|User:00u2|AppUser:0ua1",
-        ),
-        (
-            "AppUser is not a User",
-            "target",
-            Some(json!([user("0ua1", "AppUser")])),
-            "okta_user",
-            "<unset>",
-        ),
-        (
-            "target type compared ignoring case",
-            "target",
-            Some(json!([user("00u9", "user")])),
-            "okta_user",
-            "00u9|a|d|user",
-        ),
-        (
-            "target entries that are not objects are skipped",
-            "target",
-            Some(json!([null, 3, user("00u2", "User")])),
-            "targets",
-            "User:00u2",
-        ),
-        (
-            "ipChain under request",
-            "client.ipChain",
-            None,
-            "client.ip_chain",
-            "",
-        ),
-        (
-            "client empty",
-            "client",
-            Some(json!({})),
-            "client.ip_address",
-            "",
-        ),
-        (
-            "client null",
-            "client",
-            Some(Value::Null),
-            "client",
-            "<unset>",
-        ),
-        (
-            "client with all members null",
-            "client",
-            Some(
-                json!({"userAgent": null, "zone": null, "device": null, "id": null, "ipAddress": null, "geographicalContext": null}),
-            ),
-            "client.geo",
-            "<unset>",
-        ),
-        (
-            "client only an empty ipChain",
-            "client",
-            Some(json!({"ipChain": []})),
-            "client.ip_chain",
-            "",
-        ),
-        (
-            "zone string null",
-            "client.zone",
-            Some(json!("null")),
-            "client.zone",
-            "",
-        ),
-        (
-            "zone JSON null",
-            "client.zone",
-            Some(Value::Null),
-            "client.zone",
-            "",
-        ),
-        (
-            "zone named",
-            "client.zone",
-            Some(json!("LAN")),
-            "client.zone",
-            "LAN",
-        ),
-        (
-            "ipAddress string null",
-            "client.ipAddress",
-            Some(json!("null")),
-            "client.ip_address",
-            "",
-        ),
-        (
-            "geographicalContext null",
-            "client.geographicalContext",
-            Some(Value::Null),
-            "client.geo",
-            "<unset>",
-        ),
-        (
-            "geographicalContext empty",
-            "client.geographicalContext",
-            Some(json!({})),
-            "client.geo",
-            "|||",
-        ),
-        (
-            "geographicalContext all null with a geolocation",
-            "client.geographicalContext",
-            Some(
-                json!({"city": null, "state": null, "country": null, "postalCode": null, "geolocation": {"lat": 37.74, "lon": -122.39999999999999}}),
-            ),
-            "client.geolocation",
-            "37.74,-122.39999999999999",
-        ),
-        (
-            "postalCode as a number",
-            "client.geographicalContext.postalCode",
-            Some(json!(10013)),
-            "client.geo",
-            "Orlando|Florida|United States|10013",
-        ),
-        (
-            "outcome null",
-            "outcome",
-            Some(Value::Null),
-            "result",
-            "Unspecified \"\"",
-        ),
-        (
-            "outcome result only",
-            "outcome",
-            Some(json!({"result": "FAILURE"})),
-            "result",
-            "Failure \"FAILURE\"",
-        ),
-        (
-            "result in mixed case",
-            "outcome.result",
-            Some(json!("Success")),
-            "result",
-            "Success \"Success\"",
-        ),
-        (
-            "result unknown to this version",
-            "outcome.result",
-            Some(json!("PARTIAL_SUCCESS")),
-            "result",
-            "Unspecified \"PARTIAL_SUCCESS\"",
-        ),
-        (
-            "result added in v5.1.0",
-            "outcome.result",
-            Some(json!("RATE_LIMIT")),
-            "result",
-            "RateLimit \"RATE_LIMIT\"",
-        ),
-        (
-            "reason kept",
-            "outcome.reason",
-            Some(json!("INVALID_CREDENTIALS")),
-            "result_reason",
-            "INVALID_CREDENTIALS",
-        ),
-        (
-            "severity in lower case",
-            "severity",
-            Some(json!("warn")),
-            "severity",
-            "Warn \"warn\"",
-        ),
-        (
-            "severity unknown to this version",
-            "severity",
-            Some(json!("CRITICAL")),
-            "severity",
-            "Unspecified \"CRITICAL\"",
-        ),
-        (
-            "severity absent",
-            "severity",
-            None,
-            "severity",
-            "Unspecified \"\"",
-        ),
-        (
-            "version as the number 0",
-            "version",
-            Some(json!(0)),
-            "version",
-            "0",
-        ),
-        (
-            "legacyEventType null",
-            "legacyEventType",
-            Some(Value::Null),
-            "legacy_event_type",
-            "",
-        ),
-        (
-            "displayMessage absent",
-            "displayMessage",
-            None,
-            "message",
-            "",
-        ),
-        (
-            "debugContext null",
-            "debugContext",
-            Some(Value::Null),
-            "debug_data",
-            "<unset>",
-        ),
-        (
-            "debugContext empty",
-            "debugContext",
-            Some(json!({})),
-            "debug_data",
-            "<unset>",
-        ),
-        (
-            "debugData empty",
-            "debugContext.debugData",
-            Some(json!({})),
-            "debug_data",
-            "",
-        ),
-        (
-            "changedAttributes trimmed, empty names dropped",
-            "debugContext.debugData.changedAttributes",
-            Some(json!(" CIS_Number, lastName ,,firstName,mobilePhone, ")),
-            "changed_attributes",
-            "CIS_Number|lastName|firstName|mobilePhone",
-        ),
-        (
-            "changedAttributes raw kept as sent",
-            "debugContext.debugData.changedAttributes",
-            Some(json!(" CIS_Number, lastName ,,")),
-            "changed_attributes_raw",
-            " CIS_Number, lastName ,,",
-        ),
-        (
-            "changedAttributes empty",
-            "debugContext.debugData.changedAttributes",
-            Some(json!("")),
-            "changed_attributes",
-            "",
-        ),
-        (
-            "changedAttributes null",
-            "debugContext.debugData.changedAttributes",
-            Some(Value::Null),
-            "changed_attributes_raw",
-            "",
-        ),
-        (
-            "debugData values of every JSON type",
-            "debugContext.debugData",
-            Some(
-                json!({"threshold": "50", "count": 3, "flag": true, "none": null, "originalPrincipal": {"id": "x"}, "list": [1, "a"]}),
-            ),
-            "debug_data",
-            "count|flag|list|none|originalPrincipal|threshold",
-        ),
-        (
-            "transaction type missing",
-            "transaction.type",
-            None,
-            "transaction",
-            "YZvcUWlrybfJE38ty-heiAAACpQ||detail=",
-        ),
-        (
-            "transaction detail null",
-            "transaction.detail",
-            Some(Value::Null),
-            "transaction",
-            "YZvcUWlrybfJE38ty-heiAAACpQ|WEB|detail=<unset>",
-        ),
-        (
-            "transaction detail with a token id",
-            "transaction.detail",
-            Some(json!({"requestApiTokenId": "00T1"})),
-            "transaction",
-            "YZvcUWlrybfJE38ty-heiAAACpQ|WEB|detail=requestApiTokenId",
-        ),
-        (
-            "securityContext empty",
-            "securityContext",
-            Some(json!({})),
-            "security_context",
-            "0||||proxy=None",
-        ),
-        (
-            "securityContext null",
-            "securityContext",
-            Some(Value::Null),
-            "security_context",
-            "<unset>",
-        ),
-        (
-            "securityContext newer keys",
-            "securityContext",
-            Some(
-                json!({"ipDetails": {"asNumber": 1}, "risk": {"level": "LOW"}, "userBehaviors": [{"id": "b"}], "botProtection": {"level": "NONE"}}),
-            ),
-            "security_context.extras",
-            "ip_details=asNumber risk=level bot=level behaviors=1",
-        ),
-        (
-            "authenticationContext with only externalSessionId",
-            "authenticationContext",
-            Some(json!({"externalSessionId": "trs1"})),
-            "authentication_context",
-            "|||step=0|trs1||",
-        ),
-        (
-            "authenticationContext with nine keys",
-            "authenticationContext",
-            Some(
-                json!({"authenticationProvider": "ACTIVE_DIRECTORY", "credentialProvider": "GOOGLE", "credentialType": "OAuth 2.0", "issuer": {"id": "i", "type": "t"}, "externalSessionId": "102x", "interface": "Outlook", "authenticationStep": 0, "rootSessionId": "idx1", "authenticatorContext": {"x": 1}}),
-            ),
-            "authentication_context",
-            "ACTIVE_DIRECTORY|GOOGLE|OAuth 2.0|step=0|102x|idx1|Outlook",
-        ),
-        (
-            "unknown member at the top",
-            "fooBar",
-            Some(json!({"nested": [1, 2]})),
-            "message",
-            "Update user profile for Okta",
-        ),
-        (
-            "unknown member inside client",
-            "client.newThing",
-            Some(json!(1)),
-            "client.ip_address",
-            "50.89.143.182",
-        ),
-        (
-            "non-ASCII and commas in names",
-            "actor.displayName",
-            Some(json!("Ōtani, Shōhei 大谷翔平 🚀")),
-            "actor",
-            "badactor|loki.laufeyson@example.com|Ōtani, Shōhei 大谷翔平 🚀|User",
-        ),
-        (
-            "published without a fraction",
-            "published",
-            Some(json!("2021-11-22T13:29:21Z")),
-            "published",
-            "2021-11-22T13:29:21Z",
-        ),
-        (
-            "published with two fraction digits",
-            "published",
-            Some(json!("2021-11-22T13:29:03.49Z")),
-            "published",
-            "2021-11-22T13:29:03.490Z",
-        ),
-        (
-            "published with microseconds",
-            "published",
-            Some(json!("2021-11-22T13:29:03.123456Z")),
-            "published",
-            "2021-11-22T13:29:03.123456Z",
-        ),
-        (
-            "published with nanoseconds",
-            "published",
-            Some(json!("2021-11-22T13:29:03.123456789Z")),
-            "published",
-            "2021-11-22T13:29:03.123456789Z",
-        ),
-        (
-            "published with an offset",
-            "published",
-            Some(json!("2021-11-22T15:29:21+02:00")),
-            "published",
-            "2021-11-22T13:29:21Z",
-        ),
-        (
-            "uuid that is not a UUID",
-            "uuid",
-            Some(json!("ABC123")),
-            "uuid",
-            "ABC123",
-        ),
+        ("target empty", "target", Some(json!([])), "okta_user", "<unset>"),
+        ("okta user is the first target of type User, not the first target", "target", Some(json!([user("0oa1", "AppInstance"), user("00u2", "User"), user("00u3", "User")])), "okta_user", "00u2|a|d|User"),
+        ("all targets are kept in order", "target", Some(json!([user("0oa1", "AppInstance"), user("00g1", "UserGroup"), user("00u2", "User"), user("0ua1", "AppUser")])), "targets", "AppInstance:0oa1|UserGroup:00g1|User:00u2|AppUser:0ua1"),
+        ("AppUser is not a User", "target", Some(json!([user("0ua1", "AppUser")])), "okta_user", "<unset>"),
+        ("target type compared ignoring case", "target", Some(json!([user("00u9", "user")])), "okta_user", "00u9|a|d|user"),
+        ("target entries that are not objects are skipped", "target", Some(json!([null, 3, user("00u2", "User")])), "targets", "User:00u2"),
+        ("ipChain under request", "client.ipChain", None, "client.ip_chain", ""),
+        ("client empty", "client", Some(json!({})), "client.ip_address", ""),
+        ("client null", "client", Some(Value::Null), "client", "<unset>"),
+        ("client with all members null", "client", Some(json!({"userAgent": null, "zone": null, "device": null, "id": null, "ipAddress": null, "geographicalContext": null})), "client.geo", "<unset>"),
+        ("client only an empty ipChain", "client", Some(json!({"ipChain": []})), "client.ip_chain", ""),
+        ("zone string null", "client.zone", Some(json!("null")), "client.zone", ""),
+        ("zone JSON null", "client.zone", Some(Value::Null), "client.zone", ""),
+        ("zone named", "client.zone", Some(json!("LAN")), "client.zone", "LAN"),
+        ("ipAddress string null", "client.ipAddress", Some(json!("null")), "client.ip_address", ""),
+        ("geographicalContext null", "client.geographicalContext", Some(Value::Null), "client.geo", "<unset>"),
+        ("geographicalContext empty", "client.geographicalContext", Some(json!({})), "client.geo", "|||"),
+        ("geographicalContext all null with a geolocation", "client.geographicalContext", Some(json!({"city": null, "state": null, "country": null, "postalCode": null, "geolocation": {"lat": 37.74, "lon": -122.39999999999999}})), "client.geolocation", "37.74,-122.39999999999999"),
+        ("postalCode as a number", "client.geographicalContext.postalCode", Some(json!(10013)), "client.geo", "Orlando|Florida|United States|10013"),
+        ("outcome null", "outcome", Some(Value::Null), "result", "Unspecified \"\""),
+        ("outcome result only", "outcome", Some(json!({"result": "FAILURE"})), "result", "Failure \"FAILURE\""),
+        ("result in mixed case", "outcome.result", Some(json!("Success")), "result", "Success \"Success\""),
+        ("result unknown to this version", "outcome.result", Some(json!("PARTIAL_SUCCESS")), "result", "Unspecified \"PARTIAL_SUCCESS\""),
+        ("result added in v5.1.0", "outcome.result", Some(json!("RATE_LIMIT")), "result", "RateLimit \"RATE_LIMIT\""),
+        ("reason kept", "outcome.reason", Some(json!("INVALID_CREDENTIALS")), "result_reason", "INVALID_CREDENTIALS"),
+        ("severity in lower case", "severity", Some(json!("warn")), "severity", "Warn \"warn\""),
+        ("severity unknown to this version", "severity", Some(json!("CRITICAL")), "severity", "Unspecified \"CRITICAL\""),
+        ("severity absent", "severity", None, "severity", "Unspecified \"\""),
+        ("version as the number 0", "version", Some(json!(0)), "version", "0"),
+        ("legacyEventType null", "legacyEventType", Some(Value::Null), "legacy_event_type", ""),
+        ("displayMessage absent", "displayMessage", None, "message", ""),
+        ("debugContext null", "debugContext", Some(Value::Null), "debug_data", "<unset>"),
+        ("debugContext empty", "debugContext", Some(json!({})), "debug_data", "<unset>"),
+        ("debugData empty", "debugContext.debugData", Some(json!({})), "debug_data", ""),
+        ("changedAttributes trimmed, empty names dropped", "debugContext.debugData.changedAttributes", Some(json!(" CIS_Number, lastName ,,firstName,mobilePhone, ")), "changed_attributes", "CIS_Number|lastName|firstName|mobilePhone"),
+        ("changedAttributes raw kept as sent", "debugContext.debugData.changedAttributes", Some(json!(" CIS_Number, lastName ,,")), "changed_attributes_raw", " CIS_Number, lastName ,,"),
+        ("changedAttributes empty", "debugContext.debugData.changedAttributes", Some(json!("")), "changed_attributes", ""),
+        ("changedAttributes null", "debugContext.debugData.changedAttributes", Some(Value::Null), "changed_attributes_raw", ""),
+        ("debugData values of every JSON type", "debugContext.debugData", Some(json!({"threshold": "50", "count": 3, "flag": true, "none": null, "originalPrincipal": {"id": "x"}, "list": [1, "a"]})), "debug_data", "count|flag|list|none|originalPrincipal|threshold"),
+        ("transaction type missing", "transaction.type", None, "transaction", "YZvcUWlrybfJE38ty-heiAAACpQ||detail="),
+        ("transaction detail null", "transaction.detail", Some(Value::Null), "transaction", "YZvcUWlrybfJE38ty-heiAAACpQ|WEB|detail=<unset>"),
+        ("transaction detail with a token id", "transaction.detail", Some(json!({"requestApiTokenId": "00T1"})), "transaction", "YZvcUWlrybfJE38ty-heiAAACpQ|WEB|detail=requestApiTokenId"),
+        ("securityContext empty", "securityContext", Some(json!({})), "security_context", "0||||proxy=None"),
+        ("securityContext null", "securityContext", Some(Value::Null), "security_context", "<unset>"),
+        ("securityContext newer keys", "securityContext", Some(json!({"ipDetails": {"asNumber": 1}, "risk": {"level": "LOW"}, "userBehaviors": [{"id": "b"}], "botProtection": {"level": "NONE"}})), "security_context.extras", "ip_details=asNumber risk=level bot=level behaviors=1"),
+        ("authenticationContext with only externalSessionId", "authenticationContext", Some(json!({"externalSessionId": "trs1"})), "authentication_context", "|||step=0|trs1||"),
+        ("authenticationContext with nine keys", "authenticationContext", Some(json!({"authenticationProvider": "ACTIVE_DIRECTORY", "credentialProvider": "GOOGLE", "credentialType": "OAuth 2.0", "issuer": {"id": "i", "type": "t"}, "externalSessionId": "102x", "interface": "Outlook", "authenticationStep": 0, "rootSessionId": "idx1", "authenticatorContext": {"x": 1}})), "authentication_context", "ACTIVE_DIRECTORY|GOOGLE|OAuth 2.0|step=0|102x|idx1|Outlook"),
+        ("unknown member at the top", "fooBar", Some(json!({"nested": [1, 2]})), "message", "Update user profile for Okta"),
+        ("unknown member inside client", "client.newThing", Some(json!(1)), "client.ip_address", "50.89.143.182"),
+        ("non-ASCII and commas in names", "actor.displayName", Some(json!("Ōtani, Shōhei 大谷翔平 🚀")), "actor", "badactor|loki.laufeyson@example.com|Ōtani, Shōhei 大谷翔平 🚀|User"),
+        ("published without a fraction", "published", Some(json!("2021-11-22T13:29:21Z")), "published", "2021-11-22T13:29:21Z"),
+        ("published with two fraction digits", "published", Some(json!("2021-11-22T13:29:03.49Z")), "published", "2021-11-22T13:29:03.490Z"),
+        ("published with microseconds", "published", Some(json!("2021-11-22T13:29:03.123456Z")), "published", "2021-11-22T13:29:03.123456Z"),
+        ("published with nanoseconds", "published", Some(json!("2021-11-22T13:29:03.123456789Z")), "published", "2021-11-22T13:29:03.123456789Z"),
+        ("published with an offset", "published", Some(json!("2021-11-22T15:29:21+02:00")), "published", "2021-11-22T13:29:21Z"),
+        ("uuid that is not a UUID", "uuid", Some(json!("ABC123")), "uuid", "ABC123"),
     ]
 }
 
@@ -1714,4 +1119,142 @@ fn enums_map_exactly_the_documented_values() {
             assert_eq!((record.result(), record.result_raw.as_str()), (want, raw));
         }
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The JSON parser accepts exactly what serde_json accepts, and reads it the same way
+
+/// Wraps `member` as a member of an otherwise valid LogEvent.
+fn event_with_member(member: &str) -> String {
+    format!(r#"{{"uuid":"u-1","published":"2021-11-22T18:07:13.125Z","x":{member}}}"#)
+}
+
+/// Maps `text` and parses it with serde_json; both must agree on accepting it and, when they
+/// accept it, on its contents.
+fn agrees_with_serde_json(text: &str) -> Result<(), String> {
+    let ours = map_event(text.as_bytes(), &Delivery::default());
+    match (serde_json::from_str::<Value>(text), ours) {
+        (Ok(value), Ok(record)) if record.event_details == Some(to_struct(&value)) => Ok(()),
+        (Ok(_), Ok(_)) => Err(format!("{text:?}: contents differ")),
+        (Err(_), Err(e)) if e.field == "event" => Ok(()),
+        (Ok(_), Err(e)) => Err(format!("{text:?}: serde_json accepts, the mapper says {e}")),
+        (Err(e), Ok(_)) => Err(format!(
+            "{text:?}: serde_json rejects ({e}), the mapper accepts"
+        )),
+        (Err(_), Err(e)) => Err(format!("{text:?}: rejected for the wrong reason: {e}")),
+    }
+}
+
+#[test]
+fn json_edge_cases_are_read_as_serde_json_reads_them() {
+    within(10, || {
+        #[rustfmt::skip]
+        let members = [
+            // accepted
+            r#""plain""#,
+            r#""esc \" \\ \/ \b \f \n \r \t""#,
+            r#""\u00e9\u4e2d\ud83d\ude80""#,
+            r#""é中🚀""#,
+            "\"\u{7f}\"",
+            "0",
+            "-0",
+            "12",
+            "-12",
+            "1.5",
+            "-0.25",
+            "1e3",
+            "1E+3",
+            "2.5e-3",
+            "123456789012345678901234567890",
+            "9007199254740993",
+            "-122.39999999999999",
+            "1e-400",
+            "true",
+            "false",
+            "null",
+            "[]",
+            "{}",
+            " [ 1 , [ 2 ] , { } ] ",
+            r#"{"a":1,"a":2}"#,
+            "\t\r\n 1 \n",
+            // rejected
+            "",
+            "01",
+            "1.",
+            ".5",
+            "-",
+            "+1",
+            "1e",
+            "1e+",
+            "0x10",
+            "1e400",
+            "NaN",
+            "Infinity",
+            "tru",
+            "nul",
+            "True",
+            "[1,]",
+            "[,1]",
+            "{,}",
+            r#"{"a":1,}"#,
+            r#"{"a" 1}"#,
+            r#"{a:1}"#,
+            "'a'",
+            r#""unterminated"#,
+            "\"tab\there\"",
+            r#""\x""#,
+            r#""\u12""#,
+            r#""\u12zz""#,
+            r#""\ud800""#,
+            r#""\ud800\u0041""#,
+            r#""\udc00""#,
+            r#""\ud800x""#,
+            "[1 2]",
+            "1 2",
+            "\u{feff}1",
+            "/* c */ 1",
+        ];
+        let failures: Vec<String> = members
+            .iter()
+            .filter_map(|m| agrees_with_serde_json(&event_with_member(m)).err())
+            .collect();
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        // Bytes that are not UTF-8, inside and outside strings.
+        for bytes in [
+            &b"{\"uuid\":\"\xff\"}"[..],
+            b"\xfe{}",
+            b"{\"a\":\"\xc3\x28\"}",
+        ] {
+            let e = map_event(bytes, &Delivery::default()).expect_err("not UTF-8");
+            assert_eq!(e.field, "event");
+        }
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+    /// Strings over JSON's own alphabet hit the parser's corners far more often than random
+    /// bytes do.
+    #[test]
+    fn json_like_text_is_accepted_and_read_exactly_as_serde_json_does(
+        member in r#"[\[\]{}",:0-9eE+\-. \\utrfalsn\x00\x1f\u{e9}d8c]{0,24}"#
+    ) {
+        let text = event_with_member(&member);
+        within(10, move || {
+            if let Err(e) = agrees_with_serde_json(&text) {
+                panic!("{e}");
+            }
+        });
+    }
+
+    #[test]
+    fn generated_json_is_read_exactly_as_serde_json_does(value in arb_json()) {
+        let text = event_with_member(&serde_json::to_string_pretty(&value).unwrap());
+        within(10, move || {
+            if let Err(e) = agrees_with_serde_json(&text) {
+                panic!("{e}");
+            }
+        });
+    }
 }

@@ -8,22 +8,22 @@
 //! field, so the hook can quarantine that one event and commit the rest of its delivery.
 //!
 //! The bytes are parsed once, straight into the `google.protobuf.Struct` that becomes
-//! `event_details` ([`json`]); the typed fields are then read out of that tree ([`record`]).
+//! `event_details` ([`parse`]); the typed fields are then read out of that tree ([`json`],
+//! [`record`]).
 //! The hook's envelope is split by [`parse_envelope`], which does not map.
 
 mod envelope;
 mod json;
+mod parse;
 mod record;
 mod time;
 
 use std::collections::BTreeMap;
 
-use serde_json::error::Category;
-
 use crate::proto;
 
 pub use envelope::{Envelope, EnvelopeError, parse_envelope};
-pub use json::MAX_DEPTH;
+pub use parse::MAX_DEPTH;
 pub use time::parse_rfc3339;
 
 /// What the transport knew about a LogEvent: the hook envelope and HTTP request, or the poll.
@@ -61,13 +61,10 @@ pub struct MappingError {
 /// - `uuid`: missing, not a string, or empty;
 /// - `published`: missing, not a string, or not an RFC 3339 date-time.
 pub fn map_event(log_event: &[u8], delivery: &Delivery) -> Result<proto::Event, MappingError> {
-    let object = json::parse_object(log_event)
+    let object = parse::parse_object(log_event)
         .map_err(|e| MappingError {
             field: "event",
-            problem: match e.classify() {
-                Category::Data => e.to_string(),
-                Category::Io | Category::Syntax | Category::Eof => format!("not JSON: {e}"),
-            },
+            problem: e.to_string(),
         })?
         .ok_or_else(|| MappingError {
             field: "event",
