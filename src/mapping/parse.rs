@@ -68,13 +68,15 @@ pub fn parse_object(bytes: &[u8]) -> Result<Option<Struct>, ParseError> {
         bytes,
         at: 0,
         scratch: String::new(),
+        error: None,
     };
-    parser.skip_ws();
-    let value = parser.value(0)?;
-    parser.skip_ws();
-    if parser.at != bytes.len() {
-        return Err(parser.syntax("trailing characters"));
-    }
+    let parsed = parser.document();
+    let value = parsed.map_err(|Stop| {
+        parser.error.take().unwrap_or(ParseError::Syntax {
+            what: "invalid JSON",
+            at: parser.at,
+        })
+    })?;
     Ok(match value.kind {
         Some(Kind::StructValue(object)) => Some(object),
         _ => None,
@@ -87,15 +89,43 @@ struct Parser<'a> {
     at: usize,
     /// Reused buffer for strings with escapes.
     scratch: String,
+    /// Why the parse stopped, once it has.
+    error: Option<ParseError>,
 }
+
+/// Marks a failed parse step; the reason is in [`Parser::error`]. Keeping the error out of the
+/// return type keeps `Step<Value>` as small as `Value`, which measurably speeds up the parser.
+struct Stop;
+
+/// The result of one parse step.
+type Step<T> = Result<T, Stop>;
 
 fn value(kind: Kind) -> Value {
     Value { kind: Some(kind) }
 }
 
 impl Parser<'_> {
-    fn syntax(&self, what: &'static str) -> ParseError {
-        ParseError::Syntax { what, at: self.at }
+    /// The whole input: one value between optional whitespace.
+    fn document(&mut self) -> Step<Value> {
+        self.skip_ws();
+        let value = self.value(0)?;
+        self.skip_ws();
+        if self.at != self.bytes.len() {
+            return Err(self.syntax("trailing characters"));
+        }
+        Ok(value)
+    }
+
+    /// Records a syntax error at the cursor and returns the marker that unwinds the parse.
+    fn syntax(&mut self, what: &'static str) -> Stop {
+        self.error = Some(ParseError::Syntax { what, at: self.at });
+        Stop
+    }
+
+    /// Records that the nesting limit was passed.
+    fn too_deep(&mut self) -> Stop {
+        self.error = Some(ParseError::TooDeep);
+        Stop
     }
 
     fn peek(&self) -> Option<u8> {
@@ -109,7 +139,7 @@ impl Parser<'_> {
     }
 
     /// One value at `depth` containers below the top (the top-level value has depth 0).
-    fn value(&mut self, depth: u32) -> Result<Value, ParseError> {
+    fn value(&mut self, depth: u32) -> Step<Value> {
         match self.peek() {
             Some(b'{') => self.object(depth + 1),
             Some(b'[') => self.array(depth + 1),
@@ -123,7 +153,7 @@ impl Parser<'_> {
         }
     }
 
-    fn literal(&mut self, word: &'static str, v: Value) -> Result<Value, ParseError> {
+    fn literal(&mut self, word: &'static str, v: Value) -> Step<Value> {
         if self.bytes[self.at..].starts_with(word.as_bytes()) {
             self.at += word.len();
             Ok(v)
@@ -133,9 +163,9 @@ impl Parser<'_> {
     }
 
     /// An object whose nesting level is `level`; the cursor is on `{`.
-    fn object(&mut self, level: u32) -> Result<Value, ParseError> {
+    fn object(&mut self, level: u32) -> Step<Value> {
         if level > MAX_DEPTH {
-            return Err(ParseError::TooDeep);
+            return Err(self.too_deep());
         }
         self.at += 1;
         self.skip_ws();
@@ -175,9 +205,9 @@ impl Parser<'_> {
     }
 
     /// An array whose nesting level is `level`; the cursor is on `[`.
-    fn array(&mut self, level: u32) -> Result<Value, ParseError> {
+    fn array(&mut self, level: u32) -> Step<Value> {
         if level > MAX_DEPTH {
-            return Err(ParseError::TooDeep);
+            return Err(self.too_deep());
         }
         self.at += 1;
         self.skip_ws();
@@ -205,7 +235,7 @@ impl Parser<'_> {
     }
 
     /// A string; the cursor is on the opening quote.
-    fn string(&mut self) -> Result<String, ParseError> {
+    fn string(&mut self) -> Step<String> {
         self.at += 1;
         let start = self.at;
         // Fast path: no escapes, copied straight from the (already UTF-8 checked) input.
@@ -232,7 +262,7 @@ impl Parser<'_> {
     }
 
     /// The rest of a string from its first backslash, appended to `out`.
-    fn escaped_rest(&mut self, out: &mut String) -> Result<(), ParseError> {
+    fn escaped_rest(&mut self, out: &mut String) -> Step<()> {
         loop {
             let run = self.at;
             loop {
@@ -291,7 +321,7 @@ impl Parser<'_> {
     }
 
     /// Four hex digits of a `\u` escape.
-    fn hex4(&mut self) -> Result<u32, ParseError> {
+    fn hex4(&mut self) -> Step<u32> {
         let digits = self
             .bytes
             .get(self.at..self.at + 4)
@@ -311,7 +341,7 @@ impl Parser<'_> {
     }
 
     /// A number per RFC 8259: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
-    fn number(&mut self) -> Result<f64, ParseError> {
+    fn number(&mut self) -> Step<f64> {
         let start = self.at;
         let negative = self.peek() == Some(b'-');
         if negative {
@@ -352,16 +382,13 @@ impl Parser<'_> {
             let n = magnitude as f64;
             return Ok(if negative { -n } else { n });
         }
-        let n: f64 = self.text[start..self.at]
-            .parse()
-            .map_err(|_| self.syntax("invalid number"))?;
-        if n.is_finite() {
-            Ok(n)
-        } else {
-            Err(ParseError::Syntax {
-                what: "number out of range",
-                at: start,
-            })
+        match self.text[start..self.at].parse::<f64>() {
+            Ok(n) if n.is_finite() => Ok(n),
+            Ok(_) => {
+                self.at = start;
+                Err(self.syntax("number out of range"))
+            }
+            Err(_) => Err(self.syntax("invalid number")),
         }
     }
 
