@@ -1152,6 +1152,9 @@ fn json_edge_cases_are_read_as_serde_json_reads_them() {
             " [ 1 , [ 2 ] , { } ] ",
             r#"{"a":1,"a":2}"#,
             "\t\r\n 1 \n",
+            r#""long plain text, then an escape\n at byte 33, then more text""#,
+            r#""0123456789abcdef\"0123456789abcdef\\0123456789abcdef""#,
+            "\"non-ASCII ééééééé中中中中 then a quote\"",
             // rejected
             "",
             "01",
@@ -1177,6 +1180,9 @@ fn json_edge_cases_are_read_as_serde_json_reads_them() {
             "'a'",
             r#""unterminated"#,
             "\"tab\there\"",
+            "\"a long string with a raw tab\there\"",
+            "\"0123456789abcdef0123456\u{1}\"",
+            "\"ééééééééééééé\nraw newline\"",
             r#""\x""#,
             r#""\u12""#,
             r#""\u12zz""#,
@@ -1219,6 +1225,24 @@ proptest! {
         within(10, move || {
             if let Err(e) = agrees_with_serde_json(&text) {
                 panic!("{e}");
+            }
+        });
+    }
+
+    /// Long strings of any characters (escaped by serde_json where JSON needs it), and raw
+    /// bytes put between quotes, so every position of the parser's 8-byte string scan is hit.
+    #[test]
+    fn long_strings_are_read_exactly_as_serde_json_does(
+        text in ".{0,80}",
+        raw in prop::collection::vec(prop_oneof![Just(b'"'), Just(b'\\'), 0u8..0x20, 0x20u8..0x7f], 0..40),
+    ) {
+        let escaped = event_with_member(&serde_json::to_string(&text).unwrap());
+        let raw = event_with_member(&format!("\"{}\"", String::from_utf8_lossy(&raw)));
+        within(10, move || {
+            for text in [escaped, raw] {
+                if let Err(e) = agrees_with_serde_json(&text) {
+                    panic!("{e}");
+                }
             }
         });
     }

@@ -132,6 +132,31 @@ impl Parser<'_> {
         self.bytes.get(self.at).copied()
     }
 
+    /// Moves the cursor past string bytes that need no attention (anything but `"`, `\\` and
+    /// control characters), eight at a time while it can.
+    fn skip_plain(&mut self) {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGHS: u64 = 0x8080_8080_8080_8080;
+        // A byte of `x` is zero  <=>  its byte in `has_zero(x)` has the high bit set (SWAR).
+        let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+        while let Some(chunk) = self.bytes.get(self.at..self.at + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            let x = u64::from_le_bytes(word);
+            let quote = has_zero(x ^ (ONES * u64::from(b'"')));
+            let backslash = has_zero(x ^ (ONES * u64::from(b'\\')));
+            // Bytes below 0x20: subtracting 0x20 borrows into the high bit (non-ASCII bytes
+            // have it set already and are masked out by `!x`).
+            let control = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
+            let stop = quote | backslash | control;
+            if stop != 0 {
+                self.at += (stop.trailing_zeros() / 8) as usize;
+                return;
+            }
+            self.at += 8;
+        }
+    }
+
     fn skip_ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
             self.at += 1;
@@ -239,6 +264,7 @@ impl Parser<'_> {
         self.at += 1;
         let start = self.at;
         // Fast path: no escapes, copied straight from the (already UTF-8 checked) input.
+        self.skip_plain();
         loop {
             match self.peek() {
                 Some(b'"') => {
