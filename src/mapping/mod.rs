@@ -8,8 +8,8 @@
 //! field, so the hook can quarantine that one event and commit the rest of its delivery.
 //!
 //! The bytes are parsed once, straight into the `google.protobuf.Struct` that becomes
-//! `event_details` ([`parse`]); the typed fields are then read out of that tree ([`json`],
-//! [`record`]).
+//! `event_details` (`parse`); the typed fields are then read out of that tree (`json`,
+//! `record`).
 //! The hook's envelope is split by [`parse_envelope`], which does not map.
 
 mod envelope;
