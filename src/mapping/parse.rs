@@ -198,7 +198,8 @@ impl Parser<'_> {
             self.at += 1;
             return Ok(value(Kind::StructValue(Struct::default())));
         }
-        let mut fields: BTreeMap<String, Value> = BTreeMap::new();
+        // Most LogEvent objects have 2 to 8 members; this saves the first regrowths.
+        let mut members: Vec<(String, Value)> = Vec::with_capacity(8);
         loop {
             if self.peek() != Some(b'"') {
                 return Err(self.syntax("expected a member name"));
@@ -211,8 +212,7 @@ impl Parser<'_> {
             self.at += 1;
             self.skip_ws();
             let v = self.value(level)?;
-            // A duplicate key replaces the earlier member, as in serde_json and JavaScript.
-            fields.insert(key, v);
+            members.push((key, v));
             self.skip_ws();
             match self.peek() {
                 Some(b',') => {
@@ -226,6 +226,10 @@ impl Parser<'_> {
                 _ => return Err(self.syntax("expected ',' or '}'")),
             }
         }
+        // Sorting then bulk-building measured a little faster than inserting one by one. For a
+        // duplicate key the later member wins, as in serde_json and JavaScript (the sort is
+        // stable and the bulk build keeps the last of equal keys).
+        let fields: BTreeMap<String, Value> = members.into_iter().collect();
         Ok(value(Kind::StructValue(Struct { fields })))
     }
 
