@@ -209,6 +209,29 @@ fn field(e: &Event, name: &str) -> String {
                 .collect::<Vec<_>>()
                 .join("|")
         }),
+        "actor.detail_entry" => opt(e.actor.as_ref(), |a| keys(a.detail_entry.as_ref())),
+        "targets.details" => e
+            .targets
+            .iter()
+            .map(|t| {
+                format!(
+                    "detail={} change={}",
+                    keys(t.detail_entry.as_ref()),
+                    keys(t.change_details.as_ref())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("|"),
+        "client.ip_chain.ip_details" => opt(client, |c| {
+            c.ip_chain
+                .iter()
+                .map(|ip| keys(ip.ip_details.as_ref()))
+                .collect::<Vec<_>>()
+                .join("|")
+        }),
+        "authentication_context.issuer" => opt(auth.and_then(|a| a.issuer.as_ref()), |i| {
+            format!("{}|{}", i.id, i.r#type)
+        }),
         "transaction" => opt(e.transaction.as_ref(), |t| {
             format!("{}|{}|detail={}", t.id, t.r#type, keys(t.detail.as_ref()))
         }),
@@ -367,6 +390,10 @@ const CARD_ROWS: &[Row] = &[
     ("openapi_list_logs", 0, "transaction", "ab609228fe84ce59cdcbfa690bgce016|WEB|detail=<unset>"),
     ("openapi_list_logs", 0, "security_context", "394089|ASN 0000|google||proxy=Some(false)"),
     ("openapi_list_logs", 1, "security_context.extras", "ip_details=asNumber|asOrg|isp risk=detectionName|level|reasons bot=level behaviors=2"),
+    ("openapi_list_logs", 1, "client.ip_chain.ip_details", "asNumber|asOrg|isp"),
+    ("update_profile_2021", 0, "actor.detail_entry", "<unset>"),
+    ("update_profile_2021", 0, "targets.details", "detail=<unset> change=<unset>"),
+    ("update_profile_2021", 0, "authentication_context.issuer", "<unset>"),
 ];
 
 #[test]
@@ -555,6 +582,9 @@ fn irregular_shapes() -> Vec<Shape> {
         ("published with nanoseconds", "published", Some(json!("2021-11-22T13:29:03.123456789Z")), "published", "2021-11-22T13:29:03.123456789Z"),
         ("published with an offset", "published", Some(json!("2021-11-22T15:29:21+02:00")), "published", "2021-11-22T13:29:21Z"),
         ("uuid that is not a UUID", "uuid", Some(json!("ABC123")), "uuid", "ABC123"),
+        ("actor detailEntry as an object", "actor.detailEntry", Some(json!({"methodTypeUsed": "Password", "n": 1})), "actor.detail_entry", "methodTypeUsed|n"),
+        ("target detailEntry and changeDetails", "target", Some(json!([{"id": "00u1", "type": "User", "detailEntry": {"a": null}, "changeDetails": {"from": {"x": 1}, "to": {"x": 2}}}])), "targets.details", "detail=a change=from|to"),
+        ("issuer object", "authenticationContext.issuer", Some(json!({"id": "aus1", "type": "AuthorizationServer"})), "authentication_context.issuer", "aus1|AuthorizationServer"),
     ]
 }
 
