@@ -58,6 +58,11 @@ mod tests {
                 ("Subscribe", ".okta.events.v1.EventFilter", true),
                 ("GetEvent", ".okta.events.v1.GetEventRequest", false),
                 ("ListEvents", ".okta.events.v1.ListEventsRequest", false),
+                (
+                    "ListQuarantined",
+                    ".okta.events.v1.ListQuarantinedRequest",
+                    false
+                ),
             ]
         );
 
