@@ -132,7 +132,7 @@ async fn a_replicated_stream_survives_losing_its_leader_node_without_losing_even
 
 /// What one gRPC subscriber has seen: (cursor, uuid) in arrival order, and how often its
 /// stream ended and it resumed after its last cursor.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Seen {
     events: Vec<(Cursor, String)>,
     resumes: usize,
@@ -420,7 +420,7 @@ async fn two_replicas_on_a_three_node_cluster_survive_losing_a_node_and_a_replic
         stop.cancel();
         let _ = tokio::join!(sub_a, sub_b);
 
-        let seen = survivor_seen.lock().unwrap();
+        let seen = survivor_seen.lock().unwrap().clone();
         let cursors: Vec<Cursor> = seen.events.iter().map(|(c, _)| *c).collect();
         let uuids: HashSet<&str> = seen.events.iter().map(|(_, u)| u.as_str()).collect();
         assert_eq!(uuids.len(), seen.events.len(), "each event once");

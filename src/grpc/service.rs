@@ -333,72 +333,51 @@ impl proto::event_stream_server::EventStream for EventStreamService {
             _ => 0,
         };
 
+        // The first cursor not to examine (descending) or the last one already examined
+        // (ascending); every cursor this call examines moves it.
+        let newest_first = request.newest_first;
+        let mut position = match (token, &filter.start, newest_first) {
+            (Some(cursor), _, _) => cursor,
+            (None, Some(Start::After(after)), true) => after.saturating_add(1).min(bounds.head + 1),
+            (None, Some(Start::After(after)), false) => *after,
+            (None, _, true) => bounds.head + 1,
+            (None, Some(Start::Since(_)), false) => since_floor,
+            (None, _, false) => 0,
+        };
         let mut events = Vec::new();
         let mut scanned = 0usize;
-        let mut position;
         let mut exhausted = false;
-        if request.newest_first {
-            position = match (token, &filter.start) {
-                (Some(cursor), _) => cursor,
-                (None, Some(Start::After(after))) => after.saturating_add(1).min(bounds.head + 1),
-                (None, _) => bounds.head + 1,
-            };
-            'scan: while events.len() < page_size && scanned < MAX_SCANNED_PER_PAGE {
-                let chunk = self
-                    .journal
-                    .read_before(position, LIST_READ_CHUNK)
-                    .await
-                    .map_err(ApiError::from)?;
-                if chunk.is_empty() {
+        'scan: while events.len() < page_size && scanned < MAX_SCANNED_PER_PAGE {
+            let chunk = if newest_first {
+                self.journal.read_before(position, LIST_READ_CHUNK).await
+            } else {
+                self.journal.read_after(position, LIST_READ_CHUNK).await
+            }
+            .map_err(ApiError::from)?;
+            if chunk.is_empty() {
+                exhausted = true;
+                break;
+            }
+            for event in chunk {
+                if newest_first && event.cursor() <= since_floor {
                     exhausted = true;
-                    break;
+                    break 'scan;
                 }
-                for event in chunk {
-                    if event.cursor() <= since_floor {
-                        exhausted = true;
+                position = event.cursor();
+                scanned += 1;
+                if compiled.matches(&event.event) {
+                    events.push(event.event.clone());
+                    if events.len() == page_size {
                         break 'scan;
                     }
-                    position = event.cursor();
-                    scanned += 1;
-                    if compiled.matches(&event.event) {
-                        events.push(event.event.clone());
-                        if events.len() == page_size {
-                            break 'scan;
-                        }
-                    }
                 }
             }
-            exhausted |= position <= bounds.oldest.unwrap_or(u64::MAX);
-        } else {
-            position = match (token, &filter.start) {
-                (Some(cursor), _) => cursor,
-                (None, Some(Start::After(after))) => *after,
-                (None, Some(Start::Since(_))) => since_floor,
-                (None, _) => 0,
-            };
-            'scan: while events.len() < page_size && scanned < MAX_SCANNED_PER_PAGE {
-                let chunk = self
-                    .journal
-                    .read_after(position, LIST_READ_CHUNK)
-                    .await
-                    .map_err(ApiError::from)?;
-                if chunk.is_empty() {
-                    exhausted = true;
-                    break;
-                }
-                for event in chunk {
-                    position = event.cursor();
-                    scanned += 1;
-                    if compiled.matches(&event.event) {
-                        events.push(event.event.clone());
-                        if events.len() == page_size {
-                            break 'scan;
-                        }
-                    }
-                }
-            }
-            exhausted |= position >= bounds.head;
         }
+        exhausted |= if newest_first {
+            position <= bounds.oldest.unwrap_or(u64::MAX)
+        } else {
+            position >= bounds.head
+        };
         let next_page_token = if exhausted {
             String::new()
         } else {

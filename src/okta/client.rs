@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 
 use super::auth::{AuthError, Authorizer};
 use super::poller::{PollerConfig, PollerStats};
-use super::{ConfigError, parse_org_url, same_origin};
+use super::{ConfigError, http_client, parse_org_url, same_origin};
 
 /// The System Log endpoint path.
 pub const LOGS_PATH: &str = "/api/v1/logs";
@@ -179,16 +179,7 @@ impl Client {
         }
         let filter = event_type_filter(&config.event_types)?;
         let auth = Authorizer::new(&config.credentials, &org, stats)?;
-        let http = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("okta-stream/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ConfigError::Invalid {
-                setting: "http client",
-                problem: e.to_string(),
-            })?;
+        let http = http_client(config.request_timeout)?;
         Ok(Self {
             http,
             org,

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::auth::{AuthError, Authorizer, Credentials};
 use super::poller::PollerStats;
-use super::{ConfigError, parse_org_url};
+use super::{ConfigError, http_client, parse_org_url};
 use crate::secret::Secret;
 
 /// The OAuth scope a service app needs to create and verify Event Hooks.
@@ -83,16 +83,7 @@ impl EventHooksClient {
         let org = parse_org_url(org_url)?;
         let auth =
             Authorizer::with_scope(credentials, &org, Arc::new(PollerStats::default()), SCOPE)?;
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("okta-stream/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ConfigError::Invalid {
-                setting: "http client",
-                problem: e.to_string(),
-            })?;
+        let http = http_client(timeout)?;
         Ok(Self {
             http,
             org,

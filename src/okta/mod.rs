@@ -85,6 +85,21 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The HTTP client for Okta's APIs: every request bounded by `timeout`, redirects never
+/// followed (credentials must not leave the org), our user agent.
+pub(crate) fn http_client(timeout: std::time::Duration) -> Result<reqwest::Client, ConfigError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("okta-stream/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ConfigError::Invalid {
+            setting: "http client",
+            problem: e.to_string(),
+        })
+}
+
 /// The org origin as a string without a trailing slash (`https://example.okta.com`).
 pub(crate) fn origin(url: &reqwest::Url) -> String {
     url.origin().ascii_serialization()
