@@ -181,5 +181,8 @@ pub async fn watch_journal(
             metrics.journal_head.set(bounds.head);
             metrics.journal_oldest.set(bounds.oldest.unwrap_or(0));
         }
+        if let Ok(Some(bytes)) = journal.stored_bytes().await {
+            metrics.journal_bytes.set(bytes);
+        }
     }
 }

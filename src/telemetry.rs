@@ -116,6 +116,8 @@ pub struct Metrics {
     pub journal_head: Gauge<u64, AtomicU64>,
     /// Oldest retained cursor (0 when empty).
     pub journal_oldest: Gauge<u64, AtomicU64>,
+    /// Approximate bytes of the retained events.
+    pub journal_bytes: Gauge<u64, AtomicU64>,
     /// Subscribe streams open now.
     pub subscribers: Gauge,
     /// Per-subscriber lag (head minus delivered cursor), sampled at each delivered event.
@@ -176,6 +178,12 @@ impl Metrics {
             "Oldest retained cursor (0 when empty)",
             journal_oldest.clone(),
         );
+        let journal_bytes = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "journal_size_bytes",
+            "Approximate bytes of the retained events",
+            journal_bytes.clone(),
+        );
         let subscribers = Gauge::default();
         registry.register(
             "subscribers",
@@ -203,6 +211,7 @@ impl Metrics {
             hook_ack_seconds,
             journal_head,
             journal_oldest,
+            journal_bytes,
             subscribers,
             subscriber_lag,
             slow_consumer_disconnects,

@@ -393,3 +393,94 @@ async fn without_a_configured_secret_one_is_generated_once_and_kept() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_journal_that_cannot_commit_answers_503_so_okta_retries() {
+    within(async {
+        let app = TestApp::start().await;
+        app.journal.close().await;
+        let response = app
+            .post_hook(&delivery(
+                "d",
+                vec![profile_update("u-503", "thor@avengers.org", "lastName")],
+            ))
+            .await;
+        assert_eq!(response.status(), 503);
+        let body: Value = response.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains("retry"), "{body}");
+        let metrics = app
+            .http_client()
+            .get(format!("{}/metrics", app.http))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("okta_stream_hook_rejected_total{reason=\"unavailable\"} 1"),
+            "{metrics}"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn metrics_show_what_was_ingested_and_the_journal() {
+    within(async {
+        let app = TestApp::start().await;
+        let events = (0..3)
+            .map(|i| profile_update(&format!("m-{i}"), "thor@avengers.org", "lastName"))
+            .collect();
+        assert_eq!(app.post_hook(&delivery("m", events)).await.status(), 204);
+        assert_eq!(
+            app.post_hook(&delivery(
+                "m",
+                vec![profile_update("m-0", "thor@avengers.org", "lastName")]
+            ))
+            .await
+            .status(),
+            204
+        );
+        let _ = app
+            .http_client()
+            .post(format!("{}/okta/hook", app.http))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        // The journal gauges refresh every two seconds.
+        let metrics = loop {
+            let text = app
+                .http_client()
+                .get(format!("{}/metrics", app.http))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if text.contains("okta_stream_journal_head_cursor 3") {
+                break text;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
+        for line in [
+            "okta_stream_events_ingested_total{path=\"hook\"} 3",
+            "okta_stream_duplicates_dropped_total{path=\"hook\"} 1",
+            "okta_stream_hook_rejected_total{reason=\"unauthorized\"} 1",
+            "okta_stream_journal_oldest_cursor 1",
+            "okta_stream_hook_ack_seconds_count 2",
+        ] {
+            assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+        }
+        let size = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("okta_stream_journal_size_bytes "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("journal size gauge");
+        assert!(size > 1000, "{size}");
+        assert!(!metrics.contains(SECRET));
+    })
+    .await
+}

@@ -651,3 +651,35 @@ async fn grpc_can_be_served_over_tls() {
     })
     .await
 }
+
+#[tokio::test]
+async fn grpc_web_answers_browser_preflights_only_for_configured_origins() {
+    within(async {
+        let app = TestApp::start_with(|config| {
+            config.grpc.cors_origins = vec!["https://console.example.com".into()]
+        })
+        .await;
+        let preflight = |origin: &'static str| {
+            reqwest::Client::new()
+                .request(
+                    reqwest::Method::OPTIONS,
+                    format!(
+                        "http://{}/okta.events.v1.EventStream/Subscribe",
+                        app.grpc_addr
+                    ),
+                )
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header("access-control-request-headers", "content-type,x-grpc-web")
+                .send()
+        };
+        let allowed = preflight("https://console.example.com").await.unwrap();
+        assert_eq!(
+            allowed.headers()["access-control-allow-origin"],
+            "https://console.example.com"
+        );
+        let other = preflight("https://evil.example.net").await.unwrap();
+        assert!(other.headers().get("access-control-allow-origin").is_none());
+    })
+    .await
+}

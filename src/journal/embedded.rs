@@ -274,6 +274,14 @@ impl Journal for RedbJournal {
         RedbJournal::close(self).await
     }
 
+    async fn stored_bytes(&self) -> Result<Option<u64>, JournalError> {
+        self.read(|txn| {
+            let meta_table = txn.open_table(META).map_err(storage)?;
+            meta(&meta_table, META_BYTES).map(Some)
+        })
+        .await
+    }
+
     async fn append(&self, batch: Batch) -> Result<Appended, JournalError> {
         self.ask(|reply| Request::Append { batch, reply }).await
     }

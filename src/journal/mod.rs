@@ -198,6 +198,11 @@ pub trait Journal: std::fmt::Debug + Send + Sync + 'static {
     /// Checks that the journal can still commit (for readiness and health).
     async fn check(&self) -> Result<(), JournalError>;
 
+    /// Approximate bytes of the retained events, when the implementation knows it (metrics).
+    async fn stored_bytes(&self) -> Result<Option<u64>, JournalError> {
+        Ok(None)
+    }
+
     /// Stops the journal after committing what is queued; later calls fail with
     /// [`JournalError::Closed`]. Called once at shutdown.
     async fn close(&self);

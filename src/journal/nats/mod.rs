@@ -417,6 +417,11 @@ impl Journal for NatsJournal {
         NatsJournal::close(self).await
     }
 
+    async fn stored_bytes(&self) -> Result<Option<u64>, JournalError> {
+        self.ensure_open()?;
+        Ok(Some(self.info().await?.bytes))
+    }
+
     async fn append(&self, batch: Batch) -> Result<Appended, JournalError> {
         self.ensure_open()?;
         let mut duplicates = 0;
