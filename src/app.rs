@@ -25,8 +25,12 @@ use crate::grpc::auth::TokenCheck;
 use crate::grpc::{EventStreamService, StreamSettings};
 use crate::hook::{self, Hook, HookAuth};
 use crate::hub::{DEFAULT_LIVE_CAPACITY, Hub};
+use tracing::Instrument;
+
 use crate::journal::embedded::RedbJournal;
+use crate::journal::nats::{NatsConfig, NatsJournal};
 use crate::journal::{Retention, SharedJournal};
+use crate::okta::{Poller, PollerConfig, PollerHealth, PollerStats};
 use crate::ops::{self, Health};
 use crate::proto::event_stream_server::EventStreamServer;
 use crate::secret::Secret;
@@ -81,6 +85,10 @@ pub struct App {
     metrics: Arc<Metrics>,
     hook_secrets: Vec<Secret>,
     generated_hook_secret: Option<Secret>,
+    /// The JetStream journal, when it runs: the poller lease lives there.
+    nats: Option<Arc<NatsJournal>>,
+    /// The poller's counters (exported as metrics), when the poller is configured.
+    poller_stats: Option<Arc<PollerStats>>,
 }
 
 impl App {
@@ -88,15 +96,25 @@ impl App {
     pub async fn bind(config: Config) -> Result<App, AppError> {
         let http = TcpListener::bind(config.http_addr)
             .await
-            .map_err(|source| AppError::Bind { addr: config.http_addr, source })?;
+            .map_err(|source| AppError::Bind {
+                addr: config.http_addr,
+                source,
+            })?;
         let grpc = TcpListener::bind(config.grpc_addr)
             .await
-            .map_err(|source| AppError::Bind { addr: config.grpc_addr, source })?;
+            .map_err(|source| AppError::Bind {
+                addr: config.grpc_addr,
+                source,
+            })?;
         Self::with_listeners(config, http, grpc).await
     }
 
     /// Uses pre-bound listeners (tests bind `127.0.0.1:0`) and opens the journal.
-    pub async fn with_listeners(config: Config, http: TcpListener, grpc: TcpListener) -> Result<App, AppError> {
+    pub async fn with_listeners(
+        config: Config,
+        http: TcpListener,
+        grpc: TcpListener,
+    ) -> Result<App, AppError> {
         Self::with_live_capacity(config, http, grpc, DEFAULT_LIVE_CAPACITY).await
     }
 
@@ -108,15 +126,25 @@ impl App {
         grpc: TcpListener,
         live_capacity: usize,
     ) -> Result<App, AppError> {
-        let data_dir_error = |source| AppError::DataDir { path: config.data_dir.clone(), source };
+        let data_dir_error = |source| AppError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        };
         let (hook_secrets, origin) =
-            hook::auth::load_or_generate(config.hook.secrets.clone(), &config.data_dir).map_err(data_dir_error)?;
+            hook::auth::load_or_generate(config.hook.secrets.clone(), &config.data_dir)
+                .map_err(data_dir_error)?;
         let generated_hook_secret = match origin {
             hook::auth::SecretOrigin::Generated(secret) => Some(secret),
             _ => None,
         };
-        let metrics = Arc::new(Metrics::new());
-        let (journal, hub) = open_journal(&config, live_capacity).await?;
+        let mut metrics = Metrics::new();
+        let poller_stats = config.okta.as_ref().map(|_| {
+            let stats = Arc::new(PollerStats::default());
+            metrics.register_poller(stats.clone());
+            stats
+        });
+        let metrics = Arc::new(metrics);
+        let (journal, hub, nats) = open_journal(&config, live_capacity).await?;
         Ok(App {
             config,
             http,
@@ -126,6 +154,8 @@ impl App {
             metrics,
             hook_secrets,
             generated_hook_secret,
+            nats,
+            poller_stats,
         })
     }
 
@@ -157,7 +187,18 @@ impl App {
 
     /// Runs until `signal` completes or an essential task fails, then shuts down in order.
     pub async fn run(self, signal: impl Future<Output = ()> + Send) -> Result<(), AppError> {
-        let App { config, http, grpc, journal, hub, metrics, hook_secrets, .. } = self;
+        let App {
+            config,
+            http,
+            grpc,
+            journal,
+            hub,
+            metrics,
+            hook_secrets,
+            nats,
+            poller_stats,
+            ..
+        } = self;
         let shutdown = CancellationToken::new();
         let health = Health::new().await;
         let mut tasks: JoinSet<(&'static str, Result<(), String>)> = JoinSet::new();
@@ -208,6 +249,25 @@ impl App {
             ("journal watch", Ok(()))
         });
 
+        // The System Log poller, on one replica at a time when the journal is shared.
+        if let (Some(poller_config), Some(stats)) = (config.okta.clone(), poller_stats) {
+            let poller = PollerTask {
+                config: poller_config,
+                journal: journal.clone(),
+                stats,
+                nats,
+                lease_ttl: config.poller_lease,
+                health: health.clone(),
+                shutdown: shutdown.clone(),
+            };
+            tasks.spawn(async move {
+                (
+                    "poller",
+                    poller.run().instrument(tracing::info_span!("poller")).await,
+                )
+            });
+        }
+
         health.set_serving(true).await;
         tracing::info!(http = %config.http_addr, grpc = %config.grpc_addr, "serving");
 
@@ -242,20 +302,175 @@ impl App {
     }
 }
 
-/// Opens the configured journal and its hub.
-async fn open_journal(config: &Config, live_capacity: usize) -> Result<(SharedJournal, Hub), AppError> {
-    let retention = Retention {
-        max_age: Some(config.retention_max_age),
-        max_bytes: config.retention_max_bytes,
-        ..Retention::default()
-    };
+/// Opens the configured journal and its hub (and the JetStream journal itself when it runs,
+/// for the poller lease).
+async fn open_journal(
+    config: &Config,
+    live_capacity: usize,
+) -> Result<(SharedJournal, Hub, Option<Arc<NatsJournal>>), AppError> {
     match &config.journal {
         JournalKind::Embedded => {
+            let retention = Retention {
+                max_age: Some(config.retention_max_age),
+                max_bytes: config.retention_max_bytes,
+                check_interval: config.retention_check_interval,
+            };
             let journal = RedbJournal::open(&config.data_dir, retention, live_capacity).await?;
             let hub = journal.hub().clone();
-            Ok((journal, hub))
+            Ok((journal, hub, None))
         }
-        JournalKind::Nats { .. } => Err(AppError::Grpc("NATS journal not wired yet".to_owned())),
+        JournalKind::Nats {
+            servers,
+            stream,
+            replicas,
+            duplicate_window,
+        } => {
+            let nats_config = NatsConfig {
+                servers: servers.clone(),
+                stream: stream.clone(),
+                replicas: *replicas,
+                max_age: config.retention_max_age,
+                duplicate_window: *duplicate_window,
+                ..NatsConfig::default()
+            };
+            let hub = Hub::new(live_capacity, 0);
+            let journal = NatsJournal::open(nats_config, hub.clone()).await?;
+            Ok((journal.clone(), hub, Some(journal)))
+        }
+    }
+}
+
+/// The poller and what it needs to run, hold the lease and report readiness.
+struct PollerTask {
+    config: PollerConfig,
+    journal: SharedJournal,
+    stats: Arc<PollerStats>,
+    nats: Option<Arc<NatsJournal>>,
+    lease_ttl: Duration,
+    health: Health,
+    shutdown: CancellationToken,
+}
+
+/// The poller counts as healthy if it succeeded within this long (or started this recently).
+const POLLER_READY_WINDOW: Duration = Duration::from_secs(300);
+
+impl PollerTask {
+    /// Polls until shutdown. With the JetStream journal, polls only while this replica holds
+    /// the poller lease, and stops the moment it is lost. Returns an error only when the
+    /// poller cannot run at all (the process then stops).
+    async fn run(self) -> Result<(), String> {
+        let holder = format!("{}-{}", std::process::id(), rand::random::<u32>());
+        let polling_since = PollingSince::default();
+        let readiness = tokio::spawn(watch_poller(
+            self.stats.clone(),
+            polling_since.clone(),
+            self.config.poll_interval,
+            self.health.clone(),
+            self.shutdown.clone(),
+        ));
+        let result = self.poll_while_leader(&holder, &polling_since).await;
+        readiness.abort();
+        result
+    }
+
+    async fn poll_while_leader(
+        &self,
+        holder: &str,
+        polling_since: &PollingSince,
+    ) -> Result<(), String> {
+        loop {
+            let run_token = self.shutdown.child_token();
+            let lease = match &self.nats {
+                None => None,
+                Some(nats) => {
+                    let lease = tokio::select! {
+                        _ = self.shutdown.cancelled() => return Ok(()),
+                        lease = nats.acquire_poller_lease(holder.to_owned(), self.lease_ttl) => {
+                            lease.map_err(|e| format!("poller lease: {e}"))?
+                        }
+                    };
+                    tracing::info!(holder, "holding the poller lease; polling");
+                    let lost = lease.lost();
+                    let stop = run_token.clone();
+                    tokio::spawn(async move {
+                        lost.cancelled().await;
+                        stop.cancel();
+                    });
+                    Some(lease)
+                }
+            };
+            let poller = Poller::with_stats(
+                self.config.clone(),
+                self.journal.clone(),
+                self.stats.clone(),
+            )
+            .map_err(|e| e.to_string())?;
+            polling_since.set(Some(chrono::Utc::now()));
+            let result = poller.run(run_token).await;
+            polling_since.set(None);
+            result.map_err(|e| e.to_string())?;
+            if self.shutdown.is_cancelled() {
+                if let Some(lease) = lease {
+                    let _ = lease.release().await;
+                }
+                return Ok(());
+            }
+            tracing::warn!(
+                holder,
+                "poller lease lost; stopped polling, waiting to hold it again"
+            );
+        }
+    }
+}
+
+/// When this replica started polling; `None` while another replica holds the poller lease.
+#[derive(Debug, Clone, Default)]
+struct PollingSince(Arc<std::sync::Mutex<Option<chrono::DateTime<chrono::Utc>>>>);
+
+impl PollingSince {
+    fn set(&self, value: Option<chrono::DateTime<chrono::Utc>>) {
+        if let Ok(mut since) = self.0.lock() {
+            *since = value;
+        }
+    }
+
+    fn get(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.0.lock().ok().and_then(|since| *since)
+    }
+}
+
+/// Readiness follows the poller while this replica polls: not ready while Okta refuses it, or
+/// when it has not succeeded within [`POLLER_READY_WINDOW`] (or three intervals, if longer) of
+/// starting or of its last success. A replica that does not hold the lease is not judged.
+async fn watch_poller(
+    stats: Arc<PollerStats>,
+    polling_since: PollingSince,
+    interval: Duration,
+    health: Health,
+    shutdown: CancellationToken,
+) {
+    let window = POLLER_READY_WINDOW.max(interval * 3);
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(started) = polling_since.get() else {
+            health.set_poller_ok(true).await;
+            continue;
+        };
+        let snapshot = stats.snapshot();
+        let since = snapshot
+            .last_success
+            .map_or(started, |last| last.max(started));
+        let recent = chrono::Utc::now()
+            .signed_duration_since(since)
+            .to_std()
+            .is_ok_and(|age| age <= window)
+            || since > chrono::Utc::now();
+        let ok = recent && snapshot.health != PollerHealth::Refused;
+        health.set_poller_ok(ok).await;
     }
 }
 
@@ -274,9 +489,13 @@ fn grpc_server(
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection().build_v1().map_err(|e| AppError::Grpc(e.to_string()))?;
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| AppError::Grpc(e.to_string()))?;
     // grpcurl 1.8 only speaks v1alpha.
-    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| AppError::Grpc(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| AppError::Grpc(e.to_string()))?;
 
     let mut builder = Server::builder()
         // Keep idle streams alive through proxies and notice dead peers.
@@ -287,7 +506,8 @@ fn grpc_server(
         .accept_http1(true);
     if let Some((cert, key)) = &config.grpc.tls {
         let read = |path: &PathBuf| {
-            std::fs::read(path).map_err(|e| AppError::Grpc(format!("cannot read {}: {e}", path.display())))
+            std::fs::read(path)
+                .map_err(|e| AppError::Grpc(format!("cannot read {}: {e}", path.display())))
         };
         let identity = Identity::from_pem(read(cert)?, read(key)?);
         builder = builder
@@ -297,7 +517,10 @@ fn grpc_server(
     let router = builder
         .layer(cors_layer(&config.grpc.cors_origins))
         .layer(tonic_web::GrpcWebLayer::new())
-        .add_service(EventStreamServer::with_interceptor(service, TokenCheck::new(config.grpc.tokens.clone())))
+        .add_service(EventStreamServer::with_interceptor(
+            service,
+            TokenCheck::new(config.grpc.tokens.clone()),
+        ))
         .add_service(health.service())
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

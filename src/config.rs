@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use http::HeaderName;
 
+use crate::okta::{Credentials, PollerConfig, PrivateKey, StartFrom};
 use crate::secret::Secret;
 
 /// Default HTTP listen address (hook, health, metrics): loopback only.
@@ -86,178 +87,41 @@ const fn secret(flag: &'static str, env: &'static str, help: &'static str) -> Se
 }
 
 /// Every setting of `okta-stream serve`.
+#[rustfmt::skip]
 pub const SETTINGS: &[Setting] = &[
-    setting(
-        "http-addr",
-        "OKTA_STREAM_HTTP_ADDR",
-        DEFAULT_HTTP_ADDR,
-        "HTTP listen address: the hook, /healthz, /readyz, /metrics",
-    ),
-    setting(
-        "grpc-addr",
-        "OKTA_STREAM_GRPC_ADDR",
-        DEFAULT_GRPC_ADDR,
-        "gRPC listen address (also gRPC-Web)",
-    ),
-    setting(
-        "data-dir",
-        "OKTA_STREAM_DATA_DIR",
-        DEFAULT_DATA_DIR,
-        "Directory of the embedded journal and the generated hook secret",
-    ),
-    setting(
-        "journal",
-        "OKTA_STREAM_JOURNAL",
-        "embedded",
-        "`embedded` (redb in the data dir) or `nats://host:port[,host:port...]` (JetStream)",
-    ),
-    setting(
-        "retention-days",
-        "OKTA_STREAM_RETENTION_DAYS",
-        "90",
-        "Events older than this many days are removed",
-    ),
-    setting(
-        "retention-max-bytes",
-        "OKTA_STREAM_RETENTION_MAX_BYTES",
-        "",
-        "Embedded journal: also remove the oldest events beyond this many bytes",
-    ),
-    setting(
-        "nats-stream",
-        "OKTA_STREAM_NATS_STREAM",
-        DEFAULT_NATS_STREAM,
-        "JetStream stream name",
-    ),
-    setting(
-        "nats-replicas",
-        "OKTA_STREAM_NATS_REPLICAS",
-        "1",
-        "JetStream stream replicas (3 on a 3-node cluster)",
-    ),
-    setting(
-        "nats-duplicate-window-secs",
-        "OKTA_STREAM_NATS_DUPLICATE_WINDOW_SECS",
-        "21600",
-        "JetStream dedupe window by LogEvent uuid",
-    ),
-    setting(
-        "hook-auth-header",
-        "OKTA_STREAM_HOOK_AUTH_HEADER",
-        DEFAULT_HOOK_AUTH_HEADER,
-        "Header whose whole value must equal a hook secret",
-    ),
-    secret(
-        "hook-secrets",
-        "OKTA_STREAM_HOOK_SECRETS",
-        "Comma-separated accepted hook secrets; if unset, one is generated in the data dir and printed once",
-    ),
-    setting(
-        "hook-max-body-bytes",
-        "OKTA_STREAM_HOOK_MAX_BODY_BYTES",
-        "10485760",
-        "Largest hook delivery body accepted (413 above)",
-    ),
-    secret(
-        "grpc-tokens",
-        "OKTA_STREAM_GRPC_TOKENS",
-        "Comma-separated bearer tokens required of gRPC clients (none: open)",
-    ),
-    setting(
-        "grpc-tls-cert",
-        "OKTA_STREAM_GRPC_TLS_CERT",
-        "",
-        "PEM certificate chain file: serve gRPC over TLS",
-    ),
-    setting(
-        "grpc-tls-key",
-        "OKTA_STREAM_GRPC_TLS_KEY",
-        "",
-        "PEM private key file for --grpc-tls-cert",
-    ),
-    setting(
-        "grpc-web-cors-origins",
-        "OKTA_STREAM_GRPC_WEB_CORS_ORIGINS",
-        "",
-        "Comma-separated origins allowed to call gRPC-Web from a browser, or `*`",
-    ),
-    setting(
-        "max-subscribers",
-        "OKTA_STREAM_MAX_SUBSCRIBERS",
-        "10000",
-        "Most concurrent Subscribe streams (RESOURCE_EXHAUSTED beyond)",
-    ),
-    setting(
-        "max-subscriber-lag",
-        "OKTA_STREAM_MAX_SUBSCRIBER_LAG",
-        "1000000",
-        "A subscriber further behind the head than this many events is ended with its last cursor",
-    ),
-    setting(
-        "heartbeat-secs",
-        "OKTA_STREAM_HEARTBEAT_SECS",
-        "15",
-        "Heartbeat interval of idle Subscribe streams",
-    ),
-    setting(
-        "shutdown-timeout-secs",
-        "OKTA_STREAM_SHUTDOWN_TIMEOUT_SECS",
-        "10",
-        "Bound on a graceful shutdown",
-    ),
-    setting(
-        "log-format",
-        "OKTA_STREAM_LOG_FORMAT",
-        "text",
-        "`text` or `json`",
-    ),
-    setting(
-        "okta-org-url",
-        "OKTA_ORG_URL",
-        "",
-        "Okta org URL, e.g. https://acme.okta.com; enables the System Log poller",
-    ),
-    secret(
-        "okta-api-token",
-        "OKTA_API_TOKEN",
-        "Okta API token (SSWS) for the poller",
-    ),
-    setting(
-        "okta-client-id",
-        "OKTA_CLIENT_ID",
-        "",
-        "OAuth 2.0 service app client id (with --okta-private-key-file)",
-    ),
-    setting(
-        "okta-private-key-file",
-        "OKTA_PRIVATE_KEY_FILE",
-        "",
-        "PEM or JWK private key of the service app (RS256 or ES256)",
-    ),
-    setting(
-        "okta-private-key-id",
-        "OKTA_PRIVATE_KEY_ID",
-        "",
-        "Key id (`kid`) of the private key, if registered with one",
-    ),
-    setting(
-        "okta-poll-event-types",
-        "OKTA_POLL_EVENT_TYPES",
-        DEFAULT_POLL_EVENT_TYPES,
-        "Comma-separated System Log event types to poll",
-    ),
-    setting(
-        "okta-poll-interval-secs",
-        "OKTA_POLL_INTERVAL_SECS",
-        "10",
-        "Wait after a short System Log page",
-    ),
-    setting(
-        "okta-poll-lookback-secs",
-        "OKTA_POLL_LOOKBACK_SECS",
-        "3600",
-        "First poll starts this far back when no cursor is stored",
-    ),
+    setting("http-addr", "OKTA_STREAM_HTTP_ADDR", DEFAULT_HTTP_ADDR, "HTTP listen address: the hook, /healthz, /readyz, /metrics"),
+    setting("grpc-addr", "OKTA_STREAM_GRPC_ADDR", DEFAULT_GRPC_ADDR, "gRPC listen address (also gRPC-Web)"),
+    setting("data-dir", "OKTA_STREAM_DATA_DIR", DEFAULT_DATA_DIR, "Directory of the embedded journal and the generated hook secret"),
+    setting("journal", "OKTA_STREAM_JOURNAL", "embedded", "`embedded` (redb in the data dir) or `nats://host:port[,host:port...]` (JetStream)"),
+    setting("retention-days", "OKTA_STREAM_RETENTION_DAYS", "90", "Events older than this many days are removed"),
+    setting("retention-max-bytes", "OKTA_STREAM_RETENTION_MAX_BYTES", "", "Embedded journal: also remove the oldest events beyond this many bytes"),
+    setting("retention-check-secs", "OKTA_STREAM_RETENTION_CHECK_SECS", "60", "Embedded journal: how often retention runs"),
+    setting("nats-stream", "OKTA_STREAM_NATS_STREAM", DEFAULT_NATS_STREAM, "JetStream stream name"),
+    setting("nats-replicas", "OKTA_STREAM_NATS_REPLICAS", "1", "JetStream stream replicas (3 on a 3-node cluster)"),
+    setting("nats-duplicate-window-secs", "OKTA_STREAM_NATS_DUPLICATE_WINDOW_SECS", "21600", "JetStream dedupe window by LogEvent uuid"),
+    setting("hook-auth-header", "OKTA_STREAM_HOOK_AUTH_HEADER", DEFAULT_HOOK_AUTH_HEADER, "Header whose whole value must equal a hook secret"),
+    secret("hook-secrets", "OKTA_STREAM_HOOK_SECRETS", "Comma-separated accepted hook secrets; if unset, one is generated in the data dir and printed once"),
+    setting("hook-max-body-bytes", "OKTA_STREAM_HOOK_MAX_BODY_BYTES", "10485760", "Largest hook delivery body accepted (413 above)"),
+    secret("grpc-tokens", "OKTA_STREAM_GRPC_TOKENS", "Comma-separated bearer tokens required of gRPC clients (none: open)"),
+    setting("grpc-tls-cert", "OKTA_STREAM_GRPC_TLS_CERT", "", "PEM certificate chain file: serve gRPC over TLS"),
+    setting("grpc-tls-key", "OKTA_STREAM_GRPC_TLS_KEY", "", "PEM private key file for --grpc-tls-cert"),
+    setting("grpc-web-cors-origins", "OKTA_STREAM_GRPC_WEB_CORS_ORIGINS", "", "Comma-separated origins allowed to call gRPC-Web from a browser, or `*`"),
+    setting("max-subscribers", "OKTA_STREAM_MAX_SUBSCRIBERS", "10000", "Most concurrent Subscribe streams (RESOURCE_EXHAUSTED beyond)"),
+    setting("max-subscriber-lag", "OKTA_STREAM_MAX_SUBSCRIBER_LAG", "1000000", "A live subscriber further behind the head than this many events is ended with its last cursor"),
+    setting("heartbeat-secs", "OKTA_STREAM_HEARTBEAT_SECS", "15", "Heartbeat interval of idle Subscribe streams"),
+    setting("shutdown-timeout-secs", "OKTA_STREAM_SHUTDOWN_TIMEOUT_SECS", "10", "Bound on a graceful shutdown"),
+    setting("log-format", "OKTA_STREAM_LOG_FORMAT", "text", "`text` or `json`"),
+    setting("okta-org-url", "OKTA_ORG_URL", "", "Okta org URL, e.g. https://acme.okta.com; enables the System Log poller"),
+    secret("okta-api-token", "OKTA_API_TOKEN", "Okta API token (SSWS) for the poller"),
+    setting("okta-client-id", "OKTA_CLIENT_ID", "", "OAuth 2.0 service app client id (with OKTA_PRIVATE_KEY_FILE)"),
+    setting("okta-private-key-file", "OKTA_PRIVATE_KEY_FILE", "", "PEM or JWK private key of the service app (RS256 or ES256)"),
+    setting("okta-private-key-id", "OKTA_PRIVATE_KEY_ID", "", "Key id (`kid`) of the private key, if registered with one"),
+    setting("okta-poll-event-types", "OKTA_POLL_EVENT_TYPES", DEFAULT_POLL_EVENT_TYPES, "Comma-separated System Log event types to poll"),
+    setting("okta-poll-interval-secs", "OKTA_POLL_INTERVAL_SECS", "10", "Wait after a short System Log page"),
+    setting("okta-poll-lookback-secs", "OKTA_POLL_LOOKBACK_SECS", "3600", "First poll starts this far back when no cursor is stored"),
+    setting("okta-poll-since", "OKTA_POLL_SINCE", "", "First poll starts at this RFC 3339 time instead (at most 180 days back)"),
+    setting("okta-poll-rate-limit-share", "OKTA_POLL_RATE_LIMIT_SHARE", "0.5", "Share of the System Log rate limit the poller may use"),
+    setting("okta-poll-lease-secs", "OKTA_POLL_LEASE_SECS", "15", "NATS journal: TTL of the lease that lets one replica at a time poll"),
 ];
 
 /// Where setting values come from. Each map is keyed by the setting's flag name.
@@ -392,37 +256,6 @@ pub struct GrpcConfig {
     pub heartbeat: Duration,
 }
 
-/// Credentials of the System Log poller.
-#[derive(Debug, Clone)]
-pub enum OktaCredentials {
-    /// `Authorization: SSWS <token>`.
-    ApiToken(Secret),
-    /// OAuth 2.0 service app with `private_key_jwt`.
-    PrivateKey {
-        /// Client id.
-        client_id: String,
-        /// Key file (PEM or JWK).
-        key_file: PathBuf,
-        /// Optional `kid`.
-        key_id: Option<String>,
-    },
-}
-
-/// System Log poller settings (present when `OKTA_ORG_URL` is set).
-#[derive(Debug, Clone)]
-pub struct OktaConfig {
-    /// The org URL, e.g. `https://acme.okta.com`.
-    pub org_url: String,
-    /// How to authenticate.
-    pub credentials: OktaCredentials,
-    /// Event types to poll.
-    pub event_types: Vec<String>,
-    /// Wait after a short page.
-    pub poll_interval: Duration,
-    /// How far back the first poll starts.
-    pub lookback: Duration,
-}
-
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -448,12 +281,16 @@ pub struct Config {
     pub retention_max_age: Duration,
     /// Retention by size (embedded journal).
     pub retention_max_bytes: Option<u64>,
+    /// How often retention runs (embedded journal).
+    pub retention_check_interval: Duration,
     /// Hook settings.
     pub hook: HookConfig,
     /// gRPC settings.
     pub grpc: GrpcConfig,
-    /// Poller settings, when enabled.
-    pub okta: Option<OktaConfig>,
+    /// System Log poller settings, when `OKTA_ORG_URL` is set.
+    pub okta: Option<PollerConfig>,
+    /// TTL of the poller lease that lets one replica at a time poll (NATS journal).
+    pub poller_lease: Duration,
     /// Bound on graceful shutdown.
     pub shutdown_timeout: Duration,
     /// Log format.
@@ -473,6 +310,16 @@ where
     value
         .parse()
         .map_err(|e| ConfigError::new(flag, format!("`{value}` is not valid: {e}")))
+}
+
+/// Drops a leading `SETTING: ` from a nested error, since [`ConfigError`] names the setting.
+fn strip_setting(message: &str) -> String {
+    match message.split_once(": ") {
+        Some((head, rest)) if head.chars().all(|c| c.is_ascii_uppercase() || c == '_') => {
+            rest.to_owned()
+        }
+        _ => message.to_owned(),
+    }
 }
 
 fn list(value: &str) -> Vec<String> {
@@ -583,17 +430,30 @@ impl Config {
         let okta = match value("okta-org-url") {
             None => None,
             Some(org_url) => {
+                crate::okta::parse_org_url(org_url)
+                    .map_err(|e| ConfigError::new("okta-org-url", strip_setting(&e.to_string())))?;
                 let credentials = match (
                     value("okta-api-token"),
                     value("okta-client-id"),
                     value("okta-private-key-file"),
                 ) {
-                    (Some(token), None, None) => OktaCredentials::ApiToken(Secret::new(token)),
-                    (None, Some(client_id), Some(key_file)) => OktaCredentials::PrivateKey {
-                        client_id: client_id.to_owned(),
-                        key_file: PathBuf::from(key_file),
-                        key_id: value("okta-private-key-id").map(str::to_owned),
-                    },
+                    (Some(token), None, None) => Credentials::ApiToken(Secret::new(token)),
+                    (None, Some(client_id), Some(key_file)) => {
+                        let text = std::fs::read_to_string(key_file).map_err(|e| {
+                            ConfigError::new(
+                                "okta-private-key-file",
+                                format!("cannot read {key_file}: {e}"),
+                            )
+                        })?;
+                        let key = PrivateKey::parse(&text).map_err(|e| {
+                            ConfigError::new("okta-private-key-file", strip_setting(&e.to_string()))
+                        })?;
+                        Credentials::ServiceApp {
+                            client_id: client_id.to_owned(),
+                            key,
+                            key_id: value("okta-private-key-id").map(str::to_owned),
+                        }
+                    }
                     (Some(_), _, _) => {
                         return Err(ConfigError::new(
                             "okta-api-token",
@@ -626,12 +486,39 @@ impl Config {
                         "must name at least one event type",
                     ));
                 }
-                Some(OktaConfig {
-                    org_url: org_url.trim_end_matches('/').to_owned(),
-                    credentials,
+                let start = match value("okta-poll-since") {
+                    Some(since) => StartFrom::Since(
+                        chrono::DateTime::parse_from_rfc3339(since)
+                            .map_err(|e| {
+                                ConfigError::new(
+                                    "okta-poll-since",
+                                    format!("`{since}` is not an RFC 3339 time: {e}"),
+                                )
+                            })?
+                            .with_timezone(&chrono::Utc),
+                    ),
+                    None => {
+                        StartFrom::LookBack(Duration::from_secs(number("okta-poll-lookback-secs")?))
+                    }
+                };
+                let share: f64 = parse(
+                    "okta-poll-rate-limit-share",
+                    &required("okta-poll-rate-limit-share"),
+                )?;
+                if !(share > 0.0 && share <= 1.0) {
+                    return Err(ConfigError::new(
+                        "okta-poll-rate-limit-share",
+                        "must be greater than 0 and at most 1",
+                    ));
+                }
+                Some(PollerConfig {
                     event_types,
                     poll_interval: Duration::from_secs(positive("okta-poll-interval-secs")?),
-                    lookback: Duration::from_secs(number("okta-poll-lookback-secs")?),
+                    start,
+                    rate_limit_share: share,
+                    // The hook endpoint always runs, so events only the poller found are hook misses.
+                    hook_enabled: true,
+                    ..PollerConfig::new(org_url.trim_end_matches('/'), credentials)
                 })
             }
         };
@@ -654,12 +541,14 @@ impl Config {
             data_dir: PathBuf::from(required("data-dir")),
             journal,
             retention_max_age: Duration::from_secs(retention_days.saturating_mul(86_400)),
+            retention_check_interval: Duration::from_secs(positive("retention-check-secs")?),
             retention_max_bytes: value("retention-max-bytes")
                 .map(|v| parse("retention-max-bytes", v))
                 .transpose()?,
             hook,
             grpc,
             okta,
+            poller_lease: Duration::from_secs(positive("okta-poll-lease-secs")?),
             shutdown_timeout: Duration::from_secs(positive("shutdown-timeout-secs")?),
             log_format,
         })
@@ -756,10 +645,24 @@ mod tests {
         let env = [("OKTA_ORG_URL", "https://acme.okta.com/")];
         let err = Config::resolve(&sources(&[], &env, &[])).unwrap_err();
         assert!(err.to_string().contains("OKTA_ORG_URL"), "{err}");
+        let plain_http = [
+            ("OKTA_ORG_URL", "http://acme.okta.com"),
+            ("OKTA_API_TOKEN", "t"),
+        ];
+        let err = Config::resolve(&sources(&[], &plain_http, &[])).unwrap_err();
+        assert!(err.to_string().contains("https"), "{err}");
+        let missing_key = [
+            ("OKTA_ORG_URL", "https://acme.okta.com"),
+            ("OKTA_CLIENT_ID", "0oa1"),
+            ("OKTA_PRIVATE_KEY_FILE", "/nonexistent/key.pem"),
+        ];
+        let err = Config::resolve(&sources(&[], &missing_key, &[])).unwrap_err();
+        assert!(err.to_string().contains("OKTA_PRIVATE_KEY_FILE"), "{err}");
         let ok =
             Config::resolve(&sources(&[], &[env[0], ("OKTA_API_TOKEN", "t0k3n")], &[])).unwrap();
         let okta = ok.okta.unwrap();
         assert_eq!(okta.org_url, "https://acme.okta.com");
+        assert!(okta.hook_enabled);
         assert_eq!(okta.event_types, vec!["user.account.update_profile"]);
         assert!(!format!("{okta:?}").contains("t0k3n"));
     }

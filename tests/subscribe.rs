@@ -538,3 +538,116 @@ async fn health_follows_the_service_state() {
     })
     .await
 }
+
+#[tokio::test]
+async fn events_removed_by_retention_are_out_of_range_never_a_silent_jump() {
+    within(async {
+        let app = TestApp::start_with(|config| {
+            config.retention_max_bytes = Some(8 * 1024);
+            config.retention_check_interval = Duration::from_millis(200);
+        })
+        .await;
+        let events = (0..60)
+            .map(|i| profile_update(&format!("old-{i}"), "thor@avengers.org", "lastName"))
+            .collect();
+        assert_eq!(app.post_hook(&delivery("old", events)).await.status(), 204);
+        let oldest = loop {
+            let bounds = app.journal.bounds().await.unwrap();
+            match bounds.oldest {
+                Some(oldest) if oldest > 1 => break oldest,
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let mut client = app.client().await;
+        let status = client
+            .subscribe(EventFilter {
+                start: Some(Start::After(0)),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::OutOfRange);
+        assert!(
+            status.message().contains("oldest available cursor is"),
+            "{}",
+            status.message()
+        );
+        let long_ago = prost_types::Timestamp {
+            seconds: 0,
+            nanos: 0,
+        };
+        let status = client
+            .subscribe(EventFilter {
+                start: Some(Start::Since(long_ago)),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::OutOfRange);
+        // From the oldest retained event is always possible.
+        let mut stream = subscribe(
+            &app,
+            EventFilter {
+                start: Some(Start::FromOldest(true)),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert!(next_event(&mut stream).await.cursor >= oldest);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn grpc_can_be_served_over_tls() {
+    within(async {
+        let dir = tempfile::tempdir().unwrap();
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        let app =
+            TestApp::start_with(|config| config.grpc.tls = Some((cert.clone(), key.clone()))).await;
+        post_many(&app, "tls", 1).await;
+
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(
+                certified.cert.pem(),
+            ))
+            .domain_name("localhost");
+        let channel = tonic::transport::Channel::from_shared(format!("https://{}", app.grpc_addr))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = proto::event_stream_client::EventStreamClient::new(channel);
+        let event = client
+            .get_event(proto::GetEventRequest {
+                uuid: "tls-0".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(event.event.unwrap().cursor, 1);
+
+        // Plaintext is refused on a TLS port.
+        let plaintext = tonic::transport::Channel::from_shared(format!("http://{}", app.grpc_addr))
+            .unwrap()
+            .connect()
+            .await;
+        if let Ok(channel) = plaintext {
+            let mut client = proto::event_stream_client::EventStreamClient::new(channel);
+            assert!(
+                client
+                    .get_event(proto::GetEventRequest {
+                        uuid: "tls-0".into()
+                    })
+                    .await
+                    .is_err()
+            );
+        }
+    })
+    .await
+}

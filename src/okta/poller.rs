@@ -327,8 +327,17 @@ pub struct Poller {
 impl Poller {
     /// Checks `config` and prepares the client; no request is sent yet.
     pub fn new(config: PollerConfig, journal: SharedJournal) -> Result<Self, ConfigError> {
+        Self::with_stats(config, journal, Arc::new(PollerStats::default()))
+    }
+
+    /// Like [`Poller::new`], counting into `stats`: the app keeps one set of counters across
+    /// the pollers it runs (a new one each time this replica gains the poller lease).
+    pub fn with_stats(
+        config: PollerConfig,
+        journal: SharedJournal,
+        stats: Arc<PollerStats>,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let stats = Arc::new(PollerStats::default());
         let client = Client::new(&config, stats.clone())?;
         let source = origin(client.org());
         Ok(Self {
