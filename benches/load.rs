@@ -563,13 +563,7 @@ async fn ingest(options: &Options) -> Result<(), String> {
     );
     let server = Server::start(&[]).await?;
     let floor = Floor::start()?;
-    ingest_table(
-        &server.hook_url(),
-        Some(&floor.url()),
-        &INGEST_ROWS,
-        run_for,
-    )
-    .await;
+    ingest_table(&server.hook_url(), &floor.url(), &INGEST_ROWS, run_for).await;
 
     let fixed_for = run_for.max(Duration::from_secs(5));
     println!(
@@ -601,7 +595,7 @@ async fn ingest(options: &Options) -> Result<(), String> {
 }
 
 /// One table row per (senders, events per delivery): ours and, if given, the floor.
-async fn ingest_table(url: &str, floor: Option<&str>, rows: &[(usize, usize)], run_for: Duration) {
+async fn ingest_table(url: &str, floor: &str, rows: &[(usize, usize)], run_for: Duration) {
     println!();
     println!(
         "| senders | events/delivery | ours events/s | ours p50 ms | ours p99 ms | floor events/s | floor p50 ms | floor p99 ms | ours/floor | errors |"
@@ -609,13 +603,8 @@ async fn ingest_table(url: &str, floor: Option<&str>, rows: &[(usize, usize)], r
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for &(senders, per_delivery) in rows {
         let mut ours = closed_loop(url, senders, per_delivery, run_for).await;
-        let (floor_rate, floor_p50, floor_p99) = match floor {
-            Some(floor) => {
-                let mut base = closed_loop(floor, senders, per_delivery, run_for).await;
-                (base.rate(), base.p(50.0), base.p(99.0))
-            }
-            None => (f64::NAN, f64::NAN, f64::NAN),
-        };
+        let mut base = closed_loop(floor, senders, per_delivery, run_for).await;
+        let (floor_rate, floor_p50, floor_p99) = (base.rate(), base.p(50.0), base.p(99.0));
         println!(
             "| {senders} | {per_delivery} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.3} | {} |",
             ours.rate(),
@@ -1232,13 +1221,7 @@ async fn fanout(options: &Options) -> Result<(), String> {
         "\npayload: encoded SubscribeResponse of {} bytes (the server's own encoding of a ~1.7 KB LogEvent)\n",
         payload.bytes(0).len()
     );
-    fanout_table(
-        &server,
-        Some((&nats, &payload)),
-        &[1, 100, 1000],
-        options.scale,
-    )
-    .await?;
+    fanout_table(&server, &nats, &payload, &[1, 100, 1000], options.scale).await?;
 
     let paced_for = Duration::from_secs_f64(options.secs.max(5.0));
     let paced_events = (1000.0 * paced_for.as_secs_f64()) as u64;
@@ -1277,7 +1260,8 @@ fn print_paced(name: &str, f: &Fanout) {
 
 async fn fanout_table(
     server: &Server,
-    nats: Option<(&NatsServer, &NatsPayload)>,
+    nats: &NatsServer,
+    payload: &NatsPayload,
     counts: &[usize],
     scale: f64,
 ) -> Result<(), String> {
@@ -1288,21 +1272,13 @@ async fn fanout_table(
     for &subscribers in counts {
         let events = burst(subscribers, scale);
         let ours = fanout_ours(server, subscribers, events, None).await?;
-        let theirs = match nats {
-            Some((nats, payload)) => {
-                Some(fanout_nats(nats, payload, subscribers, events, None).await?)
-            }
-            None => None,
-        };
-        let (rate, p50, p99, note) = match &theirs {
-            Some(t) => (
-                t.rate(),
-                percentile_ms(&t.ack_to_receipt, 50.0),
-                percentile_ms(&t.ack_to_receipt, 99.0),
-                format!("NATS: {}", fanout_note(t)),
-            ),
-            None => (f64::NAN, f64::NAN, f64::NAN, String::new()),
-        };
+        let theirs = fanout_nats(nats, payload, subscribers, events, None).await?;
+        let (rate, p50, p99, note) = (
+            theirs.rate(),
+            percentile_ms(&theirs.ack_to_receipt, 50.0),
+            percentile_ms(&theirs.ack_to_receipt, 99.0),
+            format!("NATS: {}", fanout_note(&theirs)),
+        );
         println!(
             "| {subscribers} | {events} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | ours: {} {note} |",
             ours.rate(),
@@ -1578,41 +1554,10 @@ async fn jetstream(options: &Options) -> Result<(), String> {
     let run_for = Duration::from_secs_f64(options.secs);
     let stream = format!("OKTA_BENCH_{:08X}", rand::random::<u32>());
     println!(
-        "\n## jetstream (issue 6): the same server binary on the embedded journal and on JetStream at {} (stream {stream}, replicas 1)",
+        "\n## jetstream (issue 6): the same release binary on the embedded journal and on JetStream at {} (stream {stream}, replicas 1), rows alternating between the two",
         options.nats
     );
-    let rows = [(16usize, 50usize), (64, 50), (64, 1)];
-    let journals: [(&str, Vec<(&str, String)>); 2] = [
-        ("embedded", vec![]),
-        (
-            "JetStream",
-            vec![
-                ("OKTA_STREAM_JOURNAL", options.nats.clone()),
-                ("OKTA_STREAM_NATS_STREAM", stream.clone()),
-            ],
-        ),
-    ];
-    let mut outcome = Ok(());
-    for (name, env) in &journals {
-        println!(
-            "\n### {name} journal: ingest ({:.1} s per row)",
-            options.secs
-        );
-        let server = match Server::start(env).await {
-            Ok(server) => server,
-            Err(error) => {
-                println!("\n{name}: server did not start: {error}");
-                outcome = Err(format!("{name} journal: {error}"));
-                continue;
-            }
-        };
-        ingest_table(&server.hook_url(), None, &rows, run_for).await;
-        println!("\n### {name} journal: fan-out\n");
-        if let Err(error) = fanout_table(&server, None, &[100, 1000], options.scale).await {
-            println!("{name}: fan-out failed: {error}");
-        }
-        server.stop().await;
-    }
+    let outcome = jetstream_rows(options, &stream, run_for).await;
     // Remove the stream this run created (it exists only if the server created it).
     match async_nats::connect(options.nats.clone()).await {
         Ok(client) => {
@@ -1628,4 +1573,60 @@ async fn jetstream(options: &Options) -> Result<(), String> {
         ),
     }
     outcome
+}
+
+async fn jetstream_rows(options: &Options, stream: &str, run_for: Duration) -> Result<(), String> {
+    let embedded = Server::start(&[]).await?;
+    let jetstream = Server::start(&[
+        ("OKTA_STREAM_JOURNAL", options.nats.clone()),
+        ("OKTA_STREAM_NATS_STREAM", stream.to_owned()),
+    ])
+    .await
+    .map_err(|e| format!("JetStream journal: {e}"))?;
+    println!("\nIngest, closed loop, {:.1} s per cell:\n", options.secs);
+    println!(
+        "| senders | events/delivery | embedded events/s | p50 ms | p99 ms | JetStream events/s | p50 ms | p99 ms | JetStream/embedded | errors |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for (senders, per_delivery) in [(1usize, 50usize), (16, 50), (64, 50), (64, 1)] {
+        let mut ours = closed_loop(&embedded.hook_url(), senders, per_delivery, run_for).await;
+        let mut js = closed_loop(&jetstream.hook_url(), senders, per_delivery, run_for).await;
+        println!(
+            "| {senders} | {per_delivery} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {} / {} |",
+            ours.rate(),
+            ours.p(50.0),
+            ours.p(99.0),
+            js.rate(),
+            js.p(50.0),
+            js.p(99.0),
+            js.rate() / ours.rate(),
+            ours.error_note(),
+            js.error_note()
+        );
+    }
+    println!("\nFan-out (burst through the hook, as in `fanout`):\n");
+    println!(
+        "| subscribers | events | embedded deliveries/s | ack→receipt p50 ms | p99 ms | JetStream deliveries/s | ack→receipt p50 ms | p99 ms | JetStream/embedded | notes |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for subscribers in [1usize, 100, 1000] {
+        let events = burst(subscribers, options.scale);
+        let ours = fanout_ours(&embedded, subscribers, events, None).await?;
+        let js = fanout_ours(&jetstream, subscribers, events, None).await?;
+        println!(
+            "| {subscribers} | {events} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {} / {} |",
+            ours.rate(),
+            percentile_ms(&ours.ack_to_receipt, 50.0),
+            percentile_ms(&ours.ack_to_receipt, 99.0),
+            js.rate(),
+            percentile_ms(&js.ack_to_receipt, 50.0),
+            percentile_ms(&js.ack_to_receipt, 99.0),
+            js.rate() / ours.rate(),
+            fanout_note(&ours),
+            fanout_note(&js)
+        );
+    }
+    embedded.stop().await;
+    jetstream.stop().await;
+    Ok(())
 }
