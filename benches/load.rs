@@ -164,8 +164,30 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "?".to_owned())
 }
 
+/// The server binary: this build's, or `LOAD_OKTA_STREAM_BIN` (to compare two builds A/B).
 fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_okta-stream"))
+    std::env::var_os("LOAD_OKTA_STREAM_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_okta-stream")))
+}
+
+/// User + system CPU seconds a process has used (from `/proc/<pid>/stat`), 0 if unreadable.
+fn cpu_secs(pid: Option<u32>) -> f64 {
+    let Some(pid) = pid else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    // The kernel's USER_HZ is 100 on Linux.
+    ticks / 100.0
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -787,11 +809,18 @@ struct Fanout {
     send_to_receipt: Vec<Duration>,
     publish_errors: u64,
     subscriber_error: Option<String>,
+    /// CPU seconds the server process (ours or nats-server) used during the phase.
+    server_cpu: f64,
 }
 
 impl Fanout {
     fn rate(&self) -> f64 {
         self.deliveries as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Server CPU microseconds per delivery (less sensitive to other load than the rate).
+    fn cpu_us(&self) -> f64 {
+        self.server_cpu * 1e6 / (self.deliveries.max(1)) as f64
     }
 
     fn summarise(board: &Board, seen: Vec<Seen>, expected: u64, publish_errors: u64) -> Fanout {
@@ -804,6 +833,7 @@ impl Fanout {
             send_to_receipt: Vec::new(),
             publish_errors,
             subscriber_error: None,
+            server_cpu: 0.0,
         };
         let first_sent = board
             .sent
@@ -963,6 +993,7 @@ async fn fanout_ours(
         )));
     }
     let tag: u32 = rand::random();
+    let cpu_before = cpu_secs(server.child.id());
     let errors = publish_hook(
         &server.hook_url(),
         board.clone(),
@@ -981,12 +1012,9 @@ async fn fanout_ours(
         }
     }
     board.abort.store(true, Ordering::Relaxed);
-    Ok(Fanout::summarise(
-        &board,
-        seen,
-        events * subscribers as u64,
-        errors,
-    ))
+    let mut out = Fanout::summarise(&board, seen, events * subscribers as u64, errors);
+    out.server_cpu = cpu_secs(server.child.id()) - cpu_before;
+    Ok(out)
 }
 
 /// A private core NATS server (no JetStream) on a free loopback port, killed on drop.
@@ -1115,6 +1143,7 @@ async fn fanout_nats(
     }
     let publisher = connect().await.map_err(|e| format!("NATS connect: {e}"))?;
     let mut errors = 0u64;
+    let cpu_before = cpu_secs(nats.child.id());
     let started = Instant::now();
     for n in 0..events {
         match per_second {
@@ -1150,12 +1179,9 @@ async fn fanout_nats(
         }
     }
     board.abort.store(true, Ordering::Relaxed);
-    Ok(Fanout::summarise(
-        &board,
-        seen,
-        events * subscribers as u64,
-        errors,
-    ))
+    let mut out = Fanout::summarise(&board, seen, events * subscribers as u64, errors);
+    out.server_cpu = cpu_secs(nats.child.id()) - cpu_before;
+    Ok(out)
 }
 
 fn fanout_note(f: &Fanout) -> String {
@@ -1266,9 +1292,9 @@ async fn fanout_table(
     scale: f64,
 ) -> Result<(), String> {
     println!(
-        "| subscribers | events | ours deliveries/s | ack→receipt p50 ms | p99 ms | NATS deliveries/s | NATS publish→receipt p50 ms | p99 ms | ours/NATS | notes |"
+        "| subscribers | events | ours deliveries/s | ack→receipt p50 ms | p99 ms | server CPU µs/delivery | NATS deliveries/s | publish→receipt p50 ms | p99 ms | nats-server CPU µs/delivery | ours/NATS | notes |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for &subscribers in counts {
         let events = burst(subscribers, scale);
         let ours = fanout_ours(server, subscribers, events, None).await?;
@@ -1280,13 +1306,15 @@ async fn fanout_table(
             format!("NATS: {}", fanout_note(&theirs)),
         );
         println!(
-            "| {subscribers} | {events} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | ours: {} {note} |",
+            "| {subscribers} | {events} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | ours: {} {note} |",
             ours.rate(),
             percentile_ms(&ours.ack_to_receipt, 50.0),
             percentile_ms(&ours.ack_to_receipt, 99.0),
+            ours.cpu_us(),
             rate,
             p50,
             p99,
+            theirs.cpu_us(),
             ours.rate() / rate,
             fanout_note(&ours),
         );
