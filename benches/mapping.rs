@@ -1,1 +1,167 @@
-fn main() {}
+//! Mapping throughput against its floor, measured in the same run (issue 2).
+//!
+//! Workload: every LogEvent of the sample files in `tests/fixtures/` (the events of each hook
+//! delivery and each line of the NDJSON files), concatenated. One iteration processes the whole
+//! workload.
+//! - `floor`: `serde_json::from_slice::<serde_json::Value>` of each event's bytes;
+//! - `map_encode`: `map_event` + `prost::Message::encode_to_vec` of each event (JSON bytes in,
+//!   encoded protobuf bytes out);
+//! - breakdown of `map_encode`: `map_only` (`map_event`, record dropped) and `encode_only`
+//!   (`encode_to_vec` of records mapped beforehand).
+//!
+//! Throughput is reported in bytes of LogEvent JSON; events/s = events per iteration / time.
+//! Run: `cargo bench --bench mapping`; the ratio is map_encode throughput / floor throughput.
+//!
+//! Before criterion runs, the bench also prints an interleaved measurement: floor and
+//! map_encode alternate for many rounds and the fastest round of each is kept. On a shared
+//! machine that ratio is steadier than criterion's, whose benches run one after the other.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use okta_stream::mapping::{Delivery, map_event, parse_envelope};
+use okta_stream::proto::IngestSource;
+
+/// The sample LogEvents, each as its own JSON bytes. Events the mapping rejects (Okta's doc
+/// sample with the impossible date 2017-09-31) are left out so both sides do the same work.
+fn workload() -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/fixtures exists")
+        .map(|entry| entry.expect("readable directory").path())
+        .collect();
+    names.sort();
+    let mut events = Vec::new();
+    for path in names {
+        let text = std::fs::read(&path).expect("readable fixture");
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => {
+                let envelope = parse_envelope(&text).expect("fixture is an envelope");
+                events.extend(envelope.events.iter().map(|e| e.get().as_bytes().to_vec()));
+            }
+            Some("ndjson") => events.extend(
+                text.split(|&b| b == b'\n')
+                    .filter(|line| !line.is_empty())
+                    .map(<[u8]>::to_vec),
+            ),
+            _ => {}
+        }
+    }
+    let delivery = delivery();
+    events.retain(|e| map_event(e, &delivery).is_ok());
+    events
+}
+
+/// A hook delivery context like the real one in the CruGlobal sample.
+fn delivery() -> Delivery {
+    Delivery {
+        event_id: "c0ce732a-4933-4141-bcd5-a11e761cf90b".to_owned(),
+        event_time: Some(prost_types::Timestamp {
+            seconds: 1_638_206_297,
+            nanos: 410_000_000,
+        }),
+        source: "https://signon.okta.com/api/v1/eventHooks/who1hzk33c2pxL1Yl0h8".to_owned(),
+        headers: [
+            ("accept", "application/json"),
+            ("authorization", "[REDACTED]"),
+            ("content-type", "application/json"),
+            (
+                "user-agent",
+                "Okta Hook Service v1.0.0 - who1hzk33c2pxL1Yl0h8",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        ingest_source: IngestSource::Hook,
+        received: Some(prost_types::Timestamp {
+            seconds: 1_638_206_297,
+            nanos: 500_000_000,
+        }),
+    }
+}
+
+fn mapping(c: &mut Criterion) {
+    let events = workload();
+    let delivery = delivery();
+    let bytes: usize = events.iter().map(Vec::len).sum();
+    let encoded: usize = events
+        .iter()
+        .map(|e| prost::Message::encoded_len(&map_event(e, &delivery).expect("maps")))
+        .sum();
+    eprintln!(
+        "workload: {} events, {bytes} bytes of JSON in, {encoded} bytes of protobuf out",
+        events.len()
+    );
+
+    interleaved(&events, &delivery);
+
+    let mut group = c.benchmark_group("mapping");
+    group
+        .throughput(Throughput::Bytes(bytes as u64))
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    group.bench_function("floor", |b| b.iter(|| floor_pass(&events)));
+    group.bench_function("map_encode", |b| {
+        b.iter(|| map_encode_pass(&events, &delivery))
+    });
+    group.bench_function("map_only", |b| {
+        b.iter(|| {
+            for event in &events {
+                black_box(map_event(black_box(event), &delivery).ok());
+            }
+        })
+    });
+    let records: Vec<_> = events
+        .iter()
+        .map(|e| map_event(e, &delivery).expect("maps"))
+        .collect();
+    group.bench_function("encode_only", |b| {
+        b.iter(|| {
+            for record in &records {
+                black_box(prost::Message::encode_to_vec(black_box(record)));
+            }
+        })
+    });
+    group.finish();
+}
+
+/// One pass of the floor over the workload.
+fn floor_pass(events: &[Vec<u8>]) {
+    for event in events {
+        black_box(serde_json::from_slice::<serde_json::Value>(black_box(event)).ok());
+    }
+}
+
+/// One pass of the mapping (JSON bytes in, protobuf bytes out) over the workload.
+fn map_encode_pass(events: &[Vec<u8>], delivery: &Delivery) {
+    for event in events {
+        let record = map_event(black_box(event), delivery);
+        black_box(record.map(|r| prost::Message::encode_to_vec(&r)).ok());
+    }
+}
+
+/// Floor and mapping alternating, fastest of `ROUNDS` rounds each (see the module doc).
+fn interleaved(events: &[Vec<u8>], delivery: &Delivery) {
+    const ROUNDS: usize = 3000;
+    let mut floor = Duration::MAX;
+    let mut mapping = Duration::MAX;
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        floor_pass(events);
+        floor = floor.min(start.elapsed());
+        let start = Instant::now();
+        map_encode_pass(events, delivery);
+        mapping = mapping.min(start.elapsed());
+    }
+    eprintln!(
+        "interleaved, fastest of {ROUNDS} rounds: floor {floor:?}, map_encode {mapping:?}, \
+         ratio {:.2}",
+        floor.as_secs_f64() / mapping.as_secs_f64()
+    );
+}
+
+criterion_group!(benches, mapping);
+criterion_main!(benches);

@@ -29,8 +29,9 @@ use tracing::Instrument;
 
 use crate::journal::embedded::RedbJournal;
 use crate::journal::nats::{NatsConfig, NatsJournal};
-use crate::journal::{Retention, SharedJournal};
-use crate::okta::{Poller, PollerConfig, PollerHealth, PollerStats};
+use crate::journal::{JournalError, Retention, SharedJournal};
+use crate::okta::poller::backoff_delay;
+use crate::okta::{Poller, PollerConfig, PollerError, PollerHealth, PollerStats};
 use crate::ops::{self, Health};
 use crate::proto::event_stream_server::EventStreamServer;
 use crate::secret::Secret;
@@ -399,16 +400,10 @@ impl PollerTask {
                     Some(lease)
                 }
             };
-            let poller = Poller::with_stats(
-                self.config.clone(),
-                self.journal.clone(),
-                self.stats.clone(),
-            )
-            .map_err(|e| e.to_string())?;
             polling_since.set(Some(chrono::Utc::now()));
-            let result = poller.run(run_token).await;
+            let result = self.poll_until_stopped(&run_token).await;
             polling_since.set(None);
-            result.map_err(|e| e.to_string())?;
+            result?;
             if self.shutdown.is_cancelled() {
                 if let Some(lease) = lease {
                     let _ = lease.release().await;
@@ -422,6 +417,52 @@ impl PollerTask {
         }
     }
 }
+
+impl PollerTask {
+    /// Runs the poller until `stop` (shutdown or a lost lease). A journal that is briefly
+    /// unavailable (a NATS leader election takes seconds; a full disk) does not stop the
+    /// process: the poller is restarted from the stored next URL after a capped back-off, and
+    /// meanwhile readiness follows the journal check and the poller's last success. Only a
+    /// closed or corrupt journal ends it with an error.
+    async fn poll_until_stopped(&self, stop: &CancellationToken) -> Result<(), String> {
+        let mut failures: u32 = 0;
+        loop {
+            let poller = Poller::with_stats(
+                self.config.clone(),
+                self.journal.clone(),
+                self.stats.clone(),
+            )
+            .map_err(|e| e.to_string())?;
+            let pages = self.stats.snapshot().pages;
+            let error = match poller.run(stop.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(PollerError::Journal(
+                    error @ (JournalError::Storage(_) | JournalError::Conflict(_)),
+                )) => error,
+                Err(error) => return Err(error.to_string()),
+            };
+            failures = if self.stats.snapshot().pages > pages {
+                1
+            } else {
+                failures.saturating_add(1)
+            };
+            let wait = backoff_delay(failures, POLLER_RESTART_BACKOFF.0, POLLER_RESTART_BACKOFF.1);
+            tracing::warn!(
+                %error,
+                retry_in_ms = wait.as_millis() as u64,
+                "the poller cannot use the journal; restarting it from the stored cursor"
+            );
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+/// First and largest wait before the poller is restarted after a journal error.
+const POLLER_RESTART_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(500), Duration::from_secs(10));
 
 /// When this replica started polling; `None` while another replica holds the poller lease.
 #[derive(Debug, Clone, Default)]

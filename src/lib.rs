@@ -7,6 +7,7 @@
 //! - [`journal`]: the durable, deduplicating, ordered store (embedded redb or NATS JetStream).
 //! - [`hub`]: committed events → subscribers; replay from the journal, then live.
 //! - [`grpc`]: the `EventStream` service (Subscribe, GetEvent, ListEvents), filters, auth.
+//! - [`cli`]: the client subcommands of the binary (tail, get, quarantine, hook, health).
 //! - [`app`]: wires the parts, owns the listeners, the tasks and shutdown.
 //! - [`error`]: the one map from errors to HTTP and gRPC statuses.
 //! - [`telemetry`]: logging and Prometheus metrics.
@@ -17,6 +18,7 @@
 //! Data flow: hook or poller → `mapping` → `journal` (group commit) → `hub` → `grpc`.
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod grpc;

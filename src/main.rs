@@ -1,17 +1,22 @@
-//! `okta-stream`: parse the command line, start the service, run until a signal.
+//! `okta-stream`: parse the command line; `serve` starts the service and runs until a signal,
+//! the other subcommands are its clients (see [`okta_stream::cli`]).
 //!
 //! Glue only: everything else lives in the library so tests drive it the way `main` does.
-//! Exit status: 0 after a clean shutdown, 64 for a configuration error (naming the setting),
-//! 1 for any other failure.
+//! Exit status: 0 after a clean shutdown or a successful command, 64 for a usage or
+//! configuration error (naming the setting), 1 for any other failure.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Arg, ArgAction, ArgMatches, Command};
+use clap::{Arg, ArgAction, ArgMatches, Command, FromArgMatches as _, Subcommand as _};
 use okta_stream::app::App;
+use okta_stream::cli::ClientCommand;
 use okta_stream::config::{Config, SETTINGS, Sources};
 use okta_stream::telemetry;
+
+/// What the binary is, for `--help`.
+const ABOUT: &str = "Okta event hooks and System Log events as a typed, replayable gRPC stream";
 
 /// Exit status for a configuration error (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -43,12 +48,15 @@ fn serve_command() -> Command {
 }
 
 fn cli() -> Command {
-    Command::new("okta-stream")
+    let cli = Command::new("okta-stream")
         .version(env!("CARGO_PKG_VERSION"))
-        .about("Okta event hooks and System Log events as a typed, replayable gRPC stream")
         .subcommand_required(true)
         .arg_required_else_help(true)
-        .subcommand(serve_command())
+        .subcommand(serve_command());
+    // The derive sets the command's about from the enum's doc comment; restore ours.
+    ClientCommand::augment_subcommands(cli)
+        .about(ABOUT)
+        .long_about(None)
 }
 
 /// Collects flags, the process environment and the optional file into [`Sources`].
@@ -155,6 +163,12 @@ async fn main() -> ExitCode {
     };
     match matches.subcommand() {
         Some(("serve", matches)) => serve(matches).await,
-        _ => ExitCode::from(EXIT_CONFIG),
+        _ => match ClientCommand::from_arg_matches(&matches) {
+            Ok(command) => okta_stream::cli::run(command).await,
+            Err(error) => {
+                let _ = error.print();
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
     }
 }

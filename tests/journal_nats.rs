@@ -1,16 +1,22 @@
-//! Behaviour of the NATS JetStream journal, against a real `nats-server` with JetStream
-//! (`OKTA_STREAM_TEST_NATS_URL`, default `nats://127.0.0.1:4222`). Each test uses its own
-//! stream, subject and buckets (random suffix) and deletes them at the end, also on failure.
-//! The behaviours mirror the embedded journal's suite (`tests/journal.rs`), plus what only a
-//! shared journal has: two replicas on one stream, and the poller lease.
+//! What only the NATS JetStream journal has, against a real `nats-server` with JetStream
+//! (`OKTA_STREAM_TEST_NATS_URL`, default `nats://127.0.0.1:4222`): several replicas on one
+//! stream, the dedupe window and the lookup beyond it, reads across read windows and after an
+//! operator's purge, stream settings checked at open, compare-and-set state, and the poller
+//! lease. The behaviours both journals share run against both in `tests/journal.rs`. Each
+//! test uses its own stream, subject and buckets (random suffix), deleted at the end, also on
+//! failure.
+
+#[path = "common/nats_stream.rs"]
+mod nats_stream;
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::stream;
 use async_trait::async_trait;
+use nats_stream::TestStream;
 use okta_stream::hub::Hub;
 use okta_stream::journal::nats::{LEASE_KEY, NatsConfig, NatsJournal, PollerLease};
 use okta_stream::journal::{
@@ -21,73 +27,11 @@ use okta_stream::proto;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn nats_url() -> String {
-    std::env::var("OKTA_STREAM_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
 /// Fails the test instead of hanging it.
 async fn within<F: Future>(future: F) -> F::Output {
     tokio::time::timeout(TEST_TIMEOUT, future)
         .await
         .expect("the test timed out")
-}
-
-/// A stream (and its quarantine stream and state bucket) unique to one test, deleted on drop.
-struct TestStream {
-    config: NatsConfig,
-}
-
-impl TestStream {
-    fn new(tag: &str) -> Self {
-        let suffix: u32 = rand::random();
-        Self {
-            config: NatsConfig {
-                servers: okta_stream::journal::nats::parse_servers(&nats_url()).unwrap(),
-                stream: format!("T_{tag}_{suffix:08x}"),
-                subject: format!("t{suffix:08x}.{tag}"),
-                ..NatsConfig::default()
-            },
-        }
-    }
-
-    async fn open(&self) -> (Arc<NatsJournal>, Hub) {
-        let hub = Hub::new(1024, 0);
-        let journal = NatsJournal::open(self.config.clone(), hub.clone())
-            .await
-            .unwrap();
-        (journal, hub)
-    }
-
-    async fn context(&self) -> jetstream::Context {
-        jetstream::new(async_nats::connect(nats_url()).await.unwrap())
-    }
-}
-
-impl Drop for TestStream {
-    fn drop(&mut self) {
-        let name = self.config.stream.clone();
-        // A fresh runtime on its own thread: drop may run inside (or after) the test's runtime.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let Ok(client) = async_nats::connect(nats_url()).await else {
-                    return;
-                };
-                let js = jetstream::new(client);
-                for stream in [
-                    name.clone(),
-                    format!("{name}_QUARANTINE"),
-                    format!("KV_{name}_STATE"),
-                ] {
-                    let _ = js.delete_stream(stream).await;
-                }
-            });
-        })
-        .join();
-    }
 }
 
 fn event(uuid: &str) -> NewEvent {
@@ -116,71 +60,6 @@ fn uuids(events: &[SharedEvent]) -> Vec<String> {
 
 async fn append(journal: &NatsJournal, uuids: &[&str]) -> Appended {
     journal.append(events(uuids)).await.unwrap()
-}
-
-#[tokio::test]
-async fn cursors_are_the_gap_free_stream_sequence() {
-    within(async {
-        let test = TestStream::new("cursors");
-        let (journal, _hub) = test.open().await;
-
-        let first = append(&journal, &["a", "b", "c"]).await;
-        let second = append(&journal, &["d", "e"]).await;
-
-        assert_eq!(cursors(&first.committed), [1, 2, 3]);
-        assert_eq!(cursors(&second.committed), [4, 5]);
-        for committed in first.committed.iter().chain(&second.committed) {
-            let decoded =
-                okta_stream::journal::Committed::decode(committed.encoded.clone()).unwrap();
-            assert_eq!(
-                decoded.cursor(),
-                committed.cursor(),
-                "the encoding carries the cursor"
-            );
-            assert_eq!(&decoded, committed.as_ref());
-        }
-        let info = test
-            .context()
-            .await
-            .get_stream(&test.config.stream)
-            .await
-            .unwrap()
-            .get_info()
-            .await
-            .unwrap();
-        assert_eq!(info.state.last_sequence, 5);
-    })
-    .await
-}
-
-#[tokio::test]
-async fn a_uuid_is_stored_once_across_and_within_batches() {
-    within(async {
-        let test = TestStream::new("dedupe");
-        let (journal, _hub) = test.open().await;
-
-        let first = append(&journal, &["a", "b", "a"]).await;
-        assert_eq!(uuids(&first.committed), ["a", "b"]);
-        assert_eq!(first.duplicates, 1);
-
-        let second = append(&journal, &["b", "c", "a"]).await;
-        assert_eq!(uuids(&second.committed), ["c"]);
-        assert_eq!(
-            cursors(&second.committed),
-            [3],
-            "a dropped duplicate takes no cursor"
-        );
-        assert_eq!(second.duplicates, 2);
-
-        assert_eq!(
-            journal.bounds().await.unwrap(),
-            Bounds {
-                oldest: Some(1),
-                head: 3
-            }
-        );
-    })
-    .await
 }
 
 #[tokio::test]
@@ -217,84 +96,6 @@ async fn a_uuid_older_than_the_duplicate_window_is_still_dropped() {
 
         assert_eq!(uuids(&again.committed), ["new"]);
         assert_eq!(again.duplicates, 1);
-    })
-    .await
-}
-
-#[tokio::test]
-async fn any_uuid_characters_round_trip() {
-    within(async {
-        let test = TestStream::new("chars");
-        let (journal, _hub) = test.open().await;
-        let odd = [
-            "a.b",
-            "*",
-            ">",
-            "with space",
-            "line\r\nbreak",
-            "ü-ñ",
-            "a/b=c",
-        ];
-
-        let appended = append(&journal, &odd).await;
-        assert_eq!(appended.committed.len(), odd.len());
-        for uuid in odd {
-            let found = journal.get(uuid).await.unwrap().unwrap();
-            assert_eq!(found.event.uuid, uuid);
-        }
-        assert_eq!(append(&journal, &odd).await.duplicates, odd.len());
-    })
-    .await
-}
-
-#[tokio::test]
-async fn reads_by_cursor_uuid_and_bounds() {
-    within(async {
-        let test = TestStream::new("reads");
-        let (journal, _hub) = test.open().await;
-        assert_eq!(
-            journal.bounds().await.unwrap(),
-            Bounds {
-                oldest: None,
-                head: 0
-            }
-        );
-        assert!(journal.read_after(0, 10).await.unwrap().is_empty());
-        assert!(journal.read_before(u64::MAX, 10).await.unwrap().is_empty());
-
-        let appended = append(&journal, &["a", "b", "c", "d", "e"]).await;
-
-        let page = journal.read_after(0, 2).await.unwrap();
-        assert_eq!(cursors(&page), [1, 2]);
-        assert_eq!(
-            page[..],
-            appended.committed[..2],
-            "reads return what append returned"
-        );
-        assert_eq!(
-            cursors(&journal.read_after(2, 100).await.unwrap()),
-            [3, 4, 5]
-        );
-        assert!(journal.read_after(5, 100).await.unwrap().is_empty());
-        assert!(journal.read_after(0, 0).await.unwrap().is_empty());
-
-        assert_eq!(
-            cursors(&journal.read_before(u64::MAX, 2).await.unwrap()),
-            [5, 4]
-        );
-        assert_eq!(cursors(&journal.read_before(3, 100).await.unwrap()), [2, 1]);
-        assert!(journal.read_before(1, 100).await.unwrap().is_empty());
-
-        assert_eq!(journal.get("c").await.unwrap().unwrap().cursor(), 3);
-        assert!(journal.get("missing").await.unwrap().is_none());
-        assert_eq!(
-            journal.bounds().await.unwrap(),
-            Bounds {
-                oldest: Some(1),
-                head: 5
-            }
-        );
-        journal.check().await.unwrap();
     })
     .await
 }
@@ -356,90 +157,11 @@ async fn retention_keeps_the_head_and_moves_oldest() {
     .await
 }
 
-fn now_micros() -> i64 {
-    chrono::Utc::now().timestamp_micros()
-}
-
-#[tokio::test]
-async fn cursor_before_time_splits_at_the_commit_time() {
-    within(async {
-        let test = TestStream::new("time");
-        let (journal, _hub) = test.open().await;
-        let start = now_micros() - 1_000_000;
-        assert_eq!(journal.cursor_before_time(start).await.unwrap(), 0);
-
-        append(&journal, &["a", "b"]).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let split = now_micros();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        append(&journal, &["c", "d", "e"]).await;
-
-        assert_eq!(journal.cursor_before_time(split).await.unwrap(), 2);
-        assert_eq!(journal.cursor_before_time(start).await.unwrap(), 0);
-        assert_eq!(
-            journal
-                .cursor_before_time(now_micros() + 60_000_000)
-                .await
-                .unwrap(),
-            5
-        );
-        let replay = journal
-            .read_after(journal.cursor_before_time(split).await.unwrap(), 10)
-            .await
-            .unwrap();
-        assert_eq!(uuids(&replay), ["c", "d", "e"]);
-    })
-    .await
-}
-
 fn state_write(value: &str) -> Option<StateWrite> {
     Some(StateWrite {
         key: "poller.next_url".to_owned(),
         value: value.as_bytes().to_vec(),
     })
-}
-
-#[tokio::test]
-async fn state_round_trips_with_the_batch() {
-    within(async {
-        let test = TestStream::new("state");
-        let (journal, _hub) = test.open().await;
-        assert_eq!(journal.state("poller.next_url").await.unwrap(), None);
-
-        let mut batch = events(&["a"]);
-        batch.state = state_write("https://org/next?1");
-        journal.append(batch).await.unwrap();
-        assert_eq!(
-            journal.state("poller.next_url").await.unwrap().as_deref(),
-            Some(&b"https://org/next?1"[..])
-        );
-        journal
-            .append(Batch {
-                state: state_write("https://org/next?2"),
-                ..Batch::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(
-            journal.state("poller.next_url").await.unwrap().as_deref(),
-            Some(&b"https://org/next?2"[..])
-        );
-
-        // Keys KV would reject are stored too.
-        let odd = StateWrite {
-            key: "a key with spaces ü".to_owned(),
-            value: b"v".to_vec(),
-        };
-        journal
-            .append(Batch {
-                state: Some(odd.clone()),
-                ..Batch::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(journal.state(&odd.key).await.unwrap(), Some(odd.value));
-    })
-    .await
 }
 
 #[tokio::test]
@@ -489,47 +211,6 @@ async fn a_replica_with_a_stale_revision_cannot_advance_the_state() {
         assert_eq!(
             old_poller.state("poller.next_url").await.unwrap(),
             Some(b"2".to_vec())
-        );
-    })
-    .await
-}
-
-#[tokio::test]
-async fn quarantined_events_round_trip_oldest_first() {
-    within(async {
-        let test = TestStream::new("quarantine");
-        let (journal, _hub) = test.open().await;
-        assert!(journal.quarantined(10).await.unwrap().is_empty());
-        let item = |n: u32| Quarantined {
-            reason: format!("missing field uuid ({n})"),
-            raw: format!("{{\"n\":{n}}}"),
-            origin: "hook eventId=abc".to_owned(),
-            received: "2026-11-28T13:00:00Z".to_owned(),
-        };
-
-        let mut batch = events(&["ok"]);
-        batch.quarantine = vec![item(1), item(2)];
-        let appended = journal.append(batch).await.unwrap();
-        journal
-            .append(Batch {
-                quarantine: vec![item(3)],
-                ..Batch::default()
-            })
-            .await
-            .unwrap();
-
-        assert_eq!(
-            cursors(&appended.committed),
-            [1],
-            "quarantine takes no cursor"
-        );
-        assert_eq!(
-            journal.quarantined(10).await.unwrap(),
-            vec![item(1), item(2), item(3)]
-        );
-        assert_eq!(
-            journal.quarantined(2).await.unwrap(),
-            vec![item(1), item(2)]
         );
     })
     .await
@@ -598,29 +279,6 @@ async fn assert_published_exactly(journal: &NatsJournal, n: u64) {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(journal.tail_published(), n);
-}
-
-#[tokio::test]
-async fn the_hub_gets_committed_events_in_order_once() {
-    within(async {
-        let test = TestStream::new("hub");
-        let (journal, hub) = test.open().await;
-        append(&journal, &["before-subscribe"]).await;
-        assert_published_exactly(&journal, 1).await;
-        let live = live_events(&hub, &journal, 6);
-
-        append(&journal, &["a", "b", "c"]).await;
-        append(&journal, &["b", "d", "a"]).await; // two duplicates
-        append(&journal, &["e", "f"]).await;
-
-        let seen = live.await.unwrap();
-        assert_eq!(cursors(&seen), [2, 3, 4, 5, 6, 7]);
-        assert_eq!(uuids(&seen), ["a", "b", "c", "d", "e", "f"]);
-        assert_published_exactly(&journal, 7).await;
-        assert_eq!(hub.head(), 7);
-        assert_eq!(journal.tail_position(), 7);
-    })
-    .await
 }
 
 #[tokio::test]
@@ -899,10 +557,18 @@ async fn a_closed_journal_stops_publishing_to_its_hub() {
 
         assert_eq!(b.tail_published(), 1);
         assert_eq!(hub_b.head(), 1);
-        assert_eq!(
-            b.get("two").await.unwrap().unwrap().cursor(),
-            2,
-            "reads still work"
+        assert!(
+            matches!(b.get("two").await, Err(JournalError::Closed)),
+            "a closed journal answers Closed, as the Journal trait says"
+        );
+        assert!(matches!(
+            b.append(events(&["three"])).await,
+            Err(JournalError::Closed)
+        ));
+        assert_eq!(a.get("two").await.unwrap().unwrap().cursor(), 2);
+        assert!(
+            a.get("three").await.unwrap().is_none(),
+            "nothing was stored"
         );
     })
     .await

@@ -1,4 +1,5 @@
-//! The System Log poller against the fake Okta org, with an in-memory journal.
+//! The System Log poller against the fake Okta org, storing into the real embedded journal
+//! (redb in a temporary directory): every dependency is real.
 //!
 //! Specifications of issue 5: requests exactly as SPEC.md B.2 says, next links only, late
 //! events, resume after restart, rate limits by the server's clock, back-off, the DPoP nonce
@@ -7,15 +8,19 @@
 
 mod common;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::fake_okta::{FakeAuth, FakeOkta, Inject, PublicKey, jwt_parts, log_event};
-use common::memory_journal::MemoryJournal;
 use common::{eventually, within};
-use okta_stream::journal::{Batch, Journal, NewEvent, SharedJournal};
+use okta_stream::journal::embedded::RedbJournal;
+use okta_stream::journal::{
+    Appended, Batch, Bounds, Cursor, Journal, JournalError, NewEvent, Quarantined, Retention,
+    SharedEvent, SharedJournal,
+};
 use okta_stream::mapping::{Delivery, map_event};
 use okta_stream::okta::{
     Credentials, NEXT_URL_STATE_KEY, Poller, PollerConfig, PollerHealth, PollerStats, PrivateKey,
@@ -60,7 +65,7 @@ impl Running {
     }
 }
 
-fn start(config: PollerConfig, journal: Arc<MemoryJournal>) -> Running {
+fn start(config: PollerConfig, journal: Arc<TestJournal>) -> Running {
     let shared: SharedJournal = journal;
     let poller = Poller::new(config, shared).unwrap();
     let stats = poller.stats();
@@ -73,11 +78,114 @@ fn start(config: PollerConfig, journal: Arc<MemoryJournal>) -> Running {
     }
 }
 
-async fn wait_for_events(journal: &MemoryJournal, count: usize) {
-    eventually(LIMIT, &format!("{count} events in the journal"), || {
-        journal.uuids().len() >= count
-    })
-    .await;
+async fn wait_for_events(journal: &TestJournal, count: u64) {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while journal.bounds().await.unwrap().head < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {count} events in the journal"
+        );
+        tokio::time::sleep(ms(10)).await;
+    }
+}
+
+/// One append as the journal received it: its events' uuids and its state write.
+type BatchRecord = (Vec<String>, Option<(String, Vec<u8>)>);
+
+/// The real embedded journal in a temporary directory, plus a record of each successful
+/// append (what one page committed together), which the journal itself does not keep.
+struct TestJournal {
+    inner: Arc<RedbJournal>,
+    batches: Mutex<Vec<BatchRecord>>,
+    _dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for TestJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestJournal").finish_non_exhaustive()
+    }
+}
+
+impl TestJournal {
+    async fn new() -> Arc<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = RedbJournal::open(dir.path(), Retention::keep_all(), 1024)
+            .await
+            .unwrap();
+        Arc::new(Self {
+            inner,
+            batches: Mutex::new(Vec::new()),
+            _dir: dir,
+        })
+    }
+
+    /// Every stored event's uuid, in cursor order.
+    async fn uuids(&self) -> Vec<String> {
+        let stored = self.inner.read_after(0, usize::MAX).await.unwrap();
+        stored.iter().map(|e| e.event.uuid.clone()).collect()
+    }
+
+    /// Every stored event's cursor, in order.
+    async fn cursors(&self) -> Vec<Cursor> {
+        let stored = self.inner.read_after(0, usize::MAX).await.unwrap();
+        stored.iter().map(|e| e.cursor()).collect()
+    }
+
+    /// Per successful append: the uuids it carried (duplicates included) and its state write.
+    fn batches(&self) -> Vec<BatchRecord> {
+        self.batches.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Journal for TestJournal {
+    async fn close(&self) {
+        self.inner.close().await
+    }
+    async fn append(&self, batch: Batch) -> Result<Appended, JournalError> {
+        let record = (
+            batch.events.iter().map(|e| e.uuid().to_owned()).collect(),
+            batch
+                .state
+                .as_ref()
+                .map(|s| (s.key.clone(), s.value.clone())),
+        );
+        let appended = self.inner.append(batch).await?;
+        self.batches.lock().unwrap().push(record);
+        Ok(appended)
+    }
+    async fn read_after(
+        &self,
+        after: Cursor,
+        limit: usize,
+    ) -> Result<Vec<SharedEvent>, JournalError> {
+        self.inner.read_after(after, limit).await
+    }
+    async fn read_before(
+        &self,
+        before: Cursor,
+        limit: usize,
+    ) -> Result<Vec<SharedEvent>, JournalError> {
+        self.inner.read_before(before, limit).await
+    }
+    async fn get(&self, uuid: &str) -> Result<Option<SharedEvent>, JournalError> {
+        self.inner.get(uuid).await
+    }
+    async fn cursor_before_time(&self, since_micros: i64) -> Result<Cursor, JournalError> {
+        self.inner.cursor_before_time(since_micros).await
+    }
+    async fn bounds(&self) -> Result<Bounds, JournalError> {
+        self.inner.bounds().await
+    }
+    async fn state(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        self.inner.state(key).await
+    }
+    async fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, JournalError> {
+        self.inner.quarantined(limit).await
+    }
+    async fn check(&self) -> Result<(), JournalError> {
+        self.inner.check().await
+    }
 }
 
 fn rsa_key() -> &'static rsa::RsaPrivateKey {
@@ -131,7 +239,7 @@ async fn first_request_is_a_polling_query_and_then_only_next_links_are_followed(
         fake.push_many("a", TYPE, 3);
         fake.push_many("other", "user.session.start", 2);
         fake.push_many("b", "user.lifecycle.create", 2);
-        let journal = MemoryJournal::new();
+        let journal = TestJournal::new().await;
         let mut config = config(&fake, ssws());
         config.limit = 2;
         config.event_types = vec![TYPE.to_owned(), "user.lifecycle.create".to_owned()];
@@ -148,7 +256,7 @@ async fn first_request_is_a_polling_query_and_then_only_next_links_are_followed(
         let stats = running.stats.snapshot();
         running.stop().await;
 
-        assert_eq!(journal.uuids(), ["a-0", "a-1", "a-2", "b-0", "b-1"]);
+        assert_eq!(journal.uuids().await, ["a-0", "a-1", "a-2", "b-0", "b-1"]);
         let requests = fake.log_requests();
         let first = &requests[0];
         assert_eq!(
@@ -206,13 +314,13 @@ async fn one_comma_joined_link_header_is_parsed_too() {
         let fake = FakeOkta::start(FakeAuth::Ssws(TOKEN.to_owned())).await;
         fake.join_links(true);
         fake.push_many("e", TYPE, 5);
-        let journal = MemoryJournal::new();
+        let journal = TestJournal::new().await;
         let mut config = config(&fake, ssws());
         config.limit = 2;
         let running = start(config, journal.clone());
         wait_for_events(&journal, 5).await;
         running.stop().await;
-        assert_eq!(journal.uuids(), ["e-0", "e-1", "e-2", "e-3", "e-4"]);
+        assert_eq!(journal.uuids().await, ["e-0", "e-1", "e-2", "e-3", "e-4"]);
         assert!(
             fake.log_requests()
                 .iter()
@@ -228,7 +336,7 @@ async fn a_late_stored_event_with_an_old_published_is_still_delivered() {
     within(LIMIT, async {
         let fake = FakeOkta::start(FakeAuth::Ssws(TOKEN.to_owned())).await;
         fake.push(log_event("on-time", TYPE, &chrono::Utc::now().to_rfc3339()));
-        let journal = MemoryJournal::new();
+        let journal = TestJournal::new().await;
         let running = start(config(&fake, ssws()), journal.clone());
         wait_for_events(&journal, 1).await;
         // Persisted now, but published three hours ago: before the first page's events and
@@ -238,8 +346,8 @@ async fn a_late_stored_event_with_an_old_published_is_still_delivered() {
         wait_for_events(&journal, 2).await;
         let stats = running.stats.snapshot();
         running.stop().await;
-        assert_eq!(journal.uuids(), ["on-time", "late"]);
-        assert_eq!(journal.cursors(), [1, 2]);
+        assert_eq!(journal.uuids().await, ["on-time", "late"]);
+        assert_eq!(journal.cursors().await, [1, 2]);
         assert_eq!(stats.events_committed, 2);
         assert_eq!(stats.health, PollerHealth::Polling);
     })
@@ -251,7 +359,7 @@ async fn a_restarted_poller_resumes_from_the_stored_next_url_without_duplicates(
     within(LIMIT, async {
         let fake = FakeOkta::start(FakeAuth::Ssws(TOKEN.to_owned())).await;
         fake.push_many("first", TYPE, 5);
-        let journal = MemoryJournal::new();
+        let journal = TestJournal::new().await;
         let mut cfg = config(&fake, ssws());
         cfg.limit = 2;
         let running = start(cfg.clone(), journal.clone());
@@ -278,13 +386,13 @@ async fn a_restarted_poller_resumes_from_the_stored_next_url_without_duplicates(
             "the restart's first request is the stored next URL"
         );
         assert_eq!(resumed.param("since"), None);
-        let uuids = journal.uuids();
+        let uuids = journal.uuids().await;
         let mut unique = uuids.clone();
         unique.sort();
         unique.dedup();
         assert_eq!(uuids.len(), 8);
         assert_eq!(unique.len(), 8);
-        assert_eq!(journal.cursors(), (1..=8).collect::<Vec<u64>>());
+        assert_eq!(journal.cursors().await, (1..=8).collect::<Vec<u64>>());
     })
     .await;
 }
@@ -295,7 +403,7 @@ async fn changed_event_types_start_afresh_instead_of_resuming_the_old_filter() {
         let fake = FakeOkta::start(FakeAuth::Ssws(TOKEN.to_owned())).await;
         fake.push_many("a", TYPE, 2);
         fake.push_many("b", "user.session.start", 2);
-        let journal = MemoryJournal::new();
+        let journal = TestJournal::new().await;
         let cfg = config(&fake, ssws());
         let running = start(cfg.clone(), journal.clone());
         wait_for_events(&journal, 2).await;
@@ -310,7 +418,7 @@ async fn changed_event_types_start_afresh_instead_of_resuming_the_old_filter() {
         running.stop().await;
         let first = &fake.log_requests()[before];
         assert!(first.param("since").is_some());
-        assert_eq!(journal.uuids(), ["a-0", "a-1", "b-0", "b-1"]);
+        assert_eq!(journal.uuids().await, ["a-0", "a-1", "b-0", "b-1"]);
         assert_eq!(
             stats.duplicates, 2,
             "the re-read events were dropped by the journal"
@@ -324,7 +432,7 @@ async fn a_page_and_its_next_url_are_one_journal_append() {
     within(LIMIT, async {
         let fake = FakeOkta::start(FakeAuth::Ssws(TOKEN.to_owned())).await;
         fake.push_many("p", TYPE, 4);
-        let journal = MemoryJournal::new();
+        let journal = TestJournal::new().await;
         let mut cfg = config(&fake, ssws());
         cfg.limit = 2;
         cfg.poll_interval = Duration::from_secs(10);
@@ -373,7 +481,7 @@ async fn a_429_is_retried_only_after_the_reset_by_the_servers_clock_with_retry_h
         fake.push_many("r", TYPE, 1);
         fake.inject(Inject::RateLimited(ms(1200)));
         fake.inject(Inject::RateLimited(ms(500)));
-        let journal = MemoryJournal::new();
+        let journal = TestJournal::new().await;
         let mut cfg = config(&fake, ssws());
         cfg.start = StartFrom::Since(chrono::Utc::now() - chrono::Duration::days(3));
         let running = start(cfg, journal.clone());
@@ -413,7 +521,7 @@ async fn requests_are_spaced_to_stay_within_the_share_of_the_bucket() {
         let fake = FakeOkta::start(FakeAuth::Ssws(TOKEN.to_owned())).await;
         fake.set_rate_limit(4, Duration::from_secs(1));
         fake.push_many("b", TYPE, 12);
-        let journal = MemoryJournal::new();
+        let journal = TestJournal::new().await;
         let mut cfg = config(&fake, ssws());
         cfg.limit = 1;
         cfg.rate_limit_share = 0.5;
@@ -446,7 +554,7 @@ async fn server_errors_back_off_exponentially_up_to_the_cap() {
         for _ in 0..5 {
             fake.inject(Inject::Status(500));
         }
-        let journal = MemoryJournal::new();
+        let journal = TestJournal::new().await;
         let mut cfg = config(&fake, ssws());
         cfg.backoff_base = ms(100);
         cfg.backoff_cap = ms(200);
@@ -476,7 +584,7 @@ async fn a_slow_answer_times_out_and_is_retried_after_a_back_off() {
         let fake = FakeOkta::start(FakeAuth::Ssws(TOKEN.to_owned())).await;
         fake.push_many("t", TYPE, 1);
         fake.inject(Inject::Delay(Duration::from_secs(3)));
-        let journal = MemoryJournal::new();
+        let journal = TestJournal::new().await;
         let mut cfg = config(&fake, ssws());
         cfg.request_timeout = ms(300);
         let started = std::time::Instant::now();
@@ -501,7 +609,7 @@ async fn dpop_nonce_dance_then_dpop_bound_api_calls_with_ath() {
         let (auth, credentials) = rs256_app(true);
         let fake = FakeOkta::start(auth).await;
         fake.push_many("d", TYPE, 3);
-        let journal = MemoryJournal::new();
+        let journal = TestJournal::new().await;
         let mut cfg = config(&fake, credentials);
         cfg.limit = 1;
         let running = start(cfg, journal.clone());
@@ -584,7 +692,7 @@ async fn an_app_without_dpop_gets_bearer_tokens_and_uses_bearer() {
         let (auth, credentials) = es256_app(false);
         let fake = FakeOkta::start(auth).await;
         fake.push_many("e", TYPE, 2);
-        let journal = MemoryJournal::new();
+        let journal = TestJournal::new().await;
         let running = start(config(&fake, credentials), journal.clone());
         wait_for_events(&journal, 2).await;
         running.stop().await;
@@ -615,7 +723,7 @@ async fn es256_dpop_app_and_tokens_renewed_before_expiry() {
         let fake = FakeOkta::start(auth).await;
         fake.set_token_lifetime(1);
         fake.push_many("x", TYPE, 1);
-        let journal = MemoryJournal::new();
+        let journal = TestJournal::new().await;
         let mut cfg = config(&fake, credentials);
         cfg.poll_interval = ms(150);
         let running = start(cfg, journal.clone());
@@ -646,7 +754,7 @@ async fn a_revoked_access_token_is_replaced_at_once_not_after_the_slow_retry() {
         let (auth, credentials) = rs256_app(true);
         let fake = FakeOkta::start(auth).await;
         fake.push_many("v", TYPE, 1);
-        let journal = MemoryJournal::new();
+        let journal = TestJournal::new().await;
         let mut cfg = config(&fake, credentials);
         cfg.auth_retry_interval = Duration::from_secs(60);
         let running = start(cfg, journal.clone());
@@ -671,7 +779,7 @@ async fn a_revoked_access_token_is_replaced_at_once_not_after_the_slow_retry() {
 async fn a_wrong_api_token_is_a_clear_error_retried_slowly() {
     within(LIMIT, async {
         let fake = FakeOkta::start(FakeAuth::Ssws("the-right-one".to_owned())).await;
-        let journal = MemoryJournal::new();
+        let journal = TestJournal::new().await;
         let secret = "00WRONG-secret-token-zzz";
         let running = start(
             config(&fake, Credentials::ApiToken(Secret::new(secret))),
@@ -712,7 +820,7 @@ async fn a_wrong_private_key_is_a_clear_error_and_no_hot_loop() {
             other => other,
         };
         let fake = FakeOkta::start(auth).await;
-        let journal = MemoryJournal::new();
+        let journal = TestJournal::new().await;
         let running = start(config(&fake, wrong), journal.clone());
         tokio::time::sleep(ms(2500)).await;
         let stats = running.stats.snapshot();
@@ -741,7 +849,7 @@ async fn events_the_hook_already_stored_are_duplicates_and_the_rest_are_hook_mis
     within(LIMIT, async {
         let fake = FakeOkta::start(FakeAuth::Ssws(TOKEN.to_owned())).await;
         fake.push_many("h", TYPE, 5);
-        let journal = MemoryJournal::new();
+        let journal = TestJournal::new().await;
         // The hook delivered h-1 and h-3 already.
         let hook = Delivery {
             ingest_source: proto::IngestSource::Hook,
@@ -766,8 +874,8 @@ async fn events_the_hook_already_stored_are_duplicates_and_the_rest_are_hook_mis
         wait_for_events(&journal, 5).await;
         let stats = running.stats.snapshot();
         running.stop().await;
-        assert_eq!(journal.uuids(), ["h-1", "h-3", "h-0", "h-2", "h-4"]);
-        assert_eq!(journal.cursors(), [1, 2, 3, 4, 5]);
+        assert_eq!(journal.uuids().await, ["h-1", "h-3", "h-0", "h-2", "h-4"]);
+        assert_eq!(journal.cursors().await, [1, 2, 3, 4, 5]);
         assert_eq!(stats.duplicates, 2);
         assert_eq!(stats.hook_misses, 3);
         assert_eq!(stats.events_committed, 3);
@@ -790,7 +898,7 @@ async fn an_event_that_does_not_map_is_quarantined_not_dropped() {
         broken.as_object_mut().unwrap().remove("uuid");
         fake.push(broken);
         fake.push_many("ok", TYPE, 1);
-        let journal = MemoryJournal::new();
+        let journal = TestJournal::new().await;
         let running = start(config(&fake, ssws()), journal.clone());
         wait_for_events(&journal, 1).await;
         let stats = running.stats.snapshot();
@@ -821,7 +929,7 @@ async fn no_secret_appears_in_config_errors_or_stats() {
         assert!(!printed.contains(TOKEN), "{printed}");
 
         // A refused token: the error and the stats name the problem, not the token.
-        let journal = MemoryJournal::new();
+        let journal = TestJournal::new().await;
         let running = start(config(&fake, ssws()), journal);
         eventually(LIMIT, "a refusal", || {
             running.stats.snapshot().refusals >= 1
@@ -843,7 +951,7 @@ async fn no_secret_appears_in_config_errors_or_stats() {
 
 #[tokio::test]
 async fn the_org_url_must_be_https_or_loopback_http() {
-    let journal: SharedJournal = MemoryJournal::new();
+    let journal: SharedJournal = TestJournal::new().await;
     let insecure = PollerConfig::new("http://example.okta.com", ssws());
     let err = Poller::new(insecure, journal.clone()).unwrap_err();
     assert!(err.to_string().contains("OKTA_ORG_URL"), "{err}");

@@ -1,4 +1,4 @@
-//! The `okta.events.v1.EventStream` service: Subscribe, GetEvent, ListEvents.
+//! The `okta.events.v1.EventStream` service: Subscribe, GetEvent, ListEvents, ListQuarantined.
 //!
 //! A Subscribe stream is a plain `Stream` over the subscriber's [`Follower`] (no task and no
 //! channel per subscriber): it yields the shared encoding of each matching event, heartbeats
@@ -33,6 +33,9 @@ const MAX_PAGE_SIZE: usize = 1000;
 const MAX_SCANNED_PER_PAGE: usize = 20_000;
 /// Events read from the journal per ListEvents step.
 const LIST_READ_CHUNK: usize = 256;
+/// Default and largest ListQuarantined answer.
+const DEFAULT_QUARANTINE_LIMIT: usize = 100;
+const MAX_QUARANTINE_LIMIT: usize = 1000;
 
 /// Limits and timings of Subscribe streams.
 #[derive(Debug, Clone)]
@@ -450,5 +453,36 @@ impl proto::event_stream_server::EventStream for EventStreamService {
             events,
             next_page_token,
         }))
+    }
+
+    async fn list_quarantined(
+        &self,
+        request: Request<proto::ListQuarantinedRequest>,
+    ) -> Result<Response<proto::ListQuarantinedResponse>, Status> {
+        let limit = match request.into_inner().limit as usize {
+            0 => DEFAULT_QUARANTINE_LIMIT,
+            n if n > MAX_QUARANTINE_LIMIT => {
+                return Err(ApiError::invalid(
+                    "limit",
+                    format!("must be at most {MAX_QUARANTINE_LIMIT}"),
+                )
+                .into());
+            }
+            n => n,
+        };
+        let entries = self
+            .journal
+            .quarantined(limit)
+            .await
+            .map_err(ApiError::from)?
+            .into_iter()
+            .map(|q| proto::QuarantinedEvent {
+                reason: q.reason,
+                raw: q.raw,
+                origin: q.origin,
+                received: q.received,
+            })
+            .collect();
+        Ok(Response::new(proto::ListQuarantinedResponse { entries }))
     }
 }

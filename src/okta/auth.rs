@@ -286,6 +286,8 @@ struct ServiceApp {
     /// The cached access token; a tokio mutex so concurrent callers mint one token.
     token: tokio::sync::Mutex<Option<CachedToken>>,
     stats: Arc<PollerStats>,
+    /// The OAuth scope asked for: [`SCOPE`] for the poller, others for management calls.
+    scope: &'static str,
 }
 
 impl fmt::Debug for ServiceApp {
@@ -325,6 +327,17 @@ impl Authorizer {
         credentials: &Credentials,
         org: &reqwest::Url,
         stats: Arc<PollerStats>,
+    ) -> Result<Self, ConfigError> {
+        Self::with_scope(credentials, org, stats, SCOPE)
+    }
+
+    /// Like [`Authorizer::new`], but a service app asks for `scope` instead of [`SCOPE`]
+    /// (e.g. `okta.eventHooks.manage` for `okta-stream hook register`). SSWS tokens ignore it.
+    pub(crate) fn with_scope(
+        credentials: &Credentials,
+        org: &reqwest::Url,
+        stats: Arc<PollerStats>,
+        scope: &'static str,
     ) -> Result<Self, ConfigError> {
         let kind = match credentials {
             Credentials::ApiToken(token) => {
@@ -367,6 +380,7 @@ impl Authorizer {
                     nonce: Mutex::new(None),
                     token: tokio::sync::Mutex::new(None),
                     stats,
+                    scope,
                 }))
             }
         };
@@ -524,7 +538,7 @@ impl ServiceApp {
             let proof = self.proof("POST", &self.token_url, None);
             let form = [
                 ("grant_type", "client_credentials"),
-                ("scope", SCOPE),
+                ("scope", self.scope),
                 ("client_assertion_type", ASSERTION_TYPE),
                 ("client_assertion", &self.assertion()),
             ];

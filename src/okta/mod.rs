@@ -6,11 +6,14 @@
 //!   and DPoP) turned into the headers of each request, with secrets kept redacted.
 //! - [`client`]: one page of `/api/v1/logs`: the request, the `Link` parsing, the rate-limit
 //!   headers and error kinds the poller can match on.
+//! - [`hooks`]: the management API of Event Hooks (`/api/v1/eventHooks`): create and verify
+//!   the hook with the same credentials, for `okta-stream hook register|verify`.
 //! - [`poller`]: the loop: resume from the stored `next` URL, map, append the page and the new
 //!   `next` URL in one journal transaction, pace within the rate limit, back off on failures.
 
 pub mod auth;
 pub mod client;
+pub mod hooks;
 pub mod poller;
 
 pub use auth::{Credentials, PrivateKey, Secret};

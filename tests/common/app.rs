@@ -58,8 +58,10 @@ impl TestApp {
         live_capacity: usize,
         configure: impl FnOnce(&mut Config),
     ) -> TestApp {
-        let mut config = Config::default();
-        config.data_dir = data_dir.path().to_path_buf();
+        let mut config = Config {
+            data_dir: data_dir.path().to_path_buf(),
+            ..Config::default()
+        };
         config.hook.secrets = vec![Secret::new(SECRET)];
         configure(&mut config);
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();

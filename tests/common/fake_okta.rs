@@ -8,6 +8,13 @@
 //! `POST /oauth2/v1/token` validates the `private_key_jwt` client assertion and, when the app
 //! requires it, DPoP proofs per RFC 9449 with the `use_dpop_nonce` dance; API calls check SSWS,
 //! Bearer or DPoP-bound tokens (with `ath`). Every request is recorded for assertions.
+//!
+//! `POST /api/v1/eventHooks` and `POST /api/v1/eventHooks/{id}/lifecycle/verify` manage Event
+//! Hooks (SPEC.md A.4) with the same authentication (service apps need the scope
+//! `okta.eventHooks.manage`). Verification does what Okta does: a `GET` to the hook URI with
+//! `x-okta-verification-challenge` and the `authScheme` header, expecting the challenge back.
+//! Unlike Okta, the fake accepts `http://` hook URIs on loopback, so tests can verify a local
+//! okta-stream.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -78,6 +85,8 @@ pub struct Recorded {
     pub headers: HeaderMap,
     /// Decoded form body (token endpoint).
     pub form: HashMap<String, String>,
+    /// JSON body (Event Hook endpoints).
+    pub body: Option<Value>,
     /// Status answered.
     pub status: u16,
     /// `X-Okta-Request-Id` answered.
@@ -135,7 +144,12 @@ struct Bucket {
 struct Token {
     jkt: Option<String>,
     expires: std::time::Instant,
+    /// Scopes granted.
+    scopes: Vec<String>,
 }
+
+/// Scopes the fake's authorization server grants.
+const KNOWN_SCOPES: &[&str] = &["okta.logs.read", "okta.eventHooks.manage"];
 
 struct FakeState {
     auth: FakeAuth,
@@ -151,6 +165,10 @@ struct FakeState {
     join_links: bool,
     requests: Vec<Recorded>,
     counter: u64,
+    /// Event Hooks created so far, as Okta answers them (without the secret).
+    hooks: Vec<Value>,
+    /// The `authScheme` of each hook, by id (kept apart so answers never carry the secret).
+    hook_auth: HashMap<String, Value>,
 }
 
 struct Shared {
@@ -193,11 +211,18 @@ impl FakeOkta {
                 join_links: false,
                 requests: Vec::new(),
                 counter: 0,
+                hooks: Vec::new(),
+                hook_auth: HashMap::new(),
             }),
         });
         let app = Router::new()
             .route("/api/v1/logs", get(logs))
             .route("/oauth2/v1/token", post(token))
+            .route("/api/v1/eventHooks", post(create_hook))
+            .route(
+                "/api/v1/eventHooks/{id}/lifecycle/verify",
+                post(verify_hook),
+            )
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -279,6 +304,19 @@ impl FakeOkta {
             .into_iter()
             .filter(|r| r.path == "/api/v1/logs")
             .collect()
+    }
+
+    /// The Event Hook management requests so far.
+    pub fn hook_requests(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with("/api/v1/eventHooks"))
+            .collect()
+    }
+
+    /// The Event Hooks created so far, as Okta shows them.
+    pub fn hooks(&self) -> Vec<Value> {
+        self.state().hooks.clone()
     }
 
     /// The token endpoint requests so far.
@@ -539,11 +577,11 @@ fn decide_token(
         .get("scope")
         .map(|s| s.split(' ').collect())
         .unwrap_or_default();
-    if !scopes.contains(&"okta.logs.read") {
+    if scopes.is_empty() || scopes.iter().any(|s| !KNOWN_SCOPES.contains(s)) {
         return Err(oauth(
             StatusCode::BAD_REQUEST,
             "invalid_scope",
-            "okta.logs.read missing",
+            "The authorization server does not allow one or more of the requested scopes",
         ));
     }
     if form.get("client_assertion_type").map(String::as_str)
@@ -627,18 +665,23 @@ async fn token(
         Ok((binding, dpop)) => {
             let access_token = random_token();
             let lifetime = state.token_lifetime_secs;
+            let scopes: Vec<String> = form
+                .get("scope")
+                .map(|s| s.split(' ').map(str::to_owned).collect())
+                .unwrap_or_default();
             state.tokens.insert(
                 access_token.clone(),
                 Token {
                     jkt: binding["jkt"].as_str().map(str::to_owned),
                     expires: arrived + Duration::from_secs(lifetime),
+                    scopes: scopes.clone(),
                 },
             );
             let body = json!({
                 "token_type": if dpop { "DPoP" } else { "Bearer" },
                 "expires_in": lifetime,
                 "access_token": access_token,
-                "scope": "okta.logs.read",
+                "scope": scopes.join(" "),
             });
             (
                 StatusCode::OK,
@@ -660,6 +703,7 @@ async fn token(
         query: uri.query().map(str::to_owned),
         headers,
         form,
+        body: None,
         status: status.as_u16(),
         request_id: request_id.clone(),
         rate_reset: None,
@@ -688,12 +732,25 @@ fn http_date(time: DateTime<Utc>) -> HeaderValue {
     HeaderValue::from_str(&time.format("%a, %d %b %Y %H:%M:%S GMT").to_string()).unwrap()
 }
 
-/// Checks the API caller's credentials.
+/// Checks the credentials of a `GET /api/v1/logs` caller.
 fn check_api_auth(
     state: &mut FakeState,
     base: &str,
     headers: &HeaderMap,
     path: &str,
+    now: DateTime<Utc>,
+) -> Result<(), Refusal> {
+    check_api_call(state, base, headers, "GET", path, "okta.logs.read", now)
+}
+
+/// Checks an API caller's credentials for `method path`; OAuth tokens need `scope`.
+fn check_api_call(
+    state: &mut FakeState,
+    base: &str,
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+    scope: &str,
     now: DateTime<Utc>,
 ) -> Result<(), Refusal> {
     let authorization = headers
@@ -724,6 +781,14 @@ fn check_api_auth(
             if token.expires <= std::time::Instant::now() {
                 return Err(refuse("access token expired".to_owned()));
             }
+            if !token.scopes.iter().any(|s| s == scope) {
+                let (status, body) = okta_error(
+                    StatusCode::FORBIDDEN,
+                    "E0000006",
+                    "You do not have permission to perform the requested action",
+                );
+                return Err((status, body, format!("token lacks scope {scope}")));
+            }
             match token.jkt.clone() {
                 None => {
                     if scheme != "Bearer" {
@@ -742,7 +807,7 @@ fn check_api_auth(
                     };
                     let htu = format!("{base}{path}");
                     let (claims, proof_jkt) =
-                        check_proof(state, proof, "GET", &htu, now).map_err(refuse)?;
+                        check_proof(state, proof, method, &htu, now).map_err(refuse)?;
                     if proof_jkt != jkt {
                         return Err(refuse("proof key is not the token's key".to_owned()));
                     }
@@ -993,6 +1058,7 @@ async fn logs(
         query: uri.query().map(str::to_owned),
         headers,
         form: HashMap::new(),
+        body: None,
         status: status.as_u16(),
         request_id: request_id.clone(),
         rate_reset,
@@ -1026,4 +1092,246 @@ async fn logs(
         }
     }
     response
+}
+
+/// What a management request answers: status, JSON body, and the reason recorded.
+type Answer = (StatusCode, Value, Option<String>);
+
+fn okta_json_error(status: StatusCode, code: &str, summary: &str, cause: &str) -> Answer {
+    let (status, body) = okta_error(status, code, summary);
+    let mut body: Value = serde_json::from_str(&body).unwrap();
+    if !cause.is_empty() {
+        body["errorCauses"] = json!([{ "errorSummary": cause }]);
+    }
+    (status, body, Some(format!("{summary}: {cause}")))
+}
+
+/// Checks an Event Hook as Okta's API validates it (SPEC.md A.4).
+fn validate_hook(body: &Value) -> Result<(), String> {
+    if body["name"].as_str().is_none_or(str::is_empty) {
+        return Err("name: must not be empty".to_owned());
+    }
+    if body["events"]["type"] != "EVENT_TYPE" {
+        return Err("events.type: must be EVENT_TYPE".to_owned());
+    }
+    if body["events"]["items"]
+        .as_array()
+        .is_none_or(|items| items.is_empty() || items.iter().any(|i| !i.is_string()))
+    {
+        return Err("events.items: must list event types".to_owned());
+    }
+    let channel = &body["channel"];
+    if channel["type"] != "HTTP" || channel["version"] != "1.0.0" {
+        return Err("channel: type must be HTTP and version 1.0.0".to_owned());
+    }
+    let uri = channel["config"]["uri"].as_str().unwrap_or_default();
+    let loopback = uri.starts_with("http://127.0.0.1:") || uri.starts_with("http://localhost:");
+    if !uri.starts_with("https://") && !loopback {
+        return Err("channel.config.uri: must be an https URL".to_owned());
+    }
+    let scheme = &channel["config"]["authScheme"];
+    if scheme["type"] != "HEADER"
+        || scheme["key"].as_str().is_none_or(str::is_empty)
+        || scheme["value"].as_str().is_none_or(str::is_empty)
+    {
+        return Err("channel.config.authScheme: type HEADER with key and value".to_owned());
+    }
+    Ok(())
+}
+
+fn record(
+    shared: &Shared,
+    arrived: std::time::Instant,
+    uri: &Uri,
+    headers: HeaderMap,
+    body: Option<Value>,
+    answer: &Answer,
+) {
+    let mut state = shared.state.lock().unwrap();
+    let now = Utc::now() + state.skew;
+    state.counter += 1;
+    let request_id = format!("req-{}", state.counter);
+    state.requests.push(Recorded {
+        at: arrived,
+        server_time: now,
+        method: "POST".to_owned(),
+        path: uri.path().to_owned(),
+        query: uri.query().map(str::to_owned),
+        headers,
+        form: HashMap::new(),
+        body,
+        status: answer.0.as_u16(),
+        request_id,
+        rate_reset: None,
+        error: answer.2.clone(),
+        next_link: None,
+    });
+}
+
+fn respond(shared: &Shared, answer: Answer) -> Response {
+    let nonce = {
+        let state = shared.state.lock().unwrap();
+        matches!(state.auth, FakeAuth::ServiceApp { dpop: true, .. }).then(|| state.nonce.clone())
+    };
+    let mut response = (
+        answer.0,
+        [("content-type", "application/json")],
+        answer.1.to_string(),
+    )
+        .into_response();
+    if let Some(nonce) = nonce {
+        response
+            .headers_mut()
+            .insert("dpop-nonce", HeaderValue::from_str(&nonce).unwrap());
+    }
+    response
+}
+
+/// `POST /api/v1/eventHooks`.
+async fn create_hook(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let arrived = std::time::Instant::now();
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let answer: Answer = (|| {
+        let mut state = shared.state.lock().unwrap();
+        let now = Utc::now() + state.skew;
+        if let Err((status, body, reason)) = check_api_call(
+            &mut state,
+            &shared.base,
+            &headers,
+            "POST",
+            uri.path(),
+            "okta.eventHooks.manage",
+            now,
+        ) {
+            return (status, serde_json::from_str(&body).unwrap(), Some(reason));
+        }
+        let Some(hook) = parsed.clone() else {
+            return okta_json_error(
+                StatusCode::BAD_REQUEST,
+                "E0000003",
+                "The request body was not well-formed.",
+                "",
+            );
+        };
+        if let Err(cause) = validate_hook(&hook) {
+            return okta_json_error(
+                StatusCode::BAD_REQUEST,
+                "E0000001",
+                "Api validation failed: eventHook",
+                &cause,
+            );
+        }
+        let id = format!("who{}", random_token().replace(['-', '_'], "x"));
+        let mut answer = hook.clone();
+        let scheme = answer["channel"]["config"]["authScheme"].take();
+        answer["channel"]["config"]["authScheme"] =
+            json!({"type": scheme["type"], "key": scheme["key"]});
+        answer["channel"]["config"]["method"] = json!("POST");
+        answer["id"] = json!(id);
+        answer["status"] = json!("ACTIVE");
+        answer["verificationStatus"] = json!("UNVERIFIED");
+        answer["created"] = json!(now.to_rfc3339());
+        answer["lastUpdated"] = json!(now.to_rfc3339());
+        answer["_links"] = json!({
+            "self": {"href": format!("{}/api/v1/eventHooks/{id}", shared.base)},
+            "verify": {"href": format!("{}/api/v1/eventHooks/{id}/lifecycle/verify", shared.base)},
+        });
+        state.hook_auth.insert(id, scheme);
+        state.hooks.push(answer.clone());
+        (StatusCode::OK, answer, None)
+    })();
+    record(&shared, arrived, &uri, headers, parsed, &answer);
+    respond(&shared, answer)
+}
+
+/// `POST /api/v1/eventHooks/{id}/lifecycle/verify`: calls the hook as Okta does.
+async fn verify_hook(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let arrived = std::time::Instant::now();
+    let target = {
+        let mut state = shared.state.lock().unwrap();
+        let now = Utc::now() + state.skew;
+        match check_api_call(
+            &mut state,
+            &shared.base,
+            &headers,
+            "POST",
+            uri.path(),
+            "okta.eventHooks.manage",
+            now,
+        ) {
+            Err((status, body, reason)) => Err((
+                status,
+                serde_json::from_str::<Value>(&body).unwrap(),
+                Some(reason),
+            )),
+            Ok(()) => match state.hooks.iter().find(|h| h["id"] == id.as_str()) {
+                None => Err(okta_json_error(
+                    StatusCode::NOT_FOUND,
+                    "E0000007",
+                    &format!("Not found: Resource not found: {id} (EventHook)"),
+                    "",
+                )),
+                Some(hook) => Ok((
+                    hook["channel"]["config"]["uri"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    state.hook_auth.get(&id).cloned().unwrap_or(Value::Null),
+                )),
+            },
+        }
+    };
+    let answer: Answer = match target {
+        Err(answer) => answer,
+        Ok((hook_uri, scheme)) => {
+            let challenge = random_token();
+            let call = reqwest::Client::new()
+                .get(&hook_uri)
+                .timeout(Duration::from_secs(3))
+                .header("x-okta-verification-challenge", &challenge)
+                .header(
+                    scheme["key"].as_str().unwrap_or("authorization"),
+                    scheme["value"].as_str().unwrap_or_default(),
+                )
+                .send()
+                .await;
+            let echoed = match call {
+                Ok(response) if response.status() == StatusCode::OK => response
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .is_some_and(|v| v["verification"] == challenge.as_str()),
+                _ => false,
+            };
+            let mut state = shared.state.lock().unwrap();
+            if echoed {
+                let hook = state
+                    .hooks
+                    .iter_mut()
+                    .find(|h| h["id"] == id.as_str())
+                    .unwrap();
+                hook["verificationStatus"] = json!("VERIFIED");
+                (StatusCode::OK, hook.clone(), None)
+            } else {
+                okta_json_error(
+                    StatusCode::BAD_REQUEST,
+                    "E0000001",
+                    "Api validation failed: Verification failed",
+                    "The event hook did not answer the verification challenge",
+                )
+            }
+        }
+    };
+    record(&shared, arrived, &uri, headers, None, &answer);
+    respond(&shared, answer)
 }

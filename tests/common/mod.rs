@@ -1,10 +1,9 @@
-//! Shared test support: a fake Okta org, an in-memory journal, keys and a timeout helper.
+//! Shared test support: a fake Okta org, the app in-process and as a binary, timeout helpers.
 //!
 //! Each test binary uses a different subset, hence `dead_code` is allowed here.
 #![allow(dead_code)]
 
 pub mod fake_okta;
-pub mod memory_journal;
 
 use std::future::Future;
 use std::time::Duration;

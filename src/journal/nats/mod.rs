@@ -216,13 +216,24 @@ impl NatsJournal {
         PollerLease::acquire(self.state.clone(), holder, ttl).await
     }
 
-    /// Stops the tail and waits for it; reads and appends still work until the value drops.
+    /// Stops the tail and waits for it. Appends already running finish; every later call of
+    /// the [`Journal`] methods fails with [`JournalError::Closed`], as the trait requires
+    /// (the lease, outside the trait, still works so a shutting-down replica can release it).
     pub async fn close(&self) {
         self.shutdown.cancel();
         if let Some(task) = self.tail_task.lock().await.take()
             && let Err(e) = task.await
         {
             tracing::error!(error = %e, "NATS journal tail task failed");
+        }
+    }
+
+    /// `Closed` once [`NatsJournal::close`] was called.
+    fn ensure_open(&self) -> Result<(), JournalError> {
+        if self.shutdown.is_cancelled() {
+            Err(JournalError::Closed)
+        } else {
+            Ok(())
         }
     }
 
@@ -407,6 +418,7 @@ impl Journal for NatsJournal {
     }
 
     async fn append(&self, batch: Batch) -> Result<Appended, JournalError> {
+        self.ensure_open()?;
         let mut duplicates = 0;
         let mut seen = HashSet::with_capacity(batch.events.len());
         let mut fresh = Vec::with_capacity(batch.events.len());
@@ -492,6 +504,7 @@ impl Journal for NatsJournal {
         after: Cursor,
         limit: usize,
     ) -> Result<Vec<SharedEvent>, JournalError> {
+        self.ensure_open()?;
         let known = self.known_head();
         self.read_forward(
             &self.events,
@@ -511,6 +524,7 @@ impl Journal for NatsJournal {
         before: Cursor,
         limit: usize,
     ) -> Result<Vec<SharedEvent>, JournalError> {
+        self.ensure_open()?;
         if limit == 0 || before <= 1 {
             return Ok(Vec::new());
         }
@@ -544,6 +558,7 @@ impl Journal for NatsJournal {
     }
 
     async fn get(&self, uuid: &str) -> Result<Option<SharedEvent>, JournalError> {
+        self.ensure_open()?;
         match self.lookup(uuid).await? {
             None => Ok(None),
             Some(message) => {
@@ -560,6 +575,7 @@ impl Journal for NatsJournal {
     }
 
     async fn cursor_before_time(&self, since_micros: i64) -> Result<Cursor, JournalError> {
+        self.ensure_open()?;
         let state = self.info().await?;
         if state.messages == 0 {
             return Ok(state.last_sequence);
@@ -588,6 +604,7 @@ impl Journal for NatsJournal {
     }
 
     async fn bounds(&self) -> Result<Bounds, JournalError> {
+        self.ensure_open()?;
         let state = self.info().await?;
         Ok(Bounds {
             oldest: (state.messages > 0).then_some(state.first_sequence),
@@ -596,25 +613,26 @@ impl Journal for NatsJournal {
     }
 
     async fn state(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        self.ensure_open()?;
         let entry = self
             .state
             .entry(kv_key(key))
             .await
             .map_err(|e| storage("read state", e))?;
+        // Revisions only grow. A read that raced with this instance's own write may have
+        // fetched the older entry: it must not move the recorded revision back, or the
+        // next write of this instance would lose its compare-and-set to itself.
         let mut revisions = self.revisions.lock().await;
-        match entry {
-            Some(entry) => {
-                revisions.insert(key.to_owned(), entry.revision);
-                Ok((entry.operation == kv::Operation::Put).then(|| entry.value.to_vec()))
-            }
-            None => {
-                revisions.insert(key.to_owned(), 0);
-                Ok(None)
-            }
-        }
+        let read = entry.as_ref().map_or(0, |entry| entry.revision);
+        let recorded = revisions.entry(key.to_owned()).or_insert(read);
+        *recorded = (*recorded).max(read);
+        Ok(entry
+            .filter(|entry| entry.operation == kv::Operation::Put)
+            .map(|entry| entry.value.to_vec()))
     }
 
     async fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, JournalError> {
+        self.ensure_open()?;
         self.read_forward(
             &self.quarantine,
             &quarantine_subject(&self.config),
@@ -636,6 +654,7 @@ impl Journal for NatsJournal {
     }
 
     async fn check(&self) -> Result<(), JournalError> {
+        self.ensure_open()?;
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return Err(JournalError::Storage(
                 "not connected to any NATS server".to_owned(),

@@ -4,7 +4,8 @@
 //! an event appended on any replica reaches every replica's subscribers once, in sequence
 //! order. Failure policy: the tail never gives up while the journal lives; a consumer error
 //! is logged and the consumer re-created from the next sequence after a capped backoff (a
-//! follower that sees a hole meanwhile catches up from the journal by itself).
+//! follower that sees a hole meanwhile catches up from the journal by itself). A consumer
+//! that stays idle while the stream holds newer messages counts as failed too.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::hub::Hub;
+
+/// How long the tail waits for a message before checking whether its consumer stalled.
+const STALL_CHECK: Duration = Duration::from_secs(2);
 
 /// First and largest pause before re-creating a failed consumer.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
@@ -107,10 +111,29 @@ async fn follow(
         .messages()
         .await
         .map_err(|e| format!("cannot start the ordered consumer: {e}"))?;
+    // The position at which an idle check last found the stream ahead of the tail.
+    let mut behind_at: Option<u64> = None;
     loop {
         let message = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             message = messages.next() => message,
+            () = tokio::time::sleep(STALL_CHECK) => {
+                // Idle is normal at the head. Idle twice in a row at the same position while
+                // the stream holds newer messages is a stalled consumer (seen after a node
+                // of the cluster died): re-create it instead of waiting forever.
+                let last = events.get_info().await.map_or(0, |info| info.state.last_sequence);
+                let position = progress.position();
+                if last <= position {
+                    behind_at = None;
+                } else if behind_at == Some(position) {
+                    return Err(format!(
+                        "the ordered consumer stalled at {position} while the stream is at {last}"
+                    ));
+                } else {
+                    behind_at = Some(position);
+                }
+                continue;
+            }
         };
         let message = match message {
             None => return Err("the ordered consumer ended".to_owned()),

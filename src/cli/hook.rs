@@ -1,0 +1,215 @@
+//! `okta-stream hook register|verify`: create and verify the Okta Event Hook through Okta's
+//! management API, with the poller's credentials settings.
+//!
+//! The secret Okta must send is the one the service accepts: the first value of
+//! `OKTA_STREAM_HOOK_SECRETS`, or else the secret the service generated in its data dir.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::{CliError, secret_value};
+use crate::config::{DEFAULT_DATA_DIR, DEFAULT_HOOK_AUTH_HEADER, DEFAULT_POLL_EVENT_TYPES};
+use crate::hook::auth::GENERATED_SECRET_FILE;
+use crate::okta::hooks::{EventHooksClient, HookRegistration};
+use crate::okta::{Credentials, PrivateKey};
+use crate::secret::Secret;
+
+/// Bound on each call to Okta.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The Okta org and credentials: the same settings as the System Log poller.
+#[derive(Args, Clone)]
+pub struct OktaArgs {
+    /// Okta org URL, e.g. `https://acme.okta.com`.
+    #[arg(long, env = "OKTA_ORG_URL", value_name = "URL")]
+    okta_org_url: Option<String>,
+    /// Okta API token (SSWS).
+    #[arg(long, env = "OKTA_API_TOKEN", hide_env_values = true, value_parser = secret_value, value_name = "TOKEN")]
+    okta_api_token: Option<Secret>,
+    /// OAuth 2.0 service app client id (with --okta-private-key-file); needs the scope
+    /// okta.eventHooks.manage.
+    #[arg(long, env = "OKTA_CLIENT_ID", value_name = "ID")]
+    okta_client_id: Option<String>,
+    /// PEM or JWK private key of the service app (RS256 or ES256).
+    #[arg(long, env = "OKTA_PRIVATE_KEY_FILE", value_name = "FILE")]
+    okta_private_key_file: Option<PathBuf>,
+    /// Key id (`kid`) of the private key, if registered with one.
+    #[arg(long, env = "OKTA_PRIVATE_KEY_ID", value_name = "KID")]
+    okta_private_key_id: Option<String>,
+}
+
+impl OktaArgs {
+    fn client(&self) -> Result<EventHooksClient, CliError> {
+        let usage = |setting: &str, problem: &str| {
+            CliError::Usage(format!("invalid setting {setting}: {problem}"))
+        };
+        let org = self
+            .okta_org_url
+            .as_deref()
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| usage("OKTA_ORG_URL (--okta-org-url)", "is required"))?;
+        let credentials = match (
+            &self.okta_api_token,
+            &self.okta_client_id,
+            &self.okta_private_key_file,
+        ) {
+            (Some(token), None, None) => Credentials::ApiToken(token.clone()),
+            (None, Some(client_id), Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    usage(
+                        "OKTA_PRIVATE_KEY_FILE (--okta-private-key-file)",
+                        &format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let key = PrivateKey::parse(&text).map_err(|e| CliError::Usage(e.to_string()))?;
+                Credentials::ServiceApp {
+                    client_id: client_id.clone(),
+                    key,
+                    key_id: self.okta_private_key_id.clone(),
+                }
+            }
+            (Some(_), _, _) => {
+                return Err(usage(
+                    "OKTA_API_TOKEN (--okta-api-token)",
+                    "set either OKTA_API_TOKEN or OKTA_CLIENT_ID + OKTA_PRIVATE_KEY_FILE, not both",
+                ));
+            }
+            (None, Some(_), None) => {
+                return Err(usage(
+                    "OKTA_PRIVATE_KEY_FILE (--okta-private-key-file)",
+                    "is required with OKTA_CLIENT_ID",
+                ));
+            }
+            (None, None, Some(_)) => {
+                return Err(usage(
+                    "OKTA_CLIENT_ID (--okta-client-id)",
+                    "is required with OKTA_PRIVATE_KEY_FILE",
+                ));
+            }
+            (None, None, None) => {
+                return Err(usage(
+                    "OKTA_API_TOKEN (--okta-api-token)",
+                    "set OKTA_API_TOKEN, or OKTA_CLIENT_ID + OKTA_PRIVATE_KEY_FILE",
+                ));
+            }
+        };
+        EventHooksClient::new(org, &credentials, TIMEOUT)
+            .map_err(|e| CliError::Usage(e.to_string()))
+    }
+}
+
+/// `okta-stream hook ...`.
+#[derive(Subcommand, Clone)]
+pub enum HookCommand {
+    /// Create the Event Hook in Okta (POST /api/v1/eventHooks); prints Okta's answer.
+    Register(RegisterArgs),
+    /// Ask Okta to verify the hook (it calls the hook URL once); prints Okta's answer.
+    Verify(VerifyArgs),
+}
+
+/// `okta-stream hook register`.
+#[derive(Args, Clone)]
+pub struct RegisterArgs {
+    /// Public URL of this service's hook endpoint, e.g. `https://ingest.example.com/okta/hook`.
+    #[arg(long, env = "OKTA_STREAM_HOOK_URL", value_name = "URL")]
+    url: String,
+    /// Name of the hook in Okta.
+    #[arg(long, env = "OKTA_STREAM_HOOK_NAME", default_value = "okta-stream")]
+    name: String,
+    /// Event type Okta delivers (repeatable, or comma-separated).
+    #[arg(long = "event-type", env = "OKTA_STREAM_HOOK_EVENT_TYPES", value_delimiter = ',', default_value = DEFAULT_POLL_EVENT_TYPES, value_name = "TYPE")]
+    event_types: Vec<String>,
+    /// Header Okta sends the secret in (the service's OKTA_STREAM_HOOK_AUTH_HEADER).
+    #[arg(long, env = "OKTA_STREAM_HOOK_AUTH_HEADER", default_value = DEFAULT_HOOK_AUTH_HEADER, value_name = "HEADER")]
+    hook_auth_header: String,
+    /// Secret Okta sends; the first of the service's OKTA_STREAM_HOOK_SECRETS. Unset: the
+    /// secret the service generated in --data-dir.
+    #[arg(
+        long,
+        env = "OKTA_STREAM_HOOK_SECRETS",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    hook_secrets: Option<String>,
+    /// The service's data dir, where it stores a generated hook secret.
+    #[arg(long, env = "OKTA_STREAM_DATA_DIR", default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    okta: OktaArgs,
+}
+
+impl RegisterArgs {
+    fn secret(&self) -> Result<Secret, CliError> {
+        if let Some(first) = self
+            .hook_secrets
+            .as_deref()
+            .and_then(|list| list.split(',').map(str::trim).find(|s| !s.is_empty()))
+        {
+            return Ok(Secret::new(first));
+        }
+        let path = self.data_dir.join(GENERATED_SECRET_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => Ok(Secret::new(text.trim())),
+            _ => Err(CliError::Usage(format!(
+                "invalid setting OKTA_STREAM_HOOK_SECRETS (--hook-secrets): not set, and no \
+                 generated secret in {} (set it, or point --data-dir at the service's data dir)",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// `okta-stream hook verify <hook-id>`.
+#[derive(Args, Clone)]
+pub struct VerifyArgs {
+    /// The Event Hook id printed by `hook register` (`id`, e.g. who1a2b3c...).
+    hook_id: String,
+    #[command(flatten)]
+    okta: OktaArgs,
+}
+
+/// Runs `hook register` or `hook verify`.
+pub async fn run(command: HookCommand) -> Result<(), CliError> {
+    let answer = match command {
+        HookCommand::Register(args) => {
+            let header = args.hook_auth_header.trim();
+            if header.parse::<http::HeaderName>().is_err() {
+                return Err(CliError::Usage(format!(
+                    "invalid setting OKTA_STREAM_HOOK_AUTH_HEADER (--hook-auth-header): `{header}` is not a header name"
+                )));
+            }
+            let client = args.okta.client()?;
+            let registration = HookRegistration {
+                name: args.name.clone(),
+                url: args.url.clone(),
+                event_types: args.event_types.clone(),
+                auth_header: header.to_owned(),
+                secret: args.secret()?,
+            };
+            let hook = client.register(&registration).await?;
+            let id = hook["id"].as_str().unwrap_or_default().to_owned();
+            eprintln!(
+                "created Event Hook {id}; once the service answers at {}, run: okta-stream hook verify {id}",
+                args.url
+            );
+            hook
+        }
+        HookCommand::Verify(args) => {
+            let client = args.okta.client()?;
+            let hook = client.verify(&args.hook_id).await?;
+            eprintln!(
+                "Event Hook {}: verificationStatus {}",
+                args.hook_id,
+                hook["verificationStatus"].as_str().unwrap_or("unknown")
+            );
+            hook
+        }
+    };
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{answer}")?;
+    stdout.flush()?;
+    Ok(())
+}
