@@ -585,7 +585,7 @@ async fn ingest(options: &Options) -> Result<(), String> {
     );
     let server = Server::start(&[]).await?;
     let floor = Floor::start()?;
-    ingest_table(&server.hook_url(), &floor.url(), &INGEST_ROWS, run_for).await;
+    ingest_table(&server, &floor.url(), &INGEST_ROWS, run_for).await;
 
     let fixed_for = run_for.max(Duration::from_secs(5));
     println!(
@@ -617,18 +617,21 @@ async fn ingest(options: &Options) -> Result<(), String> {
 }
 
 /// One table row per (senders, events per delivery): ours and, if given, the floor.
-async fn ingest_table(url: &str, floor: &str, rows: &[(usize, usize)], run_for: Duration) {
+async fn ingest_table(server: &Server, floor: &str, rows: &[(usize, usize)], run_for: Duration) {
+    let url = server.hook_url();
     println!();
     println!(
-        "| senders | events/delivery | ours events/s | ours p50 ms | ours p99 ms | floor events/s | floor p50 ms | floor p99 ms | ours/floor | errors |"
+        "| senders | events/delivery | ours events/s | ours p50 ms | ours p99 ms | server CPU µs/event | floor events/s | floor p50 ms | floor p99 ms | ours/floor | errors |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for &(senders, per_delivery) in rows {
-        let mut ours = closed_loop(url, senders, per_delivery, run_for).await;
+        let cpu_before = cpu_secs(server.child.id());
+        let mut ours = closed_loop(&url, senders, per_delivery, run_for).await;
+        let cpu_us = (cpu_secs(server.child.id()) - cpu_before) * 1e6 / ours.events.max(1) as f64;
         let mut base = closed_loop(floor, senders, per_delivery, run_for).await;
         let (floor_rate, floor_p50, floor_p99) = (base.rate(), base.p(50.0), base.p(99.0));
         println!(
-            "| {senders} | {per_delivery} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.3} | {} |",
+            "| {senders} | {per_delivery} | {:.0} | {:.2} | {:.2} | {cpu_us:.1} | {:.0} | {:.2} | {:.2} | {:.3} | {} |",
             ours.rate(),
             ours.p(50.0),
             ours.p(99.0),
@@ -1586,13 +1589,20 @@ async fn jetstream(options: &Options) -> Result<(), String> {
         options.nats
     );
     let outcome = jetstream_rows(options, &stream, run_for).await;
-    // Remove the stream this run created (it exists only if the server created it).
+    // Remove what this run created: the events stream, its quarantine stream and its state
+    // bucket (the quarantine subject is fixed, so a leftover would block the next run).
     match async_nats::connect(options.nats.clone()).await {
         Ok(client) => {
             let js = async_nats::jetstream::new(client);
-            match js.delete_stream(&stream).await {
-                Ok(_) => println!("\n(deleted JetStream stream {stream})"),
-                Err(error) => println!("\n(JetStream stream {stream} not deleted: {error})"),
+            for name in [
+                stream.clone(),
+                format!("{stream}_QUARANTINE"),
+                format!("KV_{stream}_STATE"),
+            ] {
+                match js.delete_stream(&name).await {
+                    Ok(_) => println!("(deleted JetStream stream {name})"),
+                    Err(error) => println!("(JetStream stream {name} not deleted: {error})"),
+                }
             }
         }
         Err(error) => println!(
