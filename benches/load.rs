@@ -105,9 +105,9 @@ fn options() -> Result<Options, String> {
     if options.scenario.is_empty() {
         return Err("name a scenario: ingest, fanout, poller, jetstream or all".to_owned());
     }
-    if !(options.secs > 0.0 && options.secs <= 120.0)
-        || !(options.scale > 0.0 && options.scale <= 20.0)
-    {
+    let secs_ok = options.secs > 0.0 && options.secs <= 120.0;
+    let scale_ok = options.scale > 0.0 && options.scale <= 20.0;
+    if !secs_ok || !scale_ok {
         return Err("--secs must be in (0, 120], --scale in (0, 20]".to_owned());
     }
     Ok(options)
