@@ -329,6 +329,9 @@ async fn open_journal(
             let nats_config = NatsConfig {
                 servers: servers.clone(),
                 stream: stream.clone(),
+                // Subjects derive from the stream name, so several okta-stream deployments
+                // (different `OKTA_STREAM_NATS_STREAM`) can share one NATS without overlapping.
+                subject: format!("okta_stream.{stream}"),
                 replicas: *replicas,
                 max_age: config.retention_max_age,
                 duplicate_window: *duplicate_window,
