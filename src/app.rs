@@ -335,7 +335,6 @@ async fn open_journal(
                 replicas: *replicas,
                 max_age: config.retention_max_age,
                 duplicate_window: *duplicate_window,
-                ..NatsConfig::default()
             };
             let hub = Hub::new(live_capacity, 0);
             let journal = NatsJournal::open(nats_config, hub.clone()).await?;

@@ -34,11 +34,10 @@ impl Hub {
     }
 
     /// Publishes newly committed events. Journals call this once per commit, in cursor order.
+    ///
+    /// The head moves first, so a follower that receives an event never sees a head older
+    /// than that event (its lag is measured against the head).
     pub fn publish(&self, events: &[SharedEvent]) {
-        for event in events {
-            // No receiver is not an error: nobody is subscribed right now.
-            let _ = self.live.send(event.clone());
-        }
         if let Some(last) = events.last() {
             self.head.send_if_modified(|head| {
                 let newer = last.cursor() > *head;
@@ -47,6 +46,10 @@ impl Hub {
                 }
                 newer
             });
+        }
+        for event in events {
+            // No receiver is not an error: nobody is subscribed right now.
+            let _ = self.live.send(event.clone());
         }
     }
 
