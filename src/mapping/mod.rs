@@ -19,6 +19,7 @@ mod parse;
 mod record;
 mod time;
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use crate::proto;
@@ -63,7 +64,25 @@ pub struct MappingError {
 /// - `uuid`: missing, not a string, or empty;
 /// - `published`: missing, not a string, or not an RFC 3339 date-time.
 pub fn map_event(log_event: &[u8], delivery: &Delivery) -> Result<proto::Event, MappingError> {
-    let doc = parse::parse_object(log_event)
+    thread_local! {
+        /// Parse buffers reused from event to event on this thread.
+        static BUFFERS: Cell<parse::Buffers> = Cell::default();
+    }
+    let mut buffers = BUFFERS.take();
+    let mapped = map_with(log_event, delivery, &mut buffers);
+    if buffers.worth_keeping() {
+        BUFFERS.set(buffers);
+    }
+    mapped
+}
+
+/// [`map_event`] with the parse buffers to use.
+fn map_with(
+    log_event: &[u8],
+    delivery: &Delivery,
+    buffers: &mut parse::Buffers,
+) -> Result<proto::Event, MappingError> {
+    let doc = parse::parse_object(log_event, buffers)
         .map_err(|e| MappingError {
             field: "event",
             problem: e.to_string(),

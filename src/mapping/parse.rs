@@ -88,21 +88,61 @@ enum Node {
 #[derive(Debug, Clone, Copy)]
 struct Member {
     key: Span,
+    /// [`prefix`] of the key: most key comparisons are decided by it without reading the key.
+    prefix: u64,
     value: Node,
 }
 
-/// A parsed JSON object, borrowing the input.
+/// The first eight bytes of `key`, zero-padded, as a big-endian number: when two keys' prefixes
+/// differ, they order as the keys do (byte-wise); when they are equal, the keys decide.
+fn prefix(key: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = key.len().min(8);
+    bytes[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(bytes)
+}
+
+/// A parsed JSON object, borrowing the input and the [`Buffers`] it was parsed into.
 #[derive(Debug)]
 pub struct Doc<'a> {
     text: &'a str,
     /// Unescaped strings, back to back.
-    escaped: String,
+    escaped: &'a str,
     /// Members of every object, each object's contiguous, sorted by key, one per key.
-    members: Vec<Member>,
+    members: &'a [Member],
     /// Items of every array, each array's contiguous.
-    items: Vec<Node>,
+    items: &'a [Node],
     /// The top-level object.
     root: Range,
+}
+
+/// The memory a parse fills. Reusing one between parses (see `map_event`) saves the
+/// allocations a parse would otherwise make.
+#[derive(Debug, Default)]
+pub struct Buffers {
+    /// Unescaped strings.
+    escaped: String,
+    /// Members of the objects closed so far.
+    members: Vec<Member>,
+    /// Items of the arrays closed so far.
+    items: Vec<Node>,
+    /// Members of the objects still open, innermost last.
+    member_stack: Vec<Member>,
+    /// Items of the arrays still open, innermost last.
+    item_stack: Vec<Node>,
+}
+
+impl Buffers {
+    /// Whether these buffers are small enough to keep for the next parse: one huge event
+    /// should not pin its memory for the life of the thread.
+    pub fn worth_keeping(&self) -> bool {
+        const MAX_KEPT: usize = 1 << 16;
+        self.escaped.capacity() <= MAX_KEPT * 16
+            && self.members.capacity() <= MAX_KEPT
+            && self.items.capacity() <= MAX_KEPT
+            && self.member_stack.capacity() <= MAX_KEPT
+            && self.item_stack.capacity() <= MAX_KEPT
+    }
 }
 
 /// One value read from a [`Doc`]; JSON null has no `Val` (reads treat it as absent).
@@ -143,8 +183,8 @@ impl<'a> Doc<'a> {
         }
     }
 
-    fn str(&self, span: Span) -> &str {
-        span_str(self.text, &self.escaped, span)
+    fn str(&self, span: Span) -> &'a str {
+        span_str(self.text, self.escaped, span)
     }
 
     fn val(&self, node: Node) -> Option<Val<'_>> {
@@ -221,8 +261,13 @@ impl<'d> Obj<'d> {
     pub fn get(&self, key: &str) -> Option<Val<'d>> {
         let doc = self.doc;
         let members = &doc.members[self.range.indices()];
+        let wanted = prefix(key.as_bytes());
         let i = members
-            .binary_search_by(|m| doc.str(m.key).cmp(key))
+            .binary_search_by(|m| {
+                m.prefix
+                    .cmp(&wanted)
+                    .then_with(|| doc.str(m.key).cmp(key))
+            })
             .ok()?;
         doc.val(members[i].value)
     }
@@ -290,9 +335,12 @@ fn entry_len(key_len: usize, value_len: usize) -> usize {
     key + 1 + varint_len(value_len) + value_len
 }
 
-/// Parses `bytes` as one JSON value. A top-level object becomes `Some(Doc)`; any other valid
-/// top-level value is `None`.
-pub fn parse_object(bytes: &[u8]) -> Result<Option<Doc<'_>>, ParseError> {
+/// Parses `bytes` as one JSON value, into `buffers` (cleared first). A top-level object becomes
+/// `Some(Doc)`; any other valid top-level value is `None`.
+pub fn parse_object<'a>(
+    bytes: &'a [u8],
+    buffers: &'a mut Buffers,
+) -> Result<Option<Doc<'a>>, ParseError> {
     // Checked once here, so every string slice taken below (always between ASCII quotes, hence
     // on character boundaries) is valid UTF-8 without another check.
     let text = match std::str::from_utf8(bytes) {
@@ -304,16 +352,16 @@ pub fn parse_object(bytes: &[u8]) -> Result<Option<Doc<'_>>, ParseError> {
             });
         }
     };
-    // Real LogEvents have about one member per 25 bytes; this saves most regrowths.
+    buffers.escaped.clear();
+    buffers.members.clear();
+    buffers.items.clear();
+    buffers.member_stack.clear();
+    buffers.item_stack.clear();
     let mut parser = Parser {
         text,
         bytes,
         at: 0,
-        escaped: String::new(),
-        members: Vec::with_capacity(bytes.len() / 24),
-        items: Vec::new(),
-        member_stack: Vec::with_capacity(32),
-        item_stack: Vec::new(),
+        buffers,
         error: None,
     };
     let parsed = parser.document();
@@ -323,12 +371,13 @@ pub fn parse_object(bytes: &[u8]) -> Result<Option<Doc<'_>>, ParseError> {
             at: parser.at,
         })
     })?;
+    let buffers = parser.buffers;
     Ok(match node {
         Node::Object(root) => Some(Doc {
             text,
-            escaped: parser.escaped,
-            members: parser.members,
-            items: parser.items,
+            escaped: &buffers.escaped,
+            members: &buffers.members,
+            items: &buffers.items,
             root,
         }),
         _ => None,
@@ -339,16 +388,7 @@ struct Parser<'a> {
     text: &'a str,
     bytes: &'a [u8],
     at: usize,
-    /// Unescaped strings (becomes [`Doc::escaped`]).
-    escaped: String,
-    /// Members of the objects closed so far.
-    members: Vec<Member>,
-    /// Items of the arrays closed so far.
-    items: Vec<Node>,
-    /// Members of the objects still open, innermost last.
-    member_stack: Vec<Member>,
-    /// Items of the arrays still open, innermost last.
-    item_stack: Vec<Node>,
+    buffers: &'a mut Buffers,
     /// Why the parse stopped, once it has.
     error: Option<ParseError>,
 }
@@ -360,7 +400,7 @@ struct Stop;
 /// The result of one parse step.
 type Step<T> = Result<T, Stop>;
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     /// The whole input: one value between optional whitespace.
     fn document(&mut self) -> Step<Node> {
         self.skip_ws();
@@ -450,7 +490,7 @@ impl Parser<'_> {
         }
         self.at += 1;
         self.skip_ws();
-        let mark = self.member_stack.len();
+        let mark = self.buffers.member_stack.len();
         if self.peek() == Some(b'}') {
             self.at += 1;
             return Ok(Node::Object(self.close_object(mark)));
@@ -467,7 +507,8 @@ impl Parser<'_> {
             self.at += 1;
             self.skip_ws();
             let value = self.value(level)?;
-            self.member_stack.push(Member { key, value });
+            let prefix = prefix(span_str(self.text, &self.buffers.escaped, key).as_bytes());
+            self.buffers.member_stack.push(Member { key, prefix, value });
             self.skip_ws();
             match self.peek() {
                 Some(b',') => {
@@ -487,29 +528,39 @@ impl Parser<'_> {
     /// Moves the members of the object just closed (`member_stack[mark..]`) to `members`,
     /// sorted by key with one member per key, and measures its encoded `Struct`.
     fn close_object(&mut self, mark: usize) -> Range {
-        let (text, escaped) = (self.text, self.escaped.as_str());
+        let text = self.text;
+        let Buffers {
+            escaped,
+            members,
+            member_stack,
+            ..
+        } = &mut *self.buffers;
+        let escaped = escaped.as_str();
         let key = |m: &Member| span_str(text, escaped, m.key);
-        let open = &mut self.member_stack[mark..];
+        let order = |a: &Member, b: &Member| {
+            a.prefix.cmp(&b.prefix).then_with(|| key(a).cmp(key(b)))
+        };
+        let open = &mut member_stack[mark..];
         // The order `Struct` entries are encoded in (prost encodes its `BTreeMap` in key
         // order). The sort is stable, so for a duplicate key the later member is last of its
         // run and wins below, as in serde_json and JavaScript.
-        if !open.is_sorted_by(|a, b| key(a) <= key(b)) {
-            open.sort_by(|a, b| key(a).cmp(key(b)));
+        if !open.is_sorted_by(|a, b| order(a, b).is_le()) {
+            open.sort_by(order);
         }
-        let first = self.members.len();
+        let first = members.len();
         let mut size = 0;
         for (i, member) in open.iter().enumerate() {
-            if open.get(i + 1).is_some_and(|next| key(next) == key(member)) {
+            if open.get(i + 1).is_some_and(|next| order(next, member).is_eq()) {
                 continue;
             }
             let entry = entry_len(member.key.len(), value_len(member.value));
             size += 1 + varint_len(entry) + entry;
-            self.members.push(*member);
+            members.push(*member);
         }
-        self.member_stack.truncate(mark);
+        member_stack.truncate(mark);
         Range {
             first,
-            count: self.members.len() - first,
+            count: members.len() - first,
             size,
         }
     }
@@ -521,11 +572,11 @@ impl Parser<'_> {
         }
         self.at += 1;
         self.skip_ws();
-        let mark = self.item_stack.len();
+        let mark = self.buffers.item_stack.len();
         if self.peek() != Some(b']') {
             loop {
                 let item = self.value(level)?;
-                self.item_stack.push(item);
+                self.buffers.item_stack.push(item);
                 self.skip_ws();
                 match self.peek() {
                     Some(b',') => {
@@ -538,17 +589,17 @@ impl Parser<'_> {
             }
         }
         self.at += 1;
-        let first = self.items.len();
+        let first = self.buffers.items.len();
         let mut size = 0;
-        for &item in &self.item_stack[mark..] {
+        for &item in &self.buffers.item_stack[mark..] {
             let len = value_len(item);
             size += 1 + varint_len(len) + len;
         }
-        self.items.extend_from_slice(&self.item_stack[mark..]);
-        self.item_stack.truncate(mark);
+        self.buffers.items.extend_from_slice(&self.buffers.item_stack[mark..]);
+        self.buffers.item_stack.truncate(mark);
         Ok(Node::Array(Range {
             first,
-            count: self.items.len() - first,
+            count: self.buffers.items.len() - first,
             size,
         }))
     }
@@ -576,7 +627,7 @@ impl Parser<'_> {
                 None => return Err(self.syntax("unterminated string")),
             }
         }
-        let mut out = std::mem::take(&mut self.escaped);
+        let mut out = std::mem::take(&mut self.buffers.escaped);
         let unescaped_start = out.len();
         out.push_str(&self.text[start..self.at]);
         let result = self.escaped_rest(&mut out);
@@ -585,7 +636,7 @@ impl Parser<'_> {
             end: out.len(),
             escaped: true,
         };
-        self.escaped = out;
+        self.buffers.escaped = out;
         result.map(|()| span)
     }
 
