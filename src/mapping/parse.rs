@@ -96,10 +96,13 @@ struct Member {
 /// The first eight bytes of `key`, zero-padded, as a big-endian number: when two keys' prefixes
 /// differ, they order as the keys do (byte-wise); when they are equal, the keys decide.
 fn prefix(key: &[u8]) -> u64 {
-    let mut bytes = [0u8; 8];
-    let n = key.len().min(8);
-    bytes[..n].copy_from_slice(&key[..n]);
-    u64::from_be_bytes(bytes)
+    match key.first_chunk::<8>() {
+        Some(head) => u64::from_be_bytes(*head),
+        None => key
+            .iter()
+            .enumerate()
+            .fold(0, |p, (i, &b)| p | u64::from(b) << (56 - 8 * i)),
+    }
 }
 
 /// A parsed JSON object, borrowing the input and the [`Buffers`] it was parsed into.
@@ -262,14 +265,12 @@ impl<'d> Obj<'d> {
         let doc = self.doc;
         let members = &doc.members[self.range.indices()];
         let wanted = prefix(key.as_bytes());
-        let i = members
-            .binary_search_by(|m| {
-                m.prefix
-                    .cmp(&wanted)
-                    .then_with(|| doc.str(m.key).cmp(key))
-            })
-            .ok()?;
-        doc.val(members[i].value)
+        // A linear scan of the prefixes measured faster than a binary search: objects are small
+        // (the top level has about 20 members) and the loop predicts well.
+        let member = members
+            .iter()
+            .find(|m| m.prefix == wanted && doc.str(m.key) == key)?;
+        doc.val(member.value)
     }
 
     /// The object as an encoded `google.protobuf.Struct`, written straight from the document.
