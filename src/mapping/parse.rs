@@ -133,6 +133,8 @@ pub struct Buffers {
     member_stack: Vec<Member>,
     /// Items of the arrays still open, innermost last.
     item_stack: Vec<Node>,
+    /// The order of the members of the object being closed: (key prefix, index).
+    order: Vec<(u64, u32)>,
 }
 
 impl Buffers {
@@ -145,6 +147,7 @@ impl Buffers {
             && self.items.capacity() <= MAX_KEPT
             && self.member_stack.capacity() <= MAX_KEPT
             && self.item_stack.capacity() <= MAX_KEPT
+            && self.order.capacity() <= MAX_KEPT
     }
 }
 
@@ -534,29 +537,44 @@ impl<'a> Parser<'a> {
             escaped,
             members,
             member_stack,
+            order,
             ..
         } = &mut *self.buffers;
         let escaped = escaped.as_str();
-        let key = |m: &Member| span_str(text, escaped, m.key);
-        let order = |a: &Member, b: &Member| {
-            a.prefix.cmp(&b.prefix).then_with(|| key(a).cmp(key(b)))
-        };
-        let open = &mut member_stack[mark..];
-        // The order `Struct` entries are encoded in (prost encodes its `BTreeMap` in key
-        // order). The sort is stable, so for a duplicate key the later member is last of its
-        // run and wins below, as in serde_json and JavaScript.
-        if !open.is_sorted_by(|a, b| order(a, b).is_le()) {
-            open.sort_by(order);
-        }
+        let open = &member_stack[mark..];
+        let key = |i: u32| span_str(text, escaped, open[i as usize].key);
         let first = members.len();
         let mut size = 0;
-        for (i, member) in open.iter().enumerate() {
-            if open.get(i + 1).is_some_and(|next| order(next, member).is_eq()) {
-                continue;
-            }
+        let mut keep = |member: &Member| {
             let entry = entry_len(member.key.len(), value_len(member.value));
             size += 1 + varint_len(entry) + entry;
             members.push(*member);
+        };
+        // Entries are encoded in key order, as prost encodes a `Struct`'s `BTreeMap`.
+        if open.is_sorted_by(|a, b| {
+            a.prefix < b.prefix || a.prefix == b.prefix && span_str(text, escaped, a.key) < span_str(text, escaped, b.key)
+        }) {
+            // Already in order, no key twice: the common case for small objects.
+            open.iter().for_each(&mut keep);
+        } else {
+            // Sorting (prefix, index) pairs moves less than sorting members. Equal keys sort by
+            // position, so for a duplicate key the later member is last of its run and wins, as
+            // in serde_json and JavaScript.
+            order.clear();
+            order.extend(open.iter().zip(0u32..).map(|(m, i)| (m.prefix, i)));
+            order.sort_unstable_by(|a, b| {
+                a.0.cmp(&b.0)
+                    .then_with(|| key(a.1).cmp(key(b.1)))
+                    .then(a.1.cmp(&b.1))
+            });
+            for (n, &(p, i)) in order.iter().enumerate() {
+                let duplicate = order
+                    .get(n + 1)
+                    .is_some_and(|&(next_p, next_i)| next_p == p && key(next_i) == key(i));
+                if !duplicate {
+                    keep(&open[i as usize]);
+                }
+            }
         }
         member_stack.truncate(mark);
         Range {
