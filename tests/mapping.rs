@@ -115,7 +115,10 @@ fn ts(text: &str) -> Timestamp {
 
 /// A `Struct` field of a record, decoded from the bytes the mapping wrote.
 fn tree(s: Option<&EncodedStruct>) -> Option<Struct> {
-    s.map(|s| s.to_struct().expect("the mapping writes a decodable Struct"))
+    s.map(|s| {
+        s.to_struct()
+            .expect("the mapping writes a decodable Struct")
+    })
 }
 
 /// A JSON value as `google.protobuf.Struct`, converted independently of the mapper.
@@ -1169,7 +1172,11 @@ fn event_with_member(member: &str) -> String {
 fn agrees_with_serde_json(text: &str) -> Result<(), String> {
     let ours = map_event(text.as_bytes(), &Delivery::default());
     match (serde_json::from_str::<Value>(text), ours) {
-        (Ok(value), Ok(record)) if tree(record.event_details.as_ref()) == Some(to_struct(&value)) => Ok(()),
+        (Ok(value), Ok(record))
+            if tree(record.event_details.as_ref()) == Some(to_struct(&value)) =>
+        {
+            Ok(())
+        }
         (Ok(_), Ok(_)) => Err(format!("{text:?}: contents differ")),
         (Err(_), Err(e)) if e.field == "event" => Ok(()),
         (Ok(_), Err(e)) => Err(format!("{text:?}: serde_json accepts, the mapper says {e}")),

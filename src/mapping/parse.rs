@@ -512,7 +512,9 @@ impl<'a> Parser<'a> {
             self.skip_ws();
             let value = self.value(level)?;
             let prefix = prefix(span_str(self.text, &self.buffers.escaped, key).as_bytes());
-            self.buffers.member_stack.push(Member { key, prefix, value });
+            self.buffers
+                .member_stack
+                .push(Member { key, prefix, value });
             self.skip_ws();
             match self.peek() {
                 Some(b',') => {
@@ -552,7 +554,9 @@ impl<'a> Parser<'a> {
         };
         // Entries are encoded in key order, as prost encodes a `Struct`'s `BTreeMap`.
         if open.is_sorted_by(|a, b| {
-            a.prefix < b.prefix || a.prefix == b.prefix && span_str(text, escaped, a.key) < span_str(text, escaped, b.key)
+            a.prefix < b.prefix
+                || a.prefix == b.prefix
+                    && span_str(text, escaped, a.key) < span_str(text, escaped, b.key)
         }) {
             // Already in order, no key twice: the common case for small objects.
             open.iter().for_each(&mut keep);
@@ -614,7 +618,9 @@ impl<'a> Parser<'a> {
             let len = value_len(item);
             size += 1 + varint_len(len) + len;
         }
-        self.buffers.items.extend_from_slice(&self.buffers.item_stack[mark..]);
+        self.buffers
+            .items
+            .extend_from_slice(&self.buffers.item_stack[mark..]);
         self.buffers.item_stack.truncate(mark);
         Ok(Node::Array(Range {
             first,
