@@ -1187,6 +1187,22 @@ fn agrees_with_serde_json(text: &str) -> Result<(), String> {
     }
 }
 
+/// Whatever order members arrive in, and with duplicate keys, `event_details` is byte for byte
+/// what prost writes for the same `Struct` (entries in key order, the last of equal keys), so
+/// stored bytes do not depend on how Okta ordered the JSON.
+#[test]
+fn struct_bytes_are_canonical_whatever_the_member_order() {
+    within(10, || {
+        let text = r#"{"published":"2021-11-22T18:07:13.125Z","abcdefgh_b":1,"abcdefgh_a":[{"z":1,"y":{"q":null,"p":true}}],"abcdefgh_b":"last","abcdefgh":4,"abc":5,"uuid":"u-1","b":6,"abcdefgh\u0000":7,"":8}"#;
+        let record = map_event(text.as_bytes(), &Delivery::default()).expect("maps");
+        let want = to_struct(&serde_json::from_str(text).expect("json"));
+        assert_eq!(
+            record.event_details.as_ref().map(EncodedStruct::as_bytes),
+            Some(EncodedStruct::from_struct(&want).as_bytes())
+        );
+    });
+}
+
 #[test]
 fn json_edge_cases_are_read_as_serde_json_reads_them() {
     within(10, || {
@@ -1218,6 +1234,8 @@ fn json_edge_cases_are_read_as_serde_json_reads_them() {
             "{}",
             " [ 1 , [ 2 ] , { } ] ",
             r#"{"a":1,"a":2}"#,
+            // Keys sharing their first 8 bytes, out of order, one of them twice.
+            r#"{"abcdefgh_b":1,"abcdefgh_a":2,"abcdefgh_b":3,"abcdefgh":4,"abc":5,"b":6,"abcdefgh\u0000":7}"#,
             "\t\r\n 1 \n",
             r#""long plain text, then an escape\n at byte 33, then more text""#,
             r#""0123456789abcdef\"0123456789abcdef\\0123456789abcdef""#,

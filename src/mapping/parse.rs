@@ -566,11 +566,19 @@ impl<'a> Parser<'a> {
             // in serde_json and JavaScript.
             order.clear();
             order.extend(open.iter().zip(0u32..).map(|(m, i)| (m.prefix, i)));
-            order.sort_unstable_by(|a, b| {
-                a.0.cmp(&b.0)
-                    .then_with(|| key(a.1).cmp(key(b.1)))
-                    .then(a.1.cmp(&b.1))
-            });
+            // By prefix and position first (a cheap comparison), then each run of equal
+            // prefixes (keys sharing their first 8 bytes: rare) by key and position.
+            order.sort_unstable();
+            let mut run = 0;
+            while run < order.len() {
+                let p = order[run].0;
+                let len = order[run..].iter().take_while(|e| e.0 == p).count();
+                if len > 1 {
+                    order[run..run + len]
+                        .sort_by(|a, b| key(a.1).cmp(key(b.1)).then(a.1.cmp(&b.1)));
+                }
+                run += len;
+            }
             for (n, &(p, i)) in order.iter().enumerate() {
                 let duplicate = order
                     .get(n + 1)
