@@ -21,6 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".okta.events.v1.SubscribeResponse",
             "crate::grpc::SubscribeResponse",
         )
+        // `Struct` fields (`event_details` and the free-form sub-objects) are held as their
+        // encoded bytes, written by the mapping straight from the JSON; wire-compatible.
+        .extern_path(".google.protobuf.Struct", "crate::mapping::EncodedStruct")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -13,8 +13,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use okta_stream::mapping::{
-    Delivery, EnvelopeError, MAX_DEPTH, MappingError, REDACTED, map_event, parse_envelope,
-    redact_headers,
+    Delivery, EncodedStruct, EnvelopeError, MAX_DEPTH, MappingError, REDACTED, map_event,
+    parse_envelope, redact_headers,
 };
 use okta_stream::proto::{self, Event, IngestSource, Outcome, Severity};
 use proptest::prelude::*;
@@ -113,6 +113,14 @@ fn ts(text: &str) -> Timestamp {
     text.parse().expect("test timestamp")
 }
 
+/// A `Struct` field of a record, decoded from the bytes the mapping wrote.
+fn tree(s: Option<&EncodedStruct>) -> Option<Struct> {
+    s.map(|s| {
+        s.to_struct()
+            .expect("the mapping writes a decodable Struct")
+    })
+}
+
 /// A JSON value as `google.protobuf.Struct`, converted independently of the mapper.
 fn to_struct(value: &Value) -> Struct {
     fn to_value(value: &Value) -> prost_types::Value {
@@ -147,8 +155,8 @@ fn field(e: &Event, name: &str) -> String {
     fn opt<T>(m: Option<&T>, f: impl FnOnce(&T) -> String) -> String {
         m.map_or("<unset>".to_owned(), f)
     }
-    fn keys(s: Option<&Struct>) -> String {
-        opt(s, |s| {
+    fn keys(s: Option<&EncodedStruct>) -> String {
+        opt(tree(s).as_ref(), |s| {
             s.fields.keys().cloned().collect::<Vec<_>>().join("|")
         })
     }
@@ -424,7 +432,17 @@ fn event_details_is_the_whole_log_event_as_received() {
             for (index, text) in events_of(fixture(name)).iter().enumerate() {
                 let event = mapped(fixture(name), index);
                 let want = to_struct(&serde_json::from_str(text).expect("json"));
-                assert_eq!(event.event_details, Some(want), "{name}[{index}]");
+                // Byte for byte what prost writes for the tree: entries in key order.
+                assert_eq!(
+                    event.event_details.as_ref().map(EncodedStruct::as_bytes),
+                    Some(EncodedStruct::from_struct(&want).as_bytes()),
+                    "{name}[{index}]"
+                );
+                assert_eq!(
+                    tree(event.event_details.as_ref()),
+                    Some(want),
+                    "{name}[{index}]"
+                );
             }
         }
     });
@@ -436,7 +454,7 @@ fn the_debug_context_carries_debug_data_with_its_values() {
         let event = mapped(UPDATE_PROFILE_2021, 0);
         let data = event
             .debug_context
-            .and_then(|d| d.debug_data)
+            .and_then(|d| tree(d.debug_data.as_ref()))
             .expect("debug data");
         let want = to_struct(&json!({
             "requestId": "YZvcUWlrybfJE38ty-heiAAACpQ",
@@ -601,7 +619,11 @@ fn every_irregular_shape_okta_sends_maps() {
                         failures.push(format!("{what}: {field_name} = {got:?}, want {want:?}"));
                     }
                     // Whatever the shape, the event is kept whole.
-                    assert_eq!(record.event_details, Some(to_struct(&event)), "{what}");
+                    assert_eq!(
+                        tree(record.event_details.as_ref()),
+                        Some(to_struct(&event)),
+                        "{what}"
+                    );
                 }
                 Err(e) => failures.push(format!("{what}: rejected: {e}")),
             }
@@ -1075,7 +1097,7 @@ proptest! {
         let event = Value::Object(object);
         within(10, move || {
             let record = map_value(&event).expect("maps");
-            assert_eq!(record.event_details.as_ref(), Some(&to_struct(&event)));
+            assert_eq!(tree(record.event_details.as_ref()), Some(to_struct(&event)));
             let decoded = Event::decode(record.encode_to_vec().as_slice()).expect("decodes");
             assert_eq!(decoded, record);
         });
@@ -1150,7 +1172,11 @@ fn event_with_member(member: &str) -> String {
 fn agrees_with_serde_json(text: &str) -> Result<(), String> {
     let ours = map_event(text.as_bytes(), &Delivery::default());
     match (serde_json::from_str::<Value>(text), ours) {
-        (Ok(value), Ok(record)) if record.event_details == Some(to_struct(&value)) => Ok(()),
+        (Ok(value), Ok(record))
+            if tree(record.event_details.as_ref()) == Some(to_struct(&value)) =>
+        {
+            Ok(())
+        }
         (Ok(_), Ok(_)) => Err(format!("{text:?}: contents differ")),
         (Err(_), Err(e)) if e.field == "event" => Ok(()),
         (Ok(_), Err(e)) => Err(format!("{text:?}: serde_json accepts, the mapper says {e}")),
@@ -1159,6 +1185,22 @@ fn agrees_with_serde_json(text: &str) -> Result<(), String> {
         )),
         (Err(_), Err(e)) => Err(format!("{text:?}: rejected for the wrong reason: {e}")),
     }
+}
+
+/// Whatever order members arrive in, and with duplicate keys, `event_details` is byte for byte
+/// what prost writes for the same `Struct` (entries in key order, the last of equal keys), so
+/// stored bytes do not depend on how Okta ordered the JSON.
+#[test]
+fn struct_bytes_are_canonical_whatever_the_member_order() {
+    within(10, || {
+        let text = r#"{"published":"2021-11-22T18:07:13.125Z","abcdefgh_b":1,"abcdefgh_a":[{"z":1,"y":{"q":null,"p":true}}],"abcdefgh_b":"last","abcdefgh":4,"abc":5,"uuid":"u-1","b":6,"abcdefgh\u0000":7,"":8}"#;
+        let record = map_event(text.as_bytes(), &Delivery::default()).expect("maps");
+        let want = to_struct(&serde_json::from_str(text).expect("json"));
+        assert_eq!(
+            record.event_details.as_ref().map(EncodedStruct::as_bytes),
+            Some(EncodedStruct::from_struct(&want).as_bytes())
+        );
+    });
 }
 
 #[test]
@@ -1192,6 +1234,8 @@ fn json_edge_cases_are_read_as_serde_json_reads_them() {
             "{}",
             " [ 1 , [ 2 ] , { } ] ",
             r#"{"a":1,"a":2}"#,
+            // Keys sharing their first 8 bytes, out of order, one of them twice.
+            r#"{"abcdefgh_b":1,"abcdefgh_a":2,"abcdefgh_b":3,"abcdefgh":4,"abc":5,"b":6,"abcdefgh\u0000":7}"#,
             "\t\r\n 1 \n",
             r#""long plain text, then an escape\n at byte 33, then more text""#,
             r#""0123456789abcdef\"0123456789abcdef\\0123456789abcdef""#,

@@ -7,21 +7,24 @@
 //! an event — not a JSON object, no `uuid`, no parsable `published` — with an error naming the
 //! field, so the hook can quarantine that one event and commit the rest of its delivery.
 //!
-//! The bytes are parsed once, straight into the `google.protobuf.Struct` that becomes
-//! `event_details` (`parse`); the typed fields are then read out of that tree (`json`,
-//! `record`).
+//! The bytes are parsed once, into a flat document that borrows them (`parse`); the typed
+//! fields are read out of it (`json`, `record`), and `event_details` and the other
+//! `google.protobuf.Struct` fields are written from it as encoded bytes ([`EncodedStruct`]).
 //! The hook's envelope is split by [`parse_envelope`], which does not map.
 
+mod encoded;
 mod envelope;
 mod json;
 mod parse;
 mod record;
 mod time;
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use crate::proto;
 
+pub use encoded::EncodedStruct;
 pub use envelope::{Envelope, EnvelopeError, parse_envelope};
 pub use parse::MAX_DEPTH;
 pub use time::parse_rfc3339;
@@ -61,7 +64,25 @@ pub struct MappingError {
 /// - `uuid`: missing, not a string, or empty;
 /// - `published`: missing, not a string, or not an RFC 3339 date-time.
 pub fn map_event(log_event: &[u8], delivery: &Delivery) -> Result<proto::Event, MappingError> {
-    let object = parse::parse_object(log_event)
+    thread_local! {
+        /// Parse buffers reused from event to event on this thread.
+        static BUFFERS: Cell<parse::Buffers> = Cell::default();
+    }
+    let mut buffers = BUFFERS.take();
+    let mapped = map_with(log_event, delivery, &mut buffers);
+    if buffers.worth_keeping() {
+        BUFFERS.set(buffers);
+    }
+    mapped
+}
+
+/// [`map_event`] with the parse buffers to use.
+fn map_with(
+    log_event: &[u8],
+    delivery: &Delivery,
+    buffers: &mut parse::Buffers,
+) -> Result<proto::Event, MappingError> {
+    let doc = parse::parse_object(log_event, buffers)
         .map_err(|e| MappingError {
             field: "event",
             problem: e.to_string(),
@@ -70,7 +91,7 @@ pub fn map_event(log_event: &[u8], delivery: &Delivery) -> Result<proto::Event, 
             field: "event",
             problem: "not a JSON object".to_owned(),
         })?;
-    record::map(object, delivery)
+    record::map(&doc, delivery)
 }
 
 /// Copies HTTP request headers for the record (names lower-cased), replacing the values of

@@ -1,20 +1,22 @@
-//! A JSON parser that builds `google.protobuf.Struct` values directly from bytes.
+//! A JSON parser that reads a LogEvent into a flat, borrowing document ([`Doc`]).
 //!
-//! The record keeps the whole LogEvent as a `Struct` (`event_details`), so the mapping parses
-//! the bytes exactly once, into `prost_types` values, with no `serde_json::Value` in between.
-//! It is hand-written rather than a serde `Visitor` because parsing is the largest cost of the
-//! mapping and a serde `Visitor` into the same tree measured about 20% slower (BENCHMARKS.md): the input
-//! is checked for UTF-8 once up front, and strings without escapes are copied straight from it.
+//! The record keeps the whole LogEvent as an encoded `google.protobuf.Struct`
+//! (`event_details`, see [`super::EncodedStruct`]) and reads the typed card fields out of it.
+//! So the bytes are parsed exactly once, into a document that owns no per-value allocations:
+//! strings are spans of the input (or of one buffer for the few strings with escapes),
+//! objects and arrays are ranges of two flat vectors. Each object's members are sorted by key
+//! and deduplicated when it closes, and the encoded size of every object and array is known
+//! then too, so [`Doc`] can write `Struct` wire bytes in one pass with no size pre-computation
+//! and no tree of `prost_types` values. It is hand-written rather than a serde `Visitor` because
+//! parsing is the largest cost of the mapping: the input is checked for UTF-8 once up front, and
+//! strings are scanned eight bytes at a time.
 //!
 //! It accepts exactly RFC 8259 JSON, as `serde_json` does (tests compare the two on arbitrary
 //! input): no comments, no trailing commas, no lone surrogates in `\u` escapes, no control
 //! characters in strings; duplicate keys keep the last value. Numbers are `f64`, correctly
 //! rounded (the only number type a `Struct` has); a number too large for `f64` is an error.
 
-use std::collections::BTreeMap;
-
-use prost_types::value::Kind;
-use prost_types::{ListValue, NullValue, Struct, Value};
+use super::EncodedStruct;
 
 /// Deepest object/array nesting accepted in a LogEvent (the top-level object is level 1).
 ///
@@ -41,9 +43,308 @@ pub enum ParseError {
     TooDeep,
 }
 
-/// Parses `bytes` as one JSON value. A top-level object becomes `Some(Struct)`; any other
-/// valid top-level value is `None`.
-pub fn parse_object(bytes: &[u8]) -> Result<Option<Struct>, ParseError> {
+/// A string of the document: bytes `start..end` of the input, or of [`Doc::escaped`] (strings
+/// that had escapes, unescaped).
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: usize,
+    end: usize,
+    escaped: bool,
+}
+
+impl Span {
+    fn len(self) -> usize {
+        self.end - self.start
+    }
+}
+
+/// An object's members (`Doc::members`) or an array's items (`Doc::items`): `first..first +
+/// count`, and `size`, the length of the encoded `Struct` or `ListValue` message body.
+#[derive(Debug, Clone, Copy)]
+struct Range {
+    first: usize,
+    count: usize,
+    size: usize,
+}
+
+impl Range {
+    fn indices(self) -> std::ops::Range<usize> {
+        self.first..self.first + self.count
+    }
+}
+
+/// One JSON value of the document.
+#[derive(Debug, Clone, Copy)]
+enum Node {
+    Null,
+    Bool(bool),
+    Number(f64),
+    Str(Span),
+    Object(Range),
+    Array(Range),
+}
+
+/// One object member.
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    key: Span,
+    /// [`prefix`] of the key: most key comparisons are decided by it without reading the key.
+    prefix: u64,
+    value: Node,
+}
+
+/// The first eight bytes of `key`, zero-padded, as a big-endian number: when two keys' prefixes
+/// differ, they order as the keys do (byte-wise); when they are equal, the keys decide.
+fn prefix(key: &[u8]) -> u64 {
+    match key.first_chunk::<8>() {
+        Some(head) => u64::from_be_bytes(*head),
+        None => key
+            .iter()
+            .enumerate()
+            .fold(0, |p, (i, &b)| p | u64::from(b) << (56 - 8 * i)),
+    }
+}
+
+/// A parsed JSON object, borrowing the input and the [`Buffers`] it was parsed into.
+#[derive(Debug)]
+pub struct Doc<'a> {
+    text: &'a str,
+    /// Unescaped strings, back to back.
+    escaped: &'a str,
+    /// Members of every object, each object's contiguous, sorted by key, one per key.
+    members: &'a [Member],
+    /// Items of every array, each array's contiguous.
+    items: &'a [Node],
+    /// The top-level object.
+    root: Range,
+}
+
+/// The memory a parse fills. Reusing one between parses (see `map_event`) saves the
+/// allocations a parse would otherwise make.
+#[derive(Debug, Default)]
+pub struct Buffers {
+    /// Unescaped strings.
+    escaped: String,
+    /// Members of the objects closed so far.
+    members: Vec<Member>,
+    /// Items of the arrays closed so far.
+    items: Vec<Node>,
+    /// Members of the objects still open, innermost last.
+    member_stack: Vec<Member>,
+    /// Items of the arrays still open, innermost last.
+    item_stack: Vec<Node>,
+    /// The order of the members of the object being closed: (key prefix, index).
+    order: Vec<(u64, u32)>,
+}
+
+impl Buffers {
+    /// Whether these buffers are small enough to keep for the next parse: one huge event
+    /// should not pin its memory for the life of the thread.
+    pub fn worth_keeping(&self) -> bool {
+        const MAX_KEPT: usize = 1 << 16;
+        self.escaped.capacity() <= MAX_KEPT * 16
+            && self.members.capacity() <= MAX_KEPT
+            && self.items.capacity() <= MAX_KEPT
+            && self.member_stack.capacity() <= MAX_KEPT
+            && self.item_stack.capacity() <= MAX_KEPT
+            && self.order.capacity() <= MAX_KEPT
+    }
+}
+
+/// One value read from a [`Doc`]; JSON null has no `Val` (reads treat it as absent).
+#[derive(Debug, Clone, Copy)]
+pub enum Val<'d> {
+    /// A string, unescaped.
+    Str(&'d str),
+    /// A number.
+    Number(f64),
+    /// `true` or `false`.
+    Bool(bool),
+    /// An object.
+    Object(Obj<'d>),
+    /// An array.
+    Array(Arr<'d>),
+}
+
+/// An object of a [`Doc`].
+#[derive(Debug, Clone, Copy)]
+pub struct Obj<'d> {
+    doc: &'d Doc<'d>,
+    range: Range,
+}
+
+/// An array of a [`Doc`].
+#[derive(Debug, Clone, Copy)]
+pub struct Arr<'d> {
+    doc: &'d Doc<'d>,
+    range: Range,
+}
+
+impl<'a> Doc<'a> {
+    /// The top-level object.
+    pub fn root(&self) -> Obj<'_> {
+        Obj {
+            doc: self,
+            range: self.root,
+        }
+    }
+
+    fn str(&self, span: Span) -> &'a str {
+        span_str(self.text, self.escaped, span)
+    }
+
+    fn val(&self, node: Node) -> Option<Val<'_>> {
+        Some(match node {
+            Node::Null => return None,
+            Node::Bool(b) => Val::Bool(b),
+            Node::Number(n) => Val::Number(n),
+            Node::Str(s) => Val::Str(self.str(s)),
+            Node::Object(range) => Val::Object(Obj { doc: self, range }),
+            Node::Array(range) => Val::Array(Arr { doc: self, range }),
+        })
+    }
+
+    /// Writes the members `range` as a `Struct` message body.
+    fn write_struct(&self, range: Range, out: &mut Vec<u8>) {
+        for member in &self.members[range.indices()] {
+            let key = self.str(member.key);
+            let value_len = value_len(member.value);
+            // `Struct.fields` entry: field 1, a map entry (key = 1, value = 2). Like prost, an
+            // empty key (the default) is left out of the entry.
+            out.push(0x0a);
+            varint(entry_len(key.len(), value_len), out);
+            if !key.is_empty() {
+                out.push(0x0a);
+                varint(key.len(), out);
+                out.extend_from_slice(key.as_bytes());
+            }
+            out.push(0x12);
+            varint(value_len, out);
+            self.write_value(member.value, out);
+        }
+    }
+
+    /// Writes `node` as a `Value` message body: exactly one field of its `kind` oneof.
+    fn write_value(&self, node: Node, out: &mut Vec<u8>) {
+        match node {
+            // null_value = 1 (varint, NULL_VALUE = 0).
+            Node::Null => out.extend_from_slice(&[0x08, 0x00]),
+            // number_value = 2 (64-bit).
+            Node::Number(n) => {
+                out.push(0x11);
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            // string_value = 3.
+            Node::Str(s) => {
+                out.push(0x1a);
+                varint(s.len(), out);
+                out.extend_from_slice(self.str(s).as_bytes());
+            }
+            // bool_value = 4 (varint).
+            Node::Bool(b) => out.extend_from_slice(&[0x20, u8::from(b)]),
+            // struct_value = 5.
+            Node::Object(range) => {
+                out.push(0x2a);
+                varint(range.size, out);
+                self.write_struct(range, out);
+            }
+            // list_value = 6; `ListValue.values` = 1.
+            Node::Array(range) => {
+                out.push(0x32);
+                varint(range.size, out);
+                for &item in &self.items[range.indices()] {
+                    out.push(0x0a);
+                    varint(value_len(item), out);
+                    self.write_value(item, out);
+                }
+            }
+        }
+    }
+}
+
+impl<'d> Obj<'d> {
+    /// The member `key`, unless absent or null.
+    pub fn get(&self, key: &str) -> Option<Val<'d>> {
+        let doc = self.doc;
+        let members = &doc.members[self.range.indices()];
+        let wanted = prefix(key.as_bytes());
+        // A linear scan of the prefixes measured faster than a binary search: objects are small
+        // (the top level has about 20 members) and the loop predicts well.
+        let member = members
+            .iter()
+            .find(|m| m.prefix == wanted && doc.str(m.key) == key)?;
+        doc.val(member.value)
+    }
+
+    /// The object as an encoded `google.protobuf.Struct`, written straight from the document.
+    pub fn encode(&self) -> EncodedStruct {
+        let mut out = Vec::with_capacity(self.range.size);
+        self.doc.write_struct(self.range, &mut out);
+        EncodedStruct::from_encoded(out)
+    }
+}
+
+impl<'d> Arr<'d> {
+    /// The items, JSON nulls left out.
+    pub fn iter(&self) -> impl Iterator<Item = Val<'d>> + 'd {
+        let doc = self.doc;
+        doc.items[self.range.indices()]
+            .iter()
+            .filter_map(move |&node| doc.val(node))
+    }
+
+    /// Whether the array has no items at all.
+    pub fn is_empty(&self) -> bool {
+        self.range.count == 0
+    }
+}
+
+fn span_str<'s>(text: &'s str, escaped: &'s str, span: Span) -> &'s str {
+    let source = if span.escaped { escaped } else { text };
+    &source[span.start..span.end]
+}
+
+/// Bytes of `n` as a protobuf varint.
+fn varint_len(n: usize) -> usize {
+    // 7 bits per byte; `| 1` makes 0 take one byte.
+    ((usize::BITS - (n | 1).leading_zeros()) as usize).div_ceil(7)
+}
+
+/// Appends `n` as a protobuf varint.
+fn varint(mut n: usize, out: &mut Vec<u8>) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// Length of the `Value` message body for `node`.
+fn value_len(node: Node) -> usize {
+    match node {
+        Node::Null | Node::Bool(_) => 2,
+        Node::Number(_) => 9,
+        Node::Str(s) => 1 + varint_len(s.len()) + s.len(),
+        Node::Object(r) | Node::Array(r) => 1 + varint_len(r.size) + r.size,
+    }
+}
+
+/// Length of a `Struct.fields` map entry body with a key of `key_len` bytes.
+fn entry_len(key_len: usize, value_len: usize) -> usize {
+    let key = if key_len == 0 {
+        0
+    } else {
+        1 + varint_len(key_len) + key_len
+    };
+    key + 1 + varint_len(value_len) + value_len
+}
+
+/// Parses `bytes` as one JSON value, into `buffers` (cleared first). A top-level object becomes
+/// `Some(Doc)`; any other valid top-level value is `None`.
+pub fn parse_object<'a>(
+    bytes: &'a [u8],
+    buffers: &'a mut Buffers,
+) -> Result<Option<Doc<'a>>, ParseError> {
     // Checked once here, so every string slice taken below (always between ASCII quotes, hence
     // on character boundaries) is valid UTF-8 without another check.
     let text = match std::str::from_utf8(bytes) {
@@ -55,22 +356,34 @@ pub fn parse_object(bytes: &[u8]) -> Result<Option<Struct>, ParseError> {
             });
         }
     };
+    buffers.escaped.clear();
+    buffers.members.clear();
+    buffers.items.clear();
+    buffers.member_stack.clear();
+    buffers.item_stack.clear();
     let mut parser = Parser {
         text,
         bytes,
         at: 0,
-        scratch: String::new(),
+        buffers,
         error: None,
     };
     let parsed = parser.document();
-    let value = parsed.map_err(|Stop| {
+    let node = parsed.map_err(|Stop| {
         parser.error.take().unwrap_or(ParseError::Syntax {
             what: "invalid JSON",
             at: parser.at,
         })
     })?;
-    Ok(match value.kind {
-        Some(Kind::StructValue(object)) => Some(object),
+    let buffers = parser.buffers;
+    Ok(match node {
+        Node::Object(root) => Some(Doc {
+            text,
+            escaped: &buffers.escaped,
+            members: &buffers.members,
+            items: &buffers.items,
+            root,
+        }),
         _ => None,
     })
 }
@@ -79,26 +392,21 @@ struct Parser<'a> {
     text: &'a str,
     bytes: &'a [u8],
     at: usize,
-    /// Reused buffer for strings with escapes.
-    scratch: String,
+    buffers: &'a mut Buffers,
     /// Why the parse stopped, once it has.
     error: Option<ParseError>,
 }
 
 /// Marks a failed parse step; the reason is in [`Parser::error`]. Keeping the error out of the
-/// return type keeps `Step<Value>` as small as `Value`, which measurably speeds up the parser.
+/// return type keeps `Step<Node>` small, which measurably speeds up the parser.
 struct Stop;
 
 /// The result of one parse step.
 type Step<T> = Result<T, Stop>;
 
-fn value(kind: Kind) -> Value {
-    Value { kind: Some(kind) }
-}
-
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     /// The whole input: one value between optional whitespace.
-    fn document(&mut self) -> Step<Value> {
+    fn document(&mut self) -> Step<Node> {
         self.skip_ws();
         let value = self.value(0)?;
         self.skip_ws();
@@ -156,21 +464,21 @@ impl Parser<'_> {
     }
 
     /// One value at `depth` containers below the top (the top-level value has depth 0).
-    fn value(&mut self, depth: u32) -> Step<Value> {
+    fn value(&mut self, depth: u32) -> Step<Node> {
         match self.peek() {
             Some(b'{') => self.object(depth + 1),
             Some(b'[') => self.array(depth + 1),
-            Some(b'"') => Ok(value(Kind::StringValue(self.string()?))),
-            Some(b't') => self.literal("true", value(Kind::BoolValue(true))),
-            Some(b'f') => self.literal("false", value(Kind::BoolValue(false))),
-            Some(b'n') => self.literal("null", value(Kind::NullValue(NullValue::NullValue as i32))),
-            Some(b'-' | b'0'..=b'9') => Ok(value(Kind::NumberValue(self.number()?))),
+            Some(b'"') => Ok(Node::Str(self.string()?)),
+            Some(b't') => self.literal("true", Node::Bool(true)),
+            Some(b'f') => self.literal("false", Node::Bool(false)),
+            Some(b'n') => self.literal("null", Node::Null),
+            Some(b'-' | b'0'..=b'9') => Ok(Node::Number(self.number()?)),
             Some(_) => Err(self.syntax("expected a value")),
             None => Err(self.syntax("unexpected end of input")),
         }
     }
 
-    fn literal(&mut self, word: &'static str, v: Value) -> Step<Value> {
+    fn literal(&mut self, word: &'static str, v: Node) -> Step<Node> {
         if self.bytes[self.at..].starts_with(word.as_bytes()) {
             self.at += word.len();
             Ok(v)
@@ -180,18 +488,17 @@ impl Parser<'_> {
     }
 
     /// An object whose nesting level is `level`; the cursor is on `{`.
-    fn object(&mut self, level: u32) -> Step<Value> {
+    fn object(&mut self, level: u32) -> Step<Node> {
         if level > MAX_DEPTH {
             return Err(self.too_deep());
         }
         self.at += 1;
         self.skip_ws();
+        let mark = self.buffers.member_stack.len();
         if self.peek() == Some(b'}') {
             self.at += 1;
-            return Ok(value(Kind::StructValue(Struct::default())));
+            return Ok(Node::Object(self.close_object(mark)));
         }
-        // Most LogEvent objects have 2 to 8 members; this saves the first regrowths.
-        let mut members: Vec<(String, Value)> = Vec::with_capacity(8);
         loop {
             if self.peek() != Some(b'"') {
                 return Err(self.syntax("expected a member name"));
@@ -203,8 +510,11 @@ impl Parser<'_> {
             }
             self.at += 1;
             self.skip_ws();
-            let v = self.value(level)?;
-            members.push((key, v));
+            let value = self.value(level)?;
+            let prefix = prefix(span_str(self.text, &self.buffers.escaped, key).as_bytes());
+            self.buffers
+                .member_stack
+                .push(Member { key, prefix, value });
             self.skip_ws();
             match self.peek() {
                 Some(b',') => {
@@ -218,55 +528,131 @@ impl Parser<'_> {
                 _ => return Err(self.syntax("expected ',' or '}'")),
             }
         }
-        // Sorting then bulk-building measured a little faster than inserting one by one. For a
-        // duplicate key the later member wins, as in serde_json and JavaScript (the sort is
-        // stable and the bulk build keeps the last of equal keys).
-        let fields: BTreeMap<String, Value> = members.into_iter().collect();
-        Ok(value(Kind::StructValue(Struct { fields })))
+        Ok(Node::Object(self.close_object(mark)))
+    }
+
+    /// Moves the members of the object just closed (`member_stack[mark..]`) to `members`,
+    /// sorted by key with one member per key, and measures its encoded `Struct`.
+    fn close_object(&mut self, mark: usize) -> Range {
+        let text = self.text;
+        let Buffers {
+            escaped,
+            members,
+            member_stack,
+            order,
+            ..
+        } = &mut *self.buffers;
+        let escaped = escaped.as_str();
+        let open = &member_stack[mark..];
+        let key = |i: u32| span_str(text, escaped, open[i as usize].key);
+        let first = members.len();
+        let mut size = 0;
+        let mut keep = |member: &Member| {
+            let entry = entry_len(member.key.len(), value_len(member.value));
+            size += 1 + varint_len(entry) + entry;
+            members.push(*member);
+        };
+        // Entries are encoded in key order, as prost encodes a `Struct`'s `BTreeMap`.
+        if open.is_sorted_by(|a, b| {
+            a.prefix < b.prefix
+                || a.prefix == b.prefix
+                    && span_str(text, escaped, a.key) < span_str(text, escaped, b.key)
+        }) {
+            // Already in order, no key twice: the common case for small objects.
+            open.iter().for_each(&mut keep);
+        } else {
+            // Sorting (prefix, index) pairs moves less than sorting members. Equal keys sort by
+            // position, so for a duplicate key the later member is last of its run and wins, as
+            // in serde_json and JavaScript.
+            order.clear();
+            order.extend(open.iter().zip(0u32..).map(|(m, i)| (m.prefix, i)));
+            // By prefix and position first (a cheap comparison), then each run of equal
+            // prefixes (keys sharing their first 8 bytes: rare) by key and position.
+            order.sort_unstable();
+            let mut run = 0;
+            while run < order.len() {
+                let p = order[run].0;
+                let len = order[run..].iter().take_while(|e| e.0 == p).count();
+                if len > 1 {
+                    order[run..run + len]
+                        .sort_by(|a, b| key(a.1).cmp(key(b.1)).then(a.1.cmp(&b.1)));
+                }
+                run += len;
+            }
+            for (n, &(p, i)) in order.iter().enumerate() {
+                let duplicate = order
+                    .get(n + 1)
+                    .is_some_and(|&(next_p, next_i)| next_p == p && key(next_i) == key(i));
+                if !duplicate {
+                    keep(&open[i as usize]);
+                }
+            }
+        }
+        member_stack.truncate(mark);
+        Range {
+            first,
+            count: members.len() - first,
+            size,
+        }
     }
 
     /// An array whose nesting level is `level`; the cursor is on `[`.
-    fn array(&mut self, level: u32) -> Step<Value> {
+    fn array(&mut self, level: u32) -> Step<Node> {
         if level > MAX_DEPTH {
             return Err(self.too_deep());
         }
         self.at += 1;
         self.skip_ws();
-        let mut values = Vec::new();
-        if self.peek() == Some(b']') {
-            self.at += 1;
-            return Ok(value(Kind::ListValue(ListValue { values })));
-        }
-        loop {
-            values.push(self.value(level)?);
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.at += 1;
-                    self.skip_ws();
+        let mark = self.buffers.item_stack.len();
+        if self.peek() != Some(b']') {
+            loop {
+                let item = self.value(level)?;
+                self.buffers.item_stack.push(item);
+                self.skip_ws();
+                match self.peek() {
+                    Some(b',') => {
+                        self.at += 1;
+                        self.skip_ws();
+                    }
+                    Some(b']') => break,
+                    _ => return Err(self.syntax("expected ',' or ']'")),
                 }
-                Some(b']') => {
-                    self.at += 1;
-                    break;
-                }
-                _ => return Err(self.syntax("expected ',' or ']'")),
             }
         }
-        Ok(value(Kind::ListValue(ListValue { values })))
+        self.at += 1;
+        let first = self.buffers.items.len();
+        let mut size = 0;
+        for &item in &self.buffers.item_stack[mark..] {
+            let len = value_len(item);
+            size += 1 + varint_len(len) + len;
+        }
+        self.buffers
+            .items
+            .extend_from_slice(&self.buffers.item_stack[mark..]);
+        self.buffers.item_stack.truncate(mark);
+        Ok(Node::Array(Range {
+            first,
+            count: self.buffers.items.len() - first,
+            size,
+        }))
     }
 
     /// A string; the cursor is on the opening quote.
-    fn string(&mut self) -> Step<String> {
+    fn string(&mut self) -> Step<Span> {
         self.at += 1;
         let start = self.at;
-        // Fast path: no escapes, copied straight from the (already UTF-8 checked) input.
+        // Fast path: no escapes, a span of the (already UTF-8 checked) input.
         self.skip_plain();
         loop {
             match self.peek() {
                 Some(b'"') => {
-                    let s = &self.text[start..self.at];
+                    let span = Span {
+                        start,
+                        end: self.at,
+                        escaped: false,
+                    };
                     self.at += 1;
-                    return Ok(s.to_owned());
+                    return Ok(span);
                 }
                 Some(b'\\') => break,
                 Some(0..=0x1f) => return Err(self.syntax("control character in a string")),
@@ -274,13 +660,17 @@ impl Parser<'_> {
                 None => return Err(self.syntax("unterminated string")),
             }
         }
-        let mut out = std::mem::take(&mut self.scratch);
-        out.clear();
+        let mut out = std::mem::take(&mut self.buffers.escaped);
+        let unescaped_start = out.len();
         out.push_str(&self.text[start..self.at]);
         let result = self.escaped_rest(&mut out);
-        let s = result.map(|()| out.as_str().to_owned());
-        self.scratch = out;
-        s
+        let span = Span {
+            start: unescaped_start,
+            end: out.len(),
+            escaped: true,
+        };
+        self.buffers.escaped = out;
+        result.map(|()| span)
     }
 
     /// The rest of a string from its first backslash, appended to `out`.

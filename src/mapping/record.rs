@@ -4,24 +4,23 @@
 //! (even `{}`) becomes a set message; one that is absent or null stays unset. Scalars of an
 //! unexpected type read as empty (see [`Read`]).
 
-use prost_types::value::Kind;
-use prost_types::{Struct, Value};
-
-use super::json::{Read, number_text, saturating_i64};
+use super::json::{number_text, saturating_i64};
+use super::parse::{Doc, Obj, Val};
 use super::time::parse_rfc3339;
 use super::{Delivery, MappingError};
 use crate::proto;
 
-/// Maps a parsed LogEvent object; `object` becomes `event_details`.
-pub(super) fn map(object: Struct, delivery: &Delivery) -> Result<proto::Event, MappingError> {
-    let uuid = match object.kind("uuid") {
-        Some(Kind::StringValue(s)) if !s.is_empty() => s.clone(),
-        Some(Kind::StringValue(_)) => return Err(error("uuid", "is empty")),
+/// Maps a parsed LogEvent object; the whole of it becomes `event_details`.
+pub(super) fn map(doc: &Doc<'_>, delivery: &Delivery) -> Result<proto::Event, MappingError> {
+    let object = doc.root();
+    let uuid = match object.get("uuid") {
+        Some(Val::Str(s)) if !s.is_empty() => s.to_owned(),
+        Some(Val::Str(_)) => return Err(error("uuid", "is empty")),
         Some(_) => return Err(error("uuid", "is not a string")),
         None => return Err(error("uuid", "is missing or null")),
     };
-    let published = match object.kind("published") {
-        Some(Kind::StringValue(s)) => parse_rfc3339(s).ok_or_else(|| MappingError {
+    let published = match object.get("published") {
+        Some(Val::Str(s)) => parse_rfc3339(s).ok_or_else(|| MappingError {
             field: "published",
             problem: format!("{s:?} is not an RFC 3339 date-time"),
         })?,
@@ -37,11 +36,8 @@ pub(super) fn map(object: Struct, delivery: &Delivery) -> Result<proto::Event, M
     let (changed_attributes, changed_attributes_raw) = changed_attributes(debug_data);
     let targets: Vec<proto::Target> = object
         .array("target")
-        .unwrap_or_default()
-        .iter()
-        .filter_map(as_object)
-        .map(target)
-        .collect();
+        .map(|a| a.iter().filter_map(as_object).map(target).collect())
+        .unwrap_or_default();
     let okta_user = targets
         .iter()
         .find(|t| t.r#type.trim().eq_ignore_ascii_case("User"))
@@ -75,13 +71,13 @@ pub(super) fn map(object: Struct, delivery: &Delivery) -> Result<proto::Event, M
         client: client(object.object("client"), object.object("request")),
         transaction: object.object("transaction").map(transaction),
         debug_context: debug_context.map(|_| proto::DebugContext {
-            debug_data: debug_data.cloned(),
+            debug_data: debug_data.map(|d| d.encode()),
         }),
         authentication_context: object
             .object("authenticationContext")
             .map(authentication_context),
         security_context: object.object("securityContext").map(security_context),
-        event_details: None,
+        event_details: Some(object.encode()),
         headers: delivery
             .headers
             .iter()
@@ -94,10 +90,7 @@ pub(super) fn map(object: Struct, delivery: &Delivery) -> Result<proto::Event, M
         ingest_source: delivery.ingest_source as i32,
         received: delivery.received,
     };
-    Ok(proto::Event {
-        event_details: Some(object),
-        ..event
-    })
+    Ok(event)
 }
 
 fn error(field: &'static str, problem: &str) -> MappingError {
@@ -107,9 +100,9 @@ fn error(field: &'static str, problem: &str) -> MappingError {
     }
 }
 
-fn as_object(v: &Value) -> Option<&Struct> {
-    match &v.kind {
-        Some(Kind::StructValue(s)) => Some(s),
+fn as_object(v: Val<'_>) -> Option<Obj<'_>> {
+    match v {
+        Val::Object(o) => Some(o),
         _ => None,
     }
 }
@@ -157,7 +150,7 @@ fn outcome_result(raw: &str) -> proto::Outcome {
 
 /// `debugData.changedAttributes`: the names (split on commas, trimmed, empty names dropped)
 /// and the value as sent. Okta sends a string; an array of names is accepted too.
-fn changed_attributes(debug_data: Option<&Struct>) -> (Vec<String>, String) {
+fn changed_attributes(debug_data: Option<Obj<'_>>) -> (Vec<String>, String) {
     let split = |raw: &str| -> Vec<String> {
         raw.split(',')
             .map(str::trim)
@@ -165,62 +158,58 @@ fn changed_attributes(debug_data: Option<&Struct>) -> (Vec<String>, String) {
             .map(str::to_owned)
             .collect()
     };
-    match debug_data.and_then(|d| d.kind("changedAttributes")) {
-        Some(Kind::StringValue(raw)) => (split(raw), raw.clone()),
-        Some(Kind::ListValue(list)) => {
+    match debug_data.and_then(|d| d.get("changedAttributes")) {
+        Some(Val::Str(raw)) => (split(raw), raw.to_owned()),
+        Some(Val::Array(list)) => {
             let raw = list
-                .values
                 .iter()
-                .filter_map(|v| match &v.kind {
-                    Some(Kind::StringValue(s)) => Some(s.as_str()),
+                .filter_map(|v| match v {
+                    Val::Str(s) => Some(s),
                     _ => None,
                 })
                 .collect::<Vec<_>>()
                 .join(",");
             (split(&raw), raw)
         }
-        Some(Kind::NumberValue(n)) => {
-            let raw = number_text(*n);
+        Some(Val::Number(n)) => {
+            let raw = number_text(n);
             (split(&raw), raw)
         }
         _ => (Vec::new(), String::new()),
     }
 }
 
-fn actor(a: &Struct) -> proto::Actor {
+fn actor(a: Obj<'_>) -> proto::Actor {
     proto::Actor {
         id: a.text("id"),
         alternate_id: a.text("alternateId"),
         display_name: a.text("displayName"),
         r#type: a.text("type"),
-        detail_entry: a.object("detailEntry").cloned(),
+        detail_entry: a.object("detailEntry").map(|o| o.encode()),
     }
 }
 
-fn target(t: &Struct) -> proto::Target {
+fn target(t: Obj<'_>) -> proto::Target {
     proto::Target {
         id: t.text("id"),
         r#type: t.text("type"),
         alternate_id: t.text("alternateId"),
         display_name: t.text("displayName"),
-        detail_entry: t.object("detailEntry").cloned(),
-        change_details: t.object("changeDetails").cloned(),
+        detail_entry: t.object("detailEntry").map(|o| o.encode()),
+        change_details: t.object("changeDetails").map(|o| o.encode()),
     }
 }
 
 /// `client`, with the IP chain from `client.ipChain` (hook deliveries) or, when that is absent
 /// or empty, `request.ipChain` (System Log API). A client is set when either object exists.
-fn client(client: Option<&Struct>, request: Option<&Struct>) -> Option<proto::Client> {
+fn client(client: Option<Obj<'_>>, request: Option<Obj<'_>>) -> Option<proto::Client> {
     let chain = client
         .and_then(|c| c.array("ipChain"))
         .filter(|chain| !chain.is_empty())
         .or_else(|| request.and_then(|r| r.array("ipChain")));
     let ip_chain: Vec<proto::IpAddress> = chain
-        .unwrap_or_default()
-        .iter()
-        .filter_map(as_object)
-        .map(ip_address)
-        .collect();
+        .map(|a| a.iter().filter_map(as_object).map(ip_address).collect())
+        .unwrap_or_default();
     let Some(c) = client else {
         return (!ip_chain.is_empty()).then(|| proto::Client {
             ip_chain,
@@ -242,7 +231,7 @@ fn client(client: Option<&Struct>, request: Option<&Struct>) -> Option<proto::Cl
     })
 }
 
-fn geographical_context(g: &Struct) -> proto::GeographicalContext {
+fn geographical_context(g: Obj<'_>) -> proto::GeographicalContext {
     proto::GeographicalContext {
         city: g.text("city"),
         state: g.text("state"),
@@ -255,25 +244,25 @@ fn geographical_context(g: &Struct) -> proto::GeographicalContext {
     }
 }
 
-fn ip_address(a: &Struct) -> proto::IpAddress {
+fn ip_address(a: Obj<'_>) -> proto::IpAddress {
     proto::IpAddress {
         ip: a.text_not_null("ip"),
         geographical_context: a.object("geographicalContext").map(geographical_context),
         version: a.text("version"),
         source: a.text("source"),
-        ip_details: a.object("ipDetails").cloned(),
+        ip_details: a.object("ipDetails").map(|o| o.encode()),
     }
 }
 
-fn transaction(t: &Struct) -> proto::Transaction {
+fn transaction(t: Obj<'_>) -> proto::Transaction {
     proto::Transaction {
         id: t.text("id"),
         r#type: t.text("type"),
-        detail: t.object("detail").cloned(),
+        detail: t.object("detail").map(|o| o.encode()),
     }
 }
 
-fn authentication_context(a: &Struct) -> proto::AuthenticationContext {
+fn authentication_context(a: Obj<'_>) -> proto::AuthenticationContext {
     proto::AuthenticationContext {
         authentication_provider: a.text("authenticationProvider"),
         credential_provider: a.text("credentialProvider"),
@@ -292,22 +281,19 @@ fn authentication_context(a: &Struct) -> proto::AuthenticationContext {
     }
 }
 
-fn security_context(s: &Struct) -> proto::SecurityContext {
+fn security_context(s: Obj<'_>) -> proto::SecurityContext {
     proto::SecurityContext {
         as_number: s.number("asNumber").map(saturating_i64).unwrap_or_default(),
         as_org: s.text("asOrg"),
         isp: s.text("isp"),
         domain: s.text("domain"),
         is_proxy: s.bool("isProxy"),
-        ip_details: s.object("ipDetails").cloned(),
-        risk: s.object("risk").cloned(),
-        bot_protection: s.object("botProtection").cloned(),
+        ip_details: s.object("ipDetails").map(|o| o.encode()),
+        risk: s.object("risk").map(|o| o.encode()),
+        bot_protection: s.object("botProtection").map(|o| o.encode()),
         user_behaviors: s
             .array("userBehaviors")
-            .unwrap_or_default()
-            .iter()
-            .filter_map(as_object)
-            .cloned()
-            .collect(),
+            .map(|a| a.iter().filter_map(as_object).map(|o| o.encode()).collect())
+            .unwrap_or_default(),
     }
 }
