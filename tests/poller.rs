@@ -23,8 +23,8 @@ use okta_stream::journal::{
 };
 use okta_stream::mapping::{Delivery, map_event};
 use okta_stream::okta::{
-    Credentials, NEXT_URL_STATE_KEY, Poller, PollerConfig, PollerHealth, PollerStats, PrivateKey,
-    Secret, StartFrom,
+    Credentials, NEXT_URL_STATE_KEY, Poller, PollerConfig, PollerHealth, PollerSnapshot,
+    PollerStats, PrivateKey, Secret, StartFrom,
 };
 use okta_stream::proto;
 use rsa::pkcs8::{EncodePrivateKey as _, LineEnding};
@@ -59,9 +59,12 @@ struct Running {
 }
 
 impl Running {
-    async fn stop(self) {
+    /// Stops the poller and returns its final counters (counted after each append returns,
+    /// so only a stopped poller's counters are complete).
+    async fn stop(self) -> PollerSnapshot {
         self.shutdown.cancel();
         within(LIMIT, self.task).await.unwrap().unwrap();
+        self.stats.snapshot()
     }
 }
 
@@ -253,8 +256,7 @@ async fn first_request_is_a_polling_query_and_then_only_next_links_are_followed(
             fake.log_requests().len() >= 5
         })
         .await;
-        let stats = running.stats.snapshot();
-        running.stop().await;
+        let stats = running.stop().await;
 
         assert_eq!(journal.uuids().await, ["a-0", "a-1", "a-2", "b-0", "b-1"]);
         let requests = fake.log_requests();
@@ -344,8 +346,7 @@ async fn a_late_stored_event_with_an_old_published_is_still_delivered() {
         let old = chrono::Utc::now() - chrono::Duration::hours(3);
         fake.push(log_event("late", TYPE, &old.to_rfc3339()));
         wait_for_events(&journal, 2).await;
-        let stats = running.stats.snapshot();
-        running.stop().await;
+        let stats = running.stop().await;
         assert_eq!(journal.uuids().await, ["on-time", "late"]);
         assert_eq!(journal.cursors().await, [1, 2]);
         assert_eq!(stats.events_committed, 2);
@@ -414,8 +415,7 @@ async fn changed_event_types_start_afresh_instead_of_resuming_the_old_filter() {
         widened.event_types = vec![TYPE.to_owned(), "user.session.start".to_owned()];
         let running = start(widened, journal.clone());
         wait_for_events(&journal, 4).await;
-        let stats = running.stats.snapshot();
-        running.stop().await;
+        let stats = running.stop().await;
         let first = &fake.log_requests()[before];
         assert!(first.param("since").is_some());
         assert_eq!(journal.uuids().await, ["a-0", "a-1", "b-0", "b-1"]);
@@ -486,8 +486,7 @@ async fn a_429_is_retried_only_after_the_reset_by_the_servers_clock_with_retry_h
         cfg.start = StartFrom::Since(chrono::Utc::now() - chrono::Duration::days(3));
         let running = start(cfg, journal.clone());
         wait_for_events(&journal, 1).await;
-        let stats = running.stats.snapshot();
-        running.stop().await;
+        let stats = running.stop().await;
 
         let requests = fake.log_requests();
         assert_eq!(requests[0].status, 429);
@@ -527,8 +526,7 @@ async fn requests_are_spaced_to_stay_within_the_share_of_the_bucket() {
         cfg.rate_limit_share = 0.5;
         let running = start(cfg, journal.clone());
         wait_for_events(&journal, 6).await;
-        let stats = running.stats.snapshot();
-        running.stop().await;
+        let stats = running.stop().await;
         let requests = fake.log_requests();
         assert!(requests.iter().all(|r| r.status == 200), "never a 429");
         // At most half of the bucket (2 of 4) per rate-limit window.
@@ -560,8 +558,7 @@ async fn server_errors_back_off_exponentially_up_to_the_cap() {
         cfg.backoff_cap = ms(200);
         let running = start(cfg, journal.clone());
         wait_for_events(&journal, 1).await;
-        let stats = running.stats.snapshot();
-        running.stop().await;
+        let stats = running.stop().await;
         let requests = fake.log_requests();
         let statuses: Vec<u16> = requests.iter().map(|r| r.status).collect();
         assert_eq!(&statuses[..6], [500, 500, 500, 500, 500, 200]);
@@ -590,8 +587,7 @@ async fn a_slow_answer_times_out_and_is_retried_after_a_back_off() {
         let started = std::time::Instant::now();
         let running = start(cfg, journal.clone());
         wait_for_events(&journal, 1).await;
-        let stats = running.stats.snapshot();
-        running.stop().await;
+        let stats = running.stop().await;
         assert_eq!(stats.failures, 1);
         // The slow request was abandoned after 300 ms (the fake never finished answering it)
         // and retried after the 100 ms back-off.
@@ -614,8 +610,7 @@ async fn dpop_nonce_dance_then_dpop_bound_api_calls_with_ath() {
         cfg.limit = 1;
         let running = start(cfg, journal.clone());
         wait_for_events(&journal, 3).await;
-        let stats = running.stats.snapshot();
-        running.stop().await;
+        let stats = running.stop().await;
 
         let tokens = fake.token_requests();
         assert_eq!(
@@ -732,8 +727,7 @@ async fn es256_dpop_app_and_tokens_renewed_before_expiry() {
             running.stats.snapshot().token_refreshes >= 3
         })
         .await;
-        let stats = running.stats.snapshot();
-        running.stop().await;
+        let stats = running.stop().await;
         // Renewed at 90 % of the lifetime: the API never saw an expired token.
         assert!(fake.log_requests().iter().all(|r| r.status == 200));
         // The nonce was learnt once; later mints need no retry.
@@ -762,8 +756,7 @@ async fn a_revoked_access_token_is_replaced_at_once_not_after_the_slow_retry() {
         fake.revoke_tokens();
         fake.push_many("w", TYPE, 1);
         wait_for_events(&journal, 2).await;
-        let stats = running.stats.snapshot();
-        running.stop().await;
+        let stats = running.stop().await;
         let statuses: Vec<u16> = fake.log_requests().iter().map(|r| r.status).collect();
         assert!(statuses.contains(&401));
         assert_eq!(stats.token_refreshes, 2);
@@ -786,8 +779,7 @@ async fn a_wrong_api_token_is_a_clear_error_retried_slowly() {
             journal.clone(),
         );
         tokio::time::sleep(ms(2500)).await;
-        let stats = running.stats.snapshot();
-        running.stop().await;
+        let stats = running.stop().await;
         // Retried every second (the configured auth_retry_interval), never in a loop.
         let requests = fake.log_requests();
         assert!(
@@ -823,8 +815,7 @@ async fn a_wrong_private_key_is_a_clear_error_and_no_hot_loop() {
         let journal = TestJournal::new().await;
         let running = start(config(&fake, wrong), journal.clone());
         tokio::time::sleep(ms(2500)).await;
-        let stats = running.stats.snapshot();
-        running.stop().await;
+        let stats = running.stop().await;
         let tokens = fake.token_requests();
         assert!(
             (2..=3).contains(&tokens.len()),
@@ -872,8 +863,7 @@ async fn events_the_hook_already_stored_are_duplicates_and_the_rest_are_hook_mis
         cfg.hook_enabled = true;
         let running = start(cfg, journal.clone());
         wait_for_events(&journal, 5).await;
-        let stats = running.stats.snapshot();
-        running.stop().await;
+        let stats = running.stop().await;
         assert_eq!(journal.uuids().await, ["h-1", "h-3", "h-0", "h-2", "h-4"]);
         assert_eq!(journal.cursors().await, [1, 2, 3, 4, 5]);
         assert_eq!(stats.duplicates, 2);
@@ -901,8 +891,7 @@ async fn an_event_that_does_not_map_is_quarantined_not_dropped() {
         let journal = TestJournal::new().await;
         let running = start(config(&fake, ssws()), journal.clone());
         wait_for_events(&journal, 1).await;
-        let stats = running.stats.snapshot();
-        running.stop().await;
+        let stats = running.stop().await;
         let quarantined = journal.quarantined(10).await.unwrap();
         assert_eq!(quarantined.len(), 1);
         assert!(quarantined[0].reason.contains("uuid"));
@@ -935,8 +924,7 @@ async fn no_secret_appears_in_config_errors_or_stats() {
             running.stats.snapshot().refusals >= 1
         })
         .await;
-        let stats = running.stats.snapshot();
-        running.stop().await;
+        let stats = running.stop().await;
         assert!(!format!("{stats:?}").contains(TOKEN));
         let error = stats.last_error.unwrap();
         assert!(!error.contains(TOKEN));

@@ -211,8 +211,17 @@ async fn refused_credentials_make_the_service_unready_with_a_clear_error_and_no_
             async move { request.send().await.unwrap().status().as_u16() }
         };
 
-        // Readiness is re-evaluated every 2 s.
+        // The service is ready first (the poller has not been refused yet, or was just
+        // started): wait for Okta's refusal, then for readiness (re-evaluated every 2 s) to
+        // follow it, on HTTP and on gRPC health alike.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while metric(&app, "okta_stream_poller_refusals_total").await < 1.0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "Okta never refused the poller"
+            );
+            tokio::time::sleep(ms(100)).await;
+        }
         while readyz().await != 503 {
             assert!(tokio::time::Instant::now() < deadline, "/readyz stays 200");
             tokio::time::sleep(ms(100)).await;
@@ -222,15 +231,29 @@ async fn refused_credentials_make_the_service_unready_with_a_clear_error_and_no_
             .connect()
             .await
             .unwrap();
-        let status = tonic_health::pb::health_client::HealthClient::new(channel)
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: okta_stream::ops::EVENT_STREAM_SERVICE.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status;
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let mut status;
+        loop {
+            status = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: okta_stream::ops::EVENT_STREAM_SERVICE.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status;
+            if status == ServingStatus::NotServing as i32 || tokio::time::Instant::now() >= deadline
+            {
+                break;
+            }
+            tokio::time::sleep(ms(50)).await;
+        }
         assert_eq!(status, ServingStatus::NotServing as i32);
+        assert_eq!(
+            readyz().await,
+            503,
+            "readiness stays down while Okta refuses the poller"
+        );
         assert!(metric(&app, "okta_stream_poller_refusals_total").await >= 1.0);
 
         // Retried once a second (the configured refusal retry), never in a loop.
