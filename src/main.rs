@@ -15,6 +15,12 @@ use okta_stream::cli::ClientCommand;
 use okta_stream::config::{Config, SETTINGS, Sources};
 use okta_stream::telemetry;
 
+/// mimalloc instead of glibc malloc: ingest and fan-out allocate and free many short-lived
+/// buffers (delivery bodies, per-event records, per-message encode buffers) across threads,
+/// which glibc handles with arena locks and `malloc_consolidate`; see BENCHMARKS.md for the A/B.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// What the binary is, for `--help`.
 const ABOUT: &str = "Okta event hooks and System Log events as a typed, replayable gRPC stream";
 

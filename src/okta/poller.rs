@@ -312,6 +312,64 @@ pub enum PollerError {
     /// The journal failed to read state or to commit a page.
     #[error("poller cannot use the journal: {0}")]
     Journal(#[from] JournalError),
+    /// The runtime shut down while a page was being mapped; nothing of the page was committed.
+    #[error("the runtime shut down while the poller was mapping a page")]
+    MappingCancelled,
+}
+
+/// The outcome of one request, with the times that pacing and back-off count from.
+struct Fetched {
+    /// When the request was sent: rate-limit pacing spaces request starts.
+    started: Instant,
+    /// When its answer (or failure) arrived: back-off and 429 waits count from here.
+    answered: Instant,
+    /// The page, mapped, or why there is none.
+    result: Result<Mapped, ClientError>,
+}
+
+/// A page whose events are mapped and encoded, ready to be appended with its `next` URL.
+struct Mapped {
+    /// The events that mapped.
+    events: Vec<NewEvent>,
+    /// The events that did not, with the reason.
+    quarantine: Vec<Quarantined>,
+    /// How many LogEvents the page held.
+    received: usize,
+    /// The page's `rel="next"` URL.
+    next: Option<Url>,
+    /// The page's rate-limit headers.
+    rate: RateLimit,
+    /// The server's `Date` of the page.
+    server_date: Option<DateTime<Utc>>,
+    /// When the page was mapped (the events' `received` time).
+    now: DateTime<Utc>,
+}
+
+/// Maps a page's events: those that map become journal events (encoded once), the others go
+/// to quarantine with the reason.
+fn map_page(
+    raw_events: &[Box<serde_json::value::RawValue>],
+    delivery: &Delivery,
+    source: &str,
+    now: DateTime<Utc>,
+) -> (Vec<NewEvent>, Vec<Quarantined>) {
+    let mut events = Vec::with_capacity(raw_events.len());
+    let mut quarantine = Vec::new();
+    for raw in raw_events {
+        match map_event(raw.get().as_bytes(), delivery) {
+            Ok(event) => events.push(NewEvent::new(event)),
+            Err(error) => {
+                tracing::warn!(org = %source, %error, "polled event quarantined");
+                quarantine.push(Quarantined {
+                    reason: error.to_string(),
+                    raw: raw.get().to_owned(),
+                    origin: source.to_owned(),
+                    received: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+                });
+            }
+        }
+    }
+    (events, quarantine)
 }
 
 /// The System Log poller of one org. Build with [`Poller::new`], run with [`Poller::run`].
@@ -356,48 +414,135 @@ impl Poller {
 
     /// Polls until `shutdown` is cancelled (returns `Ok`) or the journal fails (returns the
     /// error). A page being committed when shutdown comes is committed first.
+    ///
+    /// After a full page the next one is fetched and mapped while this one is committed (its
+    /// `next` URL is known once it has arrived): still one request in flight, and page N+1 is
+    /// committed only after page N's commit succeeded, each with its own `next` URL, so a crash
+    /// still re-reads at most one page. A short page is not followed at once: the poll interval
+    /// passes first, as without the overlap.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), PollerError> {
         let mut url = self.resume_url().await?;
         let mut retry: Option<RetryOf> = None;
         let mut failures: u32 = 0;
         let mut wait = Duration::ZERO;
+        // The answer to `url`, when it was fetched while the previous page was committed.
+        let mut prefetched: Option<Fetched> = None;
         loop {
-            if !wait.is_zero() {
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(wait) => {}
+            let fetched = match prefetched.take() {
+                Some(fetched) => fetched,
+                None => {
+                    if !wait.is_zero() {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return Ok(()),
+                            () = tokio::time::sleep(wait) => {}
+                        }
+                    }
+                    if shutdown.is_cancelled() {
+                        return Ok(());
+                    }
+                    let started = Instant::now();
+                    let result = tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        result = self.client.page(&url, retry.as_ref()) => result,
+                    };
+                    let answered = Instant::now();
+                    let result = match result {
+                        Ok(page) => Ok(self.map(page).await?),
+                        Err(error) => Err(error),
+                    };
+                    Fetched {
+                        started,
+                        answered,
+                        result,
+                    }
                 }
-            }
-            if shutdown.is_cancelled() {
-                return Ok(());
-            }
-            let started = Instant::now();
-            let result = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                result = self.client.page(&url, retry.as_ref()) => result,
             };
+            let Fetched {
+                started,
+                answered,
+                result,
+            } = fetched;
             match result {
                 Ok(page) => {
                     retry = None;
                     failures = 0;
-                    let full = page.events.len() >= self.client.limit() as usize;
+                    let full = page.received >= self.client.limit() as usize;
                     let pace =
                         pacing_delay(&page.rate, self.config.rate_limit_share, page.server_date);
-                    if let Some(next) = self.commit(page, &url).await? {
-                        url = next;
-                    }
-                    let after_page = if full {
-                        Duration::ZERO
-                    } else {
-                        self.config.poll_interval
+                    let follow = if full { page.next.clone() } else { None };
+                    let Some(next) = follow else {
+                        if let Some(next) = self.commit(page, &url).await? {
+                            url = next;
+                        }
+                        let after_page = if full {
+                            Duration::ZERO
+                        } else {
+                            self.config.poll_interval
+                        };
+                        wait = after_page.max(pace.saturating_sub(started.elapsed()));
+                        continue;
                     };
-                    wait = after_page.max(pace.saturating_sub(started.elapsed()));
+                    // A full page with a next URL: fetch and map that while this page is
+                    // committed, no earlier than the rate-limit pacing allows.
+                    let prefetch = self.fetch_at(started + pace, &next);
+                    tokio::pin!(prefetch);
+                    let mut early: Option<Result<Fetched, PollerError>> = None;
+                    let committed = {
+                        let commit = self.commit(page, &url);
+                        tokio::pin!(commit);
+                        loop {
+                            tokio::select! {
+                                biased;
+                                committed = &mut commit => break committed,
+                                fetched = &mut prefetch, if early.is_none() => {
+                                    early = Some(fetched);
+                                }
+                            }
+                        }
+                    };
+                    // A failed commit drops the prefetch (its request is abandoned); the next
+                    // run resumes from the URL stored with the last committed page.
+                    committed?;
+                    url = next.clone();
+                    wait = Duration::ZERO;
+                    if shutdown.is_cancelled() {
+                        return Ok(());
+                    }
+                    prefetched = Some(match early {
+                        Some(fetched) => fetched?,
+                        None => tokio::select! {
+                            () = shutdown.cancelled() => return Ok(()),
+                            fetched = &mut prefetch => fetched?,
+                        },
+                    });
                 }
                 Err(error) => {
-                    wait = self.on_error(error, &mut retry, &mut failures);
+                    // Waits count from the answer: a prefetched failure may have arrived while
+                    // the previous page was still being committed.
+                    wait = self
+                        .on_error(error, &mut retry, &mut failures)
+                        .saturating_sub(answered.elapsed());
                 }
             }
         }
+    }
+
+    /// Fetches `url` once `not_before` has passed and maps the page (never a 429 retry: it
+    /// follows a successful page).
+    async fn fetch_at(&self, not_before: Instant, url: &Url) -> Result<Fetched, PollerError> {
+        tokio::time::sleep_until(not_before).await;
+        let started = Instant::now();
+        let result = self.client.page(url, None).await;
+        let answered = Instant::now();
+        let result = match result {
+            Ok(page) => Ok(self.map(page).await?),
+            Err(error) => Err(error),
+        };
+        Ok(Fetched {
+            started,
+            answered,
+            result,
+        })
     }
 
     /// The stored `next` URL, or the first request.
@@ -434,13 +579,15 @@ impl Poller {
         Ok(self.client.first_url(since))
     }
 
-    /// Maps the page and appends its events and its `next` URL in one batch. Returns the URL to
-    /// request next.
-    async fn commit(&self, page: Page, requested: &Url) -> Result<Option<Url>, PollerError> {
+    /// Maps and encodes a page's events. Milliseconds of CPU per page: done off the async
+    /// workers, so the other page's request or commit (and the rest of the runtime) proceeds
+    /// meanwhile.
+    async fn map(&self, page: Page) -> Result<Mapped, PollerError> {
         let Page {
             events: raw_events,
             next,
             rate,
+            server_date,
             ..
         } = page;
         let now = Utc::now();
@@ -457,22 +604,39 @@ impl Poller {
             received: Some(timestamp),
         };
         let received = raw_events.len();
-        let mut events = Vec::with_capacity(received);
-        let mut quarantine = Vec::new();
-        for raw in &raw_events {
-            match map_event(raw.get().as_bytes(), &delivery) {
-                Ok(event) => events.push(NewEvent::new(event)),
-                Err(error) => {
-                    tracing::warn!(org = %self.source, %error, "polled event quarantined");
-                    quarantine.push(Quarantined {
-                        reason: error.to_string(),
-                        raw: raw.get().to_owned(),
-                        origin: self.source.clone(),
-                        received: now.to_rfc3339_opts(SecondsFormat::Millis, true),
-                    });
-                }
-            }
-        }
+        let source = self.source.clone();
+        let (events, quarantine) =
+            tokio::task::spawn_blocking(move || map_page(&raw_events, &delivery, &source, now))
+                .await
+                .map_err(|error| {
+                    if error.is_panic() {
+                        std::panic::resume_unwind(error.into_panic());
+                    }
+                    PollerError::MappingCancelled
+                })?;
+        Ok(Mapped {
+            events,
+            quarantine,
+            received,
+            next,
+            rate,
+            server_date,
+            now,
+        })
+    }
+
+    /// Appends a mapped page's events and its `next` URL in one batch. Returns the URL to
+    /// request next.
+    async fn commit(&self, page: Mapped, requested: &Url) -> Result<Option<Url>, PollerError> {
+        let Mapped {
+            events,
+            quarantine,
+            received,
+            next,
+            rate,
+            now,
+            ..
+        } = page;
         if next.is_none() {
             tracing::warn!(org = %self.source, "page without rel=\"next\"; requesting it again");
         }
