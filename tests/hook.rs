@@ -3,19 +3,15 @@
 
 mod common;
 
+use common::within;
+
 use common::app::{SECRET, TestApp, WAIT, delivery, profile_update};
 use okta_stream::proto;
 use serde_json::{Value, json};
 
-async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, future)
-        .await
-        .expect("test step timed out")
-}
-
 #[tokio::test]
 async fn verification_echoes_the_challenge_to_an_authenticated_get() {
-    within(async {
+    within(WAIT, async {
         let app = TestApp::start().await;
         let url = format!("{}/okta/hook", app.http);
         let response = app
@@ -69,7 +65,7 @@ async fn verification_echoes_the_challenge_to_an_authenticated_get() {
 
 #[tokio::test]
 async fn deliveries_need_the_whole_secret_in_the_configured_header_and_secrets_rotate() {
-    within(async {
+    within(WAIT, async {
         let app = TestApp::start_with(|config| {
             config.hook.auth_header = http::HeaderName::from_static("x-okta-secret");
             config.hook.secrets = vec![
@@ -148,7 +144,7 @@ async fn deliveries_need_the_whole_secret_in_the_configured_header_and_secrets_r
 
 #[tokio::test]
 async fn every_bad_input_gets_its_status_a_message_and_changes_nothing() {
-    within(async {
+    within(WAIT, async {
         let app = TestApp::start_with(|config| config.hook.max_body_bytes = 2048).await;
         let url = format!("{}/okta/hook", app.http);
         let send = |content_type: &'static str, body: Vec<u8>| {
@@ -224,7 +220,7 @@ async fn every_bad_input_gets_its_status_a_message_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_batch_is_committed_whole_in_order_before_the_answer() {
-    within(async {
+    within(WAIT, async {
         let app = TestApp::start().await;
         let events = (0..200)
             .map(|i| profile_update(&format!("batch-{i}"), "thor@avengers.org", "lastName"))
@@ -250,7 +246,7 @@ async fn a_batch_is_committed_whole_in_order_before_the_answer() {
 
 #[tokio::test]
 async fn duplicates_from_okta_become_one_record() {
-    within(async {
+    within(WAIT, async {
         let app = TestApp::start().await;
         let same = delivery(
             "d-1",
@@ -284,7 +280,7 @@ async fn duplicates_from_okta_become_one_record() {
 
 #[tokio::test]
 async fn a_poisoned_event_is_quarantined_and_its_neighbours_are_stored() {
-    within(async {
+    within(WAIT, async {
         let app = TestApp::start().await;
         let mut bad_time = profile_update("bad-time", "thor@avengers.org", "lastName");
         bad_time["published"] = json!("2017-09-31T25:61:00Z");
@@ -309,7 +305,7 @@ async fn a_poisoned_event_is_quarantined_and_its_neighbours_are_stored() {
         assert!(quarantined[0].raw.contains("bad-time"));
         assert!(quarantined[1].reason.contains("uuid"), "{:?}", quarantined[1]);
         assert!(quarantined.iter().all(|q| q.origin.contains("mixed")));
-        let metrics = app.http_client().get(format!("{}/metrics", app.http)).send().await.unwrap().text().await.unwrap();
+        let metrics = app.metrics().await;
         assert!(metrics.contains("okta_stream_events_quarantined_total{path=\"hook\"} 3"), "{metrics}");
     })
     .await
@@ -317,7 +313,7 @@ async fn a_poisoned_event_is_quarantined_and_its_neighbours_are_stored() {
 
 #[tokio::test]
 async fn the_record_keeps_the_delivery_context_with_secrets_redacted() {
-    within(async {
+    within(WAIT, async {
         let app = TestApp::start().await;
         let response = app
             .http_client()
@@ -371,7 +367,7 @@ async fn the_record_keeps_the_delivery_context_with_secrets_redacted() {
 
 #[tokio::test]
 async fn without_a_configured_secret_one_is_generated_once_and_kept() {
-    within(async {
+    within(WAIT, async {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
         let app = TestApp::start_in(dir, 16, |config| config.hook.secrets.clear()).await;
@@ -396,7 +392,7 @@ async fn without_a_configured_secret_one_is_generated_once_and_kept() {
 
 #[tokio::test]
 async fn a_journal_that_cannot_commit_answers_503_so_okta_retries() {
-    within(async {
+    within(WAIT, async {
         let app = TestApp::start().await;
         app.journal.close().await;
         let response = app
@@ -408,15 +404,7 @@ async fn a_journal_that_cannot_commit_answers_503_so_okta_retries() {
         assert_eq!(response.status(), 503);
         let body: Value = response.json().await.unwrap();
         assert!(body["error"].as_str().unwrap().contains("retry"), "{body}");
-        let metrics = app
-            .http_client()
-            .get(format!("{}/metrics", app.http))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = app.metrics().await;
         assert!(
             metrics.contains("okta_stream_hook_rejected_total{reason=\"unavailable\"} 1"),
             "{metrics}"
@@ -427,7 +415,7 @@ async fn a_journal_that_cannot_commit_answers_503_so_okta_retries() {
 
 #[tokio::test]
 async fn metrics_show_what_was_ingested_and_the_journal() {
-    within(async {
+    within(WAIT, async {
         let app = TestApp::start().await;
         let events = (0..3)
             .map(|i| profile_update(&format!("m-{i}"), "thor@avengers.org", "lastName"))
@@ -451,15 +439,7 @@ async fn metrics_show_what_was_ingested_and_the_journal() {
             .unwrap();
         // The journal gauges refresh every two seconds.
         let metrics = loop {
-            let text = app
-                .http_client()
-                .get(format!("{}/metrics", app.http))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = app.metrics().await;
             if text.contains("okta_stream_journal_head_cursor 3") {
                 break text;
             }

@@ -66,15 +66,7 @@ fn poller(fake: &FakeOkta, token: &str) -> PollerConfig {
 
 /// The value of one metric sample on `/metrics` (0 if absent).
 async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app
-        .http_client()
-        .get(format!("{}/metrics", app.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .map_or(0.0, |value| value.trim().parse().unwrap())

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::within;
+
 use std::time::Duration;
 
 use common::app::{TestApp, WAIT, delivery, post_many, profile_update};
@@ -10,12 +12,6 @@ use okta_stream::grpc::{Kind, SubscribeResponse};
 use okta_stream::proto::{self, EventFilter, event_filter::Start};
 use serde_json::json;
 use tonic::{Code, Streaming};
-
-async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, future)
-        .await
-        .expect("test step timed out")
-}
 
 /// The next event of a stream, skipping heartbeats.
 async fn next_event(stream: &mut Streaming<SubscribeResponse>) -> proto::Event {
@@ -53,7 +49,7 @@ async fn subscribe(app: &TestApp, filter: EventFilter) -> Streaming<SubscribeRes
 
 #[tokio::test]
 async fn a_live_subscriber_gets_matching_events_as_they_are_acknowledged() {
-    within(async {
+    within(WAIT, async {
         let app = TestApp::start().await;
         let mut stream = subscribe(
             &app,
@@ -80,7 +76,7 @@ async fn a_live_subscriber_gets_matching_events_as_they_are_acknowledged() {
 
 #[tokio::test]
 async fn live_only_is_the_default_and_after_resumes_exclusively() {
-    within(async {
+    within(WAIT, async {
         let app = TestApp::start().await;
         post_many(&app, "old", 5).await;
         let mut live = subscribe(&app, EventFilter::default()).await;
@@ -123,7 +119,7 @@ async fn live_only_is_the_default_and_after_resumes_exclusively() {
 
 #[tokio::test]
 async fn replay_then_live_has_no_gap_and_no_duplicate_under_concurrent_ingestion() {
-    within(async {
+    within(WAIT, async {
         let app = std::sync::Arc::new(TestApp::start().await);
         post_many(&app, "pre", 50).await;
         let writer = {
@@ -161,7 +157,7 @@ async fn replay_then_live_has_no_gap_and_no_duplicate_under_concurrent_ingestion
 
 #[tokio::test]
 async fn a_slow_subscriber_with_a_tiny_live_buffer_still_gets_every_event_in_order() {
-    within(async {
+    within(WAIT, async {
         let app = TestApp::start_in(tempfile::tempdir().unwrap(), 2, |_| {}).await;
         let mut stream = subscribe(&app, EventFilter::default()).await;
         // 400 events in 8 deliveries while the subscriber reads nothing: its live buffer of 2
@@ -190,7 +186,7 @@ async fn a_slow_subscriber_with_a_tiny_live_buffer_still_gets_every_event_in_ord
 
 #[tokio::test]
 async fn a_subscriber_that_falls_too_far_behind_is_ended_with_its_last_cursor() {
-    within(async {
+    within(WAIT, async {
         let app = TestApp::start_with(|config| config.grpc.max_subscriber_lag = 10).await;
         let mut stream = subscribe(&app, EventFilter::default()).await;
         post_many(&app, "first", 1).await;
@@ -222,7 +218,7 @@ async fn a_subscriber_that_falls_too_far_behind_is_ended_with_its_last_cursor() 
 
 #[tokio::test]
 async fn since_replays_events_published_from_that_time() {
-    within(async {
+    within(WAIT, async {
         let app = TestApp::start().await;
         let at = |uuid: &str, published: &str| {
             let mut event = profile_update(uuid, "thor@avengers.org", "lastName");
@@ -253,7 +249,7 @@ async fn since_replays_events_published_from_that_time() {
 
 #[tokio::test]
 async fn bad_filters_and_impossible_cursors_are_rejected_with_the_field_named() {
-    within(async {
+    within(WAIT, async {
         let app = TestApp::start().await;
         post_many(&app, "x", 2).await;
         let mut client = app.client().await;
@@ -297,7 +293,7 @@ async fn bad_filters_and_impossible_cursors_are_rejected_with_the_field_named() 
 
 #[tokio::test]
 async fn idle_streams_get_heartbeats_with_the_head_cursor() {
-    within(async {
+    within(WAIT, async {
         let app =
             TestApp::start_with(|config| config.grpc.heartbeat = Duration::from_millis(200)).await;
         post_many(&app, "hb", 3).await;
@@ -323,7 +319,7 @@ async fn idle_streams_get_heartbeats_with_the_head_cursor() {
 
 #[tokio::test]
 async fn the_subscriber_limit_and_bearer_tokens_are_enforced() {
-    within(async {
+    within(WAIT, async {
         let app = TestApp::start_with(|config| {
             config.grpc.max_subscribers = 1;
             config.grpc.tokens = vec![okta_stream::secret::Secret::new("reader-token")];
@@ -376,7 +372,7 @@ async fn the_subscriber_limit_and_bearer_tokens_are_enforced() {
 
 #[tokio::test]
 async fn shutdown_ends_open_streams_with_a_resumable_status() {
-    within(async {
+    within(WAIT, async {
         let app = TestApp::start().await;
         post_many(&app, "s", 2).await;
         let mut stream = subscribe(
@@ -404,7 +400,7 @@ async fn shutdown_ends_open_streams_with_a_resumable_status() {
 
 #[tokio::test]
 async fn get_event_finds_by_uuid() {
-    within(async {
+    within(WAIT, async {
         let app = TestApp::start().await;
         post_many(&app, "get", 2).await;
         let mut client = app.client().await;
@@ -438,7 +434,7 @@ async fn get_event_finds_by_uuid() {
 
 #[tokio::test]
 async fn list_events_pages_both_ways_with_a_filter() {
-    within(async {
+    within(WAIT, async {
         let app = TestApp::start().await;
         let events = (0..25)
             .map(|i| {
@@ -508,7 +504,7 @@ async fn list_events_pages_both_ways_with_a_filter() {
 
 #[tokio::test]
 async fn health_follows_the_service_state() {
-    within(async {
+    within(WAIT, async {
         let app = TestApp::start().await;
         let health = |path: &'static str| {
             let client = app.http_client().clone();
@@ -541,7 +537,7 @@ async fn health_follows_the_service_state() {
 
 #[tokio::test]
 async fn events_removed_by_retention_are_out_of_range_never_a_silent_jump() {
-    within(async {
+    within(WAIT, async {
         let app = TestApp::start_with(|config| {
             config.retention_max_bytes = Some(8 * 1024);
             config.retention_check_interval = Duration::from_millis(200);
@@ -600,7 +596,7 @@ async fn events_removed_by_retention_are_out_of_range_never_a_silent_jump() {
 
 #[tokio::test]
 async fn grpc_can_be_served_over_tls() {
-    within(async {
+    within(WAIT, async {
         let dir = tempfile::tempdir().unwrap();
         let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
@@ -654,7 +650,7 @@ async fn grpc_can_be_served_over_tls() {
 
 #[tokio::test]
 async fn grpc_web_answers_browser_preflights_only_for_configured_origins() {
-    within(async {
+    within(WAIT, async {
         let app = TestApp::start_with(|config| {
             config.grpc.cors_origins = vec!["https://console.example.com".into()]
         })

@@ -108,6 +108,17 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .http_client
+            .get(format!("{}/metrics", self.http))
+            .send()
+            .await
+            .unwrap();
+        response.text().await.unwrap()
+    }
+
     /// An HTTP client for requests the helpers above do not cover.
     pub fn http_client(&self) -> &reqwest::Client {
         &self.http_client
