@@ -12,6 +12,15 @@ pub const MAX_VALUES: usize = 64;
 /// Longest filter value, in bytes.
 pub const MAX_VALUE_BYTES: usize = 256;
 
+/// Whether `candidate` lower-cases to `folded` (already lower case), without allocating: this
+/// runs for every event and subscriber on the fan-out path.
+fn eq_folded(candidate: &str, folded: &str) -> bool {
+    candidate
+        .chars()
+        .flat_map(char::to_lowercase)
+        .eq(folded.chars())
+}
+
 /// One id-or-alternate-id criterion value.
 #[derive(Debug, Clone)]
 struct Principal {
@@ -21,7 +30,7 @@ struct Principal {
 
 impl Principal {
     fn matches(&self, id: &str, alternate_id: &str) -> bool {
-        id == self.exact || (!alternate_id.is_empty() && alternate_id.to_lowercase() == self.folded)
+        id == self.exact || (!alternate_id.is_empty() && eq_folded(alternate_id, &self.folded))
     }
 }
 
@@ -194,7 +203,7 @@ impl Filter {
             || event.changed_attributes.iter().any(|name| {
                 self.changed_attributes
                     .iter()
-                    .any(|wanted| name.to_lowercase() == *wanted)
+                    .any(|wanted| eq_folded(name, wanted))
             })
     }
 
