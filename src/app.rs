@@ -10,7 +10,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +65,10 @@ pub enum AppError {
     /// The poller could not be set up.
     #[error("poller: {0}")]
     Poller(String),
+    /// A setting is wrong in a way only the part it configures can tell (an org URL Okta
+    /// would refuse, an unreadable private key). `main` exits 64 on it, as on any bad setting.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// An essential task stopped on its own.
     #[error("{task} stopped: {reason}")]
     TaskFailed {
@@ -88,6 +92,8 @@ pub struct App {
     generated_hook_secret: Option<Secret>,
     /// The JetStream journal, when it runs: the poller lease lives there.
     nats: Option<Arc<NatsJournal>>,
+    /// The poller's configuration, when `OKTA_ORG_URL` is set.
+    poller: Option<PollerConfig>,
     /// The poller's counters (exported as metrics), when the poller is configured.
     poller_stats: Option<Arc<PollerStats>>,
 }
@@ -95,6 +101,7 @@ pub struct App {
 impl App {
     /// Binds the configured addresses and opens the journal.
     pub async fn bind(config: Config) -> Result<App, AppError> {
+        let poller = poller_config(&config)?;
         let http = TcpListener::bind(config.http_addr)
             .await
             .map_err(|source| AppError::Bind {
@@ -107,7 +114,7 @@ impl App {
                 addr: config.grpc_addr,
                 source,
             })?;
-        Self::with_listeners(config, http, grpc).await
+        Self::with_poller(config, poller, http, grpc, DEFAULT_LIVE_CAPACITY).await
     }
 
     /// Uses pre-bound listeners (tests bind `127.0.0.1:0`) and opens the journal.
@@ -127,6 +134,19 @@ impl App {
         grpc: TcpListener,
         live_capacity: usize,
     ) -> Result<App, AppError> {
+        let poller = poller_config(&config)?;
+        Self::with_poller(config, poller, http, grpc, live_capacity).await
+    }
+
+    /// Like [`App::with_live_capacity`] with the poller configured in code instead of from
+    /// `config.okta` (tests shorten its retries and timeouts); `None`: no poller.
+    pub async fn with_poller(
+        config: Config,
+        poller: Option<PollerConfig>,
+        http: TcpListener,
+        grpc: TcpListener,
+        live_capacity: usize,
+    ) -> Result<App, AppError> {
         let data_dir_error = |source| AppError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -139,7 +159,7 @@ impl App {
             _ => None,
         };
         let mut metrics = Metrics::new();
-        let poller_stats = config.okta.as_ref().map(|_| {
+        let poller_stats = poller.as_ref().map(|_| {
             let stats = Arc::new(PollerStats::default());
             metrics.register_poller(stats.clone());
             stats
@@ -156,6 +176,7 @@ impl App {
             hook_secrets,
             generated_hook_secret,
             nats,
+            poller,
             poller_stats,
         })
     }
@@ -197,6 +218,7 @@ impl App {
             metrics,
             hook_secrets,
             nats,
+            poller,
             poller_stats,
             ..
         } = self;
@@ -251,13 +273,13 @@ impl App {
         });
 
         // The System Log poller, on one replica at a time when the journal is shared.
-        if let (Some(poller_config), Some(stats)) = (config.okta.clone(), poller_stats) {
+        if let (Some(poller_config), Some(stats)) = (poller, poller_stats) {
             let poller = PollerTask {
                 config: poller_config,
                 journal: journal.clone(),
                 stats,
                 nats,
-                lease_ttl: config.poller_lease,
+                lease_ttl: config.okta.poll_lease,
                 health: health.clone(),
                 shutdown: shutdown.clone(),
             };
@@ -303,6 +325,16 @@ impl App {
     }
 }
 
+/// The poller's configuration from `config.okta`; the hook endpoint always runs beside it, so
+/// events only the poller found count as hook misses.
+fn poller_config(config: &Config) -> Result<Option<PollerConfig>, AppError> {
+    let poller = PollerConfig::from_settings(&config.okta)?;
+    Ok(poller.map(|poller| PollerConfig {
+        hook_enabled: true,
+        ..poller
+    }))
+}
+
 /// Opens the configured journal and its hub (and the JetStream journal itself when it runs,
 /// for the poller lease).
 async fn open_journal(
@@ -320,21 +352,17 @@ async fn open_journal(
             let hub = journal.hub().clone();
             Ok((journal, hub, None))
         }
-        JournalKind::Nats {
-            servers,
-            stream,
-            replicas,
-            duplicate_window,
-        } => {
+        JournalKind::Nats { servers } => {
+            let stream = &config.nats.stream;
             let nats_config = NatsConfig {
                 servers: servers.clone(),
                 stream: stream.clone(),
                 // Subjects derive from the stream name, so several okta-stream deployments
                 // (different `OKTA_STREAM_NATS_STREAM`) can share one NATS without overlapping.
                 subject: format!("okta_stream.{stream}"),
-                replicas: *replicas,
+                replicas: config.nats.replicas,
                 max_age: config.retention_max_age,
-                duplicate_window: *duplicate_window,
+                duplicate_window: config.nats.duplicate_window,
             };
             let hub = Hub::new(live_capacity, 0);
             let journal = NatsJournal::open(nats_config, hub.clone()).await?;
@@ -547,8 +575,8 @@ fn grpc_server(
         .tcp_nodelay(true)
         // gRPC-Web arrives over HTTP/1.1.
         .accept_http1(true);
-    if let Some((cert, key)) = &config.grpc.tls {
-        let read = |path: &PathBuf| {
+    if let Some((cert, key)) = config.grpc.tls() {
+        let read = |path: &Path| {
             std::fs::read(path)
                 .map_err(|e| AppError::Grpc(format!("cannot read {}: {e}", path.display())))
         };

@@ -1,213 +1,81 @@
-//! Configuration: every setting is a flag, an environment variable and a key of an optional
-//! TOML file, with precedence flag > environment > file > default.
+//! Configuration of `okta-stream serve`: every setting is a flag, an environment variable and a
+//! key of an optional TOML file, with precedence flag > environment > file > default.
 //!
-//! Settings are resolved from an abstract [`Sources`] (flags, an environment map, a file), so
-//! tests never touch the process environment. [`SETTINGS`] is the one table of names,
-//! defaults and meanings; the README's configuration table is written from it.
+//! **Each setting is declared once**, as a field of [`Config`] (or of one of its groups) with
+//! clap's attributes: `long` (the flag; the TOML key is the flag with `_` or `-`), `env`, the
+//! default, the value parser (its validation), the doc comment (the `--help` text and the
+//! README's meaning) and `hide_env_values = true` for a secret (which also makes its type
+//! [`Secret`]). To add a setting, add one such field to the group it belongs to, give it a row
+//! in the README's configuration table (a test checks), and read it where the part that needs it
+//! is built; cross-setting rules go in [`Config::validate`]. Nothing else lists settings.
+//!
+//! Values come from an abstract [`Sources`] (the environment as a map, the file), never from
+//! the process environment directly, so tests never touch it. An empty value counts as unset.
+//! This module yields plain typed values (addresses, paths, durations, URLs, secrets); the
+//! domain parts (`okta`, `journal`, `hook`, `grpc`) build their own settings from them.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Arg, Args, Command, FromArgMatches as _};
 use http::HeaderName;
+use reqwest::Url;
 
-use crate::okta::{Credentials, PollerConfig, PrivateKey, StartFrom};
 use crate::secret::Secret;
 
-/// Default HTTP listen address (hook, health, metrics): loopback only.
-pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
-/// Default gRPC listen address: loopback only.
-pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
 /// Default data directory of the embedded journal and the generated hook secret.
 pub const DEFAULT_DATA_DIR: &str = "./data";
 /// Default header that carries the hook secret (Okta's `authScheme.key`).
 pub const DEFAULT_HOOK_AUTH_HEADER: &str = "Authorization";
-/// Default largest hook body accepted: 10 MiB.
-pub const DEFAULT_HOOK_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
-/// Default retention: 90 days, as Okta's own System Log.
-pub const DEFAULT_RETENTION_DAYS: u64 = 90;
-/// Default heartbeat interval of idle Subscribe streams.
-pub const DEFAULT_HEARTBEAT_SECS: u64 = 15;
-/// Default limit of concurrent Subscribe streams.
-pub const DEFAULT_MAX_SUBSCRIBERS: usize = 10_000;
-/// Default largest lag (head minus delivered cursor) before a subscriber is ended.
-pub const DEFAULT_MAX_SUBSCRIBER_LAG: u64 = 1_000_000;
-/// Default bound on a graceful shutdown.
-pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
-/// Default System Log event types polled.
+/// Default System Log event types polled (and subscribed to by `hook register`).
 pub const DEFAULT_POLL_EVENT_TYPES: &str = "user.account.update_profile";
-/// Default wait after a short System Log page.
-pub const DEFAULT_POLL_INTERVAL_SECS: u64 = 10;
-/// Default look-back of the first System Log poll when no cursor is stored.
-pub const DEFAULT_POLL_LOOKBACK_SECS: u64 = 3600;
-/// Default JetStream stream name.
-pub const DEFAULT_NATS_STREAM: &str = "OKTA_EVENTS";
-/// Default JetStream duplicate window: 6 hours (NATS's own default is 2 minutes).
-pub const DEFAULT_NATS_DUPLICATE_WINDOW_SECS: u64 = 6 * 3600;
 
-/// One setting: its flag, environment variable, TOML key (the flag with `_`), default, meaning.
-#[derive(Debug, Clone, Copy)]
-pub struct Setting {
-    /// Long flag name without `--`.
-    pub flag: &'static str,
-    /// Environment variable.
-    pub env: &'static str,
-    /// Default, as text ("" when there is none).
-    pub default: &'static str,
-    /// What it does.
-    pub help: &'static str,
-    /// Whether the value is a secret (never printed).
-    pub secret: bool,
-}
-
-const fn setting(
-    flag: &'static str,
-    env: &'static str,
-    default: &'static str,
-    help: &'static str,
-) -> Setting {
-    Setting {
-        flag,
-        env,
-        default,
-        help,
-        secret: false,
-    }
-}
-
-const fn secret(flag: &'static str, env: &'static str, help: &'static str) -> Setting {
-    Setting {
-        flag,
-        env,
-        default: "",
-        help,
-        secret: true,
-    }
-}
-
-/// Every setting of `okta-stream serve`.
-#[rustfmt::skip]
-pub const SETTINGS: &[Setting] = &[
-    setting("http-addr", "OKTA_STREAM_HTTP_ADDR", DEFAULT_HTTP_ADDR, "HTTP listen address: the hook, /healthz, /readyz, /metrics"),
-    setting("grpc-addr", "OKTA_STREAM_GRPC_ADDR", DEFAULT_GRPC_ADDR, "gRPC listen address (also gRPC-Web)"),
-    setting("data-dir", "OKTA_STREAM_DATA_DIR", DEFAULT_DATA_DIR, "Directory of the embedded journal and the generated hook secret"),
-    setting("journal", "OKTA_STREAM_JOURNAL", "embedded", "`embedded` (redb in the data dir) or `nats://host:port[,host:port...]` (JetStream)"),
-    setting("retention-days", "OKTA_STREAM_RETENTION_DAYS", "90", "Events older than this many days are removed"),
-    setting("retention-max-bytes", "OKTA_STREAM_RETENTION_MAX_BYTES", "", "Embedded journal: also remove the oldest events beyond this many bytes"),
-    setting("retention-check-secs", "OKTA_STREAM_RETENTION_CHECK_SECS", "60", "Embedded journal: how often retention runs"),
-    setting("nats-stream", "OKTA_STREAM_NATS_STREAM", DEFAULT_NATS_STREAM, "JetStream stream name"),
-    setting("nats-replicas", "OKTA_STREAM_NATS_REPLICAS", "1", "JetStream stream replicas (3 on a 3-node cluster)"),
-    setting("nats-duplicate-window-secs", "OKTA_STREAM_NATS_DUPLICATE_WINDOW_SECS", "21600", "JetStream dedupe window by LogEvent uuid"),
-    setting("hook-auth-header", "OKTA_STREAM_HOOK_AUTH_HEADER", DEFAULT_HOOK_AUTH_HEADER, "Header whose whole value must equal a hook secret"),
-    secret("hook-secrets", "OKTA_STREAM_HOOK_SECRETS", "Comma-separated accepted hook secrets; if unset, one is generated in the data dir and printed once"),
-    setting("hook-max-body-bytes", "OKTA_STREAM_HOOK_MAX_BODY_BYTES", "10485760", "Largest hook delivery body accepted (413 above)"),
-    secret("grpc-tokens", "OKTA_STREAM_GRPC_TOKENS", "Comma-separated bearer tokens required of gRPC clients (none: open)"),
-    setting("grpc-tls-cert", "OKTA_STREAM_GRPC_TLS_CERT", "", "PEM certificate chain file: serve gRPC over TLS"),
-    setting("grpc-tls-key", "OKTA_STREAM_GRPC_TLS_KEY", "", "PEM private key file for --grpc-tls-cert"),
-    setting("grpc-web-cors-origins", "OKTA_STREAM_GRPC_WEB_CORS_ORIGINS", "", "Comma-separated origins allowed to call gRPC-Web from a browser, or `*`"),
-    setting("max-subscribers", "OKTA_STREAM_MAX_SUBSCRIBERS", "10000", "Most concurrent Subscribe streams (RESOURCE_EXHAUSTED beyond)"),
-    setting("max-subscriber-lag", "OKTA_STREAM_MAX_SUBSCRIBER_LAG", "1000000", "A live subscriber further behind the head than this many events is ended with its last cursor"),
-    setting("heartbeat-secs", "OKTA_STREAM_HEARTBEAT_SECS", "15", "Heartbeat interval of idle Subscribe streams"),
-    setting("shutdown-timeout-secs", "OKTA_STREAM_SHUTDOWN_TIMEOUT_SECS", "10", "Bound on a graceful shutdown"),
-    setting("log-format", "OKTA_STREAM_LOG_FORMAT", "text", "`text` or `json`"),
-    setting("okta-org-url", "OKTA_ORG_URL", "", "Okta org URL, e.g. https://acme.okta.com; enables the System Log poller"),
-    secret("okta-api-token", "OKTA_API_TOKEN", "Okta API token (SSWS) for the poller"),
-    setting("okta-client-id", "OKTA_CLIENT_ID", "", "OAuth 2.0 service app client id (with OKTA_PRIVATE_KEY_FILE)"),
-    setting("okta-private-key-file", "OKTA_PRIVATE_KEY_FILE", "", "PEM or JWK private key of the service app (RS256 or ES256)"),
-    setting("okta-private-key-id", "OKTA_PRIVATE_KEY_ID", "", "Key id (`kid`) of the private key, if registered with one"),
-    setting("okta-poll-event-types", "OKTA_POLL_EVENT_TYPES", DEFAULT_POLL_EVENT_TYPES, "Comma-separated System Log event types to poll"),
-    setting("okta-poll-interval-secs", "OKTA_POLL_INTERVAL_SECS", "10", "Wait after a short System Log page"),
-    setting("okta-poll-lookback-secs", "OKTA_POLL_LOOKBACK_SECS", "3600", "First poll starts this far back when no cursor is stored"),
-    setting("okta-poll-since", "OKTA_POLL_SINCE", "", "First poll starts at this RFC 3339 time instead (at most 180 days back)"),
-    setting("okta-poll-rate-limit-share", "OKTA_POLL_RATE_LIMIT_SHARE", "0.5", "Share of the System Log rate limit the poller may use"),
-    setting("okta-poll-lease-secs", "OKTA_POLL_LEASE_SECS", "15", "NATS journal: TTL of the lease that lets one replica at a time poll"),
-];
-
-/// Where setting values come from. Each map is keyed by the setting's flag name.
-#[derive(Debug, Clone, Default)]
-pub struct Sources {
-    /// Values given as command-line flags.
-    pub flags: HashMap<String, String>,
-    /// The environment (variable name → value).
-    pub env: HashMap<String, String>,
-    /// Values of the TOML file, keyed by flag name (file keys use `_` or `-`).
-    pub file: HashMap<String, String>,
-}
-
-impl Sources {
-    /// The value of a setting by precedence flag > env > file; `None` if unset or empty.
-    fn get(&self, setting: &Setting) -> Option<&str> {
-        self.flags
-            .get(setting.flag)
-            .or_else(|| self.env.get(setting.env))
-            .or_else(|| self.file.get(setting.flag))
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
-    }
-
-    /// Reads a TOML file into [`Sources::file`].
-    pub fn load_file(&mut self, path: &std::path::Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
-        })?;
-        let table: toml::Table = text.parse().map_err(|e| {
-            ConfigError::new(
-                "config",
-                format!("{} is not valid TOML: {e}", path.display()),
-            )
-        })?;
-        for (key, value) in table {
-            let flag = key.replace('_', "-");
-            if setting_by_flag(&flag).is_none() {
-                return Err(ConfigError::new(
-                    "config",
-                    format!("unknown setting `{key}` in {}", path.display()),
-                ));
-            }
-            let value = match value {
-                toml::Value::String(s) => s,
-                toml::Value::Array(items) => items
-                    .iter()
-                    .map(|item| match item {
-                        toml::Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(","),
-                other => other.to_string(),
-            };
-            self.file.insert(flag, value);
-        }
-        Ok(())
-    }
-}
-
-fn setting_by_flag(flag: &str) -> Option<&'static Setting> {
-    SETTINGS.iter().find(|s| s.flag == flag)
-}
-
-/// A setting that has a wrong value; names the setting by its environment variable and flag.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid setting {setting}: {problem}")]
-pub struct ConfigError {
-    /// `ENV_VAR (--flag)`.
-    pub setting: String,
-    /// What is wrong (never includes a secret's value).
-    pub problem: String,
-}
-
-impl ConfigError {
-    fn new(flag: &str, problem: impl Into<String>) -> Self {
-        let setting = match setting_by_flag(flag) {
-            Some(s) => format!("{} (--{})", s.env, s.flag),
-            None => format!("--{flag}"),
-        };
-        Self {
-            setting,
-            problem: problem.into(),
-        }
-    }
+/// The validated configuration of `okta-stream serve`: one field per setting, in groups.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// HTTP listen address: the hook, /healthz, /readyz, /metrics
+    #[arg(long, env = "OKTA_STREAM_HTTP_ADDR", default_value = "127.0.0.1:8080", value_name = "ADDR", value_parser = parse_addr)]
+    pub http_addr: SocketAddr,
+    /// gRPC listen address (also gRPC-Web)
+    #[arg(long, env = "OKTA_STREAM_GRPC_ADDR", default_value = "127.0.0.1:50051", value_name = "ADDR", value_parser = parse_addr)]
+    pub grpc_addr: SocketAddr,
+    /// Directory of the embedded journal and the generated hook secret
+    #[arg(long, env = "OKTA_STREAM_DATA_DIR", default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// `embedded` (redb in the data dir) or `nats://host:port[,host:port...]` (JetStream)
+    #[arg(long, env = "OKTA_STREAM_JOURNAL", default_value = "embedded", value_name = "JOURNAL", value_parser = parse_journal)]
+    pub journal: JournalKind,
+    /// Events older than this many days are removed
+    #[arg(long = "retention-days", env = "OKTA_STREAM_RETENTION_DAYS", default_value = "90", value_name = "DAYS", value_parser = positive_days)]
+    pub retention_max_age: Duration,
+    /// Embedded journal: also remove the oldest events beyond this many bytes
+    #[arg(long, env = "OKTA_STREAM_RETENTION_MAX_BYTES", value_name = "BYTES", value_parser = positive_u64)]
+    pub retention_max_bytes: Option<u64>,
+    /// Embedded journal: how often retention runs
+    #[arg(long = "retention-check-secs", env = "OKTA_STREAM_RETENTION_CHECK_SECS", default_value = "60", value_name = "SECS", value_parser = positive_secs)]
+    pub retention_check_interval: Duration,
+    /// JetStream settings (used with a `nats://` journal).
+    #[command(flatten)]
+    pub nats: NatsSettings,
+    /// Hook endpoint settings.
+    #[command(flatten)]
+    pub hook: HookConfig,
+    /// gRPC server settings.
+    #[command(flatten)]
+    pub grpc: GrpcConfig,
+    /// Bound on a graceful shutdown
+    #[arg(long = "shutdown-timeout-secs", env = "OKTA_STREAM_SHUTDOWN_TIMEOUT_SECS", default_value = "10", value_name = "SECS", value_parser = positive_secs)]
+    pub shutdown_timeout: Duration,
+    /// `text` or `json`
+    #[arg(long, env = "OKTA_STREAM_LOG_FORMAT", default_value = "text", value_name = "FORMAT", value_parser = parse_log_format)]
+    pub log_format: LogFormat,
+    /// System Log poller settings (the poller runs when `OKTA_ORG_URL` is set).
+    #[command(flatten)]
+    pub okta: OktaSettings,
 }
 
 /// Which journal implementation runs.
@@ -215,45 +83,80 @@ impl ConfigError {
 pub enum JournalKind {
     /// redb in the data dir.
     Embedded,
-    /// NATS JetStream at these servers (`nats://host:port` each).
+    /// NATS JetStream at these servers (`nats://host:port` each); see [`NatsSettings`].
     Nats {
         /// Server URLs.
         servers: Vec<String>,
-        /// Stream name.
-        stream: String,
-        /// Stream replicas.
-        replicas: usize,
-        /// Dedupe window.
-        duplicate_window: Duration,
     },
 }
 
+/// The JetStream stream of the `nats://` journal.
+#[derive(Debug, Clone, Args)]
+pub struct NatsSettings {
+    /// JetStream stream name
+    #[arg(long = "nats-stream", env = "OKTA_STREAM_NATS_STREAM", default_value = "OKTA_EVENTS", value_name = "NAME", value_parser = non_blank)]
+    pub stream: String,
+    /// JetStream stream replicas (3 on a 3-node cluster)
+    #[arg(long = "nats-replicas", env = "OKTA_STREAM_NATS_REPLICAS", default_value = "1", value_name = "N", value_parser = parse_replicas)]
+    pub replicas: usize,
+    /// JetStream dedupe window by LogEvent uuid
+    #[arg(long = "nats-duplicate-window-secs", env = "OKTA_STREAM_NATS_DUPLICATE_WINDOW_SECS", default_value = "21600", value_name = "SECS", value_parser = positive_secs)]
+    pub duplicate_window: Duration,
+}
+
 /// Hook endpoint settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Args)]
 pub struct HookConfig {
-    /// Header carrying the secret.
+    /// Header whose whole value must equal a hook secret
+    #[arg(long = "hook-auth-header", env = "OKTA_STREAM_HOOK_AUTH_HEADER", default_value = DEFAULT_HOOK_AUTH_HEADER, value_name = "HEADER", value_parser = parse_header_name)]
     pub auth_header: HeaderName,
-    /// Accepted secrets; empty means "generate one in the data dir".
+    /// Comma-separated accepted hook secrets; if unset, one is generated in the data dir and printed once
+    #[arg(long = "hook-secrets", env = "OKTA_STREAM_HOOK_SECRETS", hide_env_values = true, value_delimiter = ',', value_name = "SECRET", value_parser = parse_secret)]
     pub secrets: Vec<Secret>,
-    /// Largest accepted body.
+    /// Largest hook delivery body accepted (413 above)
+    #[arg(long = "hook-max-body-bytes", env = "OKTA_STREAM_HOOK_MAX_BODY_BYTES", default_value = "10485760", value_name = "BYTES", value_parser = positive_usize)]
     pub max_body_bytes: usize,
 }
 
 /// gRPC server settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Args)]
 pub struct GrpcConfig {
-    /// Bearer tokens required of clients; empty: open.
+    /// Comma-separated bearer tokens required of gRPC clients (none: open)
+    #[arg(long = "grpc-tokens", env = "OKTA_STREAM_GRPC_TOKENS", hide_env_values = true, value_delimiter = ',', value_name = "TOKEN", value_parser = parse_secret)]
     pub tokens: Vec<Secret>,
-    /// TLS certificate chain and key files.
-    pub tls: Option<(PathBuf, PathBuf)>,
-    /// Origins allowed for gRPC-Web (`*` for any); empty: no CORS headers.
+    /// PEM certificate chain file: serve gRPC over TLS
+    #[arg(
+        long = "grpc-tls-cert",
+        env = "OKTA_STREAM_GRPC_TLS_CERT",
+        value_name = "FILE"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key file for --grpc-tls-cert
+    #[arg(
+        long = "grpc-tls-key",
+        env = "OKTA_STREAM_GRPC_TLS_KEY",
+        value_name = "FILE"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Comma-separated origins allowed to call gRPC-Web from a browser, or `*`
+    #[arg(long = "grpc-web-cors-origins", env = "OKTA_STREAM_GRPC_WEB_CORS_ORIGINS", value_delimiter = ',', value_name = "ORIGIN", value_parser = trimmed)]
     pub cors_origins: Vec<String>,
-    /// Most concurrent Subscribe streams.
+    /// Most concurrent Subscribe streams (RESOURCE_EXHAUSTED beyond)
+    #[arg(long, env = "OKTA_STREAM_MAX_SUBSCRIBERS", default_value = "10000", value_name = "N", value_parser = positive_usize)]
     pub max_subscribers: usize,
-    /// Largest lag before a subscriber is ended.
+    /// A live subscriber further behind the head than this many events is ended with its last cursor
+    #[arg(long, env = "OKTA_STREAM_MAX_SUBSCRIBER_LAG", default_value = "1000000", value_name = "EVENTS", value_parser = positive_u64)]
     pub max_subscriber_lag: u64,
-    /// Heartbeat interval.
+    /// Heartbeat interval of idle Subscribe streams
+    #[arg(long = "heartbeat-secs", env = "OKTA_STREAM_HEARTBEAT_SECS", default_value = "15", value_name = "SECS", value_parser = positive_secs)]
     pub heartbeat: Duration,
+}
+
+impl GrpcConfig {
+    /// The TLS certificate chain and key files, when gRPC is served over TLS.
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
+    }
 }
 
 /// Log output format.
@@ -266,311 +169,597 @@ pub enum LogFormat {
     Json,
 }
 
-/// The validated configuration of `okta-stream serve`.
+/// The Okta org and the credentials for its APIs: shared by the poller (`serve`) and the
+/// `hook register|verify` commands.
+#[derive(Debug, Clone, Args)]
+pub struct OktaOrgSettings {
+    /// Okta org URL, e.g. https://acme.okta.com; enables the System Log poller
+    #[arg(long = "okta-org-url", env = "OKTA_ORG_URL", value_name = "URL", value_parser = parse_url)]
+    pub org_url: Option<Url>,
+    /// Okta API token (SSWS) for the poller
+    #[arg(long = "okta-api-token", env = "OKTA_API_TOKEN", hide_env_values = true, value_name = "TOKEN", value_parser = parse_secret)]
+    pub api_token: Option<Secret>,
+    /// OAuth 2.0 service app client id (with OKTA_PRIVATE_KEY_FILE)
+    #[arg(long = "okta-client-id", env = "OKTA_CLIENT_ID", value_name = "ID")]
+    pub client_id: Option<String>,
+    /// PEM or JWK private key of the service app (RS256 or ES256)
+    #[arg(
+        long = "okta-private-key-file",
+        env = "OKTA_PRIVATE_KEY_FILE",
+        value_name = "FILE"
+    )]
+    pub private_key_file: Option<PathBuf>,
+    /// Key id (`kid`) of the private key, if registered with one
+    #[arg(
+        long = "okta-private-key-id",
+        env = "OKTA_PRIVATE_KEY_ID",
+        value_name = "KID"
+    )]
+    pub private_key_id: Option<String>,
+}
+
+/// Which credentials [`OktaOrgSettings`] give: exactly one kind, checked by
+/// [`OktaOrgSettings::auth`]. The `okta` module turns them into its own credentials.
 #[derive(Debug, Clone)]
-pub struct Config {
-    /// HTTP listen address.
-    pub http_addr: SocketAddr,
-    /// gRPC listen address.
-    pub grpc_addr: SocketAddr,
-    /// Data directory.
-    pub data_dir: PathBuf,
-    /// Journal implementation.
-    pub journal: JournalKind,
-    /// Retention by age.
-    pub retention_max_age: Duration,
-    /// Retention by size (embedded journal).
-    pub retention_max_bytes: Option<u64>,
-    /// How often retention runs (embedded journal).
-    pub retention_check_interval: Duration,
-    /// Hook settings.
-    pub hook: HookConfig,
-    /// gRPC settings.
-    pub grpc: GrpcConfig,
-    /// System Log poller settings, when `OKTA_ORG_URL` is set.
-    pub okta: Option<PollerConfig>,
-    /// TTL of the poller lease that lets one replica at a time poll (NATS journal).
-    pub poller_lease: Duration,
-    /// Bound on graceful shutdown.
-    pub shutdown_timeout: Duration,
-    /// Log format.
-    pub log_format: LogFormat,
+pub enum OktaAuth {
+    /// `OKTA_API_TOKEN`.
+    ApiToken(Secret),
+    /// `OKTA_CLIENT_ID` + `OKTA_PRIVATE_KEY_FILE` (+ `OKTA_PRIVATE_KEY_ID`).
+    ServiceApp {
+        /// The app's client id.
+        client_id: String,
+        /// The file of its private key (PEM or JWK).
+        private_key_file: PathBuf,
+        /// The key's registered id, if any.
+        private_key_id: Option<String>,
+    },
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config::resolve(&Sources::default()).expect("the defaults are valid")
+impl OktaOrgSettings {
+    /// The org URL, or an error naming `OKTA_ORG_URL` when it is not set.
+    pub fn required_org_url(&self) -> Result<&Url, ConfigError> {
+        self.org_url
+            .as_ref()
+            .ok_or_else(|| ConfigError::invalid("okta-org-url", "is required"))
     }
-}
 
-fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    value
-        .parse()
-        .map_err(|e| ConfigError::new(flag, format!("`{value}` is not valid: {e}")))
-}
-
-/// Drops a leading `SETTING: ` from a nested error, since [`ConfigError`] names the setting.
-fn strip_setting(message: &str) -> String {
-    match message.split_once(": ") {
-        Some((head, rest)) if head.chars().all(|c| c.is_ascii_uppercase() || c == '_') => {
-            rest.to_owned()
+    /// The one kind of credentials given, or an error naming the setting that is missing or
+    /// too many.
+    pub fn auth(&self) -> Result<OktaAuth, ConfigError> {
+        let token = self.api_token.as_ref().filter(|t| !t.expose().is_empty());
+        let client_id = self
+            .client_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
+        let key_file = self
+            .private_key_file
+            .as_ref()
+            .filter(|p| !p.as_os_str().is_empty());
+        match (token, client_id, key_file) {
+            (Some(token), None, None) => Ok(OktaAuth::ApiToken(token.clone())),
+            (None, Some(client_id), Some(file)) => Ok(OktaAuth::ServiceApp {
+                client_id: client_id.to_owned(),
+                private_key_file: file.clone(),
+                private_key_id: self
+                    .private_key_id
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            }),
+            (Some(_), _, _) => Err(ConfigError::invalid(
+                "okta-api-token",
+                "set either OKTA_API_TOKEN or OKTA_CLIENT_ID + OKTA_PRIVATE_KEY_FILE, not both",
+            )),
+            (None, Some(_), None) => Err(ConfigError::invalid(
+                "okta-private-key-file",
+                "is required with OKTA_CLIENT_ID",
+            )),
+            (None, None, Some(_)) => Err(ConfigError::invalid(
+                "okta-client-id",
+                "is required with OKTA_PRIVATE_KEY_FILE",
+            )),
+            (None, None, None) => Err(ConfigError::invalid(
+                "okta-api-token",
+                "OKTA_ORG_URL needs OKTA_API_TOKEN, or OKTA_CLIENT_ID + OKTA_PRIVATE_KEY_FILE",
+            )),
         }
-        _ => message.to_owned(),
     }
 }
 
-fn list(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+/// The System Log poller: the org, its credentials and how to poll.
+#[derive(Debug, Clone, Args)]
+pub struct OktaSettings {
+    /// The org and its credentials.
+    #[command(flatten)]
+    pub org: OktaOrgSettings,
+    /// Comma-separated System Log event types to poll
+    #[arg(long = "okta-poll-event-types", env = "OKTA_POLL_EVENT_TYPES", default_value = DEFAULT_POLL_EVENT_TYPES, value_delimiter = ',', value_name = "TYPE", value_parser = trimmed)]
+    pub poll_event_types: Vec<String>,
+    /// Wait after a short System Log page
+    #[arg(long = "okta-poll-interval-secs", env = "OKTA_POLL_INTERVAL_SECS", default_value = "10", value_name = "SECS", value_parser = positive_secs)]
+    pub poll_interval: Duration,
+    /// First poll starts this far back when no cursor is stored
+    #[arg(long = "okta-poll-lookback-secs", env = "OKTA_POLL_LOOKBACK_SECS", default_value = "3600", value_name = "SECS", value_parser = secs)]
+    pub poll_lookback: Duration,
+    /// First poll starts at this RFC 3339 time instead (at most 180 days back)
+    #[arg(long = "okta-poll-since", env = "OKTA_POLL_SINCE", value_name = "TIME", value_parser = parse_time)]
+    pub poll_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Share of the System Log rate limit the poller may use
+    #[arg(long = "okta-poll-rate-limit-share", env = "OKTA_POLL_RATE_LIMIT_SHARE", default_value = "0.5", value_name = "SHARE", value_parser = parse_share)]
+    pub poll_rate_limit_share: f64,
+    /// NATS journal: TTL of the lease that lets one replica at a time poll
+    #[arg(long = "okta-poll-lease-secs", env = "OKTA_POLL_LEASE_SECS", default_value = "15", value_name = "SECS", value_parser = positive_secs)]
+    pub poll_lease: Duration,
+}
+
+impl Default for OktaSettings {
+    /// Every poller setting at its declared default (no org: the poller is off).
+    fn default() -> Self {
+        Config::default().okta
+    }
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A setting has a wrong value; names the setting by its environment variable and flag.
+    #[error("invalid setting {setting}: {problem}")]
+    Invalid {
+        /// `ENV_VAR (--flag)`.
+        setting: String,
+        /// What is wrong (never includes a secret's value).
+        problem: String,
+    },
+    /// Not a settings problem: `--help`, `--version`, an unknown flag. Print it as it is.
+    #[error("{0}")]
+    Usage(clap::Error),
+}
+
+impl ConfigError {
+    /// A wrong value of the setting whose flag is `--{flag}`.
+    pub fn invalid(flag: &str, problem: impl Into<String>) -> Self {
+        let env = settings()
+            .into_iter()
+            .find(|s| s.flag == flag)
+            .map(|s| s.env);
+        ConfigError::Invalid {
+            setting: match env {
+                Some(env) => format!("{env} (--{flag})"),
+                None => format!("--{flag}"),
+            },
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Where setting values come from, besides the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// The environment (variable name → value).
+    pub env: HashMap<String, String>,
+}
+
+impl Sources {
+    /// The process environment (variables that are not UTF-8 are left out).
+    pub fn from_process() -> Self {
+        Sources {
+            env: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+        }
+    }
+}
+
+/// One setting, read from its declaration: for `--help`, the README check and error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    /// Long flag name without `--` (the TOML key is this with `_` or `-`).
+    pub flag: String,
+    /// Environment variable.
+    pub env: String,
+    /// Default, as text, if there is one.
+    pub default: Option<String>,
+    /// What it does.
+    pub help: String,
+    /// Whether the value is a secret (never printed).
+    pub secret: bool,
+}
+
+/// Every setting of `okta-stream serve`, in declaration order.
+pub fn settings() -> Vec<Setting> {
+    declared_command()
+        .get_arguments()
+        .filter_map(|arg| {
+            Some(Setting {
+                flag: arg.get_long()?.to_owned(),
+                env: arg.get_env()?.to_str()?.to_owned(),
+                default: default_text(arg),
+                help: arg.get_help().map(|h| h.to_string()).unwrap_or_default(),
+                secret: arg.is_hide_env_values_set(),
+            })
+        })
         .collect()
 }
 
+/// The `serve` command as declared: `--config` and every setting, with clap's own env lookup.
+fn declared_command() -> Command {
+    let serve = Command::new("serve").bin_name("okta-stream serve").arg(
+        Arg::new("config")
+            .long("config")
+            .value_name("FILE")
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("TOML file of settings (keys are the flag names; flags and env override it)"),
+    );
+    // The derive sets the about from `Config`'s doc comment; this is the command's.
+    Config::augment_args(serve)
+        .about("Run the service: the hook endpoint, the gRPC stream and (if configured) the System Log poller")
+        .long_about(None)
+}
+
+/// The `serve` command with values from `sources` and the file `file` (a map of flag → value)
+/// layered under the command line: each setting's default becomes the first non-empty of its
+/// environment variable, its file key and its declared default. `--help` shows the variable
+/// and the declared default, never a value from the environment or the file.
+fn layered_command(sources: &Sources, file: &HashMap<String, String>) -> Command {
+    declared_command().mut_args(|arg| {
+        let Some(env) = arg.get_env().and_then(|e| e.to_str()).map(str::to_owned) else {
+            return arg;
+        };
+        let declared = default_text(&arg);
+        let mut help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        help.push_str(&format!(" [env: {env}]"));
+        if let Some(default) = &declared {
+            help.push_str(&format!(" [default: {default}]"));
+        }
+        let value = non_empty(sources.env.get(&env))
+            .or_else(|| non_empty(arg.get_long().and_then(|flag| file.get(flag))))
+            .or(declared);
+        let arg = arg.env(None).help(help).hide_default_value(true);
+        match value {
+            Some(value) => arg.default_value(value),
+            None => arg,
+        }
+    })
+}
+
+fn non_empty(value: Option<&String>) -> Option<String> {
+    value
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+fn default_text(arg: &Arg) -> Option<String> {
+    let values: Vec<String> = arg
+        .get_default_values()
+        .iter()
+        .map(|v| v.to_string_lossy().into_owned())
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
+}
+
+/// The `serve` command for `okta-stream --help` and `okta-stream help serve`.
+pub fn serve_command() -> Command {
+    layered_command(&Sources::default(), &HashMap::new())
+}
+
+impl Default for Config {
+    /// Every setting at its declared default.
+    fn default() -> Self {
+        // The declared defaults are constants of this file; a unit test parses them.
+        Config::load(["serve"], &Sources::default()).expect("the declared defaults are valid")
+    }
+}
+
 impl Config {
-    /// Resolves and validates every setting from `sources`.
-    pub fn resolve(sources: &Sources) -> Result<Config, ConfigError> {
-        let value = |flag: &str| -> Option<&str> {
-            let setting = setting_by_flag(flag)?;
-            sources
-                .get(setting)
-                .or(Some(setting.default))
-                .filter(|v| !v.is_empty())
-        };
-        let required = |flag: &str| value(flag).unwrap_or_default().to_owned();
-        let number = |flag: &str| -> Result<u64, ConfigError> { parse(flag, &required(flag)) };
-        let positive = |flag: &str| -> Result<u64, ConfigError> {
-            match number(flag)? {
-                0 => Err(ConfigError::new(flag, "must be greater than 0")),
-                n => Ok(n),
-            }
-        };
+    /// Parses `serve ARGS...` (`args` starts with the command name) with the environment of
+    /// `sources` and the `--config` file, if one is given, then validates across settings.
+    pub fn load<I, T>(args: I, sources: &Sources) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let args = drop_empty_flags(args.into_iter().map(Into::into).collect());
+        let mut matches = parse(layered_command(sources, &HashMap::new()), &args)?;
+        if let Some(path) = matches.get_one::<PathBuf>("config").cloned() {
+            let file = read_file(&path)?;
+            matches = parse(layered_command(sources, &file), &args)?;
+        }
+        let mut config = Config::from_arg_matches(&matches).map_err(ConfigError::Usage)?;
+        config.drop_empty_items();
+        config.validate()?;
+        Ok(config)
+    }
 
-        let journal = match value("journal") {
-            None | Some("embedded") => JournalKind::Embedded,
-            Some(url) if url.starts_with("nats://") => {
-                let servers = list(url);
-                if servers
-                    .iter()
-                    .any(|s| !s.starts_with("nats://") || s.len() <= "nats://".len())
-                {
-                    return Err(ConfigError::new(
-                        "journal",
-                        "every server must be `nats://host:port`",
-                    ));
-                }
-                let replicas = positive("nats-replicas")? as usize;
-                if replicas > 5 {
-                    return Err(ConfigError::new(
-                        "nats-replicas",
-                        "JetStream allows at most 5 replicas",
-                    ));
-                }
-                JournalKind::Nats {
-                    servers,
-                    stream: required("nats-stream"),
-                    replicas,
-                    duplicate_window: Duration::from_secs(positive("nats-duplicate-window-secs")?),
-                }
-            }
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "journal",
-                    format!("`{other}` is neither `embedded` nor a `nats://` URL"),
-                ));
-            }
-        };
+    /// An empty item of a comma-separated list (`a,,b`, a trailing comma) counts as unset.
+    fn drop_empty_items(&mut self) {
+        self.hook.secrets.retain(|s| !s.expose().is_empty());
+        self.grpc.tokens.retain(|s| !s.expose().is_empty());
+        self.grpc.cors_origins.retain(|s| !s.is_empty());
+        self.okta.poll_event_types.retain(|s| !s.is_empty());
+    }
 
-        let auth_header: HeaderName = parse("hook-auth-header", &required("hook-auth-header"))?;
-        let hook = HookConfig {
-            auth_header,
-            secrets: value("hook-secrets")
-                .map(list)
-                .unwrap_or_default()
-                .into_iter()
-                .map(Secret::new)
-                .collect(),
-            max_body_bytes: positive("hook-max-body-bytes")? as usize,
-        };
-
-        let tls = match (value("grpc-tls-cert"), value("grpc-tls-key")) {
-            (None, None) => None,
-            (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
+    /// The rules that involve more than one setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.grpc.tls_cert, &self.grpc.tls_key) {
             (Some(_), None) => {
-                return Err(ConfigError::new(
+                return Err(ConfigError::invalid(
                     "grpc-tls-key",
                     "is required with --grpc-tls-cert",
                 ));
             }
             (None, Some(_)) => {
-                return Err(ConfigError::new(
+                return Err(ConfigError::invalid(
                     "grpc-tls-cert",
                     "is required with --grpc-tls-key",
                 ));
             }
-        };
-        let grpc = GrpcConfig {
-            tokens: value("grpc-tokens")
-                .map(list)
-                .unwrap_or_default()
-                .into_iter()
-                .map(Secret::new)
-                .collect(),
-            tls,
-            cors_origins: value("grpc-web-cors-origins").map(list).unwrap_or_default(),
-            max_subscribers: positive("max-subscribers")? as usize,
-            max_subscriber_lag: positive("max-subscriber-lag")?,
-            heartbeat: Duration::from_secs(positive("heartbeat-secs")?),
-        };
-
-        let okta = match value("okta-org-url") {
-            None => None,
-            Some(org_url) => {
-                crate::okta::parse_org_url(org_url)
-                    .map_err(|e| ConfigError::new("okta-org-url", strip_setting(&e.to_string())))?;
-                let credentials = match (
-                    value("okta-api-token"),
-                    value("okta-client-id"),
-                    value("okta-private-key-file"),
-                ) {
-                    (Some(token), None, None) => Credentials::ApiToken(Secret::new(token)),
-                    (None, Some(client_id), Some(key_file)) => {
-                        let text = std::fs::read_to_string(key_file).map_err(|e| {
-                            ConfigError::new(
-                                "okta-private-key-file",
-                                format!("cannot read {key_file}: {e}"),
-                            )
-                        })?;
-                        let key = PrivateKey::parse(&text).map_err(|e| {
-                            ConfigError::new("okta-private-key-file", strip_setting(&e.to_string()))
-                        })?;
-                        Credentials::ServiceApp {
-                            client_id: client_id.to_owned(),
-                            key,
-                            key_id: value("okta-private-key-id").map(str::to_owned),
-                        }
-                    }
-                    (Some(_), _, _) => {
-                        return Err(ConfigError::new(
-                            "okta-api-token",
-                            "set either OKTA_API_TOKEN or OKTA_CLIENT_ID + OKTA_PRIVATE_KEY_FILE, not both",
-                        ));
-                    }
-                    (None, Some(_), None) => {
-                        return Err(ConfigError::new(
-                            "okta-private-key-file",
-                            "is required with OKTA_CLIENT_ID",
-                        ));
-                    }
-                    (None, None, Some(_)) => {
-                        return Err(ConfigError::new(
-                            "okta-client-id",
-                            "is required with OKTA_PRIVATE_KEY_FILE",
-                        ));
-                    }
-                    (None, None, None) => {
-                        return Err(ConfigError::new(
-                            "okta-org-url",
-                            "the poller needs OKTA_API_TOKEN or OKTA_CLIENT_ID + OKTA_PRIVATE_KEY_FILE",
-                        ));
-                    }
-                };
-                let event_types = list(&required("okta-poll-event-types"));
-                if event_types.is_empty() {
-                    return Err(ConfigError::new(
-                        "okta-poll-event-types",
-                        "must name at least one event type",
-                    ));
-                }
-                let start = match value("okta-poll-since") {
-                    Some(since) => StartFrom::Since(
-                        chrono::DateTime::parse_from_rfc3339(since)
-                            .map_err(|e| {
-                                ConfigError::new(
-                                    "okta-poll-since",
-                                    format!("`{since}` is not an RFC 3339 time: {e}"),
-                                )
-                            })?
-                            .with_timezone(&chrono::Utc),
-                    ),
-                    None => {
-                        StartFrom::LookBack(Duration::from_secs(number("okta-poll-lookback-secs")?))
-                    }
-                };
-                let share: f64 = parse(
-                    "okta-poll-rate-limit-share",
-                    &required("okta-poll-rate-limit-share"),
-                )?;
-                if !(share > 0.0 && share <= 1.0) {
-                    return Err(ConfigError::new(
-                        "okta-poll-rate-limit-share",
-                        "must be greater than 0 and at most 1",
-                    ));
-                }
-                Some(PollerConfig {
-                    event_types,
-                    poll_interval: Duration::from_secs(positive("okta-poll-interval-secs")?),
-                    start,
-                    rate_limit_share: share,
-                    // The hook endpoint always runs, so events only the poller found are hook misses.
-                    hook_enabled: true,
-                    ..PollerConfig::new(org_url.trim_end_matches('/'), credentials)
-                })
-            }
-        };
-
-        let log_format = match required("log-format").as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                return Err(ConfigError::new(
-                    "log-format",
-                    format!("`{other}` is neither `text` nor `json`"),
+            _ => {}
+        }
+        if self.okta.org.org_url.is_some() {
+            self.okta.org.auth()?;
+            if self.okta.poll_event_types.is_empty() {
+                return Err(ConfigError::invalid(
+                    "okta-poll-event-types",
+                    "must name at least one event type",
                 ));
             }
-        };
-
-        let retention_days = positive("retention-days")?;
-        Ok(Config {
-            http_addr: parse("http-addr", &required("http-addr"))?,
-            grpc_addr: parse("grpc-addr", &required("grpc-addr"))?,
-            data_dir: PathBuf::from(required("data-dir")),
-            journal,
-            retention_max_age: Duration::from_secs(retention_days.saturating_mul(86_400)),
-            retention_check_interval: Duration::from_secs(positive("retention-check-secs")?),
-            retention_max_bytes: value("retention-max-bytes")
-                .map(|v| parse("retention-max-bytes", v))
-                .transpose()?,
-            hook,
-            grpc,
-            okta,
-            poller_lease: Duration::from_secs(positive("okta-poll-lease-secs")?),
-            shutdown_timeout: Duration::from_secs(positive("shutdown-timeout-secs")?),
-            log_format,
-        })
+        }
+        Ok(())
     }
+}
+
+/// Runs clap on `args`, turning a wrong value into a [`ConfigError::Invalid`] naming the
+/// setting.
+fn parse(mut command: Command, args: &[OsString]) -> Result<clap::ArgMatches, ConfigError> {
+    command.build();
+    command
+        .try_get_matches_from_mut(args)
+        .map_err(|error| invalid_value(&command, error))
+}
+
+fn invalid_value(command: &Command, error: clap::Error) -> ConfigError {
+    if !matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return ConfigError::Usage(error);
+    }
+    let text = |kind| match error.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    // `--grpc-addr <ADDR>`: the flag is the first word.
+    let Some(flag) = text(ContextKind::InvalidArg).and_then(|a| {
+        a.split_whitespace()
+            .next()
+            .map(|f| f.trim_start_matches('-').to_owned())
+    }) else {
+        return ConfigError::Usage(error);
+    };
+    let secret = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(flag.as_str()))
+        .is_some_and(|a| a.is_hide_env_values_set());
+    let reason = std::error::Error::source(&error)
+        .map(|e| e.to_string())
+        .or_else(|| match error.get(ContextKind::ValidValue) {
+            Some(ContextValue::Strings(valid)) => Some(format!("expected {}", valid.join(", "))),
+            _ => None,
+        })
+        .unwrap_or_else(|| "not a valid value".to_owned());
+    let problem = match text(ContextKind::InvalidValue) {
+        Some(value) if !secret => format!("`{value}` is not valid: {reason}"),
+        _ => format!("the value is not valid: {reason}"),
+    };
+    ConfigError::invalid(&flag, problem)
+}
+
+/// `--flag ""` and `--flag=` count as unset, like an empty variable.
+fn drop_empty_flags(args: Vec<OsString>) -> Vec<OsString> {
+    let takes_value: Vec<String> = settings()
+        .into_iter()
+        .map(|s| format!("--{}", s.flag))
+        .collect();
+    let mut kept = Vec::with_capacity(args.len());
+    let mut args = args.into_iter().peekable();
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy();
+        if text == "--" {
+            kept.push(arg);
+            kept.extend(args);
+            break;
+        }
+        if text
+            .strip_suffix('=')
+            .is_some_and(|flag| takes_value.iter().any(|f| f == flag))
+        {
+            continue;
+        }
+        if takes_value.iter().any(|f| *f == text)
+            && args
+                .peek()
+                .is_some_and(|next| next.to_string_lossy().trim().is_empty())
+        {
+            args.next();
+            continue;
+        }
+        kept.push(arg);
+    }
+    kept
+}
+
+/// Reads a TOML file of settings into flag → value; lists may be arrays.
+fn read_file(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
+    let file_error = |problem: String| ConfigError::Invalid {
+        setting: "--config".to_owned(),
+        problem,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| file_error(format!("cannot read {}: {e}", path.display())))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| file_error(format!("{} is not valid TOML: {e}", path.display())))?;
+    let known = settings();
+    let mut values = HashMap::new();
+    for (key, value) in table {
+        let flag = key.replace('_', "-");
+        if !known.iter().any(|s| s.flag == flag) {
+            return Err(file_error(format!(
+                "unknown setting `{key}` in {}",
+                path.display()
+            )));
+        }
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Array(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => s,
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            other => other.to_string(),
+        };
+        values.insert(flag, text);
+    }
+    Ok(values)
+}
+
+// Value parsers: each setting's validation, named by what it accepts. Their errors are the
+// `problem` of a `ConfigError`, which adds the setting's name.
+
+fn parse_addr(value: &str) -> Result<SocketAddr, String> {
+    value.trim().parse().map_err(|e| format!("{e}"))
+}
+
+fn parse_u64(value: &str) -> Result<u64, String> {
+    value.trim().parse().map_err(|e| format!("{e}"))
+}
+
+fn positive_u64(value: &str) -> Result<u64, String> {
+    match parse_u64(value)? {
+        0 => Err("must be greater than 0".to_owned()),
+        n => Ok(n),
+    }
+}
+
+fn positive_usize(value: &str) -> Result<usize, String> {
+    usize::try_from(positive_u64(value)?).map_err(|e| format!("{e}"))
+}
+
+fn secs(value: &str) -> Result<Duration, String> {
+    parse_u64(value).map(Duration::from_secs)
+}
+
+fn positive_secs(value: &str) -> Result<Duration, String> {
+    positive_u64(value).map(Duration::from_secs)
+}
+
+fn positive_days(value: &str) -> Result<Duration, String> {
+    positive_u64(value).map(|days| Duration::from_secs(days.saturating_mul(86_400)))
+}
+
+fn parse_replicas(value: &str) -> Result<usize, String> {
+    match positive_usize(value)? {
+        n if n > 5 => Err("JetStream allows at most 5 replicas".to_owned()),
+        n => Ok(n),
+    }
+}
+
+fn parse_share(value: &str) -> Result<f64, String> {
+    let share: f64 = value.trim().parse().map_err(|e| format!("{e}"))?;
+    if share > 0.0 && share <= 1.0 {
+        Ok(share)
+    } else {
+        Err("must be greater than 0 and at most 1".to_owned())
+    }
+}
+
+fn non_blank(value: &str) -> Result<String, String> {
+    match value.trim() {
+        "" => Err("must not be empty".to_owned()),
+        v => Ok(v.to_owned()),
+    }
+}
+
+fn trimmed(value: &str) -> Result<String, String> {
+    Ok(value.trim().to_owned())
+}
+
+fn parse_secret(value: &str) -> Result<Secret, String> {
+    Ok(Secret::new(value.trim()))
+}
+
+fn parse_header_name(value: &str) -> Result<HeaderName, String> {
+    value.trim().parse().map_err(|e| format!("{e}"))
+}
+
+fn parse_url(value: &str) -> Result<Url, String> {
+    Url::parse(value.trim()).map_err(|e| format!("not a URL: {e}"))
+}
+
+fn parse_time(value: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(value.trim())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("not an RFC 3339 time: {e}"))
+}
+
+fn parse_log_format(value: &str) -> Result<LogFormat, String> {
+    match value.trim() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("is neither `text` nor `json`".to_owned()),
+    }
+}
+
+fn parse_journal(value: &str) -> Result<JournalKind, String> {
+    let value = value.trim();
+    if value == "embedded" {
+        return Ok(JournalKind::Embedded);
+    }
+    if !value.starts_with("nats://") {
+        return Err("is neither `embedded` nor a `nats://` URL".to_owned());
+    }
+    let servers: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if servers
+        .iter()
+        .any(|s| !s.starts_with("nats://") || s.len() <= "nats://".len())
+    {
+        return Err("every server must be `nats://host:port`".to_owned());
+    }
+    Ok(JournalKind::Nats { servers })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn sources(flags: &[(&str, &str)], env: &[(&str, &str)], file: &[(&str, &str)]) -> Sources {
-        let map = |pairs: &[(&str, &str)]| {
-            pairs
+    fn load(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let sources = Sources {
+            env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
+                .collect(),
         };
-        Sources {
-            flags: map(flags),
-            env: map(env),
-            file: map(file),
-        }
+        Config::load(
+            std::iter::once("serve").chain(args.iter().copied()),
+            &sources,
+        )
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
     }
 
     #[test]
@@ -581,111 +770,184 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.journal, JournalKind::Embedded);
         assert_eq!(config.hook.auth_header, "authorization");
-        assert_eq!(config.hook.max_body_bytes, DEFAULT_HOOK_MAX_BODY_BYTES);
+        assert_eq!(config.hook.max_body_bytes, 10 * 1024 * 1024);
         assert_eq!(config.retention_max_age, Duration::from_secs(90 * 86_400));
-        assert_eq!(
-            config.grpc.heartbeat,
-            Duration::from_secs(DEFAULT_HEARTBEAT_SECS)
-        );
-        assert!(config.okta.is_none());
+        assert_eq!(config.grpc.heartbeat, Duration::from_secs(15));
+        assert!(config.grpc.tls().is_none());
+        assert!(config.okta.org.org_url.is_none());
+        assert_eq!(config.okta.poll_event_types, vec![DEFAULT_POLL_EVENT_TYPES]);
+        assert_eq!(config.okta.poll_rate_limit_share, 0.5);
     }
 
     #[test]
-    fn flag_beats_env_beats_file() {
-        let all = sources(
-            &[("http-addr", "127.0.0.1:1")],
-            &[("OKTA_STREAM_HTTP_ADDR", "127.0.0.1:2")],
-            &[("http-addr", "127.0.0.1:3")],
-        );
-        assert_eq!(Config::resolve(&all).unwrap().http_addr.port(), 1);
-        let env_and_file = sources(
-            &[],
-            &[("OKTA_STREAM_HTTP_ADDR", "127.0.0.1:2")],
-            &[("http-addr", "127.0.0.1:3")],
-        );
-        assert_eq!(Config::resolve(&env_and_file).unwrap().http_addr.port(), 2);
-        let file = sources(&[], &[], &[("http-addr", "127.0.0.1:3")]);
-        assert_eq!(Config::resolve(&file).unwrap().http_addr.port(), 3);
+    fn flag_beats_env_beats_file_beats_default() {
+        let toml = file("http_addr = \"127.0.0.1:3\"\nheartbeat-secs = 7\n");
+        let path = toml.path().to_str().unwrap();
+        let env = [("OKTA_STREAM_HTTP_ADDR", "127.0.0.1:2")];
+        let all = load(&["--config", path, "--http-addr", "127.0.0.1:1"], &env).unwrap();
+        assert_eq!(all.http_addr.port(), 1);
+        let env_and_file = load(&["--config", path], &env).unwrap();
+        assert_eq!(env_and_file.http_addr.port(), 2);
+        let file_only = load(&["--config", path], &[]).unwrap();
+        assert_eq!(file_only.http_addr.port(), 3);
+        assert_eq!(file_only.grpc.heartbeat, Duration::from_secs(7));
+        assert_eq!(file_only.grpc_addr.port(), 50051);
     }
 
     #[test]
-    fn a_wrong_value_names_the_setting() {
-        let err = Config::resolve(&sources(&[], &[("OKTA_STREAM_GRPC_ADDR", "nowhere")], &[]))
-            .unwrap_err();
-        assert!(err.to_string().contains("OKTA_STREAM_GRPC_ADDR"), "{err}");
-        let err = Config::resolve(&sources(
-            &[],
-            &[("OKTA_STREAM_JOURNAL", "postgres://x")],
-            &[],
-        ))
-        .unwrap_err();
-        assert!(err.to_string().contains("OKTA_STREAM_JOURNAL"), "{err}");
-        let err = Config::resolve(&sources(&[], &[("OKTA_STREAM_HEARTBEAT_SECS", "0")], &[]))
-            .unwrap_err();
+    fn an_empty_value_counts_as_unset() {
+        let config = load(
+            &["--grpc-addr", "", "--heartbeat-secs="],
+            &[("OKTA_STREAM_HTTP_ADDR", " "), ("OKTA_ORG_URL", "")],
+        )
+        .unwrap();
+        assert_eq!(config.http_addr.port(), 8080);
+        assert_eq!(config.grpc_addr.port(), 50051);
+        assert_eq!(config.grpc.heartbeat, Duration::from_secs(15));
+        assert!(config.okta.org.org_url.is_none());
+    }
+
+    #[test]
+    fn a_wrong_value_names_the_setting_by_variable_and_flag() {
+        for (env, value) in [
+            ("OKTA_STREAM_GRPC_ADDR", "nowhere"),
+            ("OKTA_STREAM_JOURNAL", "postgres://x"),
+            ("OKTA_STREAM_HEARTBEAT_SECS", "0"),
+            ("OKTA_STREAM_NATS_REPLICAS", "6"),
+            ("OKTA_STREAM_LOG_FORMAT", "xml"),
+            ("OKTA_POLL_RATE_LIMIT_SHARE", "1.5"),
+            ("OKTA_POLL_SINCE", "yesterday"),
+        ] {
+            let err = load(&[], &[(env, value)]).unwrap_err();
+            let text = err.to_string();
+            let flag = settings().into_iter().find(|s| s.env == env).unwrap().flag;
+            assert!(text.contains(&format!("{env} (--{flag})")), "{text}");
+            assert!(text.contains(&format!("`{value}`")), "{text}");
+            assert!(matches!(err, ConfigError::Invalid { .. }));
+        }
+        let err = load(&["--grpc-tls-cert", "cert.pem"], &[]).unwrap_err();
         assert!(
-            err.to_string().contains("OKTA_STREAM_HEARTBEAT_SECS"),
+            err.to_string().contains("OKTA_STREAM_GRPC_TLS_KEY"),
             "{err}"
         );
     }
 
     #[test]
+    fn the_file_takes_arrays_for_lists_and_refuses_unknown_keys() {
+        let toml = file(
+            "hook_secrets = [\"old-secret\", \"new-secret\"]\ngrpc-web-cors-origins = [\"*\"]\n",
+        );
+        let config = load(&["--config", toml.path().to_str().unwrap()], &[]).unwrap();
+        assert_eq!(config.hook.secrets.len(), 2);
+        assert_eq!(config.grpc.cors_origins, vec!["*"]);
+        let unknown = file("no_such_setting = 1\n");
+        let err = load(&["--config", unknown.path().to_str().unwrap()], &[]).unwrap_err();
+        assert!(err.to_string().contains("no_such_setting"), "{err}");
+        let err = load(&["--config", "/nonexistent/okta-stream.toml"], &[]).unwrap_err();
+        assert!(err.to_string().contains("--config"), "{err}");
+    }
+
+    #[test]
     fn secrets_are_comma_separated_and_never_printed() {
-        let config = Config::resolve(&sources(
-            &[],
+        let config = load(
+            &["--grpc-tokens", "t1,,t2,"],
             &[("OKTA_STREAM_HOOK_SECRETS", "old-secret, new-secret")],
-            &[],
-        ))
+        )
         .unwrap();
         assert_eq!(config.hook.secrets.len(), 2);
+        assert_eq!(config.hook.secrets[1].expose(), "new-secret");
+        assert_eq!(config.grpc.tokens.len(), 2);
         assert!(!format!("{config:?}").contains("old-secret"));
+        // `--help` shows the variables and the declared defaults, never a value from outside.
+        let sources = Sources {
+            env: [(
+                "OKTA_STREAM_HOOK_SECRETS".to_owned(),
+                "old-secret".to_owned(),
+            )]
+            .into(),
+        };
+        let help = layered_command(&sources, &HashMap::new())
+            .render_long_help()
+            .to_string();
+        assert!(!help.contains("old-secret"), "{help}");
+        for setting in settings() {
+            assert!(help.contains(&format!("[env: {}]", setting.env)), "{help}");
+            if let Some(default) = setting.default {
+                assert!(help.contains(&format!("[default: {default}]")), "{help}");
+            }
+        }
     }
 
     #[test]
     fn the_poller_needs_exactly_one_kind_of_credentials() {
-        let env = [("OKTA_ORG_URL", "https://acme.okta.com/")];
-        let err = Config::resolve(&sources(&[], &env, &[])).unwrap_err();
+        let org = ("OKTA_ORG_URL", "https://acme.okta.com/");
+        let err = load(&[], &[org]).unwrap_err();
         assert!(err.to_string().contains("OKTA_ORG_URL"), "{err}");
-        let plain_http = [
-            ("OKTA_ORG_URL", "http://acme.okta.com"),
-            ("OKTA_API_TOKEN", "t"),
-        ];
-        let err = Config::resolve(&sources(&[], &plain_http, &[])).unwrap_err();
-        assert!(err.to_string().contains("https"), "{err}");
-        let missing_key = [
-            ("OKTA_ORG_URL", "https://acme.okta.com"),
-            ("OKTA_CLIENT_ID", "0oa1"),
-            ("OKTA_PRIVATE_KEY_FILE", "/nonexistent/key.pem"),
-        ];
-        let err = Config::resolve(&sources(&[], &missing_key, &[])).unwrap_err();
+        let both = [org, ("OKTA_API_TOKEN", "t0k3n"), ("OKTA_CLIENT_ID", "0oa1")];
+        let err = load(&[], &both).unwrap_err();
+        assert!(err.to_string().contains("OKTA_API_TOKEN"), "{err}");
+        assert!(!err.to_string().contains("t0k3n"), "{err}");
+        let no_key = [org, ("OKTA_CLIENT_ID", "0oa1")];
+        let err = load(&[], &no_key).unwrap_err();
         assert!(err.to_string().contains("OKTA_PRIVATE_KEY_FILE"), "{err}");
-        let ok =
-            Config::resolve(&sources(&[], &[env[0], ("OKTA_API_TOKEN", "t0k3n")], &[])).unwrap();
-        let okta = ok.okta.unwrap();
-        assert_eq!(okta.org_url, "https://acme.okta.com");
-        assert!(okta.hook_enabled);
-        assert_eq!(okta.event_types, vec!["user.account.update_profile"]);
-        assert!(!format!("{okta:?}").contains("t0k3n"));
+        let ok = load(&[], &[org, ("OKTA_API_TOKEN", "t0k3n")]).unwrap();
+        assert!(
+            matches!(ok.okta.org.auth().unwrap(), OktaAuth::ApiToken(t) if t.expose() == "t0k3n")
+        );
+        assert!(!format!("{ok:?}").contains("t0k3n"));
     }
 
     #[test]
     fn nats_journal_takes_several_servers() {
-        let config = Config::resolve(&sources(
+        let config = load(
             &[],
             &[(
                 "OKTA_STREAM_JOURNAL",
-                "nats://127.0.0.1:4222,nats://127.0.0.1:4223",
+                "nats://127.0.0.1:4222, nats://127.0.0.1:4223",
             )],
-            &[],
-        ))
+        )
         .unwrap();
-        match config.journal {
+        assert_eq!(
+            config.journal,
             JournalKind::Nats {
-                servers, stream, ..
-            } => {
-                assert_eq!(servers.len(), 2);
-                assert_eq!(stream, DEFAULT_NATS_STREAM);
+                servers: vec![
+                    "nats://127.0.0.1:4222".into(),
+                    "nats://127.0.0.1:4223".into()
+                ]
             }
-            other => panic!("expected NATS, got {other:?}"),
+        );
+        assert_eq!(config.nats.stream, "OKTA_EVENTS");
+        let err = load(&[], &[("OKTA_STREAM_JOURNAL", "nats://a:1,b:2")]).unwrap_err();
+        assert!(err.to_string().contains("OKTA_STREAM_JOURNAL"), "{err}");
+    }
+
+    #[test]
+    fn every_setting_has_a_flag_a_variable_and_help() {
+        let all = settings();
+        assert!(all.len() >= 33, "{}", all.len());
+        for setting in &all {
+            assert!(!setting.help.is_empty(), "{setting:?}");
+            assert!(
+                setting.env.starts_with("OKTA_"),
+                "{setting:?} is not an OKTA_ variable"
+            );
+            assert!(
+                !(setting.secret && setting.default.is_some()),
+                "{setting:?}"
+            );
         }
+        let secrets: Vec<_> = all
+            .iter()
+            .filter(|s| s.secret)
+            .map(|s| s.env.as_str())
+            .collect();
+        assert_eq!(
+            secrets,
+            [
+                "OKTA_STREAM_HOOK_SECRETS",
+                "OKTA_STREAM_GRPC_TOKENS",
+                "OKTA_API_TOKEN"
+            ]
+        );
     }
 }

@@ -5,14 +5,13 @@
 //! Exit status: 0 after a clean shutdown or a successful command, 64 for a usage or
 //! configuration error (naming the setting), 1 for any other failure.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Arg, ArgAction, ArgMatches, Command, FromArgMatches as _, Subcommand as _};
-use okta_stream::app::App;
+use clap::{Command, FromArgMatches as _, Subcommand as _};
+use okta_stream::app::{App, AppError};
 use okta_stream::cli::ClientCommand;
-use okta_stream::config::{Config, SETTINGS, Sources};
+use okta_stream::config::{self, Config, ConfigError, Sources};
 use okta_stream::telemetry;
 
 /// mimalloc instead of glibc malloc: ingest and fan-out allocate and free many short-lived
@@ -27,62 +26,27 @@ const ABOUT: &str = "Okta event hooks and System Log events as a typed, replayab
 /// Exit status for a configuration error (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
-fn serve_command() -> Command {
-    let mut serve = Command::new("serve")
-        .about("Run the service: the hook endpoint, the gRPC stream and (if configured) the System Log poller")
-        .arg(
-            Arg::new("config")
-                .long("config")
-                .value_name("FILE")
-                .value_parser(clap::value_parser!(PathBuf))
-                .help("TOML file of settings (keys are the flag names; flags and env override it)"),
-        );
-    for setting in SETTINGS {
-        let mut help = format!("{} [env: {}]", setting.help, setting.env);
-        if !setting.default.is_empty() {
-            help.push_str(&format!(" [default: {}]", setting.default));
-        }
-        serve = serve.arg(
-            Arg::new(setting.flag)
-                .long(setting.flag)
-                .value_name("VALUE")
-                .action(ArgAction::Set)
-                .help(help),
-        );
-    }
-    serve
-}
-
 fn cli() -> Command {
     let cli = Command::new("okta-stream")
         .version(env!("CARGO_PKG_VERSION"))
         .subcommand_required(true)
         .arg_required_else_help(true)
-        .subcommand(serve_command());
+        .subcommand(config::serve_command());
     // The derive sets the command's about from the enum's doc comment; restore ours.
     ClientCommand::augment_subcommands(cli)
         .about(ABOUT)
         .long_about(None)
 }
 
-/// Collects flags, the process environment and the optional file into [`Sources`].
-fn sources(matches: &ArgMatches) -> Result<Sources, okta_stream::config::ConfigError> {
-    let mut sources = Sources {
-        flags: SETTINGS
-            .iter()
-            .filter_map(|s| {
-                matches
-                    .get_one::<String>(s.flag)
-                    .map(|v| (s.flag.to_owned(), v.clone()))
-            })
-            .collect(),
-        env: std::env::vars().collect::<HashMap<_, _>>(),
-        file: HashMap::new(),
-    };
-    if let Some(path) = matches.get_one::<PathBuf>("config") {
-        sources.load_file(path)?;
+/// Prints a clap message (help, version or a usage error) and returns its exit status.
+fn usage(error: &clap::Error) -> ExitCode {
+    let _ = error.print();
+    match error.kind() {
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+            ExitCode::SUCCESS
+        }
+        _ => ExitCode::from(EXIT_CONFIG),
     }
-    Ok(sources)
 }
 
 /// Completes on the first SIGINT or SIGTERM; a second one exits at once.
@@ -117,9 +81,10 @@ async fn wait_for_signal() {
     }
 }
 
-async fn serve(matches: &ArgMatches) -> ExitCode {
-    let config = match sources(matches).and_then(|s| Config::resolve(&s)) {
+async fn serve(args: &[OsString]) -> ExitCode {
+    let config = match Config::load(args, &Sources::from_process()) {
         Ok(config) => config,
+        Err(ConfigError::Usage(error)) => return usage(&error),
         Err(error) => {
             eprintln!("okta-stream: {error}");
             return ExitCode::from(EXIT_CONFIG);
@@ -128,6 +93,10 @@ async fn serve(matches: &ArgMatches) -> ExitCode {
     telemetry::init(config.log_format);
     let app = match App::bind(config).await {
         Ok(app) => app,
+        Err(error @ AppError::Config(_)) => {
+            eprintln!("okta-stream: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
         Err(error) => {
             eprintln!("okta-stream: {error}");
             return ExitCode::FAILURE;
@@ -155,26 +124,18 @@ async fn serve(matches: &ArgMatches) -> ExitCode {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let matches = match cli().try_get_matches() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // `serve` reads its settings through `config` (flags, environment, file); the client
+    // commands are plain clap.
+    if args.get(1).is_some_and(|command| command == "serve") {
+        return serve(&args[1..]).await;
+    }
+    let matches = match cli().try_get_matches_from(&args) {
         Ok(matches) => matches,
-        Err(error) => {
-            let _ = error.print();
-            return match error.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    ExitCode::SUCCESS
-                }
-                _ => ExitCode::from(EXIT_CONFIG),
-            };
-        }
+        Err(error) => return usage(&error),
     };
-    match matches.subcommand() {
-        Some(("serve", matches)) => serve(matches).await,
-        _ => match ClientCommand::from_arg_matches(&matches) {
-            Ok(command) => okta_stream::cli::run(command).await,
-            Err(error) => {
-                let _ = error.print();
-                ExitCode::from(EXIT_CONFIG)
-            }
-        },
+    match ClientCommand::from_arg_matches(&matches) {
+        Ok(command) => okta_stream::cli::run(command).await,
+        Err(error) => usage(&error),
     }
 }

@@ -590,7 +590,7 @@ fn the_readme_configuration_table_lists_every_setting() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("README.md exists");
     let table_rows: Vec<&str> = readme.lines().filter(|l| l.starts_with('|')).collect();
-    for setting in okta_stream::config::SETTINGS {
+    for setting in okta_stream::config::settings() {
         let env = format!("`{}`", setting.env);
         let flag = format!("`--{}`", setting.flag);
         assert!(
@@ -611,8 +611,11 @@ async fn tail_and_get_speak_tls_with_a_private_ca() {
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert, certified.cert.pem()).unwrap();
     std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
-    let app =
-        TestApp::start_with(|config| config.grpc.tls = Some((cert.clone(), key.clone()))).await;
+    let app = TestApp::start_with(|config| {
+        config.grpc.tls_cert = Some(cert.clone());
+        config.grpc.tls_key = Some(key.clone());
+    })
+    .await;
     common::app::post_many(&app, "tls", 1).await;
     let grpc_url = format!("https://{}", app.grpc_addr);
     let env = [

@@ -115,7 +115,7 @@ fn content(mut event: proto::Event) -> proto::Event {
 async fn hook_and_poller_store_each_event_once_and_count_what_only_the_poller_found() {
     within(LIMIT, async {
         let fake = FakeOkta::start(FakeAuth::Ssws(TOKEN.to_owned())).await;
-        let app = TestApp::start_with(|config| config.okta = Some(poller(&fake, TOKEN))).await;
+        let app = TestApp::start_with_poller(poller(&fake, TOKEN)).await;
         let mut everything = subscribe(&app, from_oldest()).await;
         let mut polled_only = subscribe(
             &app,
@@ -197,7 +197,7 @@ async fn refused_credentials_make_the_service_unready_with_a_clear_error_and_no_
         let logs = captured_logs();
         let wrong = "00WRONG-app-token-zzz";
         let fake = FakeOkta::start(FakeAuth::Ssws(TOKEN.to_owned())).await;
-        let app = TestApp::start_with(|config| config.okta = Some(poller(&fake, wrong))).await;
+        let app = TestApp::start_with_poller(poller(&fake, wrong)).await;
         let readyz = || {
             let request = app.http_client().get(format!("{}/readyz", app.http));
             async move { request.send().await.unwrap().status().as_u16() }

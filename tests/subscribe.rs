@@ -602,8 +602,11 @@ async fn grpc_can_be_served_over_tls() {
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
         std::fs::write(&cert, certified.cert.pem()).unwrap();
         std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
-        let app =
-            TestApp::start_with(|config| config.grpc.tls = Some((cert.clone(), key.clone()))).await;
+        let app = TestApp::start_with(|config| {
+            config.grpc.tls_cert = Some(cert.clone());
+            config.grpc.tls_key = Some(key.clone());
+        })
+        .await;
         post_many(&app, "tls", 1).await;
 
         let tls = tonic::transport::ClientTlsConfig::new()

@@ -10,95 +10,26 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::{CliError, secret_value};
-use crate::config::{DEFAULT_DATA_DIR, DEFAULT_HOOK_AUTH_HEADER, DEFAULT_POLL_EVENT_TYPES};
+use super::CliError;
+use crate::config::{
+    ConfigError, DEFAULT_DATA_DIR, DEFAULT_HOOK_AUTH_HEADER, DEFAULT_POLL_EVENT_TYPES,
+    OktaOrgSettings,
+};
 use crate::hook::auth::GENERATED_SECRET_FILE;
+use crate::okta::Credentials;
 use crate::okta::hooks::{EventHooksClient, HookRegistration};
-use crate::okta::{Credentials, PrivateKey};
+use crate::okta::settings::org_origin;
 use crate::secret::Secret;
 
 /// Bound on each call to Okta.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The Okta org and credentials: the same settings as the System Log poller.
-#[derive(Args, Clone)]
-pub struct OktaArgs {
-    /// Okta org URL, e.g. `https://acme.okta.com`.
-    #[arg(long, env = "OKTA_ORG_URL", value_name = "URL")]
-    okta_org_url: Option<String>,
-    /// Okta API token (SSWS).
-    #[arg(long, env = "OKTA_API_TOKEN", hide_env_values = true, value_parser = secret_value, value_name = "TOKEN")]
-    okta_api_token: Option<Secret>,
-    /// OAuth 2.0 service app client id (with --okta-private-key-file); needs the scope
-    /// okta.eventHooks.manage.
-    #[arg(long, env = "OKTA_CLIENT_ID", value_name = "ID")]
-    okta_client_id: Option<String>,
-    /// PEM or JWK private key of the service app (RS256 or ES256).
-    #[arg(long, env = "OKTA_PRIVATE_KEY_FILE", value_name = "FILE")]
-    okta_private_key_file: Option<PathBuf>,
-    /// Key id (`kid`) of the private key, if registered with one.
-    #[arg(long, env = "OKTA_PRIVATE_KEY_ID", value_name = "KID")]
-    okta_private_key_id: Option<String>,
-}
-
-impl OktaArgs {
-    fn client(&self) -> Result<EventHooksClient, CliError> {
-        let usage = |setting: &str, problem: &str| {
-            CliError::Usage(format!("invalid setting {setting}: {problem}"))
-        };
-        let org = self
-            .okta_org_url
-            .as_deref()
-            .filter(|v| !v.trim().is_empty())
-            .ok_or_else(|| usage("OKTA_ORG_URL (--okta-org-url)", "is required"))?;
-        let credentials = match (
-            &self.okta_api_token,
-            &self.okta_client_id,
-            &self.okta_private_key_file,
-        ) {
-            (Some(token), None, None) => Credentials::ApiToken(token.clone()),
-            (None, Some(client_id), Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    usage(
-                        "OKTA_PRIVATE_KEY_FILE (--okta-private-key-file)",
-                        &format!("cannot read {}: {e}", path.display()),
-                    )
-                })?;
-                let key = PrivateKey::parse(&text).map_err(|e| CliError::Usage(e.to_string()))?;
-                Credentials::ServiceApp {
-                    client_id: client_id.clone(),
-                    key,
-                    key_id: self.okta_private_key_id.clone(),
-                }
-            }
-            (Some(_), _, _) => {
-                return Err(usage(
-                    "OKTA_API_TOKEN (--okta-api-token)",
-                    "set either OKTA_API_TOKEN or OKTA_CLIENT_ID + OKTA_PRIVATE_KEY_FILE, not both",
-                ));
-            }
-            (None, Some(_), None) => {
-                return Err(usage(
-                    "OKTA_PRIVATE_KEY_FILE (--okta-private-key-file)",
-                    "is required with OKTA_CLIENT_ID",
-                ));
-            }
-            (None, None, Some(_)) => {
-                return Err(usage(
-                    "OKTA_CLIENT_ID (--okta-client-id)",
-                    "is required with OKTA_PRIVATE_KEY_FILE",
-                ));
-            }
-            (None, None, None) => {
-                return Err(usage(
-                    "OKTA_API_TOKEN (--okta-api-token)",
-                    "set OKTA_API_TOKEN, or OKTA_CLIENT_ID + OKTA_PRIVATE_KEY_FILE",
-                ));
-            }
-        };
-        EventHooksClient::new(org, &credentials, TIMEOUT)
-            .map_err(|e| CliError::Usage(e.to_string()))
-    }
+/// The Okta org and credentials: the poller's settings, declared once in [`crate::config`].
+fn client(okta: &OktaOrgSettings) -> Result<EventHooksClient, CliError> {
+    let usage = |e: ConfigError| CliError::Usage(e.to_string());
+    let org = org_origin(okta).map_err(usage)?;
+    let credentials = Credentials::from_settings(&okta.auth().map_err(usage)?).map_err(usage)?;
+    EventHooksClient::new(&org, &credentials, TIMEOUT).map_err(|e| CliError::Usage(e.to_string()))
 }
 
 /// `okta-stream hook ...`.
@@ -138,7 +69,7 @@ pub struct RegisterArgs {
     #[arg(long, env = "OKTA_STREAM_DATA_DIR", default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
     data_dir: PathBuf,
     #[command(flatten)]
-    okta: OktaArgs,
+    okta: OktaOrgSettings,
 }
 
 impl RegisterArgs {
@@ -168,7 +99,7 @@ pub struct VerifyArgs {
     /// The Event Hook id printed by `hook register` (`id`, e.g. who1a2b3c...).
     hook_id: String,
     #[command(flatten)]
-    okta: OktaArgs,
+    okta: OktaOrgSettings,
 }
 
 /// Runs `hook register` or `hook verify`.
@@ -181,7 +112,7 @@ pub async fn run(command: HookCommand) -> Result<(), CliError> {
                     "invalid setting OKTA_STREAM_HOOK_AUTH_HEADER (--hook-auth-header): `{header}` is not a header name"
                 )));
             }
-            let client = args.okta.client()?;
+            let client = client(&args.okta)?;
             let registration = HookRegistration {
                 name: args.name.clone(),
                 url: args.url.clone(),
@@ -198,7 +129,7 @@ pub async fn run(command: HookCommand) -> Result<(), CliError> {
             hook
         }
         HookCommand::Verify(args) => {
-            let client = args.okta.client()?;
+            let client = client(&args.okta)?;
             let hook = client.verify(&args.hook_id).await?;
             eprintln!(
                 "Event Hook {}: verificationStatus {}",

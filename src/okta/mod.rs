@@ -8,6 +8,7 @@
 //!   headers and error kinds the poller can match on.
 //! - [`hooks`]: the management API of Event Hooks (`/api/v1/eventHooks`): create and verify
 //!   the hook with the same credentials, for `okta-stream hook register|verify`.
+//! - [`settings`]: the poller's configuration and credentials built from [`crate::config`].
 //! - [`poller`]: the loop: resume from the stored `next` URL, map, append the page and the new
 //!   `next` URL in one journal transaction, pace within the rate limit, back off on failures.
 
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod client;
 pub mod hooks;
 pub mod poller;
+pub mod settings;
 
 pub use auth::{Credentials, PrivateKey, Secret};
 pub use client::{Client, ClientError, Page, RateLimit};

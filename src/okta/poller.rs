@@ -28,21 +28,11 @@ use crate::proto;
 
 /// Journal state key of the stored `rel="next"` URL.
 pub const NEXT_URL_STATE_KEY: &str = "poller.next_url";
-/// Default `OKTA_POLL_EVENT_TYPES`.
-pub const DEFAULT_EVENT_TYPE: &str = "user.account.update_profile";
-/// Default `OKTA_POLL_INTERVAL_SECS`: the wait after a short page.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
-/// Default look-back of the very first request (no stored `next` URL, no configured `since`):
-/// one hour, so a fresh start picks up what the hook may have missed recently without replaying
-/// the 90-day retention.
-pub const DEFAULT_LOOK_BACK: Duration = Duration::from_secs(3600);
 /// Default page size: Okta's maximum.
 pub const DEFAULT_LIMIT: u32 = 1000;
 /// Default per-request timeout. Okta ends a query after 30 s with `500 E0000009`; this leaves
 /// room for that answer to arrive.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(45);
-/// Default share of `X-Rate-Limit-Limit` the poller may use (Okta's own per-app default cap).
-pub const DEFAULT_RATE_LIMIT_SHARE: f64 = 0.5;
 /// Default wait before retrying after Okta refused the credentials (401/403/4xx).
 pub const DEFAULT_AUTH_RETRY_INTERVAL: Duration = Duration::from_secs(60);
 /// Default first back-off after a 5xx, timeout or transport error.
@@ -94,17 +84,19 @@ pub struct PollerConfig {
 }
 
 impl PollerConfig {
-    /// A config for `org_url` and `credentials` with every other setting at its default.
+    /// A config for `org_url` and `credentials` with every other setting at its default:
+    /// the declared default of its setting in [`crate::config`], or this module's own.
     pub fn new(org_url: impl Into<String>, credentials: Credentials) -> Self {
+        let declared = crate::config::OktaSettings::default();
         Self {
             org_url: org_url.into(),
             credentials,
-            event_types: vec![DEFAULT_EVENT_TYPE.to_owned()],
-            poll_interval: DEFAULT_POLL_INTERVAL,
-            start: StartFrom::LookBack(DEFAULT_LOOK_BACK),
+            event_types: declared.poll_event_types,
+            poll_interval: declared.poll_interval,
+            start: StartFrom::LookBack(declared.poll_lookback),
             limit: DEFAULT_LIMIT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            rate_limit_share: DEFAULT_RATE_LIMIT_SHARE,
+            rate_limit_share: declared.poll_rate_limit_share,
             auth_retry_interval: DEFAULT_AUTH_RETRY_INTERVAL,
             backoff_base: DEFAULT_BACKOFF_BASE,
             backoff_cap: DEFAULT_BACKOFF_CAP,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use okta_stream::app::{App, AppError};
 use okta_stream::config::Config;
 use okta_stream::journal::SharedJournal;
+use okta_stream::okta::PollerConfig;
 use okta_stream::proto::event_stream_client::EventStreamClient;
 use okta_stream::secret::Secret;
 use serde_json::{Value, json};
@@ -52,10 +53,31 @@ impl TestApp {
         .await
     }
 
+    /// Starts an app with the test secret, otherwise default settings, and `poller`.
+    pub async fn start_with_poller(poller: PollerConfig) -> TestApp {
+        Self::start_full(
+            tempfile::tempdir().unwrap(),
+            okta_stream::hub::DEFAULT_LIVE_CAPACITY,
+            Some(poller),
+            |_| {},
+        )
+        .await
+    }
+
     /// Starts an app on `data_dir` with a live buffer of `live_capacity` events.
     pub async fn start_in(
         data_dir: tempfile::TempDir,
         live_capacity: usize,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        Self::start_full(data_dir, live_capacity, None, configure).await
+    }
+
+    /// Starts an app on `data_dir`, with `poller` configured in code (not from settings).
+    async fn start_full(
+        data_dir: tempfile::TempDir,
+        live_capacity: usize,
+        poller: Option<PollerConfig>,
         configure: impl FnOnce(&mut Config),
     ) -> TestApp {
         let mut config = Config {
@@ -66,7 +88,7 @@ impl TestApp {
         configure(&mut config);
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let app = App::with_live_capacity(config, http, grpc, live_capacity)
+        let app = App::with_poller(config, poller, http, grpc, live_capacity)
             .await
             .unwrap();
         let http = format!("http://{}", app.http_addr());
