@@ -1,7 +1,8 @@
 //! okta-stream: Okta events as a typed, replayable gRPC stream.
 //!
 //! # Layout
-//! - [`config`]: every setting (flag > env > file > default), validated.
+//! - [`config`]: every setting declared once (flag > env > file > default), validated; plain
+//!   values only: each part builds its own settings from them.
 //! - [`hook`]: the Okta Event Hook endpoint (verification, auth, delivery → journal).
 //! - [`mapping`]: Okta LogEvent JSON (+ delivery context) → the typed record, `proto::Event`.
 //! - [`journal`]: the durable, deduplicating, ordered store (embedded redb or NATS JetStream).

@@ -593,13 +593,26 @@ fn the_readme_configuration_table_lists_every_setting() {
     for setting in okta_stream::config::settings() {
         let env = format!("`{}`", setting.env);
         let flag = format!("`--{}`", setting.flag);
-        assert!(
-            table_rows
-                .iter()
-                .any(|row| row.contains(&env) && row.contains(&flag)),
-            "README.md's configuration table has no row for {} ({})",
-            setting.env,
-            flag
+        let row = table_rows
+            .iter()
+            .find(|row| row.contains(&env) && row.contains(&flag))
+            .unwrap_or_else(|| {
+                panic!(
+                    "README.md's configuration table has no row for {} ({flag})",
+                    setting.env
+                )
+            });
+        // | flag | variable | default | meaning |
+        let cells: Vec<&str> = row.split(" | ").map(str::trim).collect();
+        let default = setting
+            .default
+            .as_ref()
+            .map_or_else(|| "—".to_owned(), |d| format!("`{d}`"));
+        assert_eq!(cells.get(2), Some(&default.as_str()), "default of {flag} in {row}");
+        assert_eq!(
+            row.contains("(secret: never printed)"),
+            setting.secret,
+            "secret marking of {flag} in {row}"
         );
     }
 }
