@@ -506,6 +506,67 @@ async fn a_wrong_setting_exits_64_naming_it() {
 }
 
 #[tokio::test]
+async fn serve_help_lists_every_setting_with_its_variable_and_default_but_no_value() {
+    let output = run(
+        &["serve", "--help"],
+        &[("OKTA_STREAM_HOOK_SECRETS", "hunter2-secret")],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let help = stdout(&output);
+    for setting in okta_stream::config::settings() {
+        assert!(help.contains(&format!("--{}", setting.flag)), "{help}");
+        assert!(help.contains(&format!("[env: {}]", setting.env)), "{help}");
+        if let Some(default) = &setting.default {
+            assert!(help.contains(&format!("[default: {default}]")), "{help}");
+        }
+    }
+    assert!(!help.contains("hunter2-secret"), "{help}");
+}
+
+#[tokio::test]
+async fn an_okta_setting_the_poller_cannot_use_exits_64_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let output = run(
+        &["serve", "--data-dir", data],
+        &[
+            ("OKTA_ORG_URL", "http://acme.okta.com"),
+            ("OKTA_API_TOKEN", "00secret-token"),
+        ],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(64), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("OKTA_ORG_URL (--okta-org-url)"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!stderr(&output).contains("00secret-token"));
+
+    let output = run(
+        &["serve", "--data-dir", data],
+        &[
+            ("OKTA_ORG_URL", "https://acme.okta.com"),
+            ("OKTA_CLIENT_ID", "0oa1"),
+            ("OKTA_PRIVATE_KEY_FILE", "/nonexistent/key.pem"),
+        ],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(64), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("OKTA_PRIVATE_KEY_FILE (--okta-private-key-file)"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing is set up before the settings are checked"
+    );
+}
+
+#[tokio::test]
 async fn the_config_file_works_and_flags_beat_env_beat_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("okta-stream.toml");
@@ -608,7 +669,11 @@ fn the_readme_configuration_table_lists_every_setting() {
             .default
             .as_ref()
             .map_or_else(|| "—".to_owned(), |d| format!("`{d}`"));
-        assert_eq!(cells.get(2), Some(&default.as_str()), "default of {flag} in {row}");
+        assert_eq!(
+            cells.get(2),
+            Some(&default.as_str()),
+            "default of {flag} in {row}"
+        );
         assert_eq!(
             row.contains("(secret: never printed)"),
             setting.secret,
