@@ -173,10 +173,10 @@ pub enum LogFormat {
 /// `hook register|verify` commands.
 #[derive(Debug, Clone, Args)]
 pub struct OktaOrgSettings {
-    /// Okta org URL, e.g. https://acme.okta.com; enables the System Log poller
+    /// Okta org URL, e.g. https://acme.okta.com; with it, `serve` also polls the System Log
     #[arg(long = "okta-org-url", env = "OKTA_ORG_URL", value_name = "URL", value_parser = parse_url)]
     pub org_url: Option<Url>,
-    /// Okta API token (SSWS) for the poller
+    /// Okta API token (SSWS)
     #[arg(long = "okta-api-token", env = "OKTA_API_TOKEN", hide_env_values = true, value_name = "TOKEN", value_parser = parse_secret)]
     pub api_token: Option<Secret>,
     /// OAuth 2.0 service app client id (with OKTA_PRIVATE_KEY_FILE)
