@@ -674,6 +674,13 @@ fn the_readme_configuration_table_lists_every_setting() {
             Some(&default.as_str()),
             "default of {flag} in {row}"
         );
+        assert!(
+            cells
+                .get(3)
+                .is_some_and(|meaning| meaning.starts_with(&setting.help)),
+            "meaning of {flag} in {row} is not its help: {}",
+            setting.help
+        );
         assert_eq!(
             row.contains("(secret: never printed)"),
             setting.secret,
