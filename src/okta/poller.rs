@@ -53,7 +53,8 @@ pub enum StartFrom {
     Since(DateTime<Utc>),
 }
 
-/// Everything the poller needs; the app fills it from env/flags.
+/// Everything the poller needs; `serve` builds it from the settings with
+/// [`PollerConfig::from_settings`] (in [`super::settings`]).
 #[derive(Debug, Clone)]
 pub struct PollerConfig {
     /// `OKTA_ORG_URL`: `https://{org}`; `http://` only for loopback hosts.
