@@ -440,6 +440,22 @@ fn default_text(arg: &Arg) -> Option<String> {
     (!values.is_empty()).then(|| values.join(","))
 }
 
+/// `command` (and its subcommands) with every flag whose environment variable is set but empty
+/// reading no variable: for the client commands, which clap reads the environment for, an
+/// empty value counts as unset as it does for `serve`.
+pub fn ignore_empty_env(command: Command, sources: &Sources) -> Command {
+    command
+        .mut_args(|arg| {
+            let empty = arg
+                .get_env()
+                .and_then(|name| name.to_str())
+                .and_then(|name| sources.env.get(name))
+                .is_some_and(|value| value.trim().is_empty());
+            if empty { arg.env(None) } else { arg }
+        })
+        .mut_subcommands(|sub| ignore_empty_env(sub, sources))
+}
+
 /// The `serve` command for `okta-stream --help` and `okta-stream help serve`.
 pub fn serve_command() -> Command {
     layered_command(&Sources::default(), &HashMap::new())
@@ -895,6 +911,31 @@ mod tests {
             matches!(ok.okta.org.auth().unwrap(), OktaAuth::ApiToken(t) if t.expose() == "t0k3n")
         );
         assert!(!format!("{ok:?}").contains("t0k3n"));
+    }
+
+    #[test]
+    fn an_empty_variable_reads_as_unset_for_the_client_commands_too() {
+        let command = Command::new("hook").subcommand(OktaOrgSettings::augment_args(
+            Command::new("verify").no_binary_name(true),
+        ));
+        let sources = Sources {
+            env: [("OKTA_ORG_URL".to_owned(), " ".to_owned())].into(),
+        };
+        let verify = ignore_empty_env(command, &sources);
+        let verify = verify.find_subcommand("verify").unwrap();
+        let org = verify
+            .get_arguments()
+            .find(|a| a.get_long() == Some("okta-org-url"))
+            .unwrap();
+        assert!(org.get_env().is_none());
+        let client = verify
+            .get_arguments()
+            .find(|a| a.get_long() == Some("okta-client-id"))
+            .unwrap();
+        assert_eq!(
+            client.get_env().and_then(|e| e.to_str()),
+            Some("OKTA_CLIENT_ID")
+        );
     }
 
     #[test]

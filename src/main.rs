@@ -130,7 +130,9 @@ async fn main() -> ExitCode {
     if args.get(1).is_some_and(|command| command == "serve") {
         return serve(&args[1..]).await;
     }
-    let matches = match cli().try_get_matches_from(&args) {
+    let matches = match config::ignore_empty_env(cli(), &Sources::from_process())
+        .try_get_matches_from(&args)
+    {
         Ok(matches) => matches,
         Err(error) => return usage(&error),
     };

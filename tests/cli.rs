@@ -459,6 +459,14 @@ async fn hook_commands_name_the_missing_setting_and_exit_64() {
         "{}",
         stderr(&output)
     );
+    // An empty variable counts as unset, as for `serve`.
+    let output = run(&["hook", "verify", "who1"], &[("OKTA_ORG_URL", "")]).await;
+    assert_eq!(output.status.code(), Some(64));
+    assert!(
+        stderr(&output).contains("OKTA_ORG_URL (--okta-org-url): is required"),
+        "{}",
+        stderr(&output)
+    );
     let output = run(
         &["hook", "verify", "who1"],
         &[
