@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -49,7 +50,7 @@ pub enum AppError {
         source: std::io::Error,
     },
     /// The data directory or a file in it is not usable.
-    #[error("data directory {path}: {source}")]
+    #[error("data directory OKTA_STREAM_DATA_DIR (--data-dir) {path}: {source}")]
     DataDir {
         /// The path.
         path: PathBuf,
@@ -151,6 +152,17 @@ impl App {
             path: config.data_dir.clone(),
             source,
         };
+        if config.journal == JournalKind::Embedded || config.hook.secrets.is_empty() {
+            crate::data_dir::prepare(&config.data_dir).map_err(|error| match error {
+                crate::data_dir::DataDirError::NotADirectory(_) => {
+                    AppError::Config(crate::config::ConfigError::invalid(
+                        "data-dir",
+                        error.to_string(),
+                    ))
+                }
+                crate::data_dir::DataDirError::Io { source, .. } => data_dir_error(source),
+            })?;
+        }
         let (hook_secrets, origin) =
             hook::auth::load_or_generate(config.hook.secrets.clone(), &config.data_dir)
                 .map_err(data_dir_error)?;
@@ -585,16 +597,19 @@ fn grpc_server(
             .tls_config(ServerTlsConfig::new().identity(identity))
             .map_err(|e| AppError::Grpc(format!("TLS: {e}")))?;
     }
+    // Tokens guard the API and reflection alike (gRPC-Web is translated before them);
+    // `grpc.health.v1` stays open for probes.
+    let tokens = TokenCheck::new(
+        config.grpc.tokens.clone(),
+        config.grpc.admin_tokens.clone(),
+    );
     let router = builder
         .layer(cors_layer(&config.grpc.cors_origins))
         .layer(tonic_web::GrpcWebLayer::new())
-        .add_service(EventStreamServer::with_interceptor(
-            service,
-            TokenCheck::new(config.grpc.tokens.clone()),
-        ))
+        .add_service(EventStreamServer::with_interceptor(service, tokens.clone()))
         .add_service(health.service())
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
+        .add_service(InterceptedService::new(reflection_v1, tokens.clone()))
+        .add_service(InterceptedService::new(reflection_v1alpha, tokens));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     Ok(router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()))
 }

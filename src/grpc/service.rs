@@ -15,6 +15,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::{Request, Response, Status};
 
 use super::SubscribeResponse;
+use super::auth::Scope;
 use super::filter::Filter;
 use crate::error::{ApiError, Code};
 use crate::hub::{FollowError, Follower, Hub};
@@ -438,6 +439,7 @@ impl proto::event_stream_server::EventStream for EventStreamService {
         &self,
         request: Request<proto::ListQuarantinedRequest>,
     ) -> Result<Response<proto::ListQuarantinedResponse>, Status> {
+        super::auth::require(&request, Scope::Admin, "ListQuarantined")?;
         let limit = match request.into_inner().limit as usize {
             0 => DEFAULT_QUARANTINE_LIMIT,
             n if n > MAX_QUARANTINE_LIMIT => {

@@ -417,10 +417,13 @@ struct Recovered {
 
 /// Creates the dir and file if missing, creates every table, and reads the writer's counters.
 fn open_file(dir: &Path, path: &Path) -> Result<(Database, Recovered), JournalError> {
-    std::fs::create_dir_all(dir)
+    crate::data_dir::create(dir)
         .map_err(|e| JournalError::Storage(format!("cannot create {}: {e}", dir.display())))?;
     let db = Database::create(path)
         .map_err(|e| JournalError::Storage(format!("cannot open {}: {e}", path.display())))?;
+    // The audit trail is private, like the data dir.
+    crate::data_dir::restrict_file(path)
+        .map_err(|e| JournalError::Storage(format!("cannot restrict {}: {e}", path.display())))?;
     let txn = db.begin_write().map_err(storage)?;
     let recovered = {
         // Opening a table in a write transaction creates it, so readers never miss one.
