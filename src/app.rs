@@ -242,6 +242,7 @@ impl App {
         let hook = Arc::new(Hook {
             auth: HookAuth::new(config.hook.auth_header.clone(), hook_secrets),
             max_body_bytes: config.hook.max_body_bytes,
+            max_event_bytes: config.max_event_bytes,
             journal: journal.clone(),
             metrics: metrics.clone(),
         });
@@ -343,6 +344,7 @@ fn poller_config(config: &Config) -> Result<Option<PollerConfig>, AppError> {
     let poller = PollerConfig::from_settings(&config.okta)?;
     Ok(poller.map(|poller| PollerConfig {
         hook_enabled: true,
+        max_event_bytes: config.max_event_bytes,
         ..poller
     }))
 }

@@ -3,9 +3,11 @@
 //! `GET` answers Okta's one-time verification challenge; `POST` takes a delivery, maps every
 //! event, and answers 204 only after the whole delivery is durably committed. Okta retries a
 //! delivery once after a timeout or a 5xx and never after a 4xx, so a commit failure is a 503
-//! (the retry happens) and only a request that can never succeed gets a 4xx.
+//! (the retry happens) and only a request that can never succeed gets a 4xx. A body may be
+//! gzip-encoded; the size limit applies to the decompressed body.
 
 pub mod auth;
+mod body;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,6 +40,8 @@ pub struct Hook {
     pub auth: HookAuth,
     /// Largest accepted body.
     pub max_body_bytes: usize,
+    /// Largest stored record; a larger event is quarantined.
+    pub max_event_bytes: usize,
     /// Where deliveries are committed.
     pub journal: SharedJournal,
     /// Where outcomes are counted.
@@ -130,15 +134,18 @@ async fn deliver(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Body) 
             ),
         );
     }
-    let body = match axum::body::to_bytes(body, hook.max_body_bytes).await {
+    let gzipped = match body::content_encoding(&headers) {
+        Ok(gzipped) => gzipped,
+        Err(error) => return reject(&hook, RejectReason::UnsupportedMediaType, error),
+    };
+    let body = match body::read(body, gzipped, hook.max_body_bytes).await {
         Ok(body) => body,
-        Err(_) => {
-            let message = format!("request body is larger than {} bytes", hook.max_body_bytes);
-            return reject(
-                &hook,
-                RejectReason::TooLarge,
-                ApiError::new(Code::PayloadTooLarge, message),
-            );
+        Err(error) => {
+            let reason = match error.code {
+                Code::PayloadTooLarge => RejectReason::TooLarge,
+                _ => RejectReason::BadRequest,
+            };
+            return reject(&hook, reason, error);
         }
     };
     let envelope = match mapping::parse_envelope(&body) {
@@ -163,19 +170,22 @@ async fn deliver(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Body) 
     };
     let mut batch = Batch::default();
     for raw in envelope.events {
-        match mapping::map_event(raw.get().as_bytes(), &delivery) {
-            Ok(event) => batch.events.push(NewEvent::new(event)),
-            Err(error) => {
-                tracing::warn!(event_id = %delivery.event_id, %error, "event quarantined");
-                batch.quarantine.push(Quarantined {
-                    reason: error.to_string(),
-                    raw: raw.get().to_owned(),
-                    origin: format!(
+        let admitted = mapping::map_event(raw.get().as_bytes(), &delivery)
+            .map_err(|error| error.to_string())
+            .and_then(|event| NewEvent::within(event, hook.max_event_bytes));
+        match admitted {
+            Ok(event) => batch.events.push(event),
+            Err(reason) => {
+                tracing::warn!(event_id = %delivery.event_id, %reason, "event quarantined");
+                batch.quarantine.push(Quarantined::new(
+                    reason,
+                    raw.get(),
+                    format!(
                         "hook eventId={} source={}",
                         delivery.event_id, delivery.source
                     ),
-                    received: chrono::Utc::now().to_rfc3339(),
-                });
+                    chrono::Utc::now().to_rfc3339(),
+                ));
             }
         }
     }

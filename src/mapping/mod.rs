@@ -123,6 +123,21 @@ pub fn redact_headers(headers: &http::HeaderMap, auth_header: &str) -> BTreeMap<
     out
 }
 
+/// Longest LogEvent `uuid` stored (and looked up by GetEvent), in bytes.
+pub const MAX_UUID_BYTES: usize = 1024;
+
+/// The one rule for a LogEvent `uuid`, at ingest (an event breaking it is quarantined) and in
+/// GetEvent (`INVALID_ARGUMENT`): not blank, at most [`MAX_UUID_BYTES`] bytes.
+pub fn check_uuid(uuid: &str) -> Result<(), &'static str> {
+    if uuid.trim().is_empty() {
+        Err("is empty or blank")
+    } else if uuid.len() > MAX_UUID_BYTES {
+        Err("is longer than 1024 bytes")
+    } else {
+        Ok(())
+    }
+}
+
 /// Parts of a header name that mark it as carrying a credential (compared ignoring case).
 const SECRET_NAME_PARTS: [&str; 6] = ["token", "secret", "key", "auth", "signature", "password"];
 

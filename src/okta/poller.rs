@@ -82,6 +82,8 @@ pub struct PollerConfig {
     /// Whether an event hook also feeds the journal: events the poller newly commits are then
     /// counted as hook misses.
     pub hook_enabled: bool,
+    /// `OKTA_STREAM_MAX_EVENT_BYTES`: a larger record is quarantined, not stored.
+    pub max_event_bytes: usize,
 }
 
 impl PollerConfig {
@@ -102,6 +104,7 @@ impl PollerConfig {
             backoff_base: DEFAULT_BACKOFF_BASE,
             backoff_cap: DEFAULT_BACKOFF_CAP,
             hook_enabled: false,
+            max_event_bytes: crate::journal::DEFAULT_MAX_EVENT_BYTES,
         }
     }
 
@@ -345,20 +348,24 @@ fn map_page(
     delivery: &Delivery,
     source: &str,
     now: DateTime<Utc>,
+    max_event_bytes: usize,
 ) -> (Vec<NewEvent>, Vec<Quarantined>) {
     let mut events = Vec::with_capacity(raw_events.len());
     let mut quarantine = Vec::new();
     for raw in raw_events {
-        match map_event(raw.get().as_bytes(), delivery) {
-            Ok(event) => events.push(NewEvent::new(event)),
-            Err(error) => {
-                tracing::warn!(org = %source, %error, "polled event quarantined");
-                quarantine.push(Quarantined {
-                    reason: error.to_string(),
-                    raw: raw.get().to_owned(),
-                    origin: source.to_owned(),
-                    received: now.to_rfc3339_opts(SecondsFormat::Millis, true),
-                });
+        let admitted = map_event(raw.get().as_bytes(), delivery)
+            .map_err(|error| error.to_string())
+            .and_then(|event| NewEvent::within(event, max_event_bytes));
+        match admitted {
+            Ok(event) => events.push(event),
+            Err(reason) => {
+                tracing::warn!(org = %source, %reason, "polled event quarantined");
+                quarantine.push(Quarantined::new(
+                    reason,
+                    raw.get(),
+                    source.to_owned(),
+                    now.to_rfc3339_opts(SecondsFormat::Millis, true),
+                ));
             }
         }
     }
@@ -598,8 +605,10 @@ impl Poller {
         };
         let received = raw_events.len();
         let source = self.source.clone();
-        let (events, quarantine) =
-            tokio::task::spawn_blocking(move || map_page(&raw_events, &delivery, &source, now))
+        let max_event_bytes = self.config.max_event_bytes;
+        let (events, quarantine) = tokio::task::spawn_blocking(move || {
+            map_page(&raw_events, &delivery, &source, now, max_event_bytes)
+        })
                 .await
                 .map_err(|error| {
                     if error.is_panic() {

@@ -71,7 +71,8 @@ pub use config::{
 pub use lease::{LEASE_KEY, LeaseError, PollerLease};
 
 use super::{
-    Appended, Batch, Bounds, Committed, Cursor, Journal, JournalError, NewEvent, Quarantined,
+    Appended, Batch, Bounds, Committed, Cursor, Journal, JournalError, NewEvent, QuarantineId,
+    QuarantinePage, Quarantined,
     SharedEvent, StateWrite,
 };
 use crate::hub::Hub;
@@ -376,6 +377,50 @@ impl NatsJournal {
         Ok(())
     }
 
+    /// Up to `limit` quarantine messages below sequence `before` (all when `None`), newest
+    /// first; sequences removed by retention are skipped.
+    async fn quarantine_before(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<jetstream::message::StreamMessage>, JournalError> {
+        let info = self
+            .quarantine
+            .get_info()
+            .await
+            .map_err(|e| storage("read the quarantine stream info", e))?;
+        let state = info.state;
+        let mut out = Vec::new();
+        if state.messages == 0 || limit == 0 {
+            return Ok(out);
+        }
+        let mut high = match before {
+            Some(0 | 1) => return Ok(out),
+            Some(before) => (before - 1).min(state.last_sequence),
+            None => state.last_sequence,
+        };
+        while high >= state.first_sequence && out.len() < limit {
+            let low = high
+                .saturating_sub(READ_WINDOW - 1)
+                .max(state.first_sequence);
+            let got =
+                join_all((low..=high).rev().map(|seq| self.quarantine.direct_get(seq))).await;
+            for result in got {
+                if let Some(message) = optional(result)? {
+                    out.push(message);
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if low <= state.first_sequence {
+                break;
+            }
+            high = low - 1;
+        }
+        Ok(out)
+    }
+
     /// The newest sequence this instance has seen committed (acks, reads, the tail).
     fn known_head(&self) -> u64 {
         self.known_head
@@ -636,26 +681,35 @@ impl Journal for NatsJournal {
             .map(|entry| entry.value.to_vec()))
     }
 
-    async fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, JournalError> {
+    async fn quarantined(
+        &self,
+        page: QuarantinePage,
+    ) -> Result<Vec<(QuarantineId, Quarantined)>, JournalError> {
         self.ensure_open()?;
-        self.read_forward(
-            &self.quarantine,
-            &quarantine_subject(&self.config),
-            0,
-            limit,
-            0,
-        )
-        .await?
-        .into_iter()
-        .map(|message| {
-            serde_json::from_slice(&message.payload).map_err(|e| {
-                JournalError::Corrupt(format!(
-                    "quarantined message {} does not decode: {e}",
-                    message.sequence
-                ))
+        let messages = if page.newest_first {
+            self.quarantine_before(page.after, page.limit).await?
+        } else {
+            self.read_forward(
+                &self.quarantine,
+                &quarantine_subject(&self.config),
+                page.after.unwrap_or(0),
+                page.limit,
+                0,
+            )
+            .await?
+        };
+        messages
+            .into_iter()
+            .map(|message| {
+                let entry = serde_json::from_slice(&message.payload).map_err(|e| {
+                    JournalError::Corrupt(format!(
+                        "quarantined message {} does not decode: {e}",
+                        message.sequence
+                    ))
+                })?;
+                Ok((message.sequence, entry))
             })
-        })
-        .collect()
+            .collect()
     }
 
     async fn check(&self) -> Result<(), JournalError> {
