@@ -1038,7 +1038,7 @@ mod tests {
     #[test]
     fn secrets_are_comma_separated_and_never_printed() {
         let config = load(
-            &["--grpc-tokens", "t1,,t2,"],
+            &["--grpc-tokens", "t1,t2"],
             &[("OKTA_STREAM_HOOK_SECRETS", "old-secret, new-secret")],
         )
         .unwrap();
@@ -1064,6 +1064,76 @@ mod tests {
                 assert!(help.contains(&format!("[default: {default}]")), "{help}");
             }
         }
+    }
+
+    #[test]
+    fn a_blank_token_or_secret_entry_is_refused_naming_the_setting() {
+        let toml = file("grpc_tokens = [\"\"]\n");
+        let toml_path = toml.path().to_str().unwrap().to_owned();
+        let cases: [(&[&str], &[(&str, &str)], &str); 7] = [
+            (&[], &[("OKTA_STREAM_GRPC_TOKENS", ",,")], "OKTA_STREAM_GRPC_TOKENS"),
+            (&[], &[("OKTA_STREAM_GRPC_TOKENS", " ")], "OKTA_STREAM_GRPC_TOKENS"),
+            (&[], &[("OKTA_STREAM_GRPC_TOKENS", "")], "OKTA_STREAM_GRPC_TOKENS"),
+            (&["--grpc-tokens", ","], &[], "OKTA_STREAM_GRPC_TOKENS"),
+            (&["--grpc-admin-tokens=a-long-admin-token,"], &[], "OKTA_STREAM_GRPC_ADMIN_TOKENS"),
+            (&[], &[("OKTA_STREAM_HOOK_SECRETS", " ")], "OKTA_STREAM_HOOK_SECRETS"),
+            (&["--config", &toml_path], &[], "OKTA_STREAM_GRPC_TOKENS"),
+        ];
+        for (args, env, setting) in cases {
+            let err = load(args, env).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
+            assert!(err.to_string().contains(setting), "{args:?} {env:?}: {err}");
+        }
+        let err = load(&["--grpc-tokens", "sha256:abcd"], &[]).unwrap_err();
+        assert!(err.to_string().contains("OKTA_STREAM_GRPC_TOKENS"), "{err}");
+        assert!(!err.to_string().contains("abcd"), "{err}");
+    }
+
+    #[test]
+    fn grpc_off_loopback_needs_a_token_a_client_ca_or_an_explicit_opt_out() {
+        let open = [("OKTA_STREAM_GRPC_ADDR", "0.0.0.0:50051")];
+        let err = load(&[], &open).unwrap_err();
+        assert!(err.to_string().contains("OKTA_STREAM_GRPC_TOKENS"), "{err}");
+        let token = load(&["--grpc-tokens", "a-long-read-token-1"], &open).unwrap();
+        assert!(token.warnings().is_empty(), "{:?}", token.warnings());
+        load(&["--grpc-admin-tokens", "a-long-admin-token"], &open).unwrap();
+        load(&["--grpc-tls-client-ca", "ca.pem"], &open).unwrap();
+        let allowed = load(&["--grpc-allow-unauthenticated"], &open).unwrap();
+        assert!(allowed.grpc.allow_unauthenticated);
+        assert!(allowed.warnings()[0].contains("anyone"), "{:?}", allowed.warnings());
+        let env = [open[0], ("OKTA_STREAM_GRPC_ALLOW_UNAUTHENTICATED", "true")];
+        assert!(load(&[], &env).unwrap().grpc.allow_unauthenticated);
+        // Loopback stays open by default, as before.
+        assert!(load(&[], &[]).unwrap().warnings().is_empty());
+    }
+
+    #[test]
+    fn short_secrets_are_warned_about_without_their_value() {
+        let config = load(
+            &["--grpc-tokens", "short1"],
+            &[("OKTA_STREAM_HOOK_SECRETS", "tiny-secret")],
+        )
+        .unwrap();
+        let warnings = config.warnings().join("\n");
+        assert!(warnings.contains("OKTA_STREAM_GRPC_TOKENS"), "{warnings}");
+        assert!(warnings.contains("OKTA_STREAM_HOOK_SECRETS"), "{warnings}");
+        assert!(!warnings.contains("short1") && !warnings.contains("tiny-secret"));
+    }
+
+    #[test]
+    fn retention_and_record_sizes_have_sane_bounds() {
+        for (env, value) in [
+            ("OKTA_STREAM_RETENTION_MAX_BYTES", "0"),
+            ("OKTA_STREAM_RETENTION_MAX_BYTES", "1000"),
+            ("OKTA_STREAM_MAX_EVENT_BYTES", "4194304"),
+            ("OKTA_STREAM_MAX_EVENT_BYTES", "100"),
+        ] {
+            let err = load(&[], &[(env, value)]).unwrap_err();
+            assert!(err.to_string().contains(env), "{err}");
+        }
+        let config = load(&[], &[("OKTA_STREAM_RETENTION_MAX_BYTES", "16777216")]).unwrap();
+        assert_eq!(config.retention_max_bytes, Some(16 * 1024 * 1024));
+        assert_eq!(config.max_event_bytes, 3 * 1024 * 1024);
     }
 
     #[test]
@@ -1159,6 +1229,7 @@ mod tests {
             [
                 "OKTA_STREAM_HOOK_SECRETS",
                 "OKTA_STREAM_GRPC_TOKENS",
+                "OKTA_STREAM_GRPC_ADMIN_TOKENS",
                 "OKTA_API_TOKEN"
             ]
         );

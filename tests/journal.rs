@@ -25,7 +25,8 @@ use okta_stream::hub::Hub;
 use okta_stream::journal::embedded::RedbJournal;
 use okta_stream::journal::nats::NatsJournal;
 use okta_stream::journal::{
-    Appended, Batch, Bounds, Cursor, Journal, JournalError, NewEvent, Pruned, Quarantined,
+    Appended, Batch, Bounds, Cursor, Journal, JournalError, NewEvent, Pruned, QuarantineId,
+    QuarantinePage, Quarantined,
     Retention, SharedEvent, SharedJournal, StateWrite,
 };
 use okta_stream::proto;
@@ -284,6 +285,7 @@ fn quarantined(n: usize) -> Quarantined {
         raw: format!(r#"{{"uuid":"q{n}","published":"yesterday"}}"#),
         origin: "hook delivery evt-1 from https://example.okta.com".into(),
         received: "2026-11-28T13:00:00Z".into(),
+        raw_bytes: 0,
     }
 }
 
@@ -689,8 +691,11 @@ impl Journal for CountingReads {
     async fn state(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
         self.inner.state(key).await
     }
-    async fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, JournalError> {
-        self.inner.quarantined(limit).await
+    async fn quarantine_page(
+        &self,
+        page: QuarantinePage,
+    ) -> Result<Vec<(QuarantineId, Quarantined)>, JournalError> {
+        self.inner.quarantine_page(page).await
     }
     async fn check(&self) -> Result<(), JournalError> {
         self.inner.check().await

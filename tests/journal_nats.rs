@@ -20,7 +20,8 @@ use nats_stream::TestStream;
 use okta_stream::hub::Hub;
 use okta_stream::journal::nats::{LEASE_KEY, NatsConfig, NatsJournal, PollerLease};
 use okta_stream::journal::{
-    Appended, Batch, Bounds, Cursor, Journal, JournalError, NewEvent, Quarantined, SharedEvent,
+    Appended, Batch, Bounds, Cursor, Journal, JournalError, NewEvent, QuarantineId, QuarantinePage,
+    Quarantined, SharedEvent,
     SharedJournal, StateWrite,
 };
 use okta_stream::proto;
@@ -247,8 +248,11 @@ impl Journal for LiveOnly {
     async fn state(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
         self.0.state(key).await
     }
-    async fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, JournalError> {
-        self.0.quarantined(limit).await
+    async fn quarantine_page(
+        &self,
+        page: QuarantinePage,
+    ) -> Result<Vec<(QuarantineId, Quarantined)>, JournalError> {
+        self.0.quarantine_page(page).await
     }
     async fn check(&self) -> Result<(), JournalError> {
         self.0.check().await

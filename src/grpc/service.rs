@@ -472,7 +472,7 @@ impl proto::event_stream_server::EventStream for EventStreamService {
         };
         let found = self
             .journal
-            .quarantined(page)
+            .quarantine_page(page)
             .await
             .map_err(ApiError::from)?;
         let more = found.len() > limit;

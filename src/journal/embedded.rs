@@ -385,7 +385,7 @@ impl Journal for RedbJournal {
         .await
     }
 
-    async fn quarantined(
+    async fn quarantine_page(
         &self,
         page: QuarantinePage,
     ) -> Result<Vec<(QuarantineId, Quarantined)>, JournalError> {

@@ -266,10 +266,21 @@ pub trait Journal: std::fmt::Debug + Send + Sync + 'static {
 
     /// One page of quarantined events with their ids (ascending with arrival), see
     /// [`QuarantinePage`].
-    async fn quarantined(
+    async fn quarantine_page(
         &self,
         page: QuarantinePage,
     ) -> Result<Vec<(QuarantineId, Quarantined)>, JournalError>;
+
+    /// Up to `limit` quarantined events, oldest first.
+    async fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, JournalError> {
+        let page = QuarantinePage {
+            after: None,
+            newest_first: false,
+            limit,
+        };
+        let entries = self.quarantine_page(page).await?;
+        Ok(entries.into_iter().map(|(_, entry)| entry).collect())
+    }
 
     /// Checks that the journal can still commit (for readiness and health).
     async fn check(&self) -> Result<(), JournalError>;

@@ -681,7 +681,7 @@ impl Journal for NatsJournal {
             .map(|entry| entry.value.to_vec()))
     }
 
-    async fn quarantined(
+    async fn quarantine_page(
         &self,
         page: QuarantinePage,
     ) -> Result<Vec<(QuarantineId, Quarantined)>, JournalError> {
