@@ -106,6 +106,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("grpc-tls-cert", "OKTA_STREAM_GRPC_TLS_CERT", "", "PEM certificate chain file: serve gRPC over TLS"),
     setting("grpc-tls-key", "OKTA_STREAM_GRPC_TLS_KEY", "", "PEM private key file for --grpc-tls-cert"),
     setting("grpc-web-cors-origins", "OKTA_STREAM_GRPC_WEB_CORS_ORIGINS", "", "Comma-separated origins allowed to call gRPC-Web from a browser, or `*`"),
+    setting("console", "OKTA_STREAM_CONSOLE", "true", "Serve the browser console at `GET /` on the gRPC listener (`true` or `false`)"),
     setting("max-subscribers", "OKTA_STREAM_MAX_SUBSCRIBERS", "10000", "Most concurrent Subscribe streams (RESOURCE_EXHAUSTED beyond)"),
     setting("max-subscriber-lag", "OKTA_STREAM_MAX_SUBSCRIBER_LAG", "1000000", "A live subscriber further behind the head than this many events is ended with its last cursor"),
     setting("heartbeat-secs", "OKTA_STREAM_HEARTBEAT_SECS", "15", "Heartbeat interval of idle Subscribe streams"),
@@ -295,6 +296,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// Serve the browser console at `GET /` on the gRPC listener.
+    pub console: bool,
 }
 
 impl Default for Config {
@@ -534,6 +537,17 @@ impl Config {
             }
         };
 
+        let console = match required("console").as_str() {
+            "true" => true,
+            "false" => false,
+            other => {
+                return Err(ConfigError::new(
+                    "console",
+                    format!("`{other}` is neither `true` nor `false`"),
+                ));
+            }
+        };
+
         let retention_days = positive("retention-days")?;
         Ok(Config {
             http_addr: parse("http-addr", &required("http-addr"))?,
@@ -551,6 +565,7 @@ impl Config {
             poller_lease: Duration::from_secs(positive("okta-poll-lease-secs")?),
             shutdown_timeout: Duration::from_secs(positive("shutdown-timeout-secs")?),
             log_format,
+            console,
         })
     }
 }
@@ -588,6 +603,17 @@ mod tests {
             Duration::from_secs(DEFAULT_HEARTBEAT_SECS)
         );
         assert!(config.okta.is_none());
+        assert!(config.console, "the console is served by default");
+    }
+
+    #[test]
+    fn the_console_is_turned_off_with_false_and_a_typo_is_named() {
+        let config = Config::resolve(&sources(&[("console", "false")], &[], &[])).expect("valid");
+        assert!(!config.console);
+        let err =
+            Config::resolve(&sources(&[], &[("OKTA_STREAM_CONSOLE", "off")], &[])).unwrap_err();
+        assert!(err.to_string().contains("OKTA_STREAM_CONSOLE"), "{err}");
+        assert!(err.to_string().contains("`off`"), "{err}");
     }
 
     #[test]
