@@ -321,8 +321,10 @@ async function follow(mine: number) {
         } else if (message.kind.case === "heartbeat") {
           const hb = message.kind.value;
           const at = hb.time ? timestampDate(hb.time) : new Date();
-          $("heartbeat").textContent = `heartbeat ${at.toLocaleTimeString()} · head ${hb.headCursor}`;
-          $("heartbeat").dataset.head = String(hb.headCursor);
+          const beat = $("heartbeat");
+          beat.textContent = `last heartbeat ${at.toLocaleTimeString([], { hour12: false })}`;
+          beat.title = `The server's newest cursor was ${hb.headCursor} at ${at.toISOString()}`;
+          beat.dataset.head = String(hb.headCursor);
           // Live only and nothing held yet: every matching event up to the head was sent.
           if (lastCursor === undefined && filter.start.case === undefined) lastCursor = hb.headCursor;
         }
