@@ -99,6 +99,23 @@ function addEvents(events: Event[], live: boolean) {
   scheduleRender();
 }
 
+/** Live events wait here for the next frame: a replay of thousands costs one list update per
+ * frame, not one per event. */
+let pending: Event[] = [];
+let flushQueued = false;
+function queueLive(event: Event) {
+  pending.push(event);
+  if (flushQueued) return;
+  flushQueued = true;
+  requestAnimationFrame(flushLive);
+}
+function flushLive() {
+  flushQueued = false;
+  const batch = pending;
+  pending = [];
+  addEvents(batch, true);
+}
+
 // ---------------------------------------------------------------- virtual list
 let renderQueued = false;
 function scheduleRender() {
@@ -275,6 +292,7 @@ async function open() {
   abort?.abort();
   abort = new AbortController();
   resetRows();
+  pending = [];
   for (const node of rowNodes.values()) node.remove();
   rowNodes.clear();
   lastCursor = undefined;
@@ -317,7 +335,7 @@ async function follow(mine: number) {
           const event = message.kind.value;
           if (lastCursor !== undefined && event.cursor <= lastCursor) continue;
           lastCursor = event.cursor;
-          addEvents([event], true);
+          queueLive(event);
         } else if (message.kind.case === "heartbeat") {
           const hb = message.kind.value;
           const at = hb.time ? timestampDate(hb.time) : new Date();
