@@ -586,6 +586,8 @@ fn grpc_server(
             .map_err(|e| AppError::Grpc(format!("TLS: {e}")))?;
     }
     let router = builder
+        // Outermost: the console page answers its own GETs before gRPC-Web sees them.
+        .layer(crate::console::Layer::new(config.console))
         .layer(cors_layer(&config.grpc.cors_origins))
         .layer(tonic_web::GrpcWebLayer::new())
         .add_service(EventStreamServer::with_interceptor(

@@ -7,6 +7,7 @@
 
 pub mod health;
 pub mod hook;
+pub mod render;
 pub mod stream;
 
 use std::process::ExitCode;
