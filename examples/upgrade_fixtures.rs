@@ -161,7 +161,9 @@ async fn write_embedded(dir: &Path, batches: Vec<Batch>) -> Result<Stored, Error
 async fn write_jetstream(dir: &Path, batches: Vec<Batch>) -> Result<Stored, Error> {
     let work = tempfile::tempdir()?;
     let store = work.path().join("store");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let mut server = NatsServer::start(&store, port)?;
     let url = format!("nats://127.0.0.1:{port}");
     for _ in 0..100 {

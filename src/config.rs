@@ -93,6 +93,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("grpc-addr", "OKTA_STREAM_GRPC_ADDR", DEFAULT_GRPC_ADDR, "gRPC listen address (also gRPC-Web)"),
     setting("data-dir", "OKTA_STREAM_DATA_DIR", DEFAULT_DATA_DIR, "Directory of the embedded journal and the generated hook secret"),
     setting("journal", "OKTA_STREAM_JOURNAL", "embedded", "`embedded` (redb in the data dir) or `nats://host:port[,host:port...]` (JetStream)"),
+    setting("accept-empty-journal", "OKTA_STREAM_ACCEPT_EMPTY_JOURNAL", "false", "Embedded journal: start empty when the data dir's journal has vanished (refused otherwise)"),
     setting("retention-days", "OKTA_STREAM_RETENTION_DAYS", "90", "Events older than this many days are removed"),
     setting("retention-max-bytes", "OKTA_STREAM_RETENTION_MAX_BYTES", "", "Embedded journal: also remove the oldest events beyond this many bytes"),
     setting("retention-check-secs", "OKTA_STREAM_RETENTION_CHECK_SECS", "60", "Embedded journal: how often retention runs"),
@@ -277,6 +278,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Journal implementation.
     pub journal: JournalKind,
+    /// Start with an empty embedded journal when the data dir's journal vanished.
+    pub accept_empty_journal: bool,
     /// Retention by age.
     pub retention_max_age: Duration,
     /// Retention by size (embedded journal).
@@ -540,6 +543,7 @@ impl Config {
             grpc_addr: parse("grpc-addr", &required("grpc-addr"))?,
             data_dir: PathBuf::from(required("data-dir")),
             journal,
+            accept_empty_journal: parse("accept-empty-journal", &required("accept-empty-journal"))?,
             retention_max_age: Duration::from_secs(retention_days.saturating_mul(86_400)),
             retention_check_interval: Duration::from_secs(positive("retention-check-secs")?),
             retention_max_bytes: value("retention-max-bytes")

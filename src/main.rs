@@ -42,13 +42,16 @@ fn serve_command() -> Command {
         if !setting.default.is_empty() {
             help.push_str(&format!(" [default: {}]", setting.default));
         }
-        serve = serve.arg(
-            Arg::new(setting.flag)
-                .long(setting.flag)
-                .value_name("VALUE")
-                .action(ArgAction::Set)
-                .help(help),
-        );
+        let mut arg = Arg::new(setting.flag)
+            .long(setting.flag)
+            .value_name("VALUE")
+            .action(ArgAction::Set)
+            .help(help);
+        if setting.default == "false" {
+            // A switch: `--accept-empty-journal` alone means `true`.
+            arg = arg.num_args(0..=1).default_missing_value("true");
+        }
+        serve = serve.arg(arg);
     }
     serve
 }
