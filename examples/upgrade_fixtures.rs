@@ -172,9 +172,12 @@ async fn write_jetstream(dir: &Path, batches: Vec<Batch>) -> Result<Stored, Erro
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let defaults = NatsConfig::from_url(&url)?;
     let config = NatsConfig {
         max_age: CENTURY,
-        ..NatsConfig::from_url(&url)?
+        // The subject `okta-stream serve` uses (src/app.rs), so the binary opens this stream.
+        subject: format!("okta_stream.{}", defaults.stream),
+        ..defaults
     };
     let journal = NatsJournal::open(config, Hub::new(1024, 0)).await?;
     let stored = append_all(journal.as_ref(), batches).await?;
