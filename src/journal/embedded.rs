@@ -589,8 +589,15 @@ fn open_database(path: &Path) -> Result<(Database, Recovered), JournalError> {
             "cannot open {}: another process (or journal) has it open",
             path.display()
         )),
+        // A short read is a truncated file and invalid data (redb: "magic number mismatch")
+        // a foreign one; other I/O errors (permissions, a full disk) say nothing about the
+        // file, and moving it away would be the wrong advice.
         redb::DatabaseError::Storage(redb::StorageError::Io(io))
-            if io.kind() == std::io::ErrorKind::PermissionDenied || !existed =>
+            if !existed
+                || !matches!(
+                    io.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+                ) =>
         {
             JournalError::Storage(format!("cannot open {}: {io}", path.display()))
         }
