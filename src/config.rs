@@ -49,6 +49,9 @@ pub struct Config {
     /// `embedded` (redb in the data dir) or `nats://host:port[,host:port...]` (JetStream)
     #[arg(long, env = "OKTA_STREAM_JOURNAL", default_value = "embedded", value_name = "JOURNAL", value_parser = parse_journal)]
     pub journal: JournalKind,
+    /// Embedded journal: start empty when the data dir's journal has vanished (refused otherwise)
+    #[arg(long, env = "OKTA_STREAM_ACCEPT_EMPTY_JOURNAL", default_value = "false", value_name = "BOOL", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub accept_empty_journal: bool,
     /// Events older than this many days are removed
     #[arg(long = "retention-days", env = "OKTA_STREAM_RETENTION_DAYS", default_value = "90", value_name = "DAYS", value_parser = positive_days)]
     pub retention_max_age: Duration,
