@@ -31,6 +31,8 @@ pub enum Code {
     PayloadTooLarge,
     /// The request body has a content type we do not accept.
     UnsupportedMediaType,
+    /// Stored data cannot be read back (a damaged journal); retrying gives the same answer.
+    DataLoss,
     /// A bug or an unexpected state; details are in the server log.
     Internal,
 }
@@ -48,6 +50,7 @@ impl Code {
             Code::OutOfRange => tonic::Code::OutOfRange,
             Code::ResourceExhausted => tonic::Code::ResourceExhausted,
             Code::Unavailable => tonic::Code::Unavailable,
+            Code::DataLoss => tonic::Code::DataLoss,
             Code::Internal => tonic::Code::Internal,
         }
     }
@@ -63,7 +66,7 @@ impl Code {
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Code::DataLoss | Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -97,9 +100,18 @@ impl From<JournalError> for ApiError {
     fn from(error: JournalError) -> Self {
         tracing::error!(%error, "journal error");
         match error {
-            JournalError::Storage(_) | JournalError::Closed | JournalError::Conflict(_) => {
+            JournalError::Storage(_)
+            | JournalError::Closed
+            | JournalError::Conflict(_)
+            | JournalError::Damaged { .. }
+            | JournalError::Vanished { .. }
+            | JournalError::TooNew { .. } => {
                 ApiError::new(Code::Unavailable, "the journal is unavailable; retry later")
             }
+            JournalError::Unreadable { cursor, .. } => ApiError::new(
+                Code::DataLoss,
+                format!("the event at cursor {cursor} cannot be read: the journal is damaged"),
+            ),
             JournalError::Corrupt(_) => ApiError::new(Code::Internal, "internal error"),
         }
     }

@@ -10,6 +10,7 @@
 //! - [`grpc`]: the `EventStream` service (Subscribe, GetEvent, ListEvents), filters, auth.
 //! - [`cli`]: the client subcommands of the binary (tail, get, quarantine, hook, health).
 //! - [`data_dir`]: the private data dir (created 0700, files 0600).
+//! - [`console`]: the browser console page, embedded, served at `GET /` on the gRPC listener.
 //! - [`app`]: wires the parts, owns the listeners, the tasks and shutdown.
 //! - [`error`]: the one map from errors to HTTP and gRPC statuses.
 //! - [`telemetry`]: logging and Prometheus metrics.
@@ -23,6 +24,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod data_dir;
+pub mod console;
 pub mod error;
 pub mod grpc;
 pub mod hook;

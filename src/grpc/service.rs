@@ -19,7 +19,9 @@ use super::auth::Scope;
 use super::filter::Filter;
 use crate::error::{ApiError, Code};
 use crate::hub::{FollowError, Follower, Hub};
-use crate::journal::{Cursor, QuarantineId, QuarantinePage, SharedEvent, SharedJournal};
+use crate::journal::{
+    Cursor, JournalError, QuarantineId, QuarantinePage, SharedEvent, SharedJournal,
+};
 use crate::proto::{self, event_filter::Start};
 use crate::telemetry::Metrics;
 
@@ -280,6 +282,10 @@ impl Subscriber {
                     Err(FollowError::Closed) => {
                         let last = self.follower.last_delivered();
                         return self.end(Status::unavailable(format!("event hub closed; resume after cursor {last}")));
+                    }
+                    Err(FollowError::Journal(error @ JournalError::Unreadable { .. })) => {
+                        // Reading it again gives the same answer: end instead of stalling.
+                        return self.end(ApiError::from(error).into());
                     }
                     Err(FollowError::Journal(error)) => {
                         let last = self.follower.last_delivered();
