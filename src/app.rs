@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::{Config, JournalKind};
@@ -596,13 +596,22 @@ fn grpc_server(
         // gRPC-Web arrives over HTTP/1.1.
         .accept_http1(true);
     if let Some((cert, key)) = config.grpc.tls() {
-        let read = |path: &Path| {
-            std::fs::read(path)
-                .map_err(|e| AppError::Grpc(format!("cannot read {}: {e}", path.display())))
+        // A file that cannot be read is a wrong setting: named, exit 64.
+        let read = |flag: &str, path: &Path| {
+            std::fs::read(path).map_err(|e| {
+                AppError::Config(crate::config::ConfigError::invalid(
+                    flag,
+                    format!("cannot read {}: {e}", path.display()),
+                ))
+            })
         };
-        let identity = Identity::from_pem(read(cert)?, read(key)?);
+        let identity = Identity::from_pem(read("grpc-tls-cert", cert)?, read("grpc-tls-key", key)?);
+        let mut tls = ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &config.grpc.tls_client_ca {
+            tls = tls.client_ca_root(Certificate::from_pem(read("grpc-tls-client-ca", ca)?));
+        }
         builder = builder
-            .tls_config(ServerTlsConfig::new().identity(identity))
+            .tls_config(tls)
             .map_err(|e| AppError::Grpc(format!("TLS: {e}")))?;
     }
     // Tokens guard the API and reflection alike (gRPC-Web is translated before them);

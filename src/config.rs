@@ -119,7 +119,7 @@ pub struct HookConfig {
     /// Header whose whole value must equal a hook secret
     #[arg(long = "hook-auth-header", env = "OKTA_STREAM_HOOK_AUTH_HEADER", default_value = DEFAULT_HOOK_AUTH_HEADER, value_name = "HEADER", value_parser = parse_header_name)]
     pub auth_header: HeaderName,
-    /// Comma-separated accepted hook secrets; if unset, one is generated in the data dir and printed once
+    /// Comma-separated accepted hook secrets; if unset, one is generated in the data dir (`okta-stream hook secret` prints it)
     #[arg(long = "hook-secrets", env = "OKTA_STREAM_HOOK_SECRETS", hide_env_values = true, value_delimiter = ',', value_name = "SECRET", value_parser = parse_secret)]
     pub secrets: Vec<Secret>,
     /// Largest hook delivery body accepted (413 above)
@@ -578,6 +578,13 @@ impl Config {
                      to serve it open on purpose",
                     self.grpc_addr
                 ),
+            ));
+        }
+        if self.grpc.tls_client_ca.is_some() && self.grpc.tls().is_none() {
+            return Err(ConfigError::invalid(
+                "grpc-tls-client-ca",
+                "needs OKTA_STREAM_GRPC_TLS_CERT and OKTA_STREAM_GRPC_TLS_KEY (client \
+                 certificates are checked in the TLS handshake)",
             ));
         }
         for token in self.grpc.tokens.iter().chain(&self.grpc.admin_tokens) {
@@ -1117,7 +1124,17 @@ mod tests {
         let token = load(&["--grpc-tokens", "a-long-read-token-1"], &open).unwrap();
         assert!(token.warnings().is_empty(), "{:?}", token.warnings());
         load(&["--grpc-admin-tokens", "a-long-admin-token"], &open).unwrap();
-        load(&["--grpc-tls-client-ca", "ca.pem"], &open).unwrap();
+        let mtls = [
+            "--grpc-tls-client-ca",
+            "ca.pem",
+            "--grpc-tls-cert",
+            "c.pem",
+            "--grpc-tls-key",
+            "k.pem",
+        ];
+        load(&mtls, &open).unwrap();
+        let err = load(&mtls[..2], &open).unwrap_err();
+        assert!(err.to_string().contains("OKTA_STREAM_GRPC_TLS_CERT"), "{err}");
         let allowed = load(&["--grpc-allow-unauthenticated"], &open).unwrap();
         assert!(allowed.grpc.allow_unauthenticated);
         assert!(allowed.warnings()[0].contains("anyone"), "{:?}", allowed.warnings());

@@ -121,6 +121,11 @@ async fn serve(args: &[OsString]) -> ExitCode {
     }
     match app.run(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
+        // A setting only the server set-up can check (an unreadable TLS file).
+        Err(error @ AppError::Config(_)) => {
+            eprintln!("okta-stream: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(error) => {
             eprintln!("okta-stream: {error}");
             ExitCode::FAILURE
