@@ -152,6 +152,7 @@ impl App {
             path: config.data_dir.clone(),
             source,
         };
+        check_tls_files(&config)?;
         if config.journal == JournalKind::Embedded || config.hook.secrets.is_empty() {
             crate::data_dir::prepare(&config.data_dir).map_err(|error| match error {
                 crate::data_dir::DataDirError::NotADirectory(_) => {
@@ -631,6 +632,27 @@ fn grpc_server(
         .add_service(InterceptedService::new(reflection_v1alpha, tokens));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     Ok(router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()))
+}
+
+/// Refuses, before anything listens, a configured TLS file that cannot be read (exit 64,
+/// naming its setting).
+fn check_tls_files(config: &Config) -> Result<(), AppError> {
+    let files = [
+        ("grpc-tls-cert", config.grpc.tls_cert.as_deref()),
+        ("grpc-tls-key", config.grpc.tls_key.as_deref()),
+        ("grpc-tls-client-ca", config.grpc.tls_client_ca.as_deref()),
+    ];
+    for (flag, path) in files {
+        if let Some(path) = path {
+            std::fs::File::open(path).map_err(|e| {
+                AppError::Config(crate::config::ConfigError::invalid(
+                    flag,
+                    format!("cannot read {}: {e}", path.display()),
+                ))
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// CORS for gRPC-Web: nothing unless origins are configured (safe by default).
