@@ -316,8 +316,8 @@ async fn open_journal(
                 max_bytes: config.retention_max_bytes,
                 check_interval: config.retention_check_interval,
             };
-            let journal = RedbJournal::open(&config.data_dir, retention, live_capacity).await?;
-            let hub = journal.hub().clone();
+            let hub = Hub::new(live_capacity, 0);
+            let journal = RedbJournal::open(&config.data_dir, retention, hub.clone()).await?;
             Ok((journal, hub, None))
         }
         JournalKind::Nats {

@@ -45,10 +45,9 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::{
-    Appended, Batch, Bounds, Committed, Cursor, Journal, JournalError, Pruned, Quarantined,
-    Retention, SharedEvent,
+    Appended, Batch, Bounds, CommitSink, Committed, Cursor, Journal, JournalError, Pruned,
+    Quarantined, Retention, SharedEvent, SharedSink,
 };
-use crate::hub::Hub;
 
 /// File name of the journal inside the data dir.
 pub const FILE_NAME: &str = "journal.redb";
@@ -78,9 +77,8 @@ const META_NEXT_QUARANTINE: &str = "next_quarantine_id";
 
 /// The embedded, durable journal. See the module docs.
 ///
-/// Open it with [`RedbJournal::open`], take its [`Hub`] with [`RedbJournal::hub`] (it is
-/// created by the journal, starting at the recovered head), and [`RedbJournal::close`] it on
-/// shutdown. Dropping the last handle without closing also stops the writer after it committed
+/// Open it with [`RedbJournal::open`], handing it the [`CommitSink`] its commits go to (told
+/// the recovered head at open), and [`RedbJournal::close`] it on shutdown. Dropping the last handle without closing also stops the writer after it committed
 /// what was queued. An append whose caller stops waiting (the future is dropped) after it was
 /// queued may still commit; its events are then stored and published like any other.
 pub struct RedbJournal {
@@ -88,7 +86,6 @@ pub struct RedbJournal {
     /// `None` once closed; cloned (briefly locked, never across an await) by each read.
     db: Mutex<Option<Arc<Database>>>,
     requests: mpsc::Sender<Request>,
-    hub: Hub,
     commits: Arc<AtomicU64>,
     retention_task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -128,15 +125,15 @@ impl RedbJournal {
     /// Opens (or creates) the journal in `dir`, creating `dir` if missing, and starts its writer
     /// thread and, unless `retention` keeps everything, its background retention task.
     ///
-    /// Head and oldest cursor are recovered from the file; the journal's [`Hub`] (see
-    /// [`RedbJournal::hub`]) is created here with `live_capacity` and the recovered head, so the
-    /// caller does not need to know the head before opening. Must be called within a tokio
+    /// Head and oldest cursor are recovered from the file and the recovered head is handed to
+    /// `sink` ([`CommitSink::opened`]) before the writer starts, so the caller does not need
+    /// to know the head before opening. Must be called within a tokio
     /// runtime. Opening a file that another `RedbJournal` still holds open fails with
     /// [`JournalError::Storage`].
     pub async fn open(
         dir: &Path,
         retention: Retention,
-        live_capacity: usize,
+        sink: impl CommitSink,
     ) -> Result<Arc<Self>, JournalError> {
         let dir = dir.to_owned();
         let path = dir.join(FILE_NAME);
@@ -147,12 +144,12 @@ impl RedbJournal {
                 .map_err(|e| JournalError::Storage(format!("opening the journal failed: {e}")))??
         };
         let db = Arc::new(db);
-        let hub = Hub::new(live_capacity, recovered.head);
+        sink.opened(recovered.head);
         let commits = Arc::new(AtomicU64::new(0));
         let (requests, queue) = mpsc::channel(QUEUE_CAPACITY);
         let writer = Writer {
             db: db.clone(),
-            hub: hub.clone(),
+            sink: Arc::new(sink),
             retention,
             commits: commits.clone(),
             head: recovered.head,
@@ -182,15 +179,9 @@ impl RedbJournal {
             path,
             db: Mutex::new(Some(db)),
             requests,
-            hub,
             commits,
             retention_task: Mutex::new(retention_task),
         }))
-    }
-
-    /// The hub this journal publishes committed events to, in cursor order.
-    pub fn hub(&self) -> &Hub {
-        &self.hub
     }
 
     /// The journal file.
@@ -448,7 +439,8 @@ fn open_file(dir: &Path, path: &Path) -> Result<(Database, Recovered), JournalEr
 /// The single writer; runs on its own OS thread and owns the write side of the file.
 struct Writer {
     db: Arc<Database>,
-    hub: Hub,
+    /// Where committed events go, in cursor order.
+    sink: SharedSink,
     retention: Retention,
     commits: Arc<AtomicU64>,
     /// The newest cursor assigned (committed).
@@ -549,9 +541,9 @@ impl Writer {
                     head = self.head,
                     "group committed"
                 );
-                // Publish before answering, so a caller whose append returned finds its events
-                // in the hub's head.
-                self.hub.publish(&published);
+                // Hand over before answering, so a caller whose append returned finds its
+                // events in the sink (the hub's head).
+                self.sink.committed(&published);
                 let mut appended = appended.into_iter();
                 for reply in replies {
                     match reply {

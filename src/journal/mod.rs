@@ -3,8 +3,9 @@
 //! One trait, two implementations: an embedded [`redb`] store (the default) and NATS
 //! JetStream (scale-out). Nothing above the trait knows which one runs. Every committed event
 //! gets a gap-free, strictly increasing [`Cursor`]; an event whose LogEvent `uuid` is already
-//! stored is dropped, never stored twice. Implementations publish each committed event to the
-//! [`crate::hub::Hub`] in cursor order, which is how live subscribers see it.
+//! stored is dropped, never stored twice. Implementations hand each committed event, in cursor
+//! order, to the [`CommitSink`] they are opened with (the hub, in the service), which is how
+//! live subscribers see it. The journal never learns who consumes its commits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -156,12 +157,28 @@ pub enum JournalError {
     Conflict(String),
 }
 
+/// Where a journal hands what it committed: the next stage, given to the journal when it opens.
+///
+/// The journal knows nothing of its consumer (the hub implements this), as a source in a
+/// pipeline is handed its sender and never learns the topology.
+pub trait CommitSink: Send + Sync + 'static {
+    /// Called once while the journal opens, before any commit is handed over, with the newest
+    /// cursor already stored: "live from now" starts after it.
+    fn opened(&self, head: Cursor);
+
+    /// Newly committed events, in cursor order, each exactly once per journal instance.
+    fn committed(&self, events: &[SharedEvent]);
+}
+
+/// A commit sink shared by a journal's writer and background tasks.
+pub type SharedSink = Arc<dyn CommitSink>;
+
 /// The durable, ordered, deduplicating event store. See the module docs.
 #[async_trait]
 pub trait Journal: std::fmt::Debug + Send + Sync + 'static {
     /// Appends a batch atomically and durably, assigning cursors to the events whose uuid is
-    /// not stored yet, and publishes them to the hub in cursor order. Returns once the batch
-    /// is durable.
+    /// not stored yet, and hands them to its [`CommitSink`] in cursor order. Returns once the
+    /// batch is durable.
     async fn append(&self, batch: Batch) -> Result<Appended, JournalError>;
 
     /// Up to `limit` events with cursor greater than `after`, in ascending cursor order.

@@ -19,7 +19,7 @@
 //! - **Body** = [`NewEvent::encoded`], the record *without* its cursor; readers append the
 //!   cursor from the message's sequence ([`NewEvent::commit`]), so nothing is encoded twice.
 //! - **Live**: a background tail (an ordered consumer from the head at open) is the only caller
-//!   of [`Hub::publish`]. Events appended on other replicas reach local subscribers the same
+//!   of the sink's [`CommitSink::committed`]. Events appended on other replicas reach local subscribers the same
 //!   way as local ones, each exactly once and in sequence order. [`Journal::append`] therefore
 //!   returns after the durable PubAcks, possibly *before* local subscribers see the events.
 //! - **State** lives in the KV bucket `<stream>_STATE`; writes are compare-and-set against the
@@ -71,10 +71,9 @@ pub use config::{
 pub use lease::{LEASE_KEY, LeaseError, PollerLease};
 
 use super::{
-    Appended, Batch, Bounds, Committed, Cursor, Journal, JournalError, NewEvent, Quarantined,
-    SharedEvent, StateWrite,
+    Appended, Batch, Bounds, CommitSink, Committed, Cursor, Journal, JournalError, NewEvent,
+    Quarantined, SharedEvent, SharedSink, StateWrite,
 };
-use crate::hub::Hub;
 use crate::proto;
 
 /// Most direct gets a read keeps in flight at once.
@@ -118,11 +117,13 @@ impl std::fmt::Debug for NatsJournal {
 
 impl NatsJournal {
     /// Connects, creates or checks the stream, the quarantine stream and the state bucket, and
-    /// starts the tail that publishes every event committed from now on (by any replica) to
-    /// `hub`. Pass a fresh hub (no followers yet): its head is moved to the stream's head, then
-    /// advances with the tail; events already in the stream are read from the journal, not
-    /// published.
-    pub async fn open(config: NatsConfig, hub: Hub) -> Result<Arc<Self>, JournalError> {
+    /// starts the tail that hands every event committed from now on (by any replica) to
+    /// `sink`. The sink is told the stream's head first ([`CommitSink::opened`]); events
+    /// already in the stream are read from the journal, not handed over.
+    pub async fn open(
+        config: NatsConfig,
+        sink: impl CommitSink,
+    ) -> Result<Arc<Self>, JournalError> {
         config
             .validate()
             .map_err(|e| JournalError::Storage(e.to_string()))?;
@@ -155,13 +156,14 @@ impl NatsJournal {
             .map_err(|e| storage("read the stream info", e))?
             .state
             .last_sequence;
-        advance_hub_head(&events, &hub, head).await?;
+        sink.opened(head);
+        let sink: SharedSink = Arc::new(sink);
         let progress = Arc::new(tail::TailProgress::new(head));
         let shutdown = CancellationToken::new();
         let task = tail::spawn(
             events.clone(),
             events_filter(&config),
-            hub,
+            sink,
             progress.clone(),
             shutdown.clone(),
         );
@@ -191,13 +193,13 @@ impl NatsJournal {
         &self.config
     }
 
-    /// The last sequence the tail published to the hub (the hub's head once it has moved).
+    /// The last sequence the tail handed to the sink.
     pub fn tail_position(&self) -> Cursor {
         self.tail.position()
     }
 
-    /// How many events the tail published to the hub since open (a metric; also how tests
-    /// prove each event reaches the hub exactly once).
+    /// How many events the tail handed to the sink since open (a metric; also how tests
+    /// prove each event reaches the sink exactly once).
     pub fn tail_published(&self) -> u64 {
         self.tail.published()
     }
@@ -728,24 +730,6 @@ fn quarantine_subject(config: &NatsConfig) -> String {
 
 fn state_bucket(config: &NatsConfig) -> String {
     format!("{}_STATE", config.stream)
-}
-
-/// Moves a fresh hub's head to the stream's head, so "live from now" means now and not the
-/// start of the stream. The hub has no setter, so this publishes the newest stored event
-/// while the hub has no followers yet (the broadcast drops it; only the head moves). If that
-/// event was removed by retention meanwhile, the head moves with the next commit instead.
-async fn advance_hub_head(
-    events: &stream::Stream,
-    hub: &Hub,
-    head: Cursor,
-) -> Result<(), JournalError> {
-    if head <= hub.head() {
-        return Ok(());
-    }
-    if let Some(message) = optional(events.direct_get(head).await)? {
-        hub.publish(&[Arc::new(stored_to_committed(message.payload, head)?)]);
-    }
-    Ok(())
 }
 
 /// Creates (or opens) the state bucket. The bucket's stream is made here rather than with
