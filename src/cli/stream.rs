@@ -18,7 +18,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
 use super::{CliError, secret_value};
-use crate::grpc::Kind;
+use crate::proto::Kind;
 use crate::proto::event_filter::Start;
 use crate::proto::event_stream_client::EventStreamClient;
 use crate::proto::{self, EventFilter};

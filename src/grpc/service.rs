@@ -14,11 +14,11 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::{Request, Response, Status};
 
-use super::SubscribeResponse;
 use super::filter::Filter;
 use crate::error::{ApiError, Code};
 use crate::hub::{FollowError, Follower, Hub};
 use crate::journal::{Cursor, SharedEvent, SharedJournal};
+use crate::proto::SubscribeResponse;
 use crate::proto::{self, event_filter::Start};
 use crate::telemetry::Metrics;
 

@@ -12,7 +12,6 @@
 //! `google.protobuf.Struct` fields are written from it as encoded bytes ([`EncodedStruct`]).
 //! The hook's envelope is split by [`parse_envelope`], which does not map.
 
-mod encoded;
 mod envelope;
 mod json;
 mod parse;
@@ -24,7 +23,7 @@ use std::collections::BTreeMap;
 
 use crate::proto;
 
-pub use encoded::EncodedStruct;
+pub use crate::proto::EncodedStruct;
 pub use envelope::{Envelope, EnvelopeError, parse_envelope};
 pub use parse::MAX_DEPTH;
 pub use time::parse_rfc3339;
