@@ -141,7 +141,7 @@ impl App {
         let mut metrics = Metrics::new();
         let poller_stats = config.okta.as_ref().map(|_| {
             let stats = Arc::new(PollerStats::default());
-            metrics.register_poller(stats.clone());
+            stats.register(metrics.registry());
             stats
         });
         let metrics = Arc::new(metrics);

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::{CliError, secret_value};
+use super::args::secret_value;
+use super::error::CliError;
 use crate::config::{DEFAULT_DATA_DIR, DEFAULT_HOOK_AUTH_HEADER, DEFAULT_POLL_EVENT_TYPES};
 use crate::hook::auth::GENERATED_SECRET_FILE;
 use crate::okta::hooks::{EventHooksClient, HookRegistration};

@@ -79,6 +79,24 @@ impl Committed {
         Ok(Self { event, encoded })
     }
 
+    /// Rebuilds a committed event from a stored body (the encoding without its cursor, as
+    /// [`NewEvent::encoded`]) and the cursor it was stored at.
+    pub fn from_stored(payload: Bytes, cursor: Cursor) -> Result<Self, JournalError> {
+        let event = <proto::Event as prost::Message>::decode(payload.clone()).map_err(|e| {
+            JournalError::Corrupt(format!("stored event {cursor} does not decode: {e}"))
+        })?;
+        if event.cursor != 0 {
+            return Err(JournalError::Corrupt(format!(
+                "stored event {cursor} carries a cursor; it was not written by this journal"
+            )));
+        }
+        Ok(NewEvent {
+            event,
+            encoded: payload,
+        }
+        .commit(cursor))
+    }
+
     /// This event's position in the journal.
     pub fn cursor(&self) -> Cursor {
         self.event.cursor

@@ -9,9 +9,7 @@
 //! back off exponentially; refused credentials are retried slowly, never in a hot loop.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -19,292 +17,20 @@ use reqwest::Url;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::auth::Credentials;
 use super::client::{Client, ClientError, Page, RateLimit, RetryOf};
-use super::{ConfigError, origin};
+use super::org::{ConfigError, origin};
+use super::settings::{PollerConfig, StartFrom};
+use super::stats::{PollerHealth, PollerStats};
 use crate::journal::{Batch, JournalError, NewEvent, Quarantined, SharedJournal, StateWrite};
 use crate::mapping::{Delivery, map_event};
 use crate::proto;
 
 /// Journal state key of the stored `rel="next"` URL.
 pub const NEXT_URL_STATE_KEY: &str = "poller.next_url";
-/// Default `OKTA_POLL_EVENT_TYPES`.
-pub const DEFAULT_EVENT_TYPE: &str = "user.account.update_profile";
-/// Default `OKTA_POLL_INTERVAL_SECS`: the wait after a short page.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
-/// Default look-back of the very first request (no stored `next` URL, no configured `since`):
-/// one hour, so a fresh start picks up what the hook may have missed recently without replaying
-/// the 90-day retention.
-pub const DEFAULT_LOOK_BACK: Duration = Duration::from_secs(3600);
-/// Default page size: Okta's maximum.
-pub const DEFAULT_LIMIT: u32 = 1000;
-/// Default per-request timeout. Okta ends a query after 30 s with `500 E0000009`; this leaves
-/// room for that answer to arrive.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(45);
-/// Default share of `X-Rate-Limit-Limit` the poller may use (Okta's own per-app default cap).
-pub const DEFAULT_RATE_LIMIT_SHARE: f64 = 0.5;
-/// Default wait before retrying after Okta refused the credentials (401/403/4xx).
-pub const DEFAULT_AUTH_RETRY_INTERVAL: Duration = Duration::from_secs(60);
-/// Default first back-off after a 5xx, timeout or transport error.
-pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_secs(1);
-/// Default longest back-off.
-pub const DEFAULT_BACKOFF_CAP: Duration = Duration::from_secs(300);
 /// Wait after a 429 without usable `X-Rate-Limit-Reset`/`Date`: one full rate-limit window.
 const RATE_LIMIT_FALLBACK_WAIT: Duration = Duration::from_secs(60);
 /// Upper bound of the random jitter added after a 429.
 const RATE_LIMIT_JITTER: Duration = Duration::from_millis(1000);
-
-/// Where the very first request starts when the journal holds no `next` URL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartFrom {
-    /// `since` = now − this duration.
-    LookBack(Duration),
-    /// `since` = this time (Okta rejects more than 180 days back).
-    Since(DateTime<Utc>),
-}
-
-/// Everything the poller needs; the app fills it from env/flags.
-#[derive(Debug, Clone)]
-pub struct PollerConfig {
-    /// `OKTA_ORG_URL`: `https://{org}`; `http://` only for loopback hosts.
-    pub org_url: String,
-    /// `OKTA_API_TOKEN`, or `OKTA_CLIENT_ID` + `OKTA_PRIVATE_KEY_FILE` (+ `OKTA_PRIVATE_KEY_ID`).
-    pub credentials: Credentials,
-    /// `OKTA_POLL_EVENT_TYPES`: the event types to pull.
-    pub event_types: Vec<String>,
-    /// `OKTA_POLL_INTERVAL_SECS`: wait after a short page.
-    pub poll_interval: Duration,
-    /// First `since` when no `next` URL is stored.
-    pub start: StartFrom,
-    /// Page size, 1..=1000.
-    pub limit: u32,
-    /// Timeout of every HTTP request (token and API).
-    pub request_timeout: Duration,
-    /// Share of `X-Rate-Limit-Limit` to stay within, in (0, 1].
-    pub rate_limit_share: f64,
-    /// Wait before retrying after Okta refused the credentials.
-    pub auth_retry_interval: Duration,
-    /// First back-off after a 5xx, timeout or transport error; doubles per failure.
-    pub backoff_base: Duration,
-    /// Longest back-off.
-    pub backoff_cap: Duration,
-    /// Whether an event hook also feeds the journal: events the poller newly commits are then
-    /// counted as hook misses.
-    pub hook_enabled: bool,
-}
-
-impl PollerConfig {
-    /// A config for `org_url` and `credentials` with every other setting at its default.
-    pub fn new(org_url: impl Into<String>, credentials: Credentials) -> Self {
-        Self {
-            org_url: org_url.into(),
-            credentials,
-            event_types: vec![DEFAULT_EVENT_TYPE.to_owned()],
-            poll_interval: DEFAULT_POLL_INTERVAL,
-            start: StartFrom::LookBack(DEFAULT_LOOK_BACK),
-            limit: DEFAULT_LIMIT,
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            rate_limit_share: DEFAULT_RATE_LIMIT_SHARE,
-            auth_retry_interval: DEFAULT_AUTH_RETRY_INTERVAL,
-            backoff_base: DEFAULT_BACKOFF_BASE,
-            backoff_cap: DEFAULT_BACKOFF_CAP,
-            hook_enabled: false,
-        }
-    }
-
-    /// Checks the settings the client does not check itself.
-    fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.rate_limit_share > 0.0 && self.rate_limit_share <= 1.0) {
-            return Err(ConfigError::Invalid {
-                setting: "rate_limit_share",
-                problem: "must be in (0, 1]".to_owned(),
-            });
-        }
-        if self.poll_interval.is_zero() {
-            return Err(ConfigError::Invalid {
-                setting: "OKTA_POLL_INTERVAL_SECS",
-                problem: "must be positive".to_owned(),
-            });
-        }
-        if self.auth_retry_interval.is_zero() || self.backoff_base.is_zero() {
-            return Err(ConfigError::Invalid {
-                setting: "auth_retry_interval/backoff_base",
-                problem: "must be positive".to_owned(),
-            });
-        }
-        if self.backoff_cap < self.backoff_base {
-            return Err(ConfigError::Invalid {
-                setting: "backoff_cap",
-                problem: "must be at least backoff_base".to_owned(),
-            });
-        }
-        Ok(())
-    }
-}
-
-/// What the poller is doing, for health and readiness.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PollerHealth {
-    /// No page fetched yet.
-    Starting,
-    /// The last request succeeded.
-    Polling,
-    /// Waiting for a rate-limit window to reset.
-    RateLimited,
-    /// Backing off after a 5xx, timeout or transport error.
-    BackingOff,
-    /// Okta refused the credentials or the request (401/403/4xx); retried slowly.
-    Refused,
-}
-
-impl fmt::Display for PollerHealth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Starting => "starting",
-            Self::Polling => "polling",
-            Self::RateLimited => "rate_limited",
-            Self::BackingOff => "backing_off",
-            Self::Refused => "refused",
-        })
-    }
-}
-
-/// Live counters of a poller, shared with the app for metrics and readiness. Never holds a
-/// secret: errors are stored by their `Display`, which carries none.
-#[derive(Debug)]
-pub struct PollerStats {
-    pages: AtomicU64,
-    events_received: AtomicU64,
-    events_committed: AtomicU64,
-    duplicates: AtomicU64,
-    hook_misses: AtomicU64,
-    quarantined: AtomicU64,
-    rate_limited: AtomicU64,
-    failures: AtomicU64,
-    refusals: AtomicU64,
-    token_refreshes: AtomicU64,
-    token_failures: AtomicU64,
-    /// Last `X-Rate-Limit-Remaining`; −1 when unknown.
-    rate_limit_remaining: AtomicI64,
-    /// Unix milliseconds of the last successful page; 0 before the first.
-    last_success_ms: AtomicI64,
-    status: Mutex<(PollerHealth, Option<String>)>,
-}
-
-impl Default for PollerStats {
-    fn default() -> Self {
-        Self {
-            pages: AtomicU64::new(0),
-            events_received: AtomicU64::new(0),
-            events_committed: AtomicU64::new(0),
-            duplicates: AtomicU64::new(0),
-            hook_misses: AtomicU64::new(0),
-            quarantined: AtomicU64::new(0),
-            rate_limited: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            refusals: AtomicU64::new(0),
-            token_refreshes: AtomicU64::new(0),
-            token_failures: AtomicU64::new(0),
-            rate_limit_remaining: AtomicI64::new(-1),
-            last_success_ms: AtomicI64::new(0),
-            status: Mutex::new((PollerHealth::Starting, None)),
-        }
-    }
-}
-
-/// A point-in-time copy of [`PollerStats`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PollerSnapshot {
-    /// Pages fetched successfully.
-    pub pages: u64,
-    /// LogEvents received in those pages.
-    pub events_received: u64,
-    /// Events the poller newly committed to the journal.
-    pub events_committed: u64,
-    /// Events the journal already held (from the hook, or a page re-read after a crash).
-    pub duplicates: u64,
-    /// With a hook configured: events the poller committed that the hook had not delivered.
-    pub hook_misses: u64,
-    /// Events that did not map and went to quarantine.
-    pub quarantined: u64,
-    /// 429 answers.
-    pub rate_limited: u64,
-    /// 5xx, timeouts, transport and bad-response failures.
-    pub failures: u64,
-    /// 401/403/other 4xx answers, token endpoint refusals included.
-    pub refusals: u64,
-    /// Access tokens minted.
-    pub token_refreshes: u64,
-    /// Failed token requests.
-    pub token_failures: u64,
-    /// Last `X-Rate-Limit-Remaining`, if Okta sent one.
-    pub rate_limit_remaining: Option<u64>,
-    /// Time of the last successful page.
-    pub last_success: Option<DateTime<Utc>>,
-    /// What the poller is doing.
-    pub health: PollerHealth,
-    /// The last error, as displayed (no secrets).
-    pub last_error: Option<String>,
-}
-
-impl PollerStats {
-    /// A copy of every counter.
-    pub fn snapshot(&self) -> PollerSnapshot {
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let (health, last_error) = self
-            .status
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or((PollerHealth::Starting, None));
-        let last_ms = self.last_success_ms.load(Ordering::Relaxed);
-        PollerSnapshot {
-            pages: load(&self.pages),
-            events_received: load(&self.events_received),
-            events_committed: load(&self.events_committed),
-            duplicates: load(&self.duplicates),
-            hook_misses: load(&self.hook_misses),
-            quarantined: load(&self.quarantined),
-            rate_limited: load(&self.rate_limited),
-            failures: load(&self.failures),
-            refusals: load(&self.refusals),
-            token_refreshes: load(&self.token_refreshes),
-            token_failures: load(&self.token_failures),
-            rate_limit_remaining: u64::try_from(self.rate_limit_remaining.load(Ordering::Relaxed))
-                .ok(),
-            last_success: (last_ms > 0)
-                .then(|| DateTime::from_timestamp_millis(last_ms))
-                .flatten(),
-            health,
-            last_error,
-        }
-    }
-
-    pub(crate) fn token_refreshed(&self) {
-        self.token_refreshes.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn token_failed(&self) {
-        self.token_failures.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn set_status(&self, health: PollerHealth, error: Option<String>) {
-        if let Ok(mut status) = self.status.lock() {
-            status.0 = health;
-            if error.is_some() || health == PollerHealth::Polling {
-                status.1 = error;
-            }
-        }
-    }
-
-    fn observe_rate(&self, rate: &RateLimit) {
-        if let Some(remaining) = rate.remaining {
-            self.rate_limit_remaining.store(
-                i64::try_from(remaining).unwrap_or(i64::MAX),
-                Ordering::Relaxed,
-            );
-        }
-    }
-}
 
 /// Why the poller stopped. Okta errors never stop it; only the journal does.
 #[derive(Debug, thiserror::Error)]
@@ -657,22 +383,18 @@ impl Poller {
                 .await?;
             let committed = appended.committed.len() as u64;
             let s = &self.stats;
-            s.events_committed.fetch_add(committed, Ordering::Relaxed);
-            s.duplicates
-                .fetch_add(appended.duplicates as u64, Ordering::Relaxed);
+            s.events_committed.inc_by(committed);
+            s.duplicates.inc_by(appended.duplicates as u64);
             if self.config.hook_enabled {
-                s.hook_misses.fetch_add(committed, Ordering::Relaxed);
+                s.hook_misses.inc_by(committed);
             }
-            s.quarantined.fetch_add(quarantined, Ordering::Relaxed);
+            s.quarantined.inc_by(quarantined);
         }
         let s = &self.stats;
-        s.pages.fetch_add(1, Ordering::Relaxed);
-        s.events_received
-            .fetch_add(received as u64, Ordering::Relaxed);
-        s.observe_rate(&rate);
-        s.last_success_ms
-            .store(now.timestamp_millis(), Ordering::Relaxed);
-        s.set_status(PollerHealth::Polling, None);
+        s.pages.inc_by(1);
+        s.events_received.inc_by(received as u64);
+        s.observe_rate_remaining(rate.remaining);
+        s.observe_success(now);
         Ok(next)
     }
 
@@ -692,8 +414,8 @@ impl Poller {
                 rate,
                 ..
             } => {
-                s.rate_limited.fetch_add(1, Ordering::Relaxed);
-                s.observe_rate(&rate);
+                s.rate_limited.inc_by(1);
+                s.observe_rate_remaining(rate.remaining);
                 let count = retry.as_ref().map_or(1, |r| r.count.saturating_add(1));
                 *retry = request_id.map(|request_id| RetryOf { request_id, count });
                 let wait =
@@ -706,7 +428,7 @@ impl Poller {
             | ClientError::Forbidden { .. }
             | ClientError::Rejected { .. } => {
                 *retry = None;
-                s.refusals.fetch_add(1, Ordering::Relaxed);
+                s.refusals.inc_by(1);
                 tracing::error!(
                     org = %self.source,
                     error = %reason,
@@ -722,7 +444,7 @@ impl Poller {
             | ClientError::BadResponse(_) => {
                 *retry = None;
                 *failures = failures.saturating_add(1);
-                s.failures.fetch_add(1, Ordering::Relaxed);
+                s.failures.inc_by(1);
                 let delay =
                     backoff_delay(*failures, self.config.backoff_base, self.config.backoff_cap);
                 let wait = delay + jitter(delay / 10);
@@ -783,6 +505,7 @@ fn jitter(max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::okta::auth::Credentials;
 
     const S: fn(u64) -> Duration = Duration::from_secs;
 
@@ -837,7 +560,7 @@ mod tests {
     fn config_defaults_are_the_documented_ones() {
         let config = PollerConfig::new(
             "https://example.okta.com",
-            Credentials::ApiToken(crate::okta::Secret::new("t")),
+            Credentials::ApiToken(crate::secret::Secret::new("t")),
         );
         assert_eq!(config.event_types, vec!["user.account.update_profile"]);
         assert_eq!(config.poll_interval, S(10));

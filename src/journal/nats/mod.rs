@@ -71,10 +71,9 @@ pub use config::{
 pub use lease::{LEASE_KEY, LeaseError, PollerLease};
 
 use super::{
-    Appended, Batch, Bounds, CommitSink, Committed, Cursor, Journal, JournalError, NewEvent,
-    Quarantined, SharedEvent, SharedSink, StateWrite,
+    Appended, Batch, Bounds, CommitSink, Committed, Cursor, Journal, JournalError, Quarantined,
+    SharedEvent, SharedSink, StateWrite,
 };
-use crate::proto;
 
 /// Most direct gets a read keeps in flight at once.
 const READ_WINDOW: u64 = 256;
@@ -390,7 +389,7 @@ impl NatsJournal {
         message: jetstream::message::StreamMessage,
     ) -> Result<SharedEvent, JournalError> {
         self.note_head(message.sequence);
-        Ok(Arc::new(stored_to_committed(
+        Ok(Arc::new(Committed::from_stored(
             message.payload,
             message.sequence,
         )?))
@@ -671,24 +670,6 @@ impl Journal for NatsJournal {
     }
 }
 
-/// Rebuilds a committed event from a stored body (the encoding without cursor) and its
-/// sequence.
-fn stored_to_committed(payload: Bytes, sequence: u64) -> Result<Committed, JournalError> {
-    let event = <proto::Event as prost::Message>::decode(payload.clone()).map_err(|e| {
-        JournalError::Corrupt(format!("stored event {sequence} does not decode: {e}"))
-    })?;
-    if event.cursor != 0 {
-        return Err(JournalError::Corrupt(format!(
-            "stored event {sequence} carries a cursor; it was not written by this journal"
-        )));
-    }
-    Ok(NewEvent {
-        event,
-        encoded: payload,
-    }
-    .commit(sequence))
-}
-
 /// The subject token (and `Nats-Msg-Id`) of a uuid: `u` + unpadded base64url. Valid in a
 /// subject and a header whatever the uuid holds, never empty, and injective.
 fn uuid_token(uuid: &str) -> String {
@@ -954,6 +935,8 @@ fn conflict(key: &str) -> JournalError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::NewEvent;
+    use crate::proto;
 
     #[test]
     fn uuid_tokens_are_subject_safe_and_distinct() {
@@ -986,9 +969,9 @@ mod tests {
             ..Default::default()
         });
         let expected = new.clone().commit(42);
-        assert_eq!(stored_to_committed(new.encoded, 42).unwrap(), expected);
+        assert_eq!(Committed::from_stored(new.encoded, 42).unwrap(), expected);
         assert!(matches!(
-            stored_to_committed(expected.encoded, 43),
+            Committed::from_stored(expected.encoded, 43),
             Err(JournalError::Corrupt(_))
         ));
     }

@@ -147,7 +147,7 @@ async fn follow(
         if sequence <= progress.position() {
             continue; // already published (a re-created consumer overlaps)
         }
-        match super::stored_to_committed(message.payload.clone(), sequence) {
+        match crate::journal::Committed::from_stored(message.payload.clone(), sequence) {
             Ok(committed) => {
                 sink.committed(&[Arc::new(committed)]);
                 progress.published.fetch_add(1, Ordering::AcqRel);
