@@ -7,6 +7,7 @@
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 
+use crate::ingest::IngestError;
 use crate::journal::JournalError;
 
 /// What kind of failure a client sees.
@@ -96,6 +97,21 @@ impl From<JournalError> for ApiError {
                 ApiError::new(Code::Unavailable, "the journal is unavailable; retry later")
             }
             JournalError::Corrupt(_) => ApiError::new(Code::Internal, "internal error"),
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(error: IngestError) -> Self {
+        match error {
+            IngestError::Journal(error) => error.into(),
+            IngestError::Cancelled => {
+                tracing::error!(%error, "ingest error");
+                ApiError::new(
+                    Code::Unavailable,
+                    "the service is shutting down; retry later",
+                )
+            }
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod error;
 pub mod grpc;
 pub mod hook;
 pub mod hub;
+pub mod ingest;
 pub mod journal;
 pub mod mapping;
 pub mod okta;

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use reqwest::Url;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -21,8 +21,9 @@ use super::client::{Client, ClientError, Page, RateLimit, RetryOf};
 use super::org::{ConfigError, origin};
 use super::settings::{PollerConfig, StartFrom};
 use super::stats::{PollerHealth, PollerStats};
-use crate::journal::{Batch, JournalError, NewEvent, Quarantined, SharedJournal, StateWrite};
-use crate::mapping::{Delivery, map_event};
+use crate::ingest::{self, IngestError, Ingested};
+use crate::journal::{JournalError, SharedJournal, StateWrite};
+use crate::mapping::Delivery;
 use crate::proto;
 
 /// Journal state key of the stored `rel="next"` URL.
@@ -43,6 +44,15 @@ pub enum PollerError {
     MappingCancelled,
 }
 
+impl From<IngestError> for PollerError {
+    fn from(error: IngestError) -> Self {
+        match error {
+            IngestError::Journal(error) => Self::Journal(error),
+            IngestError::Cancelled => Self::MappingCancelled,
+        }
+    }
+}
+
 /// The outcome of one request, with the times that pacing and back-off count from.
 struct Fetched {
     /// When the request was sent: rate-limit pacing spaces request starts.
@@ -50,15 +60,13 @@ struct Fetched {
     /// When its answer (or failure) arrived: back-off and 429 waits count from here.
     answered: Instant,
     /// The page, mapped, or why there is none.
-    result: Result<Mapped, ClientError>,
+    result: Result<MappedPage, ClientError>,
 }
 
 /// A page whose events are mapped and encoded, ready to be appended with its `next` URL.
-struct Mapped {
-    /// The events that mapped.
-    events: Vec<NewEvent>,
-    /// The events that did not, with the reason.
-    quarantine: Vec<Quarantined>,
+struct MappedPage {
+    /// The events that mapped, and those quarantined.
+    batch: ingest::Mapped,
     /// How many LogEvents the page held.
     received: usize,
     /// The page's `rel="next"` URL.
@@ -69,33 +77,6 @@ struct Mapped {
     server_date: Option<DateTime<Utc>>,
     /// When the page was mapped (the events' `received` time).
     now: DateTime<Utc>,
-}
-
-/// Maps a page's events: those that map become journal events (encoded once), the others go
-/// to quarantine with the reason.
-fn map_page(
-    raw_events: &[Box<serde_json::value::RawValue>],
-    delivery: &Delivery,
-    source: &str,
-    now: DateTime<Utc>,
-) -> (Vec<NewEvent>, Vec<Quarantined>) {
-    let mut events = Vec::with_capacity(raw_events.len());
-    let mut quarantine = Vec::new();
-    for raw in raw_events {
-        match map_event(raw.get().as_bytes(), delivery) {
-            Ok(event) => events.push(NewEvent::new(event)),
-            Err(error) => {
-                tracing::warn!(org = %source, %error, "polled event quarantined");
-                quarantine.push(Quarantined {
-                    reason: error.to_string(),
-                    raw: raw.get().to_owned(),
-                    origin: source.to_owned(),
-                    received: now.to_rfc3339_opts(SecondsFormat::Millis, true),
-                });
-            }
-        }
-    }
-    (events, quarantine)
 }
 
 /// The System Log poller of one org. Build with [`Poller::new`], run with [`Poller::run`].
@@ -156,32 +137,13 @@ impl Poller {
         loop {
             let fetched = match prefetched.take() {
                 Some(fetched) => fetched,
-                None => {
-                    if !wait.is_zero() {
-                        tokio::select! {
-                            () = shutdown.cancelled() => return Ok(()),
-                            () = tokio::time::sleep(wait) => {}
-                        }
-                    }
-                    if shutdown.is_cancelled() {
-                        return Ok(());
-                    }
-                    let started = Instant::now();
-                    let result = tokio::select! {
-                        () = shutdown.cancelled() => return Ok(()),
-                        result = self.client.page(&url, retry.as_ref()) => result,
-                    };
-                    let answered = Instant::now();
-                    let result = match result {
-                        Ok(page) => Ok(self.map(page).await?),
-                        Err(error) => Err(error),
-                    };
-                    Fetched {
-                        started,
-                        answered,
-                        result,
-                    }
-                }
+                None => match self
+                    .fetch_after(wait, &url, retry.as_ref(), &shutdown)
+                    .await?
+                {
+                    Some(fetched) => fetched,
+                    None => return Ok(()),
+                },
             };
             let Fetched {
                 started,
@@ -210,37 +172,15 @@ impl Poller {
                     };
                     // A full page with a next URL: fetch and map that while this page is
                     // committed, no earlier than the rate-limit pacing allows.
-                    let prefetch = self.fetch_at(started + pace, &next);
-                    tokio::pin!(prefetch);
-                    let mut early: Option<Result<Fetched, PollerError>> = None;
-                    let committed = {
-                        let commit = self.commit(page, &url);
-                        tokio::pin!(commit);
-                        loop {
-                            tokio::select! {
-                                biased;
-                                committed = &mut commit => break committed,
-                                fetched = &mut prefetch, if early.is_none() => {
-                                    early = Some(fetched);
-                                }
-                            }
-                        }
-                    };
-                    // A failed commit drops the prefetch (its request is abandoned); the next
-                    // run resumes from the URL stored with the last committed page.
-                    committed?;
-                    url = next.clone();
-                    wait = Duration::ZERO;
-                    if shutdown.is_cancelled() {
+                    let Some(fetched) = self
+                        .commit_and_prefetch(page, &url, &next, started + pace, &shutdown)
+                        .await?
+                    else {
                         return Ok(());
-                    }
-                    prefetched = Some(match early {
-                        Some(fetched) => fetched?,
-                        None => tokio::select! {
-                            () = shutdown.cancelled() => return Ok(()),
-                            fetched = &mut prefetch => fetched?,
-                        },
-                    });
+                    };
+                    url = next;
+                    wait = Duration::ZERO;
+                    prefetched = Some(fetched);
                 }
                 Err(error) => {
                     // Waits count from the answer: a prefetched failure may have arrived while
@@ -253,12 +193,28 @@ impl Poller {
         }
     }
 
-    /// Fetches `url` once `not_before` has passed and maps the page (never a 429 retry: it
-    /// follows a successful page).
-    async fn fetch_at(&self, not_before: Instant, url: &Url) -> Result<Fetched, PollerError> {
-        tokio::time::sleep_until(not_before).await;
+    /// Waits `wait`, then fetches and maps `url`; `None` when shutdown comes first.
+    async fn fetch_after(
+        &self,
+        wait: Duration,
+        url: &Url,
+        retry: Option<&RetryOf>,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Fetched>, PollerError> {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => Ok(None),
+            fetched = async {
+                tokio::time::sleep(wait).await;
+                self.fetch(url, retry).await
+            } => fetched.map(Some),
+        }
+    }
+
+    /// Requests `url` (as a retry of `retry` after a 429) and maps the page.
+    async fn fetch(&self, url: &Url, retry: Option<&RetryOf>) -> Result<Fetched, PollerError> {
         let started = Instant::now();
-        let result = self.client.page(url, None).await;
+        let result = self.client.page(url, retry).await;
         let answered = Instant::now();
         let result = match result {
             Ok(page) => Ok(self.map(page).await?),
@@ -269,6 +225,50 @@ impl Poller {
             answered,
             result,
         })
+    }
+
+    /// Commits `page` (fetched from `url`) while fetching and mapping `next` once `not_before`
+    /// has passed. Returns the fetched next page, or `None` when shutdown came first (the
+    /// commit itself always completes). A failed commit drops the prefetch (its request is
+    /// abandoned); the next run resumes from the URL stored with the last committed page.
+    async fn commit_and_prefetch(
+        &self,
+        page: MappedPage,
+        url: &Url,
+        next: &Url,
+        not_before: Instant,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Fetched>, PollerError> {
+        let prefetch = async {
+            tokio::time::sleep_until(not_before).await;
+            self.fetch(next, None).await
+        };
+        tokio::pin!(prefetch);
+        let mut early: Option<Result<Fetched, PollerError>> = None;
+        let committed = {
+            let commit = self.commit(page, url);
+            tokio::pin!(commit);
+            loop {
+                tokio::select! {
+                    biased;
+                    committed = &mut commit => break committed,
+                    fetched = &mut prefetch, if early.is_none() => {
+                        early = Some(fetched);
+                    }
+                }
+            }
+        };
+        committed?;
+        if shutdown.is_cancelled() {
+            return Ok(None);
+        }
+        Ok(Some(match early {
+            Some(fetched) => fetched?,
+            None => tokio::select! {
+                () = shutdown.cancelled() => return Ok(None),
+                fetched = &mut prefetch => fetched?,
+            },
+        }))
     }
 
     /// The stored `next` URL, or the first request.
@@ -308,7 +308,7 @@ impl Poller {
     /// Maps and encodes a page's events. Milliseconds of CPU per page: done off the async
     /// workers, so the other page's request or commit (and the rest of the runtime) proceeds
     /// meanwhile.
-    async fn map(&self, page: Page) -> Result<Mapped, PollerError> {
+    async fn map(&self, page: Page) -> Result<MappedPage, PollerError> {
         let Page {
             events: raw_events,
             next,
@@ -330,19 +330,13 @@ impl Poller {
             received: Some(timestamp),
         };
         let received = raw_events.len();
-        let source = self.source.clone();
-        let (events, quarantine) =
-            tokio::task::spawn_blocking(move || map_page(&raw_events, &delivery, &source, now))
-                .await
-                .map_err(|error| {
-                    if error.is_panic() {
-                        std::panic::resume_unwind(error.into_panic());
-                    }
-                    PollerError::MappingCancelled
-                })?;
-        Ok(Mapped {
-            events,
-            quarantine,
+        let raw = raw_events
+            .into_iter()
+            .map(ingest::raw_event_owned)
+            .collect();
+        let batch = ingest::map(raw, delivery, self.source.clone(), now).await?;
+        Ok(MappedPage {
+            batch,
             received,
             next,
             rate,
@@ -353,10 +347,9 @@ impl Poller {
 
     /// Appends a mapped page's events and its `next` URL in one batch. Returns the URL to
     /// request next.
-    async fn commit(&self, page: Mapped, requested: &Url) -> Result<Option<Url>, PollerError> {
-        let Mapped {
-            events,
-            quarantine,
+    async fn commit(&self, page: MappedPage, requested: &Url) -> Result<Option<Url>, PollerError> {
+        let MappedPage {
+            batch,
             received,
             next,
             rate,
@@ -367,20 +360,15 @@ impl Poller {
             tracing::warn!(org = %self.source, "page without rel=\"next\"; requesting it again");
         }
         let moved = next.as_ref().is_some_and(|n| n != requested);
-        let quarantined = quarantine.len() as u64;
-        if !events.is_empty() || !quarantine.is_empty() || moved {
+        if received > 0 || moved {
             let state = next.as_ref().map(|url| StateWrite {
                 key: NEXT_URL_STATE_KEY.to_owned(),
                 value: url.as_str().as_bytes().to_vec(),
             });
-            let appended = self
-                .journal
-                .append(Batch {
-                    events,
-                    quarantine,
-                    state,
-                })
-                .await?;
+            let Ingested {
+                appended,
+                quarantined,
+            } = ingest::append(self.journal.as_ref(), batch, state).await?;
             let committed = appended.committed.len() as u64;
             let s = &self.stats;
             s.events_committed.inc_by(committed);
@@ -388,7 +376,7 @@ impl Poller {
             if self.config.hook_enabled {
                 s.hook_misses.inc_by(committed);
             }
-            s.quarantined.inc_by(quarantined);
+            s.quarantined.inc_by(quarantined as u64);
         }
         let s = &self.stats;
         s.pages.inc_by(1);
