@@ -59,12 +59,20 @@ pub enum AppError {
     /// The journal could not be opened.
     #[error("cannot open the journal: {0}")]
     Journal(#[from] crate::journal::JournalError),
-    /// TLS or server set-up failed.
-    #[error("gRPC server: {0}")]
-    Grpc(String),
-    /// The poller could not be set up.
-    #[error("poller: {0}")]
-    Poller(String),
+    /// gRPC server reflection could not be set up from the descriptor sets.
+    #[error("gRPC server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// A TLS certificate or key file could not be read.
+    #[error("gRPC server: cannot read {path}: {source}")]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS identity was refused.
+    #[error("gRPC server: TLS: {0}")]
+    Tls(#[source] tonic::transport::Error),
     /// An essential task stopped on its own.
     #[error("{task} stopped: {reason}")]
     TaskFailed {
@@ -202,20 +210,10 @@ impl App {
         } = self;
         let shutdown = CancellationToken::new();
         let health = Health::new().await;
-        let mut tasks: JoinSet<(&'static str, Result<(), String>)> = JoinSet::new();
+        let mut tasks: Tasks = JoinSet::new();
 
         // HTTP: the hook, health and metrics.
-        let hook = Arc::new(Hook {
-            auth: HookAuth::new(config.hook.auth_header.clone(), hook_secrets),
-            max_body_bytes: config.hook.max_body_bytes,
-            journal: journal.clone(),
-            metrics: metrics.clone(),
-        });
-        let router = hook::router(hook).merge(ops::router(ops::Ops {
-            journal: journal.clone(),
-            metrics: metrics.clone(),
-            health: health.clone(),
-        }));
+        let router = http_router(&config, hook_secrets, &journal, &metrics, &health);
         let http_shutdown = shutdown.clone();
         tasks.spawn(async move {
             let result = axum::serve(http, router)
@@ -272,34 +270,73 @@ impl App {
         health.set_serving(true).await;
         tracing::info!(http = %config.http_addr, grpc = %config.grpc_addr, "serving");
 
-        let mut failure = None;
-        tokio::select! {
-            _ = signal => tracing::info!("shutdown requested"),
-            Some(joined) = tasks.join_next() => {
-                let (task, result) = joined.unwrap_or(("task", Err("panicked".to_owned())));
-                let reason = result.err().unwrap_or_else(|| "exited".to_owned());
-                tracing::error!(task, %reason, "essential task stopped; shutting down");
-                failure = Some(AppError::TaskFailed { task, reason });
-            }
-        }
-
+        let failure = wait_for_stop(signal, &mut tasks).await;
         health.set_serving(false).await;
         shutdown.cancel();
-        let drained = tokio::time::timeout(config.shutdown_timeout, async {
-            while let Some(joined) = tasks.join_next().await {
-                if let Ok((task, Err(reason))) = joined {
-                    tracing::warn!(task, %reason, "task ended with an error during shutdown");
-                }
-            }
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(timeout = ?config.shutdown_timeout, "shutdown timed out; aborting remaining tasks");
-            tasks.abort_all();
-        }
+        drain(tasks, config.shutdown_timeout).await;
         journal.close().await;
         tracing::info!("stopped");
         failure.map_or(Ok(()), Err)
+    }
+}
+
+/// The app's essential tasks, each answering with its name and how it ended.
+type Tasks = JoinSet<(&'static str, Result<(), String>)>;
+
+/// The HTTP routes: the hook endpoint, health and metrics.
+fn http_router(
+    config: &Config,
+    hook_secrets: Vec<Secret>,
+    journal: &SharedJournal,
+    metrics: &Arc<Metrics>,
+    health: &Health,
+) -> axum::Router {
+    let hook = Arc::new(Hook {
+        auth: HookAuth::new(config.hook.auth_header.clone(), hook_secrets),
+        max_body_bytes: config.hook.max_body_bytes,
+        journal: journal.clone(),
+        metrics: metrics.clone(),
+    });
+    hook::router(hook).merge(ops::router(ops::Ops {
+        journal: journal.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+    }))
+}
+
+/// Waits for `signal` or for an essential task to stop on its own (its failure is returned).
+async fn wait_for_stop(
+    signal: impl Future<Output = ()> + Send,
+    tasks: &mut Tasks,
+) -> Option<AppError> {
+    tokio::select! {
+        _ = signal => {
+            tracing::info!("shutdown requested");
+            None
+        }
+        Some(joined) = tasks.join_next() => {
+            let (task, result) = joined.unwrap_or(("task", Err("panicked".to_owned())));
+            let reason = result.err().unwrap_or_else(|| "exited".to_owned());
+            tracing::error!(task, %reason, "essential task stopped; shutting down");
+            Some(AppError::TaskFailed { task, reason })
+        }
+    }
+}
+
+/// Lets the tasks finish after shutdown was signalled, aborting those still running after
+/// `timeout`.
+async fn drain(mut tasks: Tasks, timeout: Duration) {
+    let drained = tokio::time::timeout(timeout, async {
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((task, Err(reason))) = joined {
+                tracing::warn!(task, %reason, "task ended with an error during shutdown");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(?timeout, "shutdown timed out; aborting remaining tasks");
+        tasks.abort_all();
     }
 }
 
@@ -532,13 +569,9 @@ fn grpc_server(
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection()
-        .build_v1()
-        .map_err(|e| AppError::Grpc(e.to_string()))?;
+    let reflection_v1 = reflection().build_v1()?;
     // grpcurl 1.8 only speaks v1alpha.
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .map_err(|e| AppError::Grpc(e.to_string()))?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let mut builder = Server::builder()
         // Keep idle streams alive through proxies and notice dead peers.
@@ -549,13 +582,15 @@ fn grpc_server(
         .accept_http1(true);
     if let Some((cert, key)) = &config.grpc.tls {
         let read = |path: &PathBuf| {
-            std::fs::read(path)
-                .map_err(|e| AppError::Grpc(format!("cannot read {}: {e}", path.display())))
+            std::fs::read(path).map_err(|source| AppError::TlsFile {
+                path: path.clone(),
+                source,
+            })
         };
         let identity = Identity::from_pem(read(cert)?, read(key)?);
         builder = builder
             .tls_config(ServerTlsConfig::new().identity(identity))
-            .map_err(|e| AppError::Grpc(format!("TLS: {e}")))?;
+            .map_err(AppError::Tls)?;
     }
     let router = builder
         .layer(cors_layer(&config.grpc.cors_origins))
