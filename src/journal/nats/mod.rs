@@ -16,8 +16,8 @@
 //!   uuid is also looked up on its subject (pipelined direct gets), which catches repeats
 //!   older than the window for as long as the event is retained. Beyond `max_age` an event is
 //!   gone and the same uuid would be stored again.
-//! - **Body** = [`NewEvent::encoded`], the record *without* its cursor; readers append the
-//!   cursor from the message's sequence ([`NewEvent::commit`]), so nothing is encoded twice.
+//! - **Body** = [`NewEvent::encoded`](super::NewEvent::encoded), the record *without* its cursor; readers append the
+//!   cursor from the message's sequence ([`NewEvent::commit`](super::NewEvent::commit)), so nothing is encoded twice.
 //! - **Live**: a background tail (an ordered consumer from the head at open) is the only caller
 //!   of the sink's [`CommitSink::committed`]. Events appended on other replicas reach local subscribers the same
 //!   way as local ones, each exactly once and in sequence order. [`Journal::append`] therefore
