@@ -171,8 +171,13 @@ pub enum JournalError {
     #[error("journal data is corrupt: {0}")]
     Corrupt(String),
     /// A compare-and-set on state lost to another writer.
-    #[error("journal state conflict: {0}")]
-    Conflict(String),
+    #[error(
+        "journal state conflict: state key {key:?} was changed by another writer since this replica read it"
+    )]
+    Conflict {
+        /// The state key whose write lost.
+        key: String,
+    },
 }
 
 /// Where a journal hands what it committed: the next stage, given to the journal when it opens.

@@ -927,9 +927,9 @@ fn storage(action: &str, error: impl std::fmt::Display) -> JournalError {
 }
 
 fn conflict(key: &str) -> JournalError {
-    JournalError::Conflict(format!(
-        "state key {key:?} was changed by another writer since this replica read it"
-    ))
+    JournalError::Conflict {
+        key: key.to_owned(),
+    }
 }
 
 #[cfg(test)]
