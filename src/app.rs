@@ -476,7 +476,7 @@ impl PollerTask {
             let error = match poller.run(stop.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(PollerError::Journal(
-                    error @ (JournalError::Storage(_) | JournalError::Conflict { .. }),
+                    error @ (JournalError::Storage { .. } | JournalError::Conflict { .. }),
                 )) => error,
                 Err(error) => return Err(error.to_string()),
             };

@@ -93,7 +93,7 @@ impl From<JournalError> for ApiError {
     fn from(error: JournalError) -> Self {
         tracing::error!(%error, "journal error");
         match error {
-            JournalError::Storage(_) | JournalError::Closed | JournalError::Conflict { .. } => {
+            JournalError::Storage { .. } | JournalError::Closed | JournalError::Conflict { .. } => {
                 ApiError::new(Code::Unavailable, "the journal is unavailable; retry later")
             }
             JournalError::Corrupt(_) => ApiError::new(Code::Internal, "internal error"),

@@ -209,10 +209,10 @@ impl Control for NatsControl {
                     .js
                     .get_stream(name)
                     .await
-                    .map_err(|e| JournalError::Storage(e.to_string()))?
+                    .map_err(|e| JournalError::storage("read the stream", e))?
                     .get_info()
                     .await
-                    .map_err(|e| JournalError::Storage(e.to_string()))?
+                    .map_err(|e| JournalError::storage("read the stream", e))?
                     .state;
                 let cutoff = now_micros() as i128 * 1000 - max_age.as_nanos() as i128;
                 if state.messages == 0 || state.first_timestamp.unix_timestamp_nanos() >= cutoff {

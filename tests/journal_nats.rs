@@ -406,7 +406,7 @@ async fn an_unreachable_server_is_a_storage_error() {
         let err = NatsJournal::open(config, Hub::new(16, 0))
             .await
             .unwrap_err();
-        assert!(matches!(err, JournalError::Storage(_)), "{err}");
+        assert!(matches!(err, JournalError::Storage { .. }), "{err}");
         assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
     })
     .await

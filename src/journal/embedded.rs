@@ -45,8 +45,8 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::{
-    Appended, Batch, Bounds, CommitSink, Committed, Cursor, Journal, JournalError, Pruned,
-    Quarantined, Retention, SharedEvent, SharedSink,
+    Appended, Batch, Bounds, CommitSink, Committed, Corruption, Cursor, Journal, JournalError,
+    Pruned, Quarantined, Retention, SharedEvent, SharedSink, StorageSource,
 };
 
 /// File name of the journal inside the data dir.
@@ -141,7 +141,7 @@ impl RedbJournal {
             let path = path.clone();
             tokio::task::spawn_blocking(move || open_file(&dir, &path))
                 .await
-                .map_err(|e| JournalError::Storage(format!("opening the journal failed: {e}")))??
+                .map_err(|e| JournalError::storage("open the journal", e))??
         };
         let db = Arc::new(db);
         sink.opened(recovered.head);
@@ -161,7 +161,7 @@ impl RedbJournal {
         std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || span.in_scope(|| writer.run(queue)))
-            .map_err(|e| JournalError::Storage(format!("cannot start the journal writer: {e}")))?;
+            .map_err(|e| JournalError::storage("start the journal writer", e))?;
         tracing::info!(
             path = %path.display(),
             head = recovered.head,
@@ -234,7 +234,7 @@ impl RedbJournal {
             f(&txn)
         })
         .await
-        .map_err(|e| JournalError::Storage(format!("journal read task failed: {e}")))?
+        .map_err(|e| JournalError::storage("run a journal read", e))?
     }
 
     /// Sends a request to the writer and waits for its answer.
@@ -331,10 +331,10 @@ impl Journal for RedbJournal {
             let events = txn.open_table(EVENTS).map_err(storage)?;
             match events.get(cursor.value()).map_err(storage)? {
                 Some(value) => decode(value.value().2).map(Some),
-                None => Err(JournalError::Corrupt(format!(
-                    "uuid index points at missing cursor {}",
-                    cursor.value()
-                ))),
+                None => Err(Corruption::DanglingIndex {
+                    cursor: cursor.value(),
+                }
+                .into()),
             }
         })
         .await
@@ -384,8 +384,12 @@ impl Journal for RedbJournal {
                 .take(limit)
                 .map(|row| {
                     let (id, value) = row.map_err(storage)?;
-                    serde_json::from_slice(value.value().1).map_err(|e| {
-                        JournalError::Corrupt(format!("quarantine entry {}: {e}", id.value()))
+                    serde_json::from_slice(value.value().1).map_err(|source| {
+                        Corruption::Quarantine {
+                            id: id.value(),
+                            source,
+                        }
+                        .into()
                     })
                 })
                 .collect()
@@ -409,9 +413,9 @@ struct Recovered {
 /// Creates the dir and file if missing, creates every table, and reads the writer's counters.
 fn open_file(dir: &Path, path: &Path) -> Result<(Database, Recovered), JournalError> {
     std::fs::create_dir_all(dir)
-        .map_err(|e| JournalError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        .map_err(|e| JournalError::storage(format!("create {}", dir.display()), e))?;
     let db = Database::create(path)
-        .map_err(|e| JournalError::Storage(format!("cannot open {}: {e}", path.display())))?;
+        .map_err(|e| JournalError::storage(format!("open {}", path.display()), e))?;
     let txn = db.begin_write().map_err(storage)?;
     let recovered = {
         // Opening a table in a write transaction creates it, so readers never miss one.
@@ -558,9 +562,17 @@ impl Writer {
             }
             Err(error) => {
                 tracing::error!(%error, requests = replies.len(), "journal commit failed");
-                let message = error.to_string();
+                // Every append of the group gets the same failure (errors are not `Clone`; the
+                // storage source is shared).
+                let (action, source): (String, StorageSource) = match error {
+                    JournalError::Storage { action, source } => (action, source),
+                    other => ("commit".to_owned(), Arc::new(other)),
+                };
                 for reply in replies {
-                    let error = JournalError::Storage(message.clone());
+                    let error = JournalError::Storage {
+                        action: action.clone(),
+                        source: source.clone(),
+                    };
                     match reply {
                         Reply::Append(reply) => {
                             let _ = reply.send(Err(error));
@@ -607,9 +619,8 @@ impl Writer {
                     appended.committed.push(Arc::new(committed));
                 }
                 for entry in batch.quarantine {
-                    let json = serde_json::to_vec(&entry).map_err(|e| {
-                        JournalError::Storage(format!("cannot encode quarantine entry: {e}"))
-                    })?;
+                    let json = serde_json::to_vec(&entry)
+                        .map_err(|e| JournalError::storage("encode a quarantine entry", e))?;
                     quarantine
                         .insert(next_quarantine, (commit_micros, json.as_slice()))
                         .map_err(storage)?;
@@ -824,7 +835,7 @@ fn decode(encoded: &[u8]) -> Result<SharedEvent, JournalError> {
 }
 
 fn storage(error: impl Into<redb::Error>) -> JournalError {
-    JournalError::Storage(error.into().to_string())
+    JournalError::storage("use the journal file", error.into())
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -75,20 +75,17 @@ impl Committed {
     /// Decodes a stored encoding.
     pub fn decode(encoded: Bytes) -> Result<Self, JournalError> {
         let event = <proto::Event as prost::Message>::decode(encoded.clone())
-            .map_err(|e| JournalError::Corrupt(format!("stored event does not decode: {e}")))?;
+            .map_err(|source| Corruption::Undecodable { cursor: 0, source })?;
         Ok(Self { event, encoded })
     }
 
     /// Rebuilds a committed event from a stored body (the encoding without its cursor, as
     /// [`NewEvent::encoded`]) and the cursor it was stored at.
     pub fn from_stored(payload: Bytes, cursor: Cursor) -> Result<Self, JournalError> {
-        let event = <proto::Event as prost::Message>::decode(payload.clone()).map_err(|e| {
-            JournalError::Corrupt(format!("stored event {cursor} does not decode: {e}"))
-        })?;
+        let event = <proto::Event as prost::Message>::decode(payload.clone())
+            .map_err(|source| Corruption::Undecodable { cursor, source })?;
         if event.cursor != 0 {
-            return Err(JournalError::Corrupt(format!(
-                "stored event {cursor} carries a cursor; it was not written by this journal"
-            )));
+            return Err(Corruption::ForeignCursor { cursor }.into());
         }
         Ok(NewEvent {
             event,
@@ -158,18 +155,28 @@ pub struct Bounds {
     pub head: Cursor,
 }
 
+/// The error a storage engine reported (redb, NATS, the OS), kept as the source. Shared, so
+/// that one failed group commit can answer every append that was in it.
+pub type StorageSource = Arc<dyn std::error::Error + Send + Sync>;
+
 /// Why a journal operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     /// The store could not be read or written; retrying later may work.
-    #[error("journal storage error: {0}")]
-    Storage(String),
+    #[error("journal storage error: cannot {action}: {source}")]
+    Storage {
+        /// What the journal was doing, e.g. `open /data/journal.redb`.
+        action: String,
+        /// What the storage engine said.
+        #[source]
+        source: StorageSource,
+    },
     /// The journal is shut down or its writer is gone.
     #[error("journal is closed")]
     Closed,
-    /// Stored data does not decode.
+    /// Stored data does not decode or breaks the journal's own invariants.
     #[error("journal data is corrupt: {0}")]
-    Corrupt(String),
+    Corrupt(#[from] Corruption),
     /// A compare-and-set on state lost to another writer.
     #[error(
         "journal state conflict: state key {key:?} was changed by another writer since this replica read it"
@@ -195,6 +202,58 @@ pub trait CommitSink: Send + Sync + 'static {
 
 /// A commit sink shared by a journal's writer and background tasks.
 pub type SharedSink = Arc<dyn CommitSink>;
+
+impl JournalError {
+    /// A [`JournalError::Storage`] for `action` (a phrase after "cannot") failing with `source`.
+    pub fn storage(
+        action: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Storage {
+            action: action.into(),
+            source: Arc::from(source.into()),
+        }
+    }
+}
+
+/// What is wrong with stored data, by kind, so callers and tests can tell them apart.
+#[derive(Debug, thiserror::Error)]
+pub enum Corruption {
+    /// A stored event does not decode as an `okta.events.v1.Event`.
+    #[error("stored event {cursor} does not decode: {source}")]
+    Undecodable {
+        /// Where it is stored (0 when the reader did not know).
+        cursor: Cursor,
+        /// The decoder's error.
+        source: prost::DecodeError,
+    },
+    /// A stored event carries a cursor in its body: this journal never writes one there.
+    #[error("stored event {cursor} carries a cursor; it was not written by this journal")]
+    ForeignCursor {
+        /// Where it is stored.
+        cursor: Cursor,
+    },
+    /// The uuid index names a cursor that holds no event.
+    #[error("uuid index points at missing cursor {cursor}")]
+    DanglingIndex {
+        /// The cursor the index names.
+        cursor: Cursor,
+    },
+    /// The event found under a uuid has another uuid.
+    #[error("the event at cursor {cursor} is stored under the uuid of another event")]
+    MisplacedEvent {
+        /// Where it is stored.
+        cursor: Cursor,
+    },
+    /// A quarantine record does not decode.
+    #[error("quarantine entry {id} does not decode: {source}")]
+    Quarantine {
+        /// The entry's id (embedded) or sequence (NATS).
+        id: u64,
+        /// The JSON decoder's error.
+        source: serde_json::Error,
+    },
+}
 
 /// The durable, ordered, deduplicating event store. See the module docs.
 #[async_trait]

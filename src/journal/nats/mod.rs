@@ -71,8 +71,8 @@ pub use config::{
 pub use lease::{LEASE_KEY, LeaseError, PollerLease};
 
 use super::{
-    Appended, Batch, Bounds, CommitSink, Committed, Cursor, Journal, JournalError, Quarantined,
-    SharedEvent, SharedSink, StateWrite,
+    Appended, Batch, Bounds, CommitSink, Committed, Corruption, Cursor, Journal, JournalError,
+    Quarantined, SharedEvent, SharedSink, StateWrite,
 };
 
 /// Most direct gets a read keeps in flight at once.
@@ -125,23 +125,23 @@ impl NatsJournal {
     ) -> Result<Arc<Self>, JournalError> {
         config
             .validate()
-            .map_err(|e| JournalError::Storage(e.to_string()))?;
+            .map_err(|e| JournalError::storage("use the NATS settings", e))?;
         let addrs = config
             .servers
             .iter()
             .map(|s| s.parse::<async_nats::ServerAddr>())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| JournalError::Storage(format!("bad NATS server address: {e}")))?;
+            .map_err(|e| JournalError::storage("parse the NATS server address", e))?;
         let client = async_nats::ConnectOptions::new()
             .name("okta-stream")
             .connection_timeout(CONNECT_TIMEOUT)
             .connect(addrs)
             .await
             .map_err(|e| {
-                JournalError::Storage(format!(
-                    "cannot connect to NATS at {}: {e}",
-                    config.servers.join(",")
-                ))
+                JournalError::storage(
+                    format!("connect to NATS at {}", config.servers.join(",")),
+                    e,
+                )
             })?;
         let js = jetstream::new(client.clone());
 
@@ -470,9 +470,8 @@ impl Journal for NatsJournal {
         }
         let mut quarantine_pending = Vec::with_capacity(batch.quarantine.len());
         for item in &batch.quarantine {
-            let body = serde_json::to_vec(item).map_err(|e| {
-                JournalError::Storage(format!("cannot encode a quarantined event: {e}"))
-            })?;
+            let body = serde_json::to_vec(item)
+                .map_err(|e| JournalError::storage("encode a quarantined event", e))?;
             let ack = self
                 .js
                 .publish(quarantine_subject(&self.config), Bytes::from(body))
@@ -570,10 +569,10 @@ impl Journal for NatsJournal {
             Some(message) => {
                 let event = self.to_committed(message)?;
                 if event.event.uuid != uuid {
-                    return Err(JournalError::Corrupt(format!(
-                        "the message at cursor {} is on the subject of another uuid",
-                        event.cursor()
-                    )));
+                    return Err(Corruption::MisplacedEvent {
+                        cursor: event.cursor(),
+                    }
+                    .into());
                 }
                 Ok(Some(event))
             }
@@ -649,11 +648,12 @@ impl Journal for NatsJournal {
         .await?
         .into_iter()
         .map(|message| {
-            serde_json::from_slice(&message.payload).map_err(|e| {
-                JournalError::Corrupt(format!(
-                    "quarantined message {} does not decode: {e}",
-                    message.sequence
-                ))
+            serde_json::from_slice(&message.payload).map_err(|source| {
+                Corruption::Quarantine {
+                    id: message.sequence,
+                    source,
+                }
+                .into()
             })
         })
         .collect()
@@ -662,8 +662,9 @@ impl Journal for NatsJournal {
     async fn check(&self) -> Result<(), JournalError> {
         self.ensure_open()?;
         if self.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(JournalError::Storage(
-                "not connected to any NATS server".to_owned(),
+            return Err(JournalError::storage(
+                "reach NATS",
+                "not connected to any NATS server",
             ));
         }
         self.info().await.map(|_| ())
@@ -817,10 +818,10 @@ async fn check_and_update(
 ) -> Result<stream::Stream, JournalError> {
     let found = stream.cached_info().config.clone();
     let incompatible = |setting: &str, found: String, expected: String| {
-        JournalError::Storage(format!(
-            "NATS stream {} exists with incompatible {setting}: found {found}, expected {expected}",
-            wanted.name
-        ))
+        JournalError::storage(
+            format!("use the NATS stream {}", wanted.name),
+            format!("it exists with incompatible {setting}: found {found}, expected {expected}"),
+        )
     };
     if found.subjects != wanted.subjects {
         return Err(incompatible(
@@ -922,8 +923,11 @@ fn micros(time: &async_nats::datetime::DateTime) -> i64 {
     i64::try_from(time.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
 }
 
-fn storage(action: &str, error: impl std::fmt::Display) -> JournalError {
-    JournalError::Storage(format!("NATS: cannot {action}: {error}"))
+fn storage(
+    action: &str,
+    error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> JournalError {
+    JournalError::storage(format!("{action} in NATS"), error)
 }
 
 fn conflict(key: &str) -> JournalError {
