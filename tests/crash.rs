@@ -77,7 +77,10 @@ async fn post_until_killed(
         }
     })
     .await;
-    assert!(first_ack.is_ok(), "round {round}: no delivery acknowledged within 30 s");
+    assert!(
+        first_ack.is_ok(),
+        "round {round}: no delivery acknowledged within 30 s"
+    );
     let delay = rand::rng().random_range(0..700);
     tokio::time::sleep(Duration::from_millis(delay)).await;
     service.kill().await;
