@@ -60,12 +60,20 @@ pub enum AppError {
     /// The journal could not be opened (or was refused: damaged, vanished, too new).
     #[error("cannot open the journal: {0}")]
     Journal(#[from] crate::journal::JournalError),
-    /// TLS or server set-up failed.
-    #[error("gRPC server: {0}")]
-    Grpc(String),
-    /// The poller could not be set up.
-    #[error("poller: {0}")]
-    Poller(String),
+    /// gRPC server reflection could not be set up from the descriptor sets.
+    #[error("gRPC server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// A TLS certificate or key file could not be read.
+    #[error("gRPC server: cannot read {path}: {source}")]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS identity was refused.
+    #[error("gRPC server: TLS: {0}")]
+    Tls(#[source] tonic::transport::Error),
     /// A setting is wrong in a way only the part it configures can tell (an org URL Okta
     /// would refuse, an unreadable private key). `main` exits 64 on it, as on any bad setting.
     #[error(transparent)]
@@ -174,7 +182,7 @@ impl App {
         let mut metrics = Metrics::new();
         let poller_stats = poller.as_ref().map(|_| {
             let stats = Arc::new(PollerStats::default());
-            metrics.register_poller(stats.clone());
+            stats.register(metrics.registry());
             stats
         });
         let metrics = Arc::new(metrics);
@@ -237,21 +245,10 @@ impl App {
         } = self;
         let shutdown = CancellationToken::new();
         let health = Health::new().await;
-        let mut tasks: JoinSet<(&'static str, Result<(), String>)> = JoinSet::new();
+        let mut tasks: Tasks = JoinSet::new();
 
         // HTTP: the hook, health and metrics.
-        let hook = Arc::new(Hook {
-            auth: HookAuth::new(config.hook.auth_header.clone(), hook_secrets),
-            max_body_bytes: config.hook.max_body_bytes,
-            max_event_bytes: config.max_event_bytes,
-            journal: journal.clone(),
-            metrics: metrics.clone(),
-        });
-        let router = hook::router(hook).merge(ops::router(ops::Ops {
-            journal: journal.clone(),
-            metrics: metrics.clone(),
-            health: health.clone(),
-        }));
+        let router = http_router(&config, hook_secrets, &journal, &metrics, &health);
         let http_shutdown = shutdown.clone();
         tasks.spawn(async move {
             let result = axum::serve(http, router)
@@ -308,31 +305,10 @@ impl App {
         health.set_serving(true).await;
         tracing::info!(http = %config.http_addr, grpc = %config.grpc_addr, "serving");
 
-        let mut failure = None;
-        tokio::select! {
-            _ = signal => tracing::info!("shutdown requested"),
-            Some(joined) = tasks.join_next() => {
-                let (task, result) = joined.unwrap_or(("task", Err("panicked".to_owned())));
-                let reason = result.err().unwrap_or_else(|| "exited".to_owned());
-                tracing::error!(task, %reason, "essential task stopped; shutting down");
-                failure = Some(AppError::TaskFailed { task, reason });
-            }
-        }
-
+        let failure = wait_for_stop(signal, &mut tasks).await;
         health.set_serving(false).await;
         shutdown.cancel();
-        let drained = tokio::time::timeout(config.shutdown_timeout, async {
-            while let Some(joined) = tasks.join_next().await {
-                if let Ok((task, Err(reason))) = joined {
-                    tracing::warn!(task, %reason, "task ended with an error during shutdown");
-                }
-            }
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(timeout = ?config.shutdown_timeout, "shutdown timed out; aborting remaining tasks");
-            tasks.abort_all();
-        }
+        drain(tasks, config.shutdown_timeout).await;
         journal.close().await;
         tracing::info!("stopped");
         failure.map_or(Ok(()), Err)
@@ -350,6 +326,67 @@ fn poller_config(config: &Config) -> Result<Option<PollerConfig>, AppError> {
     }))
 }
 
+/// The app's essential tasks, each answering with its name and how it ended.
+type Tasks = JoinSet<(&'static str, Result<(), String>)>;
+
+/// The HTTP routes: the hook endpoint, health and metrics.
+fn http_router(
+    config: &Config,
+    hook_secrets: Vec<Secret>,
+    journal: &SharedJournal,
+    metrics: &Arc<Metrics>,
+    health: &Health,
+) -> axum::Router {
+    let hook = Arc::new(Hook {
+        auth: HookAuth::new(config.hook.auth_header.clone(), hook_secrets),
+        max_body_bytes: config.hook.max_body_bytes,
+        max_event_bytes: config.max_event_bytes,
+        journal: journal.clone(),
+        metrics: metrics.clone(),
+    });
+    hook::router(hook).merge(ops::router(ops::Ops {
+        journal: journal.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+    }))
+}
+
+/// Waits for `signal` or for an essential task to stop on its own (its failure is returned).
+async fn wait_for_stop(
+    signal: impl Future<Output = ()> + Send,
+    tasks: &mut Tasks,
+) -> Option<AppError> {
+    tokio::select! {
+        _ = signal => {
+            tracing::info!("shutdown requested");
+            None
+        }
+        Some(joined) = tasks.join_next() => {
+            let (task, result) = joined.unwrap_or(("task", Err("panicked".to_owned())));
+            let reason = result.err().unwrap_or_else(|| "exited".to_owned());
+            tracing::error!(task, %reason, "essential task stopped; shutting down");
+            Some(AppError::TaskFailed { task, reason })
+        }
+    }
+}
+
+/// Lets the tasks finish after shutdown was signalled, aborting those still running after
+/// `timeout`.
+async fn drain(mut tasks: Tasks, timeout: Duration) {
+    let drained = tokio::time::timeout(timeout, async {
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((task, Err(reason))) = joined {
+                tracing::warn!(task, %reason, "task ended with an error during shutdown");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(?timeout, "shutdown timed out; aborting remaining tasks");
+        tasks.abort_all();
+    }
+}
+
 /// Opens the configured journal and its hub (and the JetStream journal itself when it runs,
 /// for the poller lease).
 async fn open_journal(
@@ -363,14 +400,14 @@ async fn open_journal(
                 max_bytes: config.retention_max_bytes,
                 check_interval: config.retention_check_interval,
             };
+            let hub = Hub::new(live_capacity, 0);
             let journal = RedbJournal::open_with(
                 &config.data_dir,
                 retention,
-                live_capacity,
+                hub.clone(),
                 config.accept_empty_journal,
             )
             .await?;
-            let hub = journal.hub().clone();
             Ok((journal, hub, None))
         }
         JournalKind::Nats { servers } => {
@@ -488,7 +525,7 @@ impl PollerTask {
             let error = match poller.run(stop.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(PollerError::Journal(
-                    error @ (JournalError::Storage(_) | JournalError::Conflict(_)),
+                    error @ (JournalError::Storage { .. } | JournalError::Conflict { .. }),
                 )) => error,
                 Err(error) => return Err(error.to_string()),
             };
@@ -581,13 +618,9 @@ fn grpc_server(
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection()
-        .build_v1()
-        .map_err(|e| AppError::Grpc(e.to_string()))?;
+    let reflection_v1 = reflection().build_v1()?;
     // grpcurl 1.8 only speaks v1alpha.
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .map_err(|e| AppError::Grpc(e.to_string()))?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let mut builder = Server::builder()
         // Keep idle streams alive through proxies and notice dead peers.
@@ -597,23 +630,20 @@ fn grpc_server(
         // gRPC-Web arrives over HTTP/1.1.
         .accept_http1(true);
     if let Some((cert, key)) = config.grpc.tls() {
-        // A file that cannot be read is a wrong setting: named, exit 64.
-        let read = |flag: &str, path: &Path| {
-            std::fs::read(path).map_err(|e| {
-                AppError::Config(crate::config::ConfigError::invalid(
-                    flag,
-                    format!("cannot read {}: {e}", path.display()),
-                ))
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| AppError::TlsFile {
+                path: path.to_owned(),
+                source,
             })
         };
-        let identity = Identity::from_pem(read("grpc-tls-cert", cert)?, read("grpc-tls-key", key)?);
+        let identity = Identity::from_pem(read(cert)?, read(key)?);
         let mut tls = ServerTlsConfig::new().identity(identity);
         if let Some(ca) = &config.grpc.tls_client_ca {
-            tls = tls.client_ca_root(Certificate::from_pem(read("grpc-tls-client-ca", ca)?));
+            tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
         }
         builder = builder
             .tls_config(tls)
-            .map_err(|e| AppError::Grpc(format!("TLS: {e}")))?;
+            .map_err(AppError::Tls)?;
     }
     // Tokens guard the API and reflection alike (gRPC-Web is translated before them);
     // `grpc.health.v1` stays open for probes.

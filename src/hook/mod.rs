@@ -22,7 +22,8 @@ use http::{HeaderMap, StatusCode, header};
 pub use auth::HookAuth;
 
 use crate::error::{ApiError, Code};
-use crate::journal::{Batch, NewEvent, Quarantined, SharedJournal};
+use crate::ingest::{self, Ingested};
+use crate::journal::SharedJournal;
 use crate::mapping::{self, Delivery};
 use crate::proto;
 use crate::telemetry::{IngestPath, Metrics, RejectReason};
@@ -114,8 +115,11 @@ fn is_json(headers: &HeaderMap) -> bool {
                 .is_some_and(|s| s.eq_ignore_ascii_case("+json")))
 }
 
-fn now_timestamp() -> prost_types::Timestamp {
-    prost_types::Timestamp::from(std::time::SystemTime::now())
+fn timestamp(time: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
 }
 
 /// `POST /okta/hook`: one delivery, committed whole before the answer.
@@ -159,39 +163,38 @@ async fn deliver(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Body) 
         }
     };
 
-    let received = now_timestamp();
+    let received = chrono::Utc::now();
+    let raw = envelope
+        .events
+        .iter()
+        .map(|event| ingest::raw_event_in(&body, event))
+        .collect();
+    let origin = format!(
+        "hook eventId={} source={}",
+        envelope.event_id, envelope.source
+    );
+    let event_id = envelope.event_id.clone();
     let delivery = Delivery {
         event_id: envelope.event_id,
         event_time: envelope.event_time,
         source: envelope.source,
         headers: mapping::redact_headers(&headers, hook.auth.header().as_str()),
         ingest_source: proto::IngestSource::Hook,
-        received: Some(received),
+        received: Some(timestamp(received)),
     };
-    let mut batch = Batch::default();
-    for raw in envelope.events {
-        let admitted = mapping::map_event(raw.get().as_bytes(), &delivery)
-            .map_err(|error| error.to_string())
-            .and_then(|event| NewEvent::within(event, hook.max_event_bytes));
-        match admitted {
-            Ok(event) => batch.events.push(event),
-            Err(reason) => {
-                tracing::warn!(event_id = %delivery.event_id, %reason, "event quarantined");
-                batch.quarantine.push(Quarantined::new(
-                    reason,
-                    raw.get(),
-                    format!(
-                        "hook eventId={} source={}",
-                        delivery.event_id, delivery.source
-                    ),
-                    chrono::Utc::now().to_rfc3339(),
-                ));
-            }
-        }
-    }
-    let quarantined = batch.quarantine.len();
-    match hook.journal.append(batch).await {
-        Ok(appended) => {
+    let ingested = ingest::ingest(
+        &hook.journal,
+        raw,
+        delivery,
+        origin,
+        received,
+        hook.max_event_bytes,
+    );
+    match ingested.await {
+        Ok(Ingested {
+            appended,
+            quarantined,
+        }) => {
             hook.metrics.record_append(
                 IngestPath::Hook,
                 appended.committed.len(),
@@ -202,7 +205,7 @@ async fn deliver(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Body) 
                 .hook_ack_seconds
                 .observe(started.elapsed().as_secs_f64());
             tracing::debug!(
-                event_id = %delivery.event_id,
+                %event_id,
                 stored = appended.committed.len(),
                 duplicates = appended.duplicates,
                 quarantined,

@@ -12,56 +12,31 @@
 //! `google.protobuf.Struct` fields are written from it as encoded bytes ([`EncodedStruct`]).
 //! The hook's envelope is split by [`parse_envelope`], which does not map.
 
-mod encoded;
+mod delivery;
 mod envelope;
+mod error;
 mod json;
 mod parse;
 mod record;
 mod time;
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
 
 use crate::proto;
 
-pub use encoded::EncodedStruct;
+pub use crate::proto::EncodedStruct;
+pub use delivery::{Delivery, REDACTED, is_secret_header, redact_headers};
 pub use envelope::{Envelope, EnvelopeError, parse_envelope};
+pub use error::MappingError;
 pub use parse::MAX_DEPTH;
 pub use time::parse_rfc3339;
-
-/// What the transport knew about a LogEvent: the hook envelope and HTTP request, or the poll.
-#[derive(Debug, Clone, Default)]
-pub struct Delivery {
-    /// Hook envelope `eventId` (card "Event ID"); empty for polled events.
-    pub event_id: String,
-    /// Hook envelope `eventTime`, or the time of the poll (card "Event Time").
-    pub event_time: Option<prost_types::Timestamp>,
-    /// Hook envelope `source`, or the polled org URL (card "Source").
-    pub source: String,
-    /// HTTP request headers of the delivery, already redacted (see [`redact_headers`]).
-    pub headers: BTreeMap<String, String>,
-    /// Which path brought the event.
-    pub ingest_source: proto::IngestSource,
-    /// When okta-stream received the delivery or page.
-    pub received: Option<prost_types::Timestamp>,
-}
-
-/// Why a LogEvent could not be mapped; names the offending field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {problem}")]
-pub struct MappingError {
-    /// The JSON path of the field, e.g. `published`; `event` for the LogEvent as a whole.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub problem: String,
-}
 
 /// Maps one LogEvent (the JSON of one element of `data.events[]`, or of one System Log API
 /// result) to the record. The cursor is left 0 for the journal to assign.
 ///
 /// Errors (field named in [`MappingError::field`]):
 /// - `event`: not JSON, not a JSON object, or nested deeper than [`MAX_DEPTH`] levels;
-/// - `uuid`: missing, not a string, or empty;
+/// - `uuid`: missing, not a string, blank, or longer than [`MAX_UUID_BYTES`] bytes;
 /// - `published`: missing, not a string, or not an RFC 3339 date-time.
 pub fn map_event(log_event: &[u8], delivery: &Delivery) -> Result<proto::Event, MappingError> {
     thread_local! {
@@ -94,35 +69,6 @@ fn map_with(
     record::map(&doc, delivery)
 }
 
-/// Copies HTTP request headers for the record (names lower-cased), replacing the value of
-/// every header [`is_secret_header`] names with `[REDACTED]`. A header sent several times
-/// keeps every value, joined with `", "` as HTTP allows; values that are not UTF-8 are
-/// converted lossily.
-pub fn redact_headers(headers: &http::HeaderMap, auth_header: &str) -> BTreeMap<String, String> {
-    let mut out: BTreeMap<String, String> = BTreeMap::new();
-    for (name, value) in headers {
-        // `http` stores names in lower case already; the conversion only guards that.
-        let name = name.as_str().to_ascii_lowercase();
-        let secret = is_secret_header(&name, auth_header);
-        let value = if secret {
-            REDACTED.to_owned()
-        } else {
-            String::from_utf8_lossy(value.as_bytes()).into_owned()
-        };
-        match out.get_mut(&name) {
-            Some(existing) if secret => *existing = REDACTED.to_owned(),
-            Some(existing) => {
-                existing.push_str(", ");
-                existing.push_str(&value);
-            }
-            None => {
-                out.insert(name, value);
-            }
-        }
-    }
-    out
-}
-
 /// Longest LogEvent `uuid` stored (and looked up by GetEvent), in bytes.
 pub const MAX_UUID_BYTES: usize = 1024;
 
@@ -137,23 +83,3 @@ pub fn check_uuid(uuid: &str) -> Result<(), &'static str> {
         Ok(())
     }
 }
-
-/// Parts of a header name that mark it as carrying a credential (compared ignoring case).
-const SECRET_NAME_PARTS: [&str; 6] = ["token", "secret", "key", "auth", "signature", "password"];
-
-/// The redaction rule of the record's `headers` (documented in `events.proto` and the README):
-/// `authorization`, `proxy-authorization`, `cookie`, `set-cookie`, the configured hook auth
-/// header, and any header whose name contains `token`, `secret`, `key`, `auth`, `signature` or
-/// `password`, in any case.
-pub fn is_secret_header(name: &str, auth_header: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    name.eq_ignore_ascii_case(auth_header.trim())
-        || matches!(
-            name.as_str(),
-            "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
-        )
-        || SECRET_NAME_PARTS.iter().any(|part| name.contains(part))
-}
-
-/// What a secret header's value is replaced by in the record.
-pub const REDACTED: &str = "[REDACTED]";
