@@ -163,12 +163,9 @@ impl App {
         check_tls_files(&config)?;
         if config.journal == JournalKind::Embedded || config.hook.secrets.is_empty() {
             crate::data_dir::prepare(&config.data_dir).map_err(|error| match error {
-                crate::data_dir::DataDirError::NotADirectory(_) => {
-                    AppError::Config(crate::config::ConfigError::invalid(
-                        "data-dir",
-                        error.to_string(),
-                    ))
-                }
+                crate::data_dir::DataDirError::NotADirectory(_) => AppError::Config(
+                    crate::config::ConfigError::invalid("data-dir", error.to_string()),
+                ),
                 crate::data_dir::DataDirError::Io { source, .. } => data_dir_error(source),
             })?;
         }
@@ -641,16 +638,11 @@ fn grpc_server(
         if let Some(ca) = &config.grpc.tls_client_ca {
             tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
         }
-        builder = builder
-            .tls_config(tls)
-            .map_err(AppError::Tls)?;
+        builder = builder.tls_config(tls).map_err(AppError::Tls)?;
     }
     // Tokens guard the API and reflection alike (gRPC-Web is translated before them);
     // `grpc.health.v1` stays open for probes.
-    let tokens = TokenCheck::new(
-        config.grpc.tokens.clone(),
-        config.grpc.admin_tokens.clone(),
-    );
+    let tokens = TokenCheck::new(config.grpc.tokens.clone(), config.grpc.admin_tokens.clone());
     let router = builder
         // Outermost: the console page answers its own GETs before gRPC-Web sees them.
         .layer(crate::console::Layer::new(config.console))

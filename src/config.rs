@@ -1098,12 +1098,32 @@ mod tests {
         let toml = file("grpc_tokens = [\"\"]\n");
         let toml_path = toml.path().to_str().unwrap().to_owned();
         let cases: [(&[&str], &[(&str, &str)], &str); 7] = [
-            (&[], &[("OKTA_STREAM_GRPC_TOKENS", ",,")], "OKTA_STREAM_GRPC_TOKENS"),
-            (&[], &[("OKTA_STREAM_GRPC_TOKENS", " ")], "OKTA_STREAM_GRPC_TOKENS"),
-            (&[], &[("OKTA_STREAM_GRPC_TOKENS", "")], "OKTA_STREAM_GRPC_TOKENS"),
+            (
+                &[],
+                &[("OKTA_STREAM_GRPC_TOKENS", ",,")],
+                "OKTA_STREAM_GRPC_TOKENS",
+            ),
+            (
+                &[],
+                &[("OKTA_STREAM_GRPC_TOKENS", " ")],
+                "OKTA_STREAM_GRPC_TOKENS",
+            ),
+            (
+                &[],
+                &[("OKTA_STREAM_GRPC_TOKENS", "")],
+                "OKTA_STREAM_GRPC_TOKENS",
+            ),
             (&["--grpc-tokens", ","], &[], "OKTA_STREAM_GRPC_TOKENS"),
-            (&["--grpc-admin-tokens=a-long-admin-token,"], &[], "OKTA_STREAM_GRPC_ADMIN_TOKENS"),
-            (&[], &[("OKTA_STREAM_HOOK_SECRETS", " ")], "OKTA_STREAM_HOOK_SECRETS"),
+            (
+                &["--grpc-admin-tokens=a-long-admin-token,"],
+                &[],
+                "OKTA_STREAM_GRPC_ADMIN_TOKENS",
+            ),
+            (
+                &[],
+                &[("OKTA_STREAM_HOOK_SECRETS", " ")],
+                "OKTA_STREAM_HOOK_SECRETS",
+            ),
             (&["--config", &toml_path], &[], "OKTA_STREAM_GRPC_TOKENS"),
         ];
         for (args, env, setting) in cases {
@@ -1134,10 +1154,17 @@ mod tests {
         ];
         load(&mtls, &open).unwrap();
         let err = load(&mtls[..2], &open).unwrap_err();
-        assert!(err.to_string().contains("OKTA_STREAM_GRPC_TLS_CERT"), "{err}");
+        assert!(
+            err.to_string().contains("OKTA_STREAM_GRPC_TLS_CERT"),
+            "{err}"
+        );
         let allowed = load(&["--grpc-allow-unauthenticated"], &open).unwrap();
         assert!(allowed.grpc.allow_unauthenticated);
-        assert!(allowed.warnings()[0].contains("anyone"), "{:?}", allowed.warnings());
+        assert!(
+            allowed.warnings()[0].contains("anyone"),
+            "{:?}",
+            allowed.warnings()
+        );
         let env = [open[0], ("OKTA_STREAM_GRPC_ALLOW_UNAUTHENTICATED", "true")];
         assert!(load(&[], &env).unwrap().grpc.allow_unauthenticated);
         // Loopback stays open by default, as before.

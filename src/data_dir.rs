@@ -106,6 +106,9 @@ mod tests {
         assert_eq!(mode(&dir), 0o700);
         let file = root.path().join("file");
         std::fs::write(&file, "x").unwrap();
-        assert!(matches!(prepare(&file), Err(DataDirError::NotADirectory(_))));
+        assert!(matches!(
+            prepare(&file),
+            Err(DataDirError::NotADirectory(_))
+        ));
     }
 }

@@ -89,13 +89,13 @@ pub async fn map(
     tokio::task::spawn_blocking(move || {
         map_now(&raw, &delivery, &origin, received, max_event_bytes)
     })
-        .await
-        .map_err(|error| {
-            if error.is_panic() {
-                std::panic::resume_unwind(error.into_panic());
-            }
-            IngestError::Cancelled
-        })
+    .await
+    .map_err(|error| {
+        if error.is_panic() {
+            std::panic::resume_unwind(error.into_panic());
+        }
+        IngestError::Cancelled
+    })
 }
 
 /// Maps on the calling thread: for callers already off the async workers (and tests).

@@ -41,8 +41,8 @@
 pub mod app;
 pub mod cli;
 pub mod config;
-pub mod data_dir;
 pub mod console;
+pub mod data_dir;
 pub mod error;
 pub mod grpc;
 pub mod hook;

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::app::{SECRET, TestApp, delivery, profile_update};
 use common::within;
-use okta_stream::proto::event_filter::Start;
 use okta_stream::grpc::Kind;
+use okta_stream::proto::event_filter::Start;
 use okta_stream::proto::{EventFilter, GetEventRequest, ListEventsRequest, ListQuarantinedRequest};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt as _;
@@ -95,7 +95,10 @@ async fn a_5_mib_event_is_quarantined_and_grpcurl_and_python_keep_streaming_past
     })
     .await;
     grpcurl.kill().await.unwrap();
-    assert!(seen.contains("\"before\"") && !seen.contains("\"huge\""), "{seen}");
+    assert!(
+        seen.contains("\"before\"") && !seen.contains("\"huge\""),
+        "{seen}"
+    );
 
     // The generated Python client, default limits.
     let stubs = tempfile::tempdir().unwrap();
@@ -112,7 +115,12 @@ async fn a_5_mib_event_is_quarantined_and_grpcurl_and_python_keep_streaming_past
     assert!(python.status.success(), "{}", text(&python.stderr));
     let uuids: Vec<String> = text(&python.stdout)
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["uuid"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["uuid"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(uuids, ["before", "after"]);
 }
@@ -291,9 +299,17 @@ async fn from_oldest_false_is_live_and_after_is_exclusive_in_both_directions() {
         let cursors = |events: Vec<okta_stream::proto::Event>| -> Vec<u64> {
             events.iter().map(|e| e.cursor).collect()
         };
-        let up = client.list_events(list(3, false)).await.unwrap().into_inner();
+        let up = client
+            .list_events(list(3, false))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(cursors(up.events), [4, 5]);
-        let down = client.list_events(list(3, true)).await.unwrap().into_inner();
+        let down = client
+            .list_events(list(3, true))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(cursors(down.events), [2, 1]);
 
         let mut live = client

@@ -26,8 +26,7 @@ use okta_stream::journal::embedded::RedbJournal;
 use okta_stream::journal::nats::NatsJournal;
 use okta_stream::journal::{
     Appended, Batch, Bounds, Cursor, Journal, JournalError, NewEvent, Pruned, QuarantineId,
-    QuarantinePage, Quarantined,
-    Retention, SharedEvent, SharedJournal, StateWrite,
+    QuarantinePage, Quarantined, Retention, SharedEvent, SharedJournal, StateWrite,
 };
 use okta_stream::proto;
 

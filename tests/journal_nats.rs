@@ -21,8 +21,7 @@ use okta_stream::hub::Hub;
 use okta_stream::journal::nats::{LEASE_KEY, NatsConfig, NatsJournal, PollerLease};
 use okta_stream::journal::{
     Appended, Batch, Bounds, Cursor, Journal, JournalError, NewEvent, QuarantineId, QuarantinePage,
-    Quarantined, SharedEvent,
-    SharedJournal, StateWrite,
+    Quarantined, SharedEvent, SharedJournal, StateWrite,
 };
 use okta_stream::proto;
 

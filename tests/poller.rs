@@ -18,8 +18,8 @@ use common::fake_okta::{FakeAuth, FakeOkta, Inject, PublicKey, jwt_parts, log_ev
 use common::{eventually, within};
 use okta_stream::journal::embedded::RedbJournal;
 use okta_stream::journal::{
-    Appended, Batch, Bounds, Cursor, Journal, JournalError, NewEvent, QuarantineId,
-    QuarantinePage, Quarantined, Retention, SharedEvent, SharedJournal,
+    Appended, Batch, Bounds, Cursor, Journal, JournalError, NewEvent, QuarantineId, QuarantinePage,
+    Quarantined, Retention, SharedEvent, SharedJournal,
 };
 use okta_stream::mapping::{Delivery, map_event};
 use okta_stream::okta::{

@@ -185,7 +185,11 @@ async fn unsafe_or_blank_settings_exit_64_naming_the_setting() {
         env.extend_from_slice(extra);
         let output = run(args, &env).await;
         let stderr = text(&output.stderr);
-        assert_eq!(output.status.code(), Some(64), "{args:?} {extra:?}: {stderr}");
+        assert_eq!(
+            output.status.code(),
+            Some(64),
+            "{args:?} {extra:?}: {stderr}"
+        );
         assert!(stderr.contains(setting), "{args:?} {extra:?}: {stderr}");
         assert!(!text(&output.stdout).contains("listening"), "{stderr}");
     }
@@ -230,7 +234,8 @@ async fn read_tokens_read_events_and_only_admin_tokens_read_the_quarantine() {
         let app = TestApp::start_with(|config| {
             config.grpc.tokens = vec![Secret::new(READ_TOKEN)];
             // Configured as its SHA-256, as a config file may hold it.
-            config.grpc.admin_tokens = vec![Secret::new(format!("sha256:{}", sha256_hex(ADMIN_TOKEN)))];
+            config.grpc.admin_tokens =
+                vec![Secret::new(format!("sha256:{}", sha256_hex(ADMIN_TOKEN)))];
         })
         .await;
         let mut client = app.client().await;
@@ -268,7 +273,10 @@ async fn read_tokens_read_events_and_only_admin_tokens_read_the_quarantine() {
         assert_eq!(status.code(), Code::NotFound, "read tokens may GetEvent");
 
         let status = client
-            .list_quarantined(with_token(ListQuarantinedRequest::default(), Some(READ_TOKEN)))
+            .list_quarantined(with_token(
+                ListQuarantinedRequest::default(),
+                Some(READ_TOKEN),
+            ))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::PermissionDenied);
@@ -278,7 +286,10 @@ async fn read_tokens_read_events_and_only_admin_tokens_read_the_quarantine() {
             status.message()
         );
         client
-            .list_quarantined(with_token(ListQuarantinedRequest::default(), Some(ADMIN_TOKEN)))
+            .list_quarantined(with_token(
+                ListQuarantinedRequest::default(),
+                Some(ADMIN_TOKEN),
+            ))
             .await
             .unwrap();
         // The digest itself is not a token.
@@ -398,7 +409,10 @@ async fn service_app(dir: &Path) -> (FakeOkta, String, std::path::PathBuf) {
 
 /// The bearer credential of the first System Log request (`SSWS x`, `DPoP x` or `Bearer x`).
 async fn first_log_credential(okta: &FakeOkta) -> String {
-    eventually(LIMIT, "a System Log request", || !okta.log_requests().is_empty()).await;
+    eventually(LIMIT, "a System Log request", || {
+        !okta.log_requests().is_empty()
+    })
+    .await;
     let authorization = okta.log_requests()[0].header("authorization").unwrap();
     authorization
         .split_once(' ')
@@ -433,7 +447,10 @@ async fn no_secret_reaches_stdout_or_stderr_even_at_trace_level() {
     .await;
     // No hook secret configured: one is generated, and start says where, not what.
     let secret_file = data.path().join("hook-secret");
-    let hook_secret = std::fs::read_to_string(&secret_file).unwrap().trim().to_owned();
+    let hook_secret = std::fs::read_to_string(&secret_file)
+        .unwrap()
+        .trim()
+        .to_owned();
     assert!(
         service
             .output()
@@ -442,7 +459,12 @@ async fn no_secret_reaches_stdout_or_stderr_even_at_trace_level() {
         service.output()
     );
     let printed = run(
-        &["hook", "secret", "--data-dir", data.path().to_str().unwrap()],
+        &[
+            "hook",
+            "secret",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ],
         &[],
     )
     .await;
@@ -482,13 +504,19 @@ async fn no_secret_reaches_stdout_or_stderr_even_at_trace_level() {
         .into_inner();
     within(LIMIT, stream.message()).await.unwrap().unwrap();
     client
-        .list_quarantined(with_token(ListQuarantinedRequest::default(), Some(ADMIN_TOKEN)))
+        .list_quarantined(with_token(
+            ListQuarantinedRequest::default(),
+            Some(ADMIN_TOKEN),
+        ))
         .await
         .unwrap();
     let access_token = first_log_credential(&okta).await;
     let output = service.stop().await;
 
-    assert!(output.contains("TRACE") || output.contains("DEBUG"), "trace logging is on");
+    assert!(
+        output.contains("TRACE") || output.contains("DEBUG"),
+        "trace logging is on"
+    );
     assert!(
         output.contains("OKTA_STREAM_GRPC_TOKENS") && output.contains("shorter than 16"),
         "a short token is warned about: {output}"
@@ -504,7 +532,10 @@ async fn no_secret_reaches_stdout_or_stderr_even_at_trace_level() {
         secrets.push(("private key", line.to_owned()));
     }
     for (what, secret) in secrets {
-        assert!(!output.contains(&secret), "the {what} appears in the output");
+        assert!(
+            !output.contains(&secret),
+            "the {what} appears in the output"
+        );
     }
 
     // The API token (SSWS) of the other kind of credentials.
@@ -523,8 +554,14 @@ async fn no_secret_reaches_stdout_or_stderr_even_at_trace_level() {
     .await;
     assert_eq!(first_log_credential(&okta).await, api_token);
     let output = service.stop().await;
-    assert!(!output.contains(api_token), "the API token appears in the output");
-    assert!(!output.contains(SECRET), "the hook secret appears in the output");
+    assert!(
+        !output.contains(api_token),
+        "the API token appears in the output"
+    );
+    assert!(
+        !output.contains(SECRET),
+        "the hook secret appears in the output"
+    );
 }
 
 #[cfg(unix)]

@@ -102,7 +102,10 @@ mod tests {
 
     #[test]
     fn open_without_tokens_and_scoped_with_them() {
-        assert_eq!(TokenCheck::new(vec![], vec![]).scope(None), Ok(Scope::Admin));
+        assert_eq!(
+            TokenCheck::new(vec![], vec![]).scope(None),
+            Ok(Scope::Admin)
+        );
         let check = TokenCheck::new(
             vec![Secret::new("read-1"), Secret::new("read-2")],
             vec![Secret::new("admin-1")],

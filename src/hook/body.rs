@@ -81,7 +81,9 @@ mod tests {
 
     #[tokio::test]
     async fn gzip_is_decompressed_within_the_limit() {
-        let body = read(Body::from(gzip(b"{\"a\":1}")), true, 100).await.unwrap();
+        let body = read(Body::from(gzip(b"{\"a\":1}")), true, 100)
+            .await
+            .unwrap();
         assert_eq!(&body[..], b"{\"a\":1}");
         // 10 MB of zeros compress to ~10 kB: refused at the limit, not inflated whole.
         let bomb = gzip(&vec![0u8; 10 * 1024 * 1024]);

@@ -19,6 +19,7 @@ mod json;
 mod parse;
 mod record;
 mod time;
+mod uuid;
 
 use std::cell::Cell;
 
@@ -30,6 +31,7 @@ pub use envelope::{Envelope, EnvelopeError, parse_envelope};
 pub use error::MappingError;
 pub use parse::MAX_DEPTH;
 pub use time::parse_rfc3339;
+pub use uuid::{MAX_UUID_BYTES, check_uuid};
 
 /// Maps one LogEvent (the JSON of one element of `data.events[]`, or of one System Log API
 /// result) to the record. The cursor is left 0 for the journal to assign.
@@ -67,19 +69,4 @@ fn map_with(
             problem: "not a JSON object".to_owned(),
         })?;
     record::map(&doc, delivery)
-}
-
-/// Longest LogEvent `uuid` stored (and looked up by GetEvent), in bytes.
-pub const MAX_UUID_BYTES: usize = 1024;
-
-/// The one rule for a LogEvent `uuid`, at ingest (an event breaking it is quarantined) and in
-/// GetEvent (`INVALID_ARGUMENT`): not blank, at most [`MAX_UUID_BYTES`] bytes.
-pub fn check_uuid(uuid: &str) -> Result<(), &'static str> {
-    if uuid.trim().is_empty() {
-        Err("is empty or blank")
-    } else if uuid.len() > MAX_UUID_BYTES {
-        Err("is longer than 1024 bytes")
-    } else {
-        Ok(())
-    }
 }

@@ -15,7 +15,7 @@ use crate::proto;
 pub(super) fn map(doc: &Doc<'_>, delivery: &Delivery) -> Result<proto::Event, MappingError> {
     let object = doc.root();
     let uuid = match object.get("uuid") {
-        Some(Val::Str(s)) => match super::check_uuid(s) {
+        Some(Val::Str(s)) => match super::uuid::check_uuid(s) {
             Ok(()) => s.to_owned(),
             Err(problem) => return Err(error("uuid", problem)),
         },

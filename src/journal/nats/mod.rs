@@ -403,8 +403,12 @@ impl NatsJournal {
             let low = high
                 .saturating_sub(READ_WINDOW - 1)
                 .max(state.first_sequence);
-            let got =
-                join_all((low..=high).rev().map(|seq| self.quarantine.direct_get(seq))).await;
+            let got = join_all(
+                (low..=high)
+                    .rev()
+                    .map(|seq| self.quarantine.direct_get(seq)),
+            )
+            .await;
             for result in got {
                 if let Some(message) = optional(result)? {
                     out.push(message);
