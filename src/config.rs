@@ -1093,11 +1093,14 @@ mod tests {
         }
     }
 
+    /// Arguments, environment, and the setting the error must name.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
     #[test]
     fn a_blank_token_or_secret_entry_is_refused_naming_the_setting() {
         let toml = file("grpc_tokens = [\"\"]\n");
         let toml_path = toml.path().to_str().unwrap().to_owned();
-        let cases: [(&[&str], &[(&str, &str)], &str); 7] = [
+        let cases: [Case; 7] = [
             (
                 &[],
                 &[("OKTA_STREAM_GRPC_TOKENS", ",,")],

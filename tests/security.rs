@@ -133,6 +133,9 @@ fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
     request
 }
 
+/// Arguments, extra environment, and the setting the error must name.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[tokio::test]
 async fn unsafe_or_blank_settings_exit_64_naming_the_setting() {
     let data = tempfile::tempdir().unwrap();
@@ -142,7 +145,7 @@ async fn unsafe_or_blank_settings_exit_64_naming_the_setting() {
         ("OKTA_STREAM_DATA_DIR", dir),
         ("OKTA_STREAM_HOOK_SECRETS", SECRET),
     ];
-    let cases: [(&[&str], &[(&str, &str)], &str); 7] = [
+    let cases: [Case; 7] = [
         // gRPC on every interface without a token, a client CA or the explicit opt-out.
         (
             &["serve"],
