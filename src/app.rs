@@ -418,6 +418,9 @@ async fn open_journal(
                 replicas: config.nats.replicas,
                 max_age: config.retention_max_age,
                 duplicate_window: config.nats.duplicate_window,
+                // Quarantine entries fall under the size limit too (events on JetStream are
+                // retained by age).
+                quarantine_max_bytes: config.retention_max_bytes,
             };
             let hub = Hub::new(live_capacity, 0);
             let journal = NatsJournal::open(nats_config, hub.clone()).await?;

@@ -55,7 +55,7 @@ pub struct Config {
     /// Events older than this many days are removed
     #[arg(long = "retention-days", env = "OKTA_STREAM_RETENTION_DAYS", default_value = "90", value_name = "DAYS", value_parser = positive_days)]
     pub retention_max_age: Duration,
-    /// Embedded journal: also remove the oldest events (and quarantine entries) beyond this many bytes; at least 16777216
+    /// Also remove the oldest events (embedded journal) and quarantine entries (either journal) beyond this many bytes; at least 16777216
     #[arg(long, env = "OKTA_STREAM_RETENTION_MAX_BYTES", value_name = "BYTES", value_parser = retention_bytes)]
     pub retention_max_bytes: Option<u64>,
     /// Largest stored record; a larger event is quarantined (below 4 MiB, what any gRPC client accepts)

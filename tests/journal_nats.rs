@@ -400,6 +400,50 @@ async fn compatible_settings_of_an_existing_stream_are_updated() {
 }
 
 #[tokio::test]
+async fn the_quarantine_stream_keeps_within_the_size_limit_oldest_first() {
+    within(async {
+        let mut stream = TestStream::new("qbytes");
+        stream.config.quarantine_max_bytes = Some(64 * 1024);
+        let (journal, _hub) = stream.open().await;
+        for i in 0..20 {
+            let entry = Quarantined::new(
+                format!("uuid: missing ({i})"),
+                &format!("{{\"n\":{i},\"pad\":\"{}\"}}", "p".repeat(10 * 1024)),
+                "hook eventId=e".into(),
+                "2026-12-01T00:00:00Z".into(),
+            );
+            journal
+                .append(Batch {
+                    quarantine: vec![entry],
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        let kept = journal.quarantined(100).await.unwrap();
+        let bytes: usize = kept.iter().map(|q| q.raw.len()).sum();
+        assert!(kept.len() < 20 && bytes <= 64 * 1024, "{} kept", kept.len());
+        assert!(
+            kept.last().unwrap().reason.contains("(19)"),
+            "the newest are kept"
+        );
+        // An existing stream takes a changed limit at the next open.
+        journal.close().await;
+        stream.config.quarantine_max_bytes = Some(32 * 1024);
+        let (reopened, _hub) = stream.open().await;
+        let bytes: usize = reopened
+            .quarantined(100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|q| q.raw.len())
+            .sum();
+        assert!(bytes <= 32 * 1024, "{bytes}");
+    })
+    .await
+}
+
+#[tokio::test]
 async fn an_unreachable_server_is_a_storage_error() {
     within(async {
         let config = NatsConfig {

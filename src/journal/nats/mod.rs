@@ -833,6 +833,9 @@ fn quarantine_stream_config(config: &NatsConfig) -> stream::Config {
         storage: stream::StorageType::File,
         num_replicas: config.replicas,
         max_age: config.max_age,
+        max_bytes: config
+            .quarantine_max_bytes
+            .map_or(-1, |bytes| i64::try_from(bytes).unwrap_or(i64::MAX)),
         duplicate_window: config.duplicate_window.min(Duration::from_secs(120)),
         allow_direct: true,
         ..Default::default()
@@ -921,7 +924,10 @@ async fn check_and_update(
             "a writable stream".to_owned(),
         ));
     }
+    // The server reports "no limit" as -1 whatever was asked for it.
+    let byte_limit = |bytes: i64| if bytes <= 0 { -1 } else { bytes };
     if found.max_age == wanted.max_age
+        && byte_limit(found.max_bytes) == byte_limit(wanted.max_bytes)
         && found.duplicate_window == wanted.duplicate_window
         && found.allow_direct
     {
@@ -929,6 +935,7 @@ async fn check_and_update(
     }
     let mut updated = found;
     updated.max_age = wanted.max_age;
+    updated.max_bytes = byte_limit(wanted.max_bytes);
     updated.duplicate_window = wanted.duplicate_window;
     updated.allow_direct = true;
     tracing::info!(
