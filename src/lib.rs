@@ -12,7 +12,9 @@
 //! - [`error`]: the one map from errors to HTTP and gRPC statuses.
 //! - [`telemetry`]: logging and Prometheus metrics.
 //! - [`secret`]: the redacting newtype for secrets.
-//! - [`okta`]: the System Log poller: client, auth (SSWS, private_key_jwt, DPoP), the loop.
+//! - [`okta`]: the System Log poller: client, auth (SSWS, private_key_jwt, DPoP), the loop;
+//!   the Users API client.
+//! - [`profile`]: old → new profile values: attribute rules, snapshots and their store.
 //! - [`proto`]: generated `okta.events.v1` types and the reflection descriptor set.
 //!
 //! Data flow: hook or poller → `mapping` → `journal` (group commit) → `hub` → `grpc`.
@@ -28,6 +30,7 @@ pub mod journal;
 pub mod mapping;
 pub mod okta;
 pub mod ops;
+pub mod profile;
 pub mod proto;
 pub mod secret;
 pub mod telemetry;
