@@ -45,7 +45,8 @@ pub trait SnapshotStore: std::fmt::Debug + Send + Sync + 'static {
     /// The snapshot of `user` (an Okta user id), if one is stored.
     async fn get(&self, user: &str) -> Result<Option<Snapshot>, StoreError>;
 
-    /// Stores `snapshot` for `user` unless a newer one is stored; returns whether it did.
+    /// Stores `snapshot` for `user` unless a newer one is stored; returns whether it did. An
+    /// entry that does not decode is replaced (a fresh reading heals it).
     async fn put(&self, user: &str, snapshot: &Snapshot) -> Result<bool, StoreError>;
 
     /// [`SnapshotStore::put`] for many users (a sweep page); returns how many were written.

@@ -18,8 +18,16 @@ use crate::profile::snapshot::Snapshot;
 /// Key of the sweep watermark (Unix milliseconds, decimal).
 const WATERMARK_KEY: &str = "meta.sweep_watermark";
 
-/// Compare-and-set attempts before a put reports [`StoreError::Conflict`].
-const CAS_ATTEMPTS: usize = 8;
+/// Compare-and-set attempts before a put reports [`StoreError::Conflict`]. Every lost attempt
+/// means another writer won, so this bounds how many writers of one user may race.
+const CAS_ATTEMPTS: u32 = 32;
+
+/// A short random pause after a lost compare-and-set, growing with the attempt, so racing
+/// writers spread out instead of colliding again at once.
+async fn back_off(attempt: u32) {
+    let millis = rand::random_range(0..=u64::from(attempt.min(10)) * 2);
+    tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+}
 
 /// Snapshots in a KV bucket. See the module docs.
 #[derive(Clone)]
@@ -154,12 +162,17 @@ impl SnapshotStore for NatsSnapshots {
         check_user(user)?;
         let key = user_key(user);
         let value = Bytes::from(snapshot.encode());
-        for _ in 0..CAS_ATTEMPTS {
+        for attempt in 0..CAS_ATTEMPTS {
+            back_off(attempt).await;
             let entry = live(self.entry(&key).await?);
             if let Some((stored, _)) = &entry {
-                let stored = Snapshot::decode(stored).map_err(|e| corrupt(user, e))?;
-                if stored.as_of > snapshot.as_of {
-                    return Ok(false);
+                match Snapshot::decode(stored) {
+                    Ok(stored) if stored.as_of > snapshot.as_of => return Ok(false),
+                    Ok(_) => {}
+                    // A fresh reading heals an entry that does not decode.
+                    Err(e) => {
+                        tracing::warn!(user, error = %e, "replacing a corrupt profile snapshot")
+                    }
                 }
             }
             if self
@@ -200,7 +213,8 @@ impl SnapshotStore for NatsSnapshots {
 
     async fn set_watermark(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
         let value = Bytes::from(at.timestamp_millis().to_string());
-        for _ in 0..CAS_ATTEMPTS {
+        for attempt in 0..CAS_ATTEMPTS {
+            back_off(attempt).await;
             let entry = live(self.entry(WATERMARK_KEY).await?);
             if let Some(current) = entry
                 .as_ref()

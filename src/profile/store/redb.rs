@@ -69,12 +69,14 @@ fn storage(error: impl std::fmt::Display) -> StoreError {
 fn put_in(txn: &WriteTransaction, user: &str, snapshot: &Snapshot) -> Result<bool, StoreError> {
     let mut table = txn.open_table(SNAPSHOTS).map_err(storage)?;
     let newer_stored = match table.get(user).map_err(storage)? {
-        Some(bytes) => {
-            Snapshot::decode(bytes.value())
-                .map_err(|e| corrupt(user, e))?
-                .as_of
-                > snapshot.as_of
-        }
+        Some(bytes) => match Snapshot::decode(bytes.value()) {
+            Ok(stored) => stored.as_of > snapshot.as_of,
+            Err(e) => {
+                // A fresh reading heals an entry that does not decode.
+                tracing::warn!(user, error = %e, "replacing a corrupt profile snapshot");
+                false
+            }
+        },
         None => false,
     };
     if newer_stored {
