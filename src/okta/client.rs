@@ -36,7 +36,8 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    fn from_headers(headers: &HeaderMap) -> Self {
+    /// Reads the three headers; a missing or malformed one is `None`.
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
         let number = |name: &str| {
             headers
                 .get(name)
@@ -348,7 +349,7 @@ pub fn rate_limit_wait(reset: Option<i64>, server_date: Option<DateTime<Utc>>) -
 
 /// The reason of a 4xx, from Okta's error body (`errorCode: errorSummary`) or the
 /// `WWW-Authenticate` header's `error`/`error_description`. Bounded in length.
-fn reason(headers: &HeaderMap, body: &[u8]) -> String {
+pub(crate) fn reason(headers: &HeaderMap, body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct OktaError {
         #[serde(rename = "errorCode", default)]
@@ -409,7 +410,7 @@ pub fn event_type_filter(types: &[String]) -> Result<String, ConfigError> {
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
-fn percent_encode(value: &str) -> String {
+pub(crate) fn percent_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len() * 3);
     for byte in value.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
@@ -422,7 +423,7 @@ fn percent_encode(value: &str) -> String {
 }
 
 /// The `rel="next"` target among all `link` headers, resolved against the request URL.
-fn next_link(headers: &HeaderMap, base: &Url) -> Result<Option<Url>, ClientError> {
+pub(crate) fn next_link(headers: &HeaderMap, base: &Url) -> Result<Option<Url>, ClientError> {
     let mut next = None;
     for value in headers.get_all(http::header::LINK) {
         let value = value

@@ -10,11 +10,13 @@
 //!   the hook with the same credentials, for `okta-stream hook register|verify`.
 //! - [`poller`]: the loop: resume from the stored `next` URL, map, append the page and the new
 //!   `next` URL in one journal transaction, pace within the rate limit, back off on failures.
+//! - [`users`]: the Users API (`/api/v1/users`), the source of profile values (SPEC.md I).
 
 pub mod auth;
 pub mod client;
 pub mod hooks;
 pub mod poller;
+pub mod users;
 
 pub use auth::{Credentials, PrivateKey, Secret};
 pub use client::{Client, ClientError, Page, RateLimit};
