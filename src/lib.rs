@@ -22,7 +22,9 @@
 //! - [`config`]: every setting declared once (flag > env > file > default), validated; plain
 //!   values only: each part builds its own settings from them.
 //! - [`hook`]: the Okta Event Hook endpoint (verification, auth, delivery → ingest).
-//! - [`okta`]: Okta's APIs as a stack: org → settings/stats → auth → client → poller (→ ingest).
+//! - [`okta`]: Okta's APIs as a stack: org → settings/stats → auth → client → poller (→ ingest);
+//!   the Users API client beside the System Log client.
+//! - [`profile`]: old → new profile values: attribute rules, snapshots and their store.
 //! - [`grpc`]: the `EventStream` service (Subscribe, GetEvent, ListEvents), filters, auth.
 //! - [`ops`]: the admin routes: `/metrics`, `/healthz`, `/readyz`.
 //! - [`error`]: the one map from errors to HTTP and gRPC statuses.
@@ -52,6 +54,7 @@ pub mod journal;
 pub mod mapping;
 pub mod okta;
 pub mod ops;
+pub mod profile;
 pub mod proto;
 pub mod secret;
 pub mod telemetry;

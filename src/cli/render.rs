@@ -151,8 +151,6 @@ mod tests {
     use crate::proto;
     use prost::Message as _;
     use prost_reflect::DescriptorPool;
-    use prost_types::field_descriptor_proto::{Label, Type};
-    use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorSet};
 
     fn event() -> proto::Event {
         proto::Event {
@@ -205,114 +203,27 @@ mod tests {
         );
     }
 
-    /// The embedded descriptors plus `ProfileChange` and `Event.profile_changes` as issue 13
-    /// defines them, so the line is checked against the shape the proto is getting.
-    fn pool_with_profile_changes() -> (DescriptorPool, u32) {
-        let mut set = FileDescriptorSet::decode(proto::FILE_DESCRIPTOR_SET).unwrap();
-        let file = set
-            .file
-            .iter_mut()
-            .find(|f| f.package() == "okta.events.v1")
-            .unwrap();
-        let field =
-            |name: &str, number: i32, kind: Type, type_name: Option<&str>| FieldDescriptorProto {
-                name: Some(name.to_owned()),
-                json_name: None,
-                number: Some(number),
-                label: Some(Label::Optional as i32),
-                r#type: Some(kind as i32),
-                type_name: type_name.map(str::to_owned),
-                ..Default::default()
-            };
-        file.message_type.push(DescriptorProto {
-            name: Some("ProfileChange".to_owned()),
-            field: vec![
-                field("attribute", 1, Type::String, None),
-                field(
-                    "old_value",
-                    2,
-                    Type::Message,
-                    Some(".google.protobuf.Value"),
-                ),
-                field(
-                    "new_value",
-                    3,
-                    Type::Message,
-                    Some(".google.protobuf.Value"),
-                ),
-            ],
-            ..Default::default()
-        });
-        let event = file
-            .message_type
-            .iter_mut()
-            .find(|m| m.name() == "Event")
-            .unwrap();
-        let number = event.field.iter().filter_map(|f| f.number).max().unwrap() as u32 + 100;
-        event.field.push(FieldDescriptorProto {
-            label: Some(Label::Repeated as i32),
-            ..field(
-                "profile_changes",
-                number as i32,
-                Type::Message,
-                Some(".okta.events.v1.ProfileChange"),
-            )
-        });
-        if !file
-            .dependency
-            .iter()
-            .any(|d| d == "google/protobuf/struct.proto")
-        {
-            file.dependency
-                .push("google/protobuf/struct.proto".to_owned());
-        }
-        (
-            DescriptorPool::from_file_descriptor_set(set).unwrap(),
-            number,
-        )
-    }
-
     #[test]
     fn profile_changes_print_old_and_new_values_before_the_other_names() {
-        let (pool, number) = pool_with_profile_changes();
-        let change = |attribute: &str, old: Option<prost_types::value::Kind>, new| {
-            let value = |kind: Option<prost_types::value::Kind>| {
-                kind.map(|kind| prost_types::Value { kind: Some(kind) })
-            };
-            #[derive(Clone, PartialEq, prost::Message)]
-            struct Change {
-                #[prost(string, tag = "1")]
-                attribute: String,
-                #[prost(message, optional, tag = "2")]
-                old_value: Option<prost_types::Value>,
-                #[prost(message, optional, tag = "3")]
-                new_value: Option<prost_types::Value>,
-            }
-            Change {
-                attribute: attribute.to_owned(),
-                old_value: value(old),
-                new_value: value(new),
-            }
-            .encode_to_vec()
-        };
         use prost_types::value::Kind;
-        let mut bytes = event().encode_to_vec();
-        for encoded in [
-            change(
-                "lastName",
-                Some(Kind::StringValue("Odinson".to_owned())),
-                Some(Kind::StringValue("Thor".to_owned())),
-            ),
-            change("title", None, Some(Kind::NullValue(0))),
-        ] {
-            prost::encoding::encode_key(
-                number,
-                prost::encoding::WireType::LengthDelimited,
-                &mut bytes,
-            );
-            prost::encoding::encode_varint(encoded.len() as u64, &mut bytes);
-            bytes.extend_from_slice(&encoded);
-        }
+        let pool = DescriptorPool::decode(proto::FILE_DESCRIPTOR_SET).unwrap();
+        let value = |kind: Kind| Some(prost_types::Value { kind: Some(kind) });
+        let event = proto::Event {
+            profile_changes: vec![
+                proto::ProfileChange {
+                    attribute: "lastName".to_owned(),
+                    old_value: value(Kind::StringValue("Odinson".to_owned())),
+                    new_value: value(Kind::StringValue("Thor".to_owned())),
+                },
+                proto::ProfileChange {
+                    attribute: "title".to_owned(),
+                    old_value: None,
+                    new_value: value(Kind::NullValue(0)),
+                },
+            ],
+            ..event()
+        };
+        let bytes = event.encode_to_vec();
         let line = event_line(&decode(&pool, &bytes));
         assert!(
             line.contains(

@@ -92,6 +92,11 @@ pub(super) fn map(doc: &Doc<'_>, delivery: &Delivery) -> Result<proto::Event, Ma
         }),
         ingest_source: delivery.ingest_source as i32,
         received: delivery.received,
+        // Attached after the journal commits the event, by the profile-values stage.
+        profile_changes: Vec::new(),
+        profile_values_status: proto::ProfileValuesStatus::Unspecified as i32,
+        profile_values_reason: String::new(),
+        profile_as_of: None,
     };
     Ok(event)
 }

@@ -37,7 +37,8 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    fn from_headers(headers: &HeaderMap) -> Self {
+    /// Reads the three headers; a missing or malformed one is `None`.
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
         let number = |name: &str| {
             headers
                 .get(name)
@@ -349,7 +350,7 @@ pub fn rate_limit_wait(reset: Option<i64>, server_date: Option<DateTime<Utc>>) -
 
 /// The reason of a 4xx, from Okta's error body (`errorCode: errorSummary`) or the
 /// `WWW-Authenticate` header's `error`/`error_description`. Bounded in length.
-fn reason(headers: &HeaderMap, body: &[u8]) -> String {
+pub(crate) fn reason(headers: &HeaderMap, body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct OktaError {
         #[serde(rename = "errorCode", default)]
@@ -410,7 +411,7 @@ pub fn event_type_filter(types: &[String]) -> Result<String, ConfigError> {
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
-fn percent_encode(value: &str) -> String {
+pub(crate) fn percent_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len() * 3);
     for byte in value.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
@@ -423,7 +424,7 @@ fn percent_encode(value: &str) -> String {
 }
 
 /// The `rel="next"` target among all `link` headers, resolved against the request URL.
-fn next_link(headers: &HeaderMap, base: &Url) -> Result<Option<Url>, ClientError> {
+pub(crate) fn next_link(headers: &HeaderMap, base: &Url) -> Result<Option<Url>, ClientError> {
     let mut next = None;
     for value in headers.get_all(http::header::LINK) {
         let value = value
@@ -523,6 +524,28 @@ pub fn parse_link_header(value: &str) -> Result<Vec<Link>, String> {
         }
     }
     Ok(links)
+}
+
+/// The spacing between request starts that keeps the poller within `share` of the rate limit:
+/// the requests it may still send in this window (`limit · share − used`) spread evenly until
+/// the reset (by the server's clock); the whole rest of the window once the share is used up.
+/// Zero when Okta sent no rate-limit headers.
+pub fn pacing_delay(rate: &RateLimit, share: f64, server_date: Option<DateTime<Utc>>) -> Duration {
+    let (Some(limit), Some(remaining), Some(reset), Some(date)) =
+        (rate.limit, rate.remaining, rate.reset, server_date)
+    else {
+        return Duration::ZERO;
+    };
+    let until_reset = Duration::from_secs(
+        u64::try_from(reset.saturating_sub(date.timestamp()).max(0)).unwrap_or(0) + 1,
+    );
+    let budget = ((limit as f64) * share).floor().max(1.0) as u64;
+    let used = limit.saturating_sub(remaining);
+    if used >= budget {
+        return until_reset;
+    }
+    let left = u32::try_from(budget - used).unwrap_or(u32::MAX);
+    until_reset / left
 }
 
 #[cfg(test)]

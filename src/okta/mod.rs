@@ -15,6 +15,7 @@
 //! - [`stats`]: what the poller did, as metrics in the service's registry, and its health.
 //! - [`poller`]: the loop: resume from the stored `next` URL, map, append the page and the new
 //!   `next` URL in one journal transaction, pace within the rate limit, back off on failures.
+//! - [`users`]: the Users API (`/api/v1/users`), the source of profile values (SPEC.md I).
 
 pub mod auth;
 pub mod client;
@@ -23,6 +24,7 @@ pub mod org;
 pub mod poller;
 pub mod settings;
 pub mod stats;
+pub mod users;
 
 pub use auth::{Credentials, PrivateKey, Secret};
 pub use client::{Client, ClientError, Page, RateLimit};

@@ -17,7 +17,7 @@ use reqwest::Url;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{Client, ClientError, Page, RateLimit, RetryOf};
+use super::client::{Client, ClientError, Page, RateLimit, RetryOf, pacing_delay};
 use super::org::{ConfigError, origin};
 use super::settings::{PollerConfig, StartFrom};
 use super::stats::{PollerHealth, PollerStats};
@@ -464,28 +464,6 @@ pub fn backoff_delay(failures: u32, base: Duration, cap: Duration) -> Duration {
     }
     let factor = 1u32.checked_shl(failures - 1).unwrap_or(u32::MAX);
     base.checked_mul(factor).unwrap_or(cap).min(cap)
-}
-
-/// The spacing between request starts that keeps the poller within `share` of the rate limit:
-/// the requests it may still send in this window (`limit · share − used`) spread evenly until
-/// the reset (by the server's clock); the whole rest of the window once the share is used up.
-/// Zero when Okta sent no rate-limit headers.
-pub fn pacing_delay(rate: &RateLimit, share: f64, server_date: Option<DateTime<Utc>>) -> Duration {
-    let (Some(limit), Some(remaining), Some(reset), Some(date)) =
-        (rate.limit, rate.remaining, rate.reset, server_date)
-    else {
-        return Duration::ZERO;
-    };
-    let until_reset = Duration::from_secs(
-        u64::try_from(reset.saturating_sub(date.timestamp()).max(0)).unwrap_or(0) + 1,
-    );
-    let budget = ((limit as f64) * share).floor().max(1.0) as u64;
-    let used = limit.saturating_sub(remaining);
-    if used >= budget {
-        return until_reset;
-    }
-    let left = u32::try_from(budget - used).unwrap_or(u32::MAX);
-    until_reset / left
 }
 
 /// A random duration in `[0, max]`.

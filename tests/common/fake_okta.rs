@@ -15,6 +15,13 @@
 //! `x-okta-verification-challenge` and the `authScheme` header, expecting the challenge back.
 //! Unlike Okta, the fake accepts `http://` hook URIs on loopback, so tests can verify a local
 //! okta-stream.
+//!
+//! `GET /api/v1/users/{id}` and `GET /api/v1/users` serve the org's users (SPEC.md I): list
+//! pages of `limit` (at most 200) paged by an opaque `after` in `Link: rel="next"`, `search`
+//! on `lastUpdated` (`gt`/`ge`/`lt`, joined by `and`), their own rate-limit bucket, injected
+//! 429/5xx/slow answers, and an outage switch. Tests change a user's profile with
+//! [`FakeOkta::update_user`], which bumps `lastUpdated` as Okta does. Service apps need the
+//! scope `okta.users.read`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -149,7 +156,11 @@ struct Token {
 }
 
 /// Scopes the fake's authorization server grants.
-const KNOWN_SCOPES: &[&str] = &["okta.logs.read", "okta.eventHooks.manage"];
+const KNOWN_SCOPES: &[&str] = &[
+    "okta.logs.read",
+    "okta.eventHooks.manage",
+    "okta.users.read",
+];
 
 struct FakeState {
     auth: FakeAuth,
@@ -169,6 +180,14 @@ struct FakeState {
     hooks: Vec<Value>,
     /// The `authScheme` of each hook, by id (kept apart so answers never carry the secret).
     hook_auth: HashMap<String, Value>,
+    /// The org's users, in creation order (the list order).
+    users: Vec<Value>,
+    /// The rate-limit bucket of the Users API (separate from `/api/v1/logs`, as in Okta).
+    users_bucket: Option<Bucket>,
+    /// Misbehaviours for the next Users API requests.
+    users_injections: VecDeque<Inject>,
+    /// While true, every Users API request answers 503.
+    users_down: bool,
 }
 
 struct Shared {
@@ -213,10 +232,16 @@ impl FakeOkta {
                 counter: 0,
                 hooks: Vec::new(),
                 hook_auth: HashMap::new(),
+                users: Vec::new(),
+                users_bucket: None,
+                users_injections: VecDeque::new(),
+                users_down: false,
             }),
         });
         let app = Router::new()
             .route("/api/v1/logs", get(logs))
+            .route("/api/v1/users", get(list_users))
+            .route("/api/v1/users/{id}", get(get_user))
             .route("/oauth2/v1/token", post(token))
             .route("/api/v1/eventHooks", post(create_hook))
             .route(
@@ -337,6 +362,89 @@ impl FakeOkta {
     /// The current DPoP nonce.
     pub fn nonce(&self) -> String {
         self.state().nonce.clone()
+    }
+
+    /// Creates user `id` with `profile` (a JSON object), `lastUpdated` now; returns that time.
+    pub fn add_user(&self, id: &str, profile: Value) -> DateTime<Utc> {
+        let mut state = self.state();
+        let now = next_update_time(&state, None);
+        state.users.retain(|u| u["id"] != id);
+        state.users.push(json!({
+            "id": id,
+            "status": "ACTIVE",
+            "created": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "lastUpdated": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "type": {"id": "oty1"},
+            "profile": profile,
+            "credentials": {"provider": {"type": "OKTA", "name": "OKTA"}},
+            "_links": {"self": {"href": format!("{}/api/v1/users/{id}", self.base)}},
+        }));
+        now
+    }
+
+    /// Changes user `id`'s profile as an admin would: each member of `changes` is set (null
+    /// sets null), and `lastUpdated` moves to now (strictly later than before). Returns it.
+    pub fn update_user(&self, id: &str, changes: Value) -> DateTime<Utc> {
+        let mut state = self.state();
+        let index = state
+            .users
+            .iter()
+            .position(|u| u["id"] == id)
+            .expect("update_user: no such user");
+        let before = state.users[index]["lastUpdated"]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        let now = next_update_time(&state, before);
+        let user = &mut state.users[index];
+        for (name, value) in changes.as_object().expect("changes is an object") {
+            user["profile"][name] = value.clone();
+        }
+        user["lastUpdated"] = json!(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        now
+    }
+
+    /// A user as the API shows it.
+    pub fn user(&self, id: &str) -> Option<Value> {
+        self.state().users.iter().find(|u| u["id"] == id).cloned()
+    }
+
+    /// A rate-limit bucket of `limit` requests per `window` on the Users API.
+    pub fn set_users_rate_limit(&self, limit: u64, window: Duration) {
+        self.state().users_bucket = Some(Bucket {
+            limit,
+            window,
+            used: 0,
+            reset: None,
+        });
+    }
+
+    /// Queues a misbehaviour for the next Users API request.
+    pub fn inject_users(&self, inject: Inject) {
+        self.state().users_injections.push_back(inject);
+    }
+
+    /// Takes the Users API down (every request answers 503) or brings it back.
+    pub fn set_users_down(&self, down: bool) {
+        self.state().users_down = down;
+    }
+
+    /// The Users API requests so far.
+    pub fn user_requests(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with("/api/v1/users"))
+            .collect()
+    }
+}
+
+/// Now by the fake's clock, at millisecond precision, strictly after `before`.
+fn next_update_time(state: &FakeState, before: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    let now = Utc::now() + state.skew;
+    let now = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap();
+    match before {
+        Some(before) if now <= before => before + chrono::Duration::milliseconds(1),
+        _ => now,
     }
 }
 
@@ -1334,4 +1442,289 @@ async fn verify_hook(
     };
     record(&shared, arrived, &uri, headers, None, &answer);
     respond(&shared, answer)
+}
+
+/// A Users API answer: the JSON body and the `link` header values.
+type UsersOut = (Value, Vec<String>);
+
+/// Parses `lastUpdated gt "t" [and lastUpdated lt "t" ...]`: (operator, time) clauses.
+fn parse_user_search(search: &str) -> Result<Vec<(String, DateTime<Utc>)>, String> {
+    let mut clauses = Vec::new();
+    for clause in search.split(" and ") {
+        let mut parts = clause.trim().splitn(3, ' ');
+        let (Some(attr), Some(op), Some(value)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(format!("cannot parse {clause:?}"));
+        };
+        if attr != "lastUpdated" {
+            return Err(format!("the fake searches lastUpdated only, not {attr}"));
+        }
+        let op = op.to_ascii_lowercase();
+        if !matches!(op.as_str(), "gt" | "ge" | "lt") {
+            return Err(format!("unsupported operator {op}"));
+        }
+        let time = value
+            .trim()
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+            .ok_or("the time must be a quoted ISO 8601 time")?
+            .with_timezone(&Utc);
+        clauses.push((op, time));
+    }
+    Ok(clauses)
+}
+
+/// The page of users a list query gets, or a refusal.
+fn decide_users(
+    state: &FakeState,
+    base: &str,
+    query: &[(String, String)],
+) -> Result<UsersOut, Refusal> {
+    let bad = |summary: &str| {
+        let (status, body) = okta_error(StatusCode::BAD_REQUEST, "E0000031", summary);
+        (status, body, summary.to_owned())
+    };
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let limit: usize = match param("limit") {
+        None => 200,
+        Some(l) => match l.parse() {
+            Ok(l) if (1..=200).contains(&l) => l,
+            _ => return Err(bad("limit must be 1..=200")),
+        },
+    };
+    let search = match param("search") {
+        None => Vec::new(),
+        Some(s) => parse_user_search(&s).map_err(|e| bad(&format!("Invalid search: {e}")))?,
+    };
+    let start = match param("after") {
+        None => 0,
+        Some(after) => after
+            .strip_prefix("c")
+            .and_then(|i| i.parse::<usize>().ok())
+            .ok_or_else(|| bad("after is not a cursor of this list"))?,
+    };
+    let matches = |user: &Value| {
+        let Some(updated) = user["lastUpdated"]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        else {
+            return false;
+        };
+        search.iter().all(|(op, time)| match op.as_str() {
+            "gt" => updated > *time,
+            "ge" => updated >= *time,
+            _ => updated < *time,
+        })
+    };
+    let mut users = Vec::new();
+    let mut position = start.min(state.users.len());
+    while position < state.users.len() && users.len() < limit {
+        if matches(&state.users[position]) {
+            users.push(state.users[position].clone());
+        }
+        position += 1;
+    }
+    let raw: String = query
+        .iter()
+        .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let mut links = vec![format!("<{base}/api/v1/users?{raw}>; rel=\"self\"")];
+    let more = state.users[position..].iter().any(matches);
+    if more {
+        let mut next = format!("limit={limit}&after=c{position}");
+        if let Some(s) = param("search") {
+            next.push_str(&format!("&search={}", percent_encode(&s)));
+        }
+        links.push(format!("<{base}/api/v1/users?{next}>; rel=\"next\""));
+    }
+    Ok((Value::Array(users), links))
+}
+
+/// Serves one Users API request: auth, outage, bucket, injections, then `decide`.
+async fn users_request(
+    shared: Arc<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    decide: impl FnOnce(&FakeState) -> Result<UsersOut, Refusal>,
+) -> Response {
+    let arrived = std::time::Instant::now();
+    let injection = shared.state.lock().unwrap().users_injections.pop_front();
+    if let Some(Inject::Delay(delay)) = &injection {
+        tokio::time::sleep(*delay).await;
+    }
+    let mut state = shared.state.lock().unwrap();
+    let now = Utc::now() + state.skew;
+    state.counter += 1;
+    let request_id = format!("req-{}", state.counter);
+    let mut extra: Vec<(String, String)> = Vec::new();
+    let mut rate_reset = None;
+    let outcome: Result<UsersOut, Refusal> = (|| {
+        if state.users_down {
+            let (s, b) = okta_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "E0000009",
+                "Service Unavailable",
+            );
+            return Err((s, b, "users API down".to_owned()));
+        }
+        check_api_call(
+            &mut state,
+            &shared.base,
+            &headers,
+            "GET",
+            uri.path(),
+            "okta.users.read",
+            now,
+        )?;
+        if let Some(bucket) = state.users_bucket.as_mut() {
+            if bucket.reset.is_some_and(|reset| now.timestamp() >= reset) {
+                bucket.reset = None;
+                bucket.used = 0;
+            }
+            let reset = *bucket.reset.get_or_insert_with(|| {
+                (now + chrono::Duration::from_std(bucket.window).unwrap()).timestamp() + 1
+            });
+            bucket.used += 1;
+            rate_reset = Some(reset);
+            extra.push(("x-rate-limit-limit".into(), bucket.limit.to_string()));
+            extra.push((
+                "x-rate-limit-remaining".into(),
+                bucket.limit.saturating_sub(bucket.used).to_string(),
+            ));
+            extra.push(("x-rate-limit-reset".into(), reset.to_string()));
+            if bucket.used > bucket.limit {
+                let (s, b) = okta_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "E0000047",
+                    "API call exceeded rate limit due to too many requests.",
+                );
+                return Err((s, b, "bucket exhausted".to_owned()));
+            }
+        }
+        match &injection {
+            Some(Inject::Status(code)) => {
+                let (_, b) = okta_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "E0000009",
+                    "Internal Server Error",
+                );
+                return Err((
+                    StatusCode::from_u16(*code).unwrap(),
+                    b,
+                    "injected".to_owned(),
+                ));
+            }
+            Some(Inject::RateLimited(reset_in)) => {
+                let reset = (now + chrono::Duration::from_std(*reset_in).unwrap()).timestamp() + 1;
+                rate_reset = Some(reset);
+                extra.retain(|(k, _)| !k.starts_with("x-rate-limit"));
+                extra.push(("x-rate-limit-limit".into(), "600".into()));
+                extra.push(("x-rate-limit-remaining".into(), "0".into()));
+                extra.push(("x-rate-limit-reset".into(), reset.to_string()));
+                let (s, b) = okta_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "E0000047",
+                    "API call exceeded rate limit due to too many requests.",
+                );
+                return Err((s, b, "injected 429".to_owned()));
+            }
+            _ => {}
+        }
+        decide(&state)
+    })();
+    let (status, body, links, error) = match outcome {
+        Ok((body, links)) => (StatusCode::OK, body.to_string(), links, None),
+        Err((status, body, reason)) => (status, body, Vec::new(), Some(reason)),
+    };
+    state.requests.push(Recorded {
+        at: arrived,
+        server_time: now,
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        query: uri.query().map(str::to_owned),
+        headers,
+        form: HashMap::new(),
+        body: None,
+        status: status.as_u16(),
+        request_id: request_id.clone(),
+        rate_reset,
+        error,
+        next_link: links
+            .iter()
+            .find(|l| l.ends_with("rel=\"next\""))
+            .and_then(|l| l.strip_prefix('<'))
+            .and_then(|l| l.split_once('>'))
+            .map(|(url, _)| url.to_owned()),
+    });
+    let dpop_nonce =
+        matches!(state.auth, FakeAuth::ServiceApp { dpop: true, .. }).then(|| state.nonce.clone());
+    drop(state);
+    let mut response = (status, [("content-type", "application/json")], body).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        "x-okta-request-id",
+        HeaderValue::from_str(&request_id).unwrap(),
+    );
+    h.insert("date", http_date(now));
+    if let Some(nonce) = dpop_nonce {
+        h.insert("dpop-nonce", HeaderValue::from_str(&nonce).unwrap());
+    }
+    for (name, value) in extra {
+        h.insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(&value).unwrap(),
+        );
+    }
+    for link in links {
+        h.append("link", HeaderValue::from_str(&link).unwrap());
+    }
+    response
+}
+
+/// `GET /api/v1/users`.
+async fn list_users(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let query = form_decode(uri.query().unwrap_or(""));
+    let base = shared.base.clone();
+    users_request(shared, method, uri, headers, move |state| {
+        decide_users(state, &base, &query)
+    })
+    .await
+}
+
+/// `GET /api/v1/users/{id}` (an id or a login).
+async fn get_user(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    users_request(shared, method, uri, headers, move |state| {
+        state
+            .users
+            .iter()
+            .find(|u| u["id"] == id.as_str() || u["profile"]["login"] == id.as_str())
+            .map(|u| (u.clone(), Vec::new()))
+            .ok_or_else(|| {
+                let (s, b) = okta_error(
+                    StatusCode::NOT_FOUND,
+                    "E0000007",
+                    &format!("Not found: Resource not found: {id} (User)"),
+                );
+                (s, b, "no such user".to_owned())
+            })
+    })
+    .await
 }

@@ -1,0 +1,78 @@
+//! Where the last known profile of each user is kept: one trait, two implementations, in the
+//! journal's backend (a redb table for the embedded journal, a JetStream KV bucket for NATS).
+//!
+//! A put never replaces a newer snapshot with an older one (compared by
+//! [`Snapshot::as_of`]), so concurrent writers (an update event's fetch and a sweep, or two
+//! replicas) converge on the newest reading. The store also keeps the sweep's watermark: the
+//! newest `lastUpdated` a completed sweep has seen, where the next incremental sweep starts.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::snapshot::Snapshot;
+
+pub mod nats;
+pub mod redb;
+
+/// Why the snapshot store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not be read or written; retrying later may work.
+    #[error("profile snapshot store: {0}")]
+    Storage(String),
+    /// A stored entry does not decode.
+    #[error("profile snapshot of user {user:?} is corrupt: {reason}")]
+    Corrupt {
+        /// The Okta user id.
+        user: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Other writers kept changing the entry; the put gave up.
+    #[error("profile snapshot of user {0:?} kept changing under concurrent writers")]
+    Conflict(String),
+    /// The user id is empty or too long to be a key.
+    #[error("not an Okta user id: {0:?}")]
+    BadUser(String),
+}
+
+/// The last known profile of each user. See the module docs.
+#[async_trait]
+pub trait SnapshotStore: std::fmt::Debug + Send + Sync + 'static {
+    /// The snapshot of `user` (an Okta user id), if one is stored.
+    async fn get(&self, user: &str) -> Result<Option<Snapshot>, StoreError>;
+
+    /// Stores `snapshot` for `user` unless a newer one is stored; returns whether it did. An
+    /// entry that does not decode is replaced (a fresh reading heals it).
+    async fn put(&self, user: &str, snapshot: &Snapshot) -> Result<bool, StoreError>;
+
+    /// [`SnapshotStore::put`] for many users (a sweep page); returns how many were written.
+    async fn put_many(&self, entries: &[(String, Snapshot)]) -> Result<usize, StoreError> {
+        let mut written = 0;
+        for (user, snapshot) in entries {
+            written += usize::from(self.put(user, snapshot).await?);
+        }
+        Ok(written)
+    }
+
+    /// The sweep's watermark, if a sweep has completed.
+    async fn watermark(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Moves the sweep's watermark (never backwards).
+    async fn set_watermark(&self, at: DateTime<Utc>) -> Result<(), StoreError>;
+}
+
+/// Checks an Okta user id used as a key: non-empty, at most 256 bytes.
+fn check_user(user: &str) -> Result<(), StoreError> {
+    if user.is_empty() || user.len() > 256 {
+        return Err(StoreError::BadUser(user.chars().take(64).collect()));
+    }
+    Ok(())
+}
+
+fn corrupt(user: &str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        user: user.to_owned(),
+        reason: error.to_string(),
+    }
+}

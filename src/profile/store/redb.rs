@@ -1,0 +1,156 @@
+//! Profile snapshots in a redb database: the table `profile_snapshots` (user id → stored
+//! snapshot) and `profile_meta` (the sweep watermark), in a [`redb::Database`] the caller
+//! hands in, so they can live in the embedded journal's own file.
+//!
+//! Each put is one durable write transaction (read, compare `as_of`, write); `put_many` writes
+//! a whole sweep page in one. Calls run on the blocking pool.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+
+use super::{SnapshotStore, StoreError, check_user, corrupt};
+use crate::profile::snapshot::Snapshot;
+
+const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("profile_snapshots");
+const META: TableDefinition<&str, i64> = TableDefinition::new("profile_meta");
+const WATERMARK: &str = "sweep_watermark_ms";
+
+/// Snapshots in a shared redb database. See the module docs.
+#[derive(Clone)]
+pub struct RedbSnapshots {
+    db: Arc<Database>,
+}
+
+impl std::fmt::Debug for RedbSnapshots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbSnapshots").finish_non_exhaustive()
+    }
+}
+
+impl RedbSnapshots {
+    /// Uses `db`, creating the tables if missing.
+    pub async fn open(db: Arc<Database>) -> Result<Self, StoreError> {
+        let store = Self { db };
+        store
+            .write(|txn| {
+                txn.open_table(SNAPSHOTS).map_err(storage)?;
+                txn.open_table(META).map_err(storage)?;
+                Ok(())
+            })
+            .await?;
+        Ok(store)
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(storage)?;
+            let out = f(&txn)?;
+            txn.commit().map_err(storage)?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Storage(format!("snapshot write task failed: {e}")))?
+    }
+}
+
+fn storage(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Storage(error.to_string())
+}
+
+/// Writes `snapshot` unless the stored one is newer.
+fn put_in(txn: &WriteTransaction, user: &str, snapshot: &Snapshot) -> Result<bool, StoreError> {
+    let mut table = txn.open_table(SNAPSHOTS).map_err(storage)?;
+    let newer_stored = match table.get(user).map_err(storage)? {
+        Some(bytes) => match Snapshot::decode(bytes.value()) {
+            Ok(stored) => stored.as_of > snapshot.as_of,
+            Err(e) => {
+                // A fresh reading heals an entry that does not decode.
+                tracing::warn!(user, error = %e, "replacing a corrupt profile snapshot");
+                false
+            }
+        },
+        None => false,
+    };
+    if newer_stored {
+        return Ok(false);
+    }
+    table
+        .insert(user, snapshot.encode().as_slice())
+        .map_err(storage)?;
+    Ok(true)
+}
+
+#[async_trait]
+impl SnapshotStore for RedbSnapshots {
+    async fn get(&self, user: &str) -> Result<Option<Snapshot>, StoreError> {
+        check_user(user)?;
+        let db = self.db.clone();
+        let user = user.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(SNAPSHOTS).map_err(storage)?;
+            match table.get(user.as_str()).map_err(storage)? {
+                Some(bytes) => Snapshot::decode(bytes.value())
+                    .map(Some)
+                    .map_err(|e| corrupt(&user, e)),
+                None => Ok(None),
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Storage(format!("snapshot read task failed: {e}")))?
+    }
+
+    async fn put(&self, user: &str, snapshot: &Snapshot) -> Result<bool, StoreError> {
+        check_user(user)?;
+        let (user, snapshot) = (user.to_owned(), snapshot.clone());
+        self.write(move |txn| put_in(txn, &user, &snapshot)).await
+    }
+
+    async fn put_many(&self, entries: &[(String, Snapshot)]) -> Result<usize, StoreError> {
+        for (user, _) in entries {
+            check_user(user)?;
+        }
+        let entries = entries.to_vec();
+        self.write(move |txn| {
+            let mut written = 0;
+            for (user, snapshot) in &entries {
+                written += usize::from(put_in(txn, user, snapshot)?);
+            }
+            Ok(written)
+        })
+        .await
+    }
+
+    async fn watermark(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(META).map_err(storage)?;
+            let ms = table.get(WATERMARK).map_err(storage)?.map(|v| v.value());
+            Ok(ms.and_then(DateTime::from_timestamp_millis))
+        })
+        .await
+        .map_err(|e| StoreError::Storage(format!("snapshot read task failed: {e}")))?
+    }
+
+    async fn set_watermark(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let ms = at.timestamp_millis();
+        self.write(move |txn| {
+            let mut table = txn.open_table(META).map_err(storage)?;
+            let current = table.get(WATERMARK).map_err(storage)?.map(|v| v.value());
+            if current.is_none_or(|c| c < ms) {
+                table.insert(WATERMARK, ms).map_err(storage)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,201 @@
+//! The profile snapshot store: one suite of behaviour, run on both implementations (a redb
+//! table in a database handed in, and a JetStream KV bucket on the test NATS server).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use chrono::{DateTime, Utc};
+use common::within;
+use okta_stream::profile::store::nats::bucket_name;
+use okta_stream::profile::{
+    AttributeRules, NatsSnapshots, RedactionKey, RedbSnapshots, Snapshot, SnapshotStore,
+};
+use serde_json::json;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_764_580_000 + seconds, 0).unwrap()
+}
+
+fn snapshot(seconds: i64, title: &str) -> Snapshot {
+    let rules = AttributeRules::new(
+        &[],
+        &["mobilePhone".to_owned()],
+        RedactionKey::from_bytes([5; 32]),
+    )
+    .unwrap();
+    let profile = json!({"title": title, "mobilePhone": "+1 555 0100", "groups": ["a", {"b": 1}]});
+    Snapshot::from_profile(&rules, profile.as_object().unwrap(), at(seconds))
+}
+
+/// The behaviour both stores share.
+async fn suite(store: &dyn SnapshotStore) {
+    // A user never seen has no snapshot; the first put stores it whole.
+    assert_eq!(store.get("00u1").await.unwrap(), None);
+    assert!(store.put("00u1", &snapshot(10, "Engineer")).await.unwrap());
+    assert_eq!(
+        store.get("00u1").await.unwrap(),
+        Some(snapshot(10, "Engineer"))
+    );
+
+    // A newer reading replaces it; an older one never does.
+    assert!(store.put("00u1", &snapshot(20, "Manager")).await.unwrap());
+    assert!(!store.put("00u1", &snapshot(15, "Stale")).await.unwrap());
+    assert_eq!(
+        store.get("00u1").await.unwrap(),
+        Some(snapshot(20, "Manager"))
+    );
+
+    // Users are independent; ids that are not plain tokens are keys too.
+    assert!(
+        store
+            .put("jane.doe@example.com", &snapshot(1, "Odd id"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get("jane.doe@example.com").await.unwrap(),
+        Some(snapshot(1, "Odd id"))
+    );
+    assert_eq!(
+        store.get("00u1").await.unwrap(),
+        Some(snapshot(20, "Manager"))
+    );
+
+    // A sweep page: every newer reading written, older ones skipped.
+    let page = vec![
+        ("00u1".to_owned(), snapshot(19, "Older")),
+        ("00u2".to_owned(), snapshot(30, "New")),
+        ("00u3".to_owned(), snapshot(31, "New too")),
+    ];
+    assert_eq!(store.put_many(&page).await.unwrap(), 2);
+    assert_eq!(
+        store.get("00u1").await.unwrap(),
+        Some(snapshot(20, "Manager"))
+    );
+    assert_eq!(
+        store.get("00u3").await.unwrap(),
+        Some(snapshot(31, "New too"))
+    );
+
+    // The sweep watermark starts unset and never goes back.
+    assert_eq!(store.watermark().await.unwrap(), None);
+    store.set_watermark(at(100)).await.unwrap();
+    store.set_watermark(at(50)).await.unwrap();
+    assert_eq!(store.watermark().await.unwrap(), Some(at(100)));
+
+    // A key that cannot be a user id is refused, naming it.
+    let err = store.get("").await.unwrap_err();
+    assert!(err.to_string().contains("not an Okta user id"), "{err}");
+}
+
+#[tokio::test]
+async fn redb_snapshots_in_a_database_handed_in() {
+    within(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(redb::Database::create(dir.path().join("journal.redb")).unwrap());
+        let store = RedbSnapshots::open(db.clone()).await.unwrap();
+        suite(&store).await;
+        // Another handle on the same database (as after a restart) sees the same snapshots.
+        let again = RedbSnapshots::open(db).await.unwrap();
+        assert_eq!(again.get("00u2").await.unwrap(), Some(snapshot(30, "New")));
+    })
+    .await;
+}
+
+/// A KV bucket unique to one test, deleted on drop.
+struct TestBucket {
+    stream: String,
+}
+
+impl Drop for TestBucket {
+    fn drop(&mut self) {
+        let name = format!("KV_{}", bucket_name(&self.stream));
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                if let Ok(client) = async_nats::connect(nats_url()).await {
+                    let _ = jetstream::new(client).delete_stream(name).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn nats_url() -> String {
+    std::env::var("OKTA_STREAM_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+#[tokio::test]
+async fn nats_snapshots_in_a_kv_bucket_named_after_the_stream() {
+    within(LIMIT, async {
+        let bucket = TestBucket {
+            stream: format!("T_profiles_{:08x}", rand::random::<u32>()),
+        };
+        let js = jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+        let store = NatsSnapshots::open(&js, &bucket.stream, 1).await.unwrap();
+        assert_eq!(store.bucket(), format!("{}_PROFILES", bucket.stream));
+        suite(&store).await;
+        // A second replica opening the same bucket shares the snapshots.
+        let replica = NatsSnapshots::open(&js, &bucket.stream, 1).await.unwrap();
+        assert_eq!(
+            replica.get("00u2").await.unwrap(),
+            Some(snapshot(30, "New"))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_puts_on_nats_converge_on_the_newest_reading() {
+    within(LIMIT, async {
+        let bucket = TestBucket {
+            stream: format!("T_profiles_{:08x}", rand::random::<u32>()),
+        };
+        let js = jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+        let a = NatsSnapshots::open(&js, &bucket.stream, 1).await.unwrap();
+        let b = NatsSnapshots::open(&js, &bucket.stream, 1).await.unwrap();
+        let writes = (0..16).map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            async move { store.put("00u9", &snapshot(i, &format!("t{i}"))).await }
+        });
+        for result in futures::future::join_all(writes).await {
+            result.unwrap();
+        }
+        assert_eq!(a.get("00u9").await.unwrap(), Some(snapshot(15, "t15")));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_corrupt_entry_is_an_error_naming_the_user_until_a_fresh_reading_replaces_it() {
+    within(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(redb::Database::create(dir.path().join("j.redb")).unwrap());
+        let store = RedbSnapshots::open(db.clone()).await.unwrap();
+        {
+            const TABLE: redb::TableDefinition<&str, &[u8]> =
+                redb::TableDefinition::new("profile_snapshots");
+            let txn = db.begin_write().unwrap();
+            txn.open_table(TABLE)
+                .unwrap()
+                .insert("00uBad", b"garbage".as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = store.get("00uBad").await.unwrap_err();
+        assert!(err.to_string().contains("00uBad"), "{err}");
+        // A fresh reading heals it.
+        assert!(store.put("00uBad", &snapshot(1, "x")).await.unwrap());
+        assert_eq!(store.get("00uBad").await.unwrap(), Some(snapshot(1, "x")));
+    })
+    .await;
+}
