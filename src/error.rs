@@ -28,6 +28,8 @@ pub enum Code {
     PayloadTooLarge,
     /// The request body has a content type we do not accept.
     UnsupportedMediaType,
+    /// The client did not send its request (body) in time.
+    RequestTimeout,
     /// A bug or an unexpected state; details are in the server log.
     Internal,
 }
@@ -44,6 +46,7 @@ impl Code {
             Code::OutOfRange => tonic::Code::OutOfRange,
             Code::ResourceExhausted => tonic::Code::ResourceExhausted,
             Code::Unavailable => tonic::Code::Unavailable,
+            Code::RequestTimeout => tonic::Code::DeadlineExceeded,
             Code::Internal => tonic::Code::Internal,
         }
     }
@@ -58,6 +61,7 @@ impl Code {
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -9,6 +9,7 @@
 //! - [`hub`]: committed events → subscribers; replay from the journal, then live.
 //! - [`grpc`]: the `EventStream` service (Subscribe, GetEvent, ListEvents), filters, auth.
 //! - [`cli`]: the client subcommands of the binary (tail, get, quarantine, hook, health).
+//! - [`listener`]: the accept loop of the three listeners: connection cap, deadlines, TLS.
 //! - [`app`]: wires the parts, owns the listeners, the tasks and shutdown.
 //! - [`error`]: the one map from errors to HTTP and gRPC statuses.
 //! - [`telemetry`]: logging and Prometheus metrics.
@@ -26,6 +27,7 @@ pub mod grpc;
 pub mod hook;
 pub mod hub;
 pub mod journal;
+pub mod listener;
 pub mod mapping;
 pub mod okta;
 pub mod ops;

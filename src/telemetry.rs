@@ -224,6 +224,12 @@ impl Metrics {
             .register_collector(Box::new(PollerCollector(stats)));
     }
 
+    /// The one registry `/metrics` renders, for a part to register its own metrics in (the
+    /// poller's, for one); telemetry knows none of the parts.
+    pub fn registry(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// Renders every metric as Prometheus text.
     pub fn render(&self) -> String {
         let mut out = String::new();
