@@ -62,7 +62,7 @@ pub enum AppError {
         /// Why.
         source: std::io::Error,
     },
-    /// The journal could not be opened.
+    /// The journal could not be opened (or was refused: damaged, vanished, too new).
     #[error("cannot open the journal: {0}")]
     Journal(#[from] crate::journal::JournalError),
     /// TLS or server set-up failed.
@@ -415,7 +415,13 @@ async fn open_journal(
                 max_bytes: config.retention_max_bytes,
                 check_interval: config.retention_check_interval,
             };
-            let journal = RedbJournal::open(&config.data_dir, retention, live_capacity).await?;
+            let journal = RedbJournal::open_with(
+                &config.data_dir,
+                retention,
+                live_capacity,
+                config.accept_empty_journal,
+            )
+            .await?;
             let hub = journal.hub().clone();
             Ok((journal, hub, None))
         }
@@ -688,7 +694,9 @@ fn grpc_router(
         .prepare()
         .into_axum_router()
         .layer(tonic_web::GrpcWebLayer::new())
-        .layer(cors_layer(&config.grpc.cors_origins)))
+        .layer(cors_layer(&config.grpc.cors_origins))
+        // Outermost: the console page answers its own GETs before gRPC-Web sees them.
+        .layer(crate::console::Layer::new(config.console)))
 }
 
 /// CORS for gRPC-Web: nothing unless origins are configured (safe by default).

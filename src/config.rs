@@ -49,6 +49,9 @@ pub struct Config {
     /// `embedded` (redb in the data dir) or `nats://host:port[,host:port...]` (JetStream)
     #[arg(long, env = "OKTA_STREAM_JOURNAL", default_value = "embedded", value_name = "JOURNAL", value_parser = parse_journal)]
     pub journal: JournalKind,
+    /// Embedded journal: start empty when the data dir's journal has vanished (refused otherwise)
+    #[arg(long, env = "OKTA_STREAM_ACCEPT_EMPTY_JOURNAL", default_value = "false", value_name = "BOOL", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub accept_empty_journal: bool,
     /// Events older than this many days are removed
     #[arg(long = "retention-days", env = "OKTA_STREAM_RETENTION_DAYS", default_value = "90", value_name = "DAYS", value_parser = positive_days)]
     pub retention_max_age: Duration,
@@ -76,6 +79,9 @@ pub struct Config {
     /// `text` or `json`
     #[arg(long, env = "OKTA_STREAM_LOG_FORMAT", default_value = "text", value_name = "FORMAT", value_parser = parse_log_format)]
     pub log_format: LogFormat,
+    /// Serve the browser console at `GET /` on the gRPC listener (`true` or `false`)
+    #[arg(long, env = "OKTA_STREAM_CONSOLE", default_value = "true", value_name = "BOOL", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub console: bool,
     /// System Log poller settings (the poller runs when `OKTA_ORG_URL` is set).
     #[command(flatten)]
     pub okta: OktaSettings,
@@ -777,6 +783,15 @@ fn parse_time(value: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
         .map_err(|e| format!("not an RFC 3339 time: {e}"))
 }
 
+/// A switch: exactly `true` or `false`, so a typo is named instead of read as either.
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(format!("`{other}` is neither `true` nor `false`")),
+    }
+}
+
 fn parse_log_format(value: &str) -> Result<LogFormat, String> {
     match value.trim() {
         "text" => Ok(LogFormat::Text),
@@ -829,6 +844,19 @@ mod tests {
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), text).unwrap();
         file
+    }
+
+    #[test]
+    fn the_console_is_served_by_default_turned_off_with_false_and_a_typo_is_named() {
+        assert!(
+            Config::default().console,
+            "the console is served by default"
+        );
+        let config = load(&["--console", "false"], &[]).expect("valid");
+        assert!(!config.console);
+        let err = load(&[], &[("OKTA_STREAM_CONSOLE", "off")]).unwrap_err();
+        assert!(err.to_string().contains("OKTA_STREAM_CONSOLE"), "{err}");
+        assert!(err.to_string().contains("`off`"), "{err}");
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub enum Code {
     UnsupportedMediaType,
     /// The client did not send its request (body) in time.
     RequestTimeout,
+    /// Stored data cannot be read back (a damaged journal); retrying gives the same answer.
+    DataLoss,
     /// A bug or an unexpected state; details are in the server log.
     Internal,
 }
@@ -47,6 +49,7 @@ impl Code {
             Code::ResourceExhausted => tonic::Code::ResourceExhausted,
             Code::Unavailable => tonic::Code::Unavailable,
             Code::RequestTimeout => tonic::Code::DeadlineExceeded,
+            Code::DataLoss => tonic::Code::DataLoss,
             Code::Internal => tonic::Code::Internal,
         }
     }
@@ -62,7 +65,7 @@ impl Code {
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Code::DataLoss | Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -96,9 +99,18 @@ impl From<JournalError> for ApiError {
     fn from(error: JournalError) -> Self {
         tracing::error!(%error, "journal error");
         match error {
-            JournalError::Storage(_) | JournalError::Closed | JournalError::Conflict(_) => {
+            JournalError::Storage(_)
+            | JournalError::Closed
+            | JournalError::Conflict(_)
+            | JournalError::Damaged { .. }
+            | JournalError::Vanished { .. }
+            | JournalError::TooNew { .. } => {
                 ApiError::new(Code::Unavailable, "the journal is unavailable; retry later")
             }
+            JournalError::Unreadable { cursor, .. } => ApiError::new(
+                Code::DataLoss,
+                format!("the event at cursor {cursor} cannot be read: the journal is damaged"),
+            ),
             JournalError::Corrupt(_) => ApiError::new(Code::Internal, "internal error"),
         }
     }

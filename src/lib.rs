@@ -9,6 +9,7 @@
 //! - [`hub`]: committed events → subscribers; replay from the journal, then live.
 //! - [`grpc`]: the `EventStream` service (Subscribe, GetEvent, ListEvents), filters, auth.
 //! - [`cli`]: the client subcommands of the binary (tail, get, quarantine, hook, health).
+//! - [`console`]: the browser console page, embedded, served at `GET /` on the gRPC listener.
 //! - [`listener`]: the accept loop of the three listeners: connection cap, deadlines, TLS.
 //! - [`app`]: wires the parts, owns the listeners, the tasks and shutdown.
 //! - [`error`]: the one map from errors to HTTP and gRPC statuses.
@@ -22,6 +23,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod grpc;
 pub mod hook;

@@ -240,6 +240,63 @@ async fn tail_with_max_events_and_a_token_prints_exactly_that_many() {
 }
 
 #[tokio::test]
+async fn tail_output_text_prints_one_readable_line_per_event_and_json_stays_the_default_off_a_terminal()
+ {
+    let app = TestApp::start().await;
+    common::app::post_many(&app, "r", 2).await;
+    let grpc_url = format!("http://{}", app.grpc_addr);
+    let tail = |output: Option<&'static str>| {
+        let mut args = vec![
+            "tail".to_owned(),
+            "--grpc-url".to_owned(),
+            grpc_url.clone(),
+            "--from-oldest".to_owned(),
+            "--max-events".to_owned(),
+            "2".to_owned(),
+        ];
+        if let Some(output) = output {
+            args.extend(["--output".to_owned(), output.to_owned()]);
+        }
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&args, &[]).await
+        }
+    };
+
+    let text = tail(Some("text")).await;
+    assert!(text.status.success(), "{}", stderr(&text));
+    let lines: Vec<String> = stdout(&text).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for line in &lines {
+        assert_eq!(
+            line,
+            "2026-11-22 18:07:13.125Z  user.account.update_profile  \
+             admin@example.com → thor@avengers.org  lastName  SUCCESS"
+        );
+    }
+
+    // stdout is a pipe here: JSON lines, as scripts expect, with or without `--output json`.
+    for output in [None, Some("json")] {
+        let json = tail(output).await;
+        assert!(json.status.success(), "{}", stderr(&json));
+        let uuids: Vec<String> = stdout(&json)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["uuid"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(uuids, ["r-0", "r-1"], "{output:?}");
+    }
+
+    let wrong = tail(Some("yaml")).await;
+    assert_eq!(wrong.status.code(), Some(64));
+    assert!(stderr(&wrong).contains("--output"), "{}", stderr(&wrong));
+}
+
+#[tokio::test]
 async fn get_prints_the_event_and_a_missing_uuid_exits_1() {
     let app = TestApp::start().await;
     common::app::post_many(&app, "g", 2).await;

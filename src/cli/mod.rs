@@ -1,5 +1,5 @@
 //! The client side of the `okta-stream` binary: `tail`, `get`, `quarantine list`,
-//! `hook register|verify` and `health`.
+//! `hook register|verify`, `health` and `journal check`.
 //!
 //! They live in the library (not in `main.rs`) so the same code is what tests and users run.
 //! Every setting is a flag and an environment variable (clap's `env`); usage errors exit with
@@ -7,6 +7,8 @@
 
 pub mod health;
 pub mod hook;
+pub mod journal;
+pub mod render;
 pub mod stream;
 
 use std::process::ExitCode;
@@ -33,6 +35,9 @@ pub enum ClientCommand {
     Hook(hook::HookCommand),
     /// Exit 0 if the service is ready (its /readyz answers 2xx), 1 otherwise.
     Health(health::HealthArgs),
+    /// Inspect the embedded journal offline.
+    #[command(subcommand)]
+    Journal(journal::JournalCommand),
 }
 
 /// Why a client command failed.
@@ -64,6 +69,9 @@ pub enum CliError {
     /// The service is not ready.
     #[error("not ready: {0}")]
     NotReady(String),
+    /// The journal is not sound (or cannot be read).
+    #[error("{0}")]
+    Journal(#[from] crate::journal::JournalError),
 }
 
 impl CliError {
@@ -119,6 +127,7 @@ pub async fn run(command: ClientCommand) -> ExitCode {
         ClientCommand::Quarantine(command) => stream::quarantine(command).await,
         ClientCommand::Hook(command) => hook::run(command).await,
         ClientCommand::Health(args) => health::check(args).await,
+        ClientCommand::Journal(command) => journal::run(command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! `okta-stream tail`, `get` and `quarantine list`: gRPC calls to a running okta-stream,
-//! printed as JSON lines.
+//! printed as JSON lines (`tail` on a terminal, or with `--output text`: readable lines, see
+//! [`super::render`]).
 //!
 //! Events print in canonical proto3 JSON (lowerCamelCase names, 64-bit integers as strings,
 //! defaults omitted, timestamps in RFC 3339), the same text `grpcurl` prints, via
@@ -148,6 +149,32 @@ pub struct TailArgs {
     /// Also print heartbeats and reconnects (to stderr).
     #[arg(long, short, env = "OKTA_STREAM_TAIL_VERBOSE")]
     verbose: bool,
+    /// `text`: one readable line per event; `json`: canonical proto3 JSON lines; `auto`: text
+    /// on a terminal, JSON otherwise.
+    #[arg(long, env = "OKTA_STREAM_TAIL_OUTPUT", value_enum, default_value_t = Output::Auto, value_name = "FORMAT")]
+    output: Output,
+}
+
+/// How `tail` prints events.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Text when stdout is a terminal, JSON lines otherwise.
+    Auto,
+    /// One readable line per event (time, type, actor → user, changes, result).
+    Text,
+    /// One canonical proto3 JSON object per line.
+    Json,
+}
+
+impl Output {
+    /// Whether events print as readable lines, given whether stdout is a terminal.
+    fn readable(self, terminal: bool) -> bool {
+        match self {
+            Output::Auto => terminal,
+            Output::Text => true,
+            Output::Json => false,
+        }
+    }
 }
 
 /// `okta-stream get <uuid>`.
@@ -238,14 +265,25 @@ impl JsonPrinter {
 
     /// An encoded `Event` as one line of JSON, and its cursor.
     pub fn event(&self, encoded: &[u8]) -> Result<(String, u64), CliError> {
+        let (message, cursor) = self.decode(encoded)?;
+        let line = serde_json::to_string(&message).map_err(|e| CliError::Json(e.to_string()))?;
+        Ok((line, cursor))
+    }
+
+    /// An encoded `Event` as one readable line ([`super::render`]), and its cursor.
+    pub fn event_text(&self, encoded: &[u8]) -> Result<(String, u64), CliError> {
+        let (message, cursor) = self.decode(encoded)?;
+        Ok((super::render::event_line(&message), cursor))
+    }
+
+    fn decode(&self, encoded: &[u8]) -> Result<(DynamicMessage, u64), CliError> {
         let message = DynamicMessage::decode(self.event.clone(), encoded)
             .map_err(|e| CliError::Json(format!("the server sent an undecodable event: {e}")))?;
         let cursor = message
             .get_field_by_name("cursor")
             .and_then(|v| v.as_u64())
             .unwrap_or_default();
-        let line = serde_json::to_string(&message).map_err(|e| CliError::Json(e.to_string()))?;
-        Ok((line, cursor))
+        Ok((message, cursor))
     }
 
     fn heartbeat(&self, heartbeat: &proto::Heartbeat) -> Result<String, CliError> {
@@ -446,6 +484,9 @@ async fn tail_once(
     let live_only = state.filter.start.is_none();
     let mut progressed = false;
     let mut stdout = std::io::stdout();
+    let readable = args
+        .output
+        .readable(std::io::IsTerminal::is_terminal(&stdout));
     loop {
         let message = match stream.message().await {
             Ok(Some(message)) => message,
@@ -460,7 +501,11 @@ async fn tail_once(
         progressed = true;
         match message.kind {
             Some(Kind::Event(encoded)) => {
-                let (line, cursor) = printer.event(&encoded)?;
+                let (line, cursor) = if readable {
+                    printer.event_text(&encoded)?
+                } else {
+                    printer.event(&encoded)?
+                };
                 writeln!(stdout, "{line}")?;
                 stdout.flush()?;
                 state.resume_after = Some(cursor);
@@ -581,6 +626,14 @@ mod tests {
             json.get("message").is_none(),
             "defaults are omitted: {line}"
         );
+    }
+
+    #[test]
+    fn tail_prints_text_on_a_terminal_and_json_when_piped_unless_told() {
+        assert!(Output::Auto.readable(true));
+        assert!(!Output::Auto.readable(false));
+        assert!(Output::Text.readable(false));
+        assert!(!Output::Json.readable(true));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::SubscribeResponse;
 use super::filter::Filter;
 use crate::error::{ApiError, Code};
 use crate::hub::{FollowError, Follower, Hub};
-use crate::journal::{Cursor, SharedEvent, SharedJournal};
+use crate::journal::{Cursor, JournalError, SharedEvent, SharedJournal};
 use crate::proto::{self, event_filter::Start};
 use crate::telemetry::Metrics;
 
@@ -264,6 +264,10 @@ impl Subscriber {
                     Err(FollowError::Closed) => {
                         let last = self.follower.last_delivered();
                         return self.end(Status::unavailable(format!("event hub closed; resume after cursor {last}")));
+                    }
+                    Err(FollowError::Journal(error @ JournalError::Unreadable { .. })) => {
+                        // Reading it again gives the same answer: end instead of stalling.
+                        return self.end(ApiError::from(error).into());
                     }
                     Err(FollowError::Journal(error)) => {
                         let last = self.follower.last_delivered();

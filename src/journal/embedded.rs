@@ -14,7 +14,21 @@
 //! | `commits`    | commit time µs (monotonic)  | first cursor of that commit                  |
 //! | `state`      | key                         | bytes ([`crate::journal::Batch::state`])     |
 //! | `quarantine` | id (ascending)              | (commit time µs, JSON of [`Quarantined`])    |
-//! | `meta`       | name                        | head cursor, retained bytes, ...             |
+//! | `meta`       | name                        | head cursor, retained bytes, format version, ... |
+//!
+//! # Loud, never silent
+//! - At open, a file that exists but is empty, truncated or not a journal is refused
+//!   ([`JournalError::Damaged`]) instead of being initialised over; a data dir whose journal
+//!   vanished since the last run (the marker file [`MARKER_FILE_NAME`] says it had one) is
+//!   refused ([`JournalError::Vanished`]) unless the caller accepts starting empty.
+//! - `meta.format_version` says how the file is laid out ([`FORMAT_VERSION`]; files without
+//!   the row are version 1); an older version is migrated at open, a newer one refused
+//!   ([`JournalError::TooNew`]).
+//! - A committed event that cannot be read back is [`JournalError::Unreadable`] at its cursor,
+//!   and from then on [`Journal::check`] fails, so readiness says the journal is damaged.
+//! - After a failed commit redb refuses every later transaction until the file is opened
+//!   again; the writer then reopens it (keeping readers off meanwhile), so a full disk or
+//!   another I/O error that clears heals without a restart.
 //!
 //! The head lives in `meta` so it never goes down, also when retention removed every event.
 //! Commit times are made strictly increasing (a clock step back reuses the last time + 1 µs), so
@@ -32,13 +46,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
-    WriteTransaction,
+    TableHandle, WriteTransaction,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -53,6 +67,18 @@ use crate::hub::Hub;
 /// File name of the journal inside the data dir.
 pub const FILE_NAME: &str = "journal.redb";
 
+/// A file beside the journal saying "this data dir has a journal": it outlives the journal
+/// file, so a journal that vanished is noticed instead of silently replaced by an empty one.
+pub const MARKER_FILE_NAME: &str = "journal.marker";
+
+/// The layout of `journal.redb` this binary writes (`meta.format_version`). Version 1 is the
+/// layout of okta-stream 0.1.0, whose files carry no version row. Raise it with every change
+/// of a table or value layout, and migrate older files in `migrate`.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// How long a reopen waits for in-flight reads to let go of the old database.
+const REOPEN_WAIT: Duration = Duration::from_secs(5);
+
 /// How many requests may wait for the writer before `append` waits for room (backpressure).
 const QUEUE_CAPACITY: usize = 1024;
 
@@ -64,17 +90,19 @@ const MAX_GROUP_BYTES: usize = 16 << 20;
 /// the writer (and thus appenders) for long; [`RedbJournal::prune_now`] repeats until done.
 const PRUNE_CHUNK: usize = 20_000;
 
-const EVENTS: TableDefinition<Cursor, (&str, i64, &[u8])> = TableDefinition::new("events");
-const UUIDS: TableDefinition<&str, Cursor> = TableDefinition::new("uuids");
+pub(crate) const EVENTS: TableDefinition<Cursor, (&str, i64, &[u8])> =
+    TableDefinition::new("events");
+pub(crate) const UUIDS: TableDefinition<&str, Cursor> = TableDefinition::new("uuids");
 const COMMITS: TableDefinition<i64, Cursor> = TableDefinition::new("commits");
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 const QUARANTINE: TableDefinition<u64, (i64, &[u8])> = TableDefinition::new("quarantine");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 const META_HEAD: &str = "head";
 const META_BYTES: &str = "retained_bytes";
 const META_LAST_COMMIT_MICROS: &str = "last_commit_micros";
 const META_NEXT_QUARANTINE: &str = "next_quarantine_id";
+pub(crate) const META_FORMAT_VERSION: &str = "format_version";
 
 /// The embedded, durable journal. See the module docs.
 ///
@@ -85,8 +113,11 @@ const META_NEXT_QUARANTINE: &str = "next_quarantine_id";
 /// queued may still commit; its events are then stored and published like any other.
 pub struct RedbJournal {
     path: PathBuf,
-    /// `None` once closed; cloned (briefly locked, never across an await) by each read.
-    db: Mutex<Option<Arc<Database>>>,
+    /// The open database, shared with the writer (which swaps it when it reopens the file);
+    /// cloned (briefly locked, never across an await) by each read.
+    db: Arc<Mutex<Slot>>,
+    /// The first cursor a read found damaged (0: none); once set, [`Journal::check`] fails.
+    damaged: Arc<AtomicU64>,
     requests: mpsc::Sender<Request>,
     hub: Hub,
     commits: Arc<AtomicU64>,
@@ -124,6 +155,14 @@ enum Request {
     Close { reply: oneshot::Sender<()> },
 }
 
+/// The database readers use, and whether the journal was closed.
+#[derive(Default)]
+struct Slot {
+    /// `None` while the writer reopens the file, and once closed.
+    db: Option<Arc<Database>>,
+    closed: bool,
+}
+
 impl RedbJournal {
     /// Opens (or creates) the journal in `dir`, creating `dir` if missing, and starts its writer
     /// thread and, unless `retention` keeps everything, its background retention task.
@@ -132,26 +171,44 @@ impl RedbJournal {
     /// [`RedbJournal::hub`]) is created here with `live_capacity` and the recovered head, so the
     /// caller does not need to know the head before opening. Must be called within a tokio
     /// runtime. Opening a file that another `RedbJournal` still holds open fails with
-    /// [`JournalError::Storage`].
+    /// [`JournalError::Storage`]; a damaged, vanished or too new journal is refused (see the
+    /// module docs).
     pub async fn open(
         dir: &Path,
         retention: Retention,
         live_capacity: usize,
     ) -> Result<Arc<Self>, JournalError> {
+        Self::open_with(dir, retention, live_capacity, false).await
+    }
+
+    /// [`RedbJournal::open`], choosing whether a journal that vanished from a data dir that
+    /// had one may be replaced by an empty one (`--accept-empty-journal`).
+    pub async fn open_with(
+        dir: &Path,
+        retention: Retention,
+        live_capacity: usize,
+        accept_empty: bool,
+    ) -> Result<Arc<Self>, JournalError> {
         let dir = dir.to_owned();
         let path = dir.join(FILE_NAME);
         let (db, recovered) = {
             let path = path.clone();
-            tokio::task::spawn_blocking(move || open_file(&dir, &path))
+            tokio::task::spawn_blocking(move || open_file(&dir, &path, accept_empty))
                 .await
                 .map_err(|e| JournalError::Storage(format!("opening the journal failed: {e}")))??
         };
         let db = Arc::new(db);
+        let slot = Arc::new(Mutex::new(Slot {
+            db: Some(db.clone()),
+            closed: false,
+        }));
         let hub = Hub::new(live_capacity, recovered.head);
         let commits = Arc::new(AtomicU64::new(0));
         let (requests, queue) = mpsc::channel(QUEUE_CAPACITY);
         let writer = Writer {
-            db: db.clone(),
+            db: Some(db),
+            slot: slot.clone(),
+            path: path.clone(),
             hub: hub.clone(),
             retention,
             commits: commits.clone(),
@@ -180,7 +237,8 @@ impl RedbJournal {
         });
         Ok(Arc::new(Self {
             path,
-            db: Mutex::new(Some(db)),
+            db: slot,
+            damaged: Arc::new(AtomicU64::new(0)),
             requests,
             hub,
             commits,
@@ -222,13 +280,22 @@ impl RedbJournal {
             // An error means the writer already stopped, which is what we wanted.
             let _ = closed.await;
         }
-        lock(&self.db).take();
+        let mut slot = lock(&self.db);
+        slot.closed = true;
+        slot.db = None;
+        drop(slot);
         tracing::info!(path = %self.path.display(), "journal closed");
     }
 
     /// The open database, or `Closed`.
     fn db(&self) -> Result<Arc<Database>, JournalError> {
-        lock(&self.db).clone().ok_or(JournalError::Closed)
+        let slot = lock(&self.db);
+        if slot.closed {
+            return Err(JournalError::Closed);
+        }
+        slot.db.clone().ok_or_else(|| {
+            JournalError::Storage("the journal is being reopened after a storage error".into())
+        })
     }
 
     /// Runs `f` in a read transaction on the blocking pool.
@@ -238,12 +305,25 @@ impl RedbJournal {
         F: FnOnce(&ReadTransaction) -> Result<T, JournalError> + Send + 'static,
     {
         let db = self.db()?;
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             let txn = db.begin_read().map_err(storage)?;
             f(&txn)
         })
         .await
-        .map_err(|e| JournalError::Storage(format!("journal read task failed: {e}")))?
+        .map_err(|e| JournalError::Storage(format!("journal read task failed: {e}")))?;
+        if let Err(JournalError::Unreadable { cursor, reason }) = &result {
+            tracing::error!(
+                cursor,
+                %reason,
+                path = %self.path.display(),
+                "a committed event cannot be read: the journal is damaged; run `okta-stream journal check`"
+            );
+            // Keep the first one: that is where the damage starts for readers.
+            let _ = self
+                .damaged
+                .compare_exchange(0, *cursor, Ordering::Relaxed, Ordering::Relaxed);
+        }
+        result
     }
 
     /// Sends a request to the writer and waits for its answer.
@@ -296,15 +376,26 @@ impl Journal for RedbJournal {
         };
         self.read(move |txn| {
             let events = txn.open_table(EVENTS).map_err(storage)?;
-            events
-                .range(first..)
-                .map_err(storage)?
-                .take(limit)
-                .map(|row| {
-                    let (_, value) = row.map_err(storage)?;
-                    decode(value.value().2)
-                })
-                .collect()
+            // Cursors are gap-free after the oldest retained one, so a row that cannot be read
+            // is the one after the last that could.
+            let mut expected = first;
+            let mut read = Vec::new();
+            let rows = events.range(first..).map_err(|e| unreadable(e, expected))?;
+            for row in rows.take(limit) {
+                let event = row
+                    .map_err(|e| unreadable(e, expected))
+                    .and_then(|(cursor, value)| decode_at(cursor.value(), value.value()));
+                match event {
+                    Ok(event) => {
+                        expected = event.cursor().saturating_add(1);
+                        read.push(event);
+                    }
+                    // Hand out what precedes the damage; the next read reports it.
+                    Err(JournalError::Unreadable { .. }) if !read.is_empty() => break,
+                    Err(error) => return Err(error),
+                }
+            }
+            Ok(read)
         })
         .await
     }
@@ -316,16 +407,26 @@ impl Journal for RedbJournal {
     ) -> Result<Vec<SharedEvent>, JournalError> {
         self.read(move |txn| {
             let events = txn.open_table(EVENTS).map_err(storage)?;
-            events
+            let mut expected = before.saturating_sub(1);
+            let mut read = Vec::new();
+            let rows = events
                 .range(..before)
-                .map_err(storage)?
-                .rev()
-                .take(limit)
-                .map(|row| {
-                    let (_, value) = row.map_err(storage)?;
-                    decode(value.value().2)
-                })
-                .collect()
+                .map_err(|e| unreadable(e, expected))?;
+            for row in rows.rev().take(limit) {
+                let event = row
+                    .map_err(|e| unreadable(e, expected))
+                    .and_then(|(cursor, value)| decode_at(cursor.value(), value.value()));
+                match event {
+                    Ok(event) => {
+                        expected = event.cursor().saturating_sub(1);
+                        read.push(event);
+                    }
+                    // Hand out what precedes the damage; the next read reports it.
+                    Err(JournalError::Unreadable { .. }) if !read.is_empty() => break,
+                    Err(error) => return Err(error),
+                }
+            }
+            Ok(read)
         })
         .await
     }
@@ -338,11 +439,11 @@ impl Journal for RedbJournal {
                 return Ok(None);
             };
             let events = txn.open_table(EVENTS).map_err(storage)?;
-            match events.get(cursor.value()).map_err(storage)? {
-                Some(value) => decode(value.value().2).map(Some),
+            let cursor = cursor.value();
+            match events.get(cursor).map_err(|e| unreadable(e, cursor))? {
+                Some(value) => decode_at(cursor, value.value()).map(Some),
                 None => Err(JournalError::Corrupt(format!(
-                    "uuid index points at missing cursor {}",
-                    cursor.value()
+                    "uuid index points at missing cursor {cursor}"
                 ))),
             }
         })
@@ -403,6 +504,13 @@ impl Journal for RedbJournal {
     }
 
     async fn check(&self) -> Result<(), JournalError> {
+        let damaged = self.damaged.load(Ordering::Relaxed);
+        if damaged != 0 {
+            return Err(JournalError::Unreadable {
+                cursor: damaged,
+                reason: "a read found it damaged; run `okta-stream journal check`".to_owned(),
+            });
+        }
         self.ask(|reply| Request::Check { reply }).await
     }
 }
@@ -415,13 +523,100 @@ struct Recovered {
     next_quarantine: u64,
 }
 
-/// Creates the dir and file if missing, creates every table, and reads the writer's counters.
-fn open_file(dir: &Path, path: &Path) -> Result<(Database, Recovered), JournalError> {
+/// Creates the dir and file if missing (refusing a damaged or vanished journal), creates every
+/// table, checks and migrates the format, reads the writer's counters, and writes the marker.
+fn open_file(
+    dir: &Path,
+    path: &Path,
+    accept_empty: bool,
+) -> Result<(Database, Recovered), JournalError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| JournalError::Storage(format!("cannot create {}: {e}", dir.display())))?;
-    let db = Database::create(path)
-        .map_err(|e| JournalError::Storage(format!("cannot open {}: {e}", path.display())))?;
+    let marker = dir.join(MARKER_FILE_NAME);
+    match std::fs::metadata(path) {
+        Ok(file) if file.len() == 0 => {
+            return Err(JournalError::Damaged {
+                path: path.to_owned(),
+                reason: "the file is empty".to_owned(),
+            });
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if marker.exists() {
+                if !accept_empty {
+                    return Err(JournalError::Vanished {
+                        path: path.to_owned(),
+                        marker,
+                    });
+                }
+                tracing::warn!(
+                    path = %path.display(),
+                    "the journal is missing; starting with an empty one as --accept-empty-journal allows"
+                );
+            }
+        }
+        Err(e) => {
+            return Err(JournalError::Storage(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
+    }
+    let (db, recovered) = open_database(path)?;
+    if !marker.exists() {
+        std::fs::write(
+            &marker,
+            format!(
+                "This data dir holds an okta-stream journal ({FILE_NAME}). If {FILE_NAME} is \
+                 missing, restore it from a backup, or start with --accept-empty-journal.\n"
+            ),
+        )
+        .map_err(|e| JournalError::Storage(format!("cannot write {}: {e}", marker.display())))?;
+    }
+    Ok((db, recovered))
+}
+
+/// Opens `path` (creating it if missing), creates every table, checks and migrates the format
+/// version, and reads the writer's counters. Used at start and when the writer reopens.
+fn open_database(path: &Path) -> Result<(Database, Recovered), JournalError> {
+    let existed = path.exists();
+    let damaged = |reason: String| JournalError::Damaged {
+        path: path.to_owned(),
+        reason,
+    };
+    let db = Database::create(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => JournalError::Storage(format!(
+            "cannot open {}: another process (or journal) has it open",
+            path.display()
+        )),
+        // A short read is a truncated file and invalid data (redb: "magic number mismatch")
+        // a foreign one; other I/O errors (permissions, a full disk) say nothing about the
+        // file, and moving it away would be the wrong advice.
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if !existed
+                || !matches!(
+                    io.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+                ) =>
+        {
+            JournalError::Storage(format!("cannot open {}: {io}", path.display()))
+        }
+        other if existed => damaged(format!("redb cannot open it: {other}")),
+        other => JournalError::Storage(format!("cannot open {}: {other}", path.display())),
+    })?;
     let txn = db.begin_write().map_err(storage)?;
+    if existed {
+        let tables: Vec<String> = txn
+            .list_tables()
+            .map_err(storage)?
+            .map(|t| t.name().to_owned())
+            .collect();
+        if !tables.iter().any(|t| t == "meta") || !tables.iter().any(|t| t == "events") {
+            return Err(damaged(
+                "a redb file without the journal's tables".to_owned(),
+            ));
+        }
+    }
     let recovered = {
         // Opening a table in a write transaction creates it, so readers never miss one.
         let events = txn.open_table(EVENTS).map_err(storage)?;
@@ -429,7 +624,23 @@ fn open_file(dir: &Path, path: &Path) -> Result<(Database, Recovered), JournalEr
         txn.open_table(COMMITS).map_err(storage)?;
         txn.open_table(STATE).map_err(storage)?;
         let quarantine = txn.open_table(QUARANTINE).map_err(storage)?;
-        let meta_table = txn.open_table(META).map_err(storage)?;
+        let mut meta_table = txn.open_table(META).map_err(storage)?;
+        // No row: a new file, or one written before versions were stored (version 1).
+        let version = meta_table
+            .get(META_FORMAT_VERSION)
+            .map_err(storage)?
+            .map_or(1, |v| v.value());
+        if version > FORMAT_VERSION {
+            return Err(JournalError::TooNew {
+                path: path.to_owned(),
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        migrate(version)?;
+        meta_table
+            .insert(META_FORMAT_VERSION, FORMAT_VERSION)
+            .map_err(storage)?;
         let last_event = events.last().map_err(storage)?.map(|(k, _)| k.value());
         let last_quarantine = quarantine.last().map_err(storage)?.map(|(k, _)| k.value());
         Recovered {
@@ -445,9 +656,25 @@ fn open_file(dir: &Path, path: &Path) -> Result<(Database, Recovered), JournalEr
     Ok((db, recovered))
 }
 
+/// Brings a file of format `from` to [`FORMAT_VERSION`], inside the open transaction. Version
+/// 1 is the only format so far: nothing to do. A later version adds an arm per step, so a file
+/// of any older version is carried forward one step at a time.
+fn migrate(from: u64) -> Result<(), JournalError> {
+    match from {
+        FORMAT_VERSION => Ok(()),
+        other => Err(JournalError::Corrupt(format!(
+            "no migration from journal format version {other}"
+        ))),
+    }
+}
+
 /// The single writer; runs on its own OS thread and owns the write side of the file.
 struct Writer {
-    db: Arc<Database>,
+    /// `None` after a failed commit until the file is reopened.
+    db: Option<Arc<Database>>,
+    /// Where readers get the database; emptied while reopening.
+    slot: Arc<Mutex<Slot>>,
+    path: PathBuf,
     hub: Hub,
     retention: Retention,
     commits: Arc<AtomicU64>,
@@ -469,6 +696,79 @@ struct Advanced {
 }
 
 impl Writer {
+    /// The database to write to, reopening the file first if a failed commit closed it.
+    fn database(&mut self) -> Result<Arc<Database>, JournalError> {
+        match &self.db {
+            Some(db) => Ok(db.clone()),
+            None => self.reopen(),
+        }
+    }
+
+    /// After a failed transaction: redb refuses every later transaction (`PreviousIo`) until
+    /// the file is opened again, so drop it and try to reopen at once; if that fails too, the
+    /// next request tries again.
+    fn recover(&mut self) {
+        self.db = None;
+        if let Err(error) = self.reopen() {
+            tracing::warn!(%error, "cannot reopen the journal yet; will retry on the next request");
+        }
+    }
+
+    /// Reopens the file: readers are kept off it, in-flight reads are waited for (at most
+    /// [`REOPEN_WAIT`]), the old database is dropped, and the file is opened as at start. If
+    /// the failed commit did reach the disk after all, its events are published now so the
+    /// hub never misses a cursor.
+    fn reopen(&mut self) -> Result<Arc<Database>, JournalError> {
+        let old = lock(&self.slot).db.take().or_else(|| self.db.take());
+        self.db = None;
+        if let Some(mut old) = old {
+            let deadline = Instant::now() + REOPEN_WAIT;
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(shared) if Instant::now() < deadline => {
+                        old = shared;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(shared) => {
+                        lock(&self.slot).db = Some(shared);
+                        return Err(JournalError::Storage(
+                            "cannot reopen the journal: reads still hold it".to_owned(),
+                        ));
+                    }
+                }
+            }
+        }
+        let (db, recovered) = open_database(&self.path)?;
+        let db = Arc::new(db);
+        if recovered.head > self.head {
+            tracing::warn!(
+                head = self.head,
+                stored_head = recovered.head,
+                "a commit reported as failed reached the disk; publishing its events"
+            );
+            let txn = db.begin_read().map_err(storage)?;
+            let events = txn.open_table(EVENTS).map_err(storage)?;
+            let mut published = Vec::new();
+            for row in events.range(self.head + 1..).map_err(storage)? {
+                let (cursor, value) = row.map_err(storage)?;
+                published.push(decode_at(cursor.value(), value.value())?);
+            }
+            self.hub.publish(&published);
+        }
+        self.head = recovered.head;
+        self.bytes = recovered.bytes;
+        self.last_commit_micros = recovered.last_commit_micros;
+        self.next_quarantine = recovered.next_quarantine;
+        lock(&self.slot).db = Some(db.clone());
+        self.db = Some(db.clone());
+        tracing::info!(path = %self.path.display(), head = self.head, "journal reopened after a storage error");
+        Ok(db)
+    }
+
     /// Takes every queued request, commits appends and checks as one group, then prunes; until
     /// the queue is closed and drained (close) or every sender is gone (last handle dropped).
     fn run(self, mut queue: mpsc::Receiver<Request>) {
@@ -506,7 +806,11 @@ impl Writer {
                 writer.commit_group(group);
             }
             for (now_micros, limit, reply) in prunes {
-                let _ = reply.send(writer.prune(now_micros, limit));
+                let pruned = writer.prune(now_micros, limit);
+                if pruned.is_err() {
+                    writer.recover();
+                }
+                let _ = reply.send(pruned);
             }
         }
         // Release the file before saying we are closed, so it can be reopened at once.
@@ -566,6 +870,7 @@ impl Writer {
             }
             Err(error) => {
                 tracing::error!(%error, requests = replies.len(), "journal commit failed");
+                self.recover();
                 let message = error.to_string();
                 for reply in replies {
                     let error = JournalError::Storage(message.clone());
@@ -583,8 +888,9 @@ impl Writer {
     }
 
     /// One durable transaction for all `batches`: cursors, dedupe, quarantine, state, counters.
-    fn write(&self, batches: Vec<Batch>) -> Result<(Vec<Appended>, Advanced), JournalError> {
-        let txn = begin_durable(&self.db)?;
+    fn write(&mut self, batches: Vec<Batch>) -> Result<(Vec<Appended>, Advanced), JournalError> {
+        let db = self.database()?;
+        let txn = begin_durable(&db)?;
         let commit_micros = now_micros().max(self.last_commit_micros.saturating_add(1));
         let mut head = self.head;
         let mut bytes = self.bytes;
@@ -672,7 +978,8 @@ impl Writer {
         if self.retention.is_unbounded() {
             return Ok(Pruned::default());
         }
-        let txn = begin_durable(&self.db)?;
+        let db = self.database()?;
+        let txn = begin_durable(&db)?;
         let mut pruned = Pruned::default();
         let mut retained = self.bytes;
         {
@@ -827,8 +1134,36 @@ fn meta(table: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64,
     Ok(table.get(key).map_err(storage)?.map_or(0, |v| v.value()))
 }
 
-fn decode(encoded: &[u8]) -> Result<SharedEvent, JournalError> {
-    Committed::decode(Bytes::copy_from_slice(encoded)).map(Arc::new)
+/// Decodes the record stored at `cursor` (its `events` row); a record that does not decode or
+/// names another cursor or uuid than its row is [`JournalError::Unreadable`] there.
+pub(crate) fn decode_at(
+    cursor: Cursor,
+    (uuid, _, encoded): (&str, i64, &[u8]),
+) -> Result<SharedEvent, JournalError> {
+    let unreadable = |reason: String| JournalError::Unreadable { cursor, reason };
+    let committed = Committed::decode(Bytes::copy_from_slice(encoded))
+        .map_err(|e| unreadable(e.to_string()))?;
+    if committed.cursor() != cursor {
+        return Err(unreadable(format!(
+            "the stored record says cursor {}",
+            committed.cursor()
+        )));
+    }
+    if committed.event.uuid != uuid {
+        return Err(unreadable(
+            "the stored record's uuid differs from its row's".into(),
+        ));
+    }
+    Ok(Arc::new(committed))
+}
+
+/// A read error at `cursor`: damage (redb's checksums or structure) is
+/// [`JournalError::Unreadable`] there; anything else (I/O) may clear and stays `Storage`.
+fn unreadable(error: impl Into<redb::Error>, cursor: Cursor) -> JournalError {
+    match error.into() {
+        redb::Error::Corrupted(reason) => JournalError::Unreadable { cursor, reason },
+        other => JournalError::Storage(other.to_string()),
+    }
 }
 
 fn storage(error: impl Into<redb::Error>) -> JournalError {

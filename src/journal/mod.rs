@@ -16,6 +16,7 @@ use crate::proto;
 
 pub mod embedded;
 pub mod nats;
+pub mod verify;
 
 /// A position in the journal; the `cursor` field of the record. Starts at 1.
 pub type Cursor = u64;
@@ -154,6 +155,56 @@ pub enum JournalError {
     /// A compare-and-set on state lost to another writer.
     #[error("journal state conflict: {0}")]
     Conflict(String),
+    /// A committed event cannot be read back: the stored data at `cursor` is damaged. Not
+    /// retried: reading it again gives the same answer.
+    #[error("the event at cursor {cursor} cannot be read: {reason}")]
+    Unreadable {
+        /// The first cursor that could not be read.
+        cursor: Cursor,
+        /// What the store or the decoder said.
+        reason: String,
+    },
+    /// At start: the journal file exists but is empty, truncated or not a journal.
+    #[error(
+        "{} is not a usable journal ({reason}); restore it from a backup, or move it away to \
+         start with an empty journal",
+        path.display()
+    )]
+    Damaged {
+        /// The journal file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// At start: the data dir had a journal (its marker file says so) but the file is gone.
+    #[error(
+        "{} is missing, but {} says this data dir had a journal; restore the journal from a \
+         backup, or start with --accept-empty-journal (OKTA_STREAM_ACCEPT_EMPTY_JOURNAL=true) to \
+         begin with an empty one",
+        path.display(),
+        marker.display()
+    )]
+    Vanished {
+        /// The missing journal file.
+        path: std::path::PathBuf,
+        /// The marker file that says it existed.
+        marker: std::path::PathBuf,
+    },
+    /// At start: the journal was written by a newer okta-stream in a format this one cannot
+    /// read.
+    #[error(
+        "{} has journal format version {found}, newer than this okta-stream supports \
+         (up to {supported}); run a newer okta-stream",
+        path.display()
+    )]
+    TooNew {
+        /// The journal file.
+        path: std::path::PathBuf,
+        /// The format version stored in the file.
+        found: u64,
+        /// The newest format version this binary reads.
+        supported: u64,
+    },
 }
 
 /// The durable, ordered, deduplicating event store. See the module docs.

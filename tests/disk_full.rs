@@ -1,0 +1,177 @@
+//! A full disk that clears heals without a restart, against the real binary: the data dir is a
+//! small tmpfs this test mounts (and always unmounts), filled until the journal cannot grow.
+//! While full, the hook answers 503 and `/readyz` says not ready; once space is freed, the next
+//! delivery is stored and readiness follows, with nothing acknowledged lost or duplicated.
+//!
+//! Mounting needs root, as CI runs; elsewhere the test fails saying so.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::app::{SECRET, delivery, profile_update};
+use common::binary::Service;
+use common::within;
+use okta_stream::proto::{self, event_stream_client::EventStreamClient};
+
+/// Bound on the test.
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A tmpfs mounted on a fresh temporary directory; unmounted (lazily, so a process still
+/// holding a file cannot keep it) on drop, also when the test fails.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let uid = Command::new("id").arg("-u").output().expect("id runs");
+        assert_eq!(
+            String::from_utf8_lossy(&uid.stdout).trim(),
+            "0",
+            "this test mounts a tmpfs and must run as root (as CI does)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mount -t tmpfs failed");
+        Tmpfs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Writes a file until the file system is full; returns its path.
+fn fill(dir: &Path) -> PathBuf {
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0x5a_u8; 64 * 1024];
+    while file.write_all(&chunk).is_ok() {}
+    // The last partial chunk may still fit byte by byte.
+    while file.write_all(&[0x5a]).is_ok() {}
+    path
+}
+
+/// A delivery of `count` events with uuids `{prefix}-{n}`.
+fn events(prefix: &str, count: usize) -> (Vec<String>, serde_json::Value) {
+    let uuids: Vec<String> = (0..count).map(|n| format!("{prefix}-{n}")).collect();
+    let events = uuids
+        .iter()
+        .map(|u| profile_update(u, "thor@avengers.org", "lastName"))
+        .collect();
+    (uuids, delivery(prefix, events))
+}
+
+async fn ready(http: &reqwest::Client, service: &Service) -> bool {
+    http.get(format!("http://{}/readyz", service.http))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// Polls readiness until it equals `want`, failing after 15 s.
+async fn wait_ready(http: &reqwest::Client, service: &Service, want: bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while ready(http, service).await != want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz did not become {}",
+            if want { "ready" } else { "not ready" }
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_that_clears_heals_without_a_restart() {
+    within(TEST_TIMEOUT, async {
+        let tmpfs = Tmpfs::mount("4m");
+        let data_dir = tmpfs.path().join("data");
+        let service = Service::start(&data_dir, &[("OKTA_STREAM_HOOK_SECRETS", SECRET)]).await;
+        let http = reqwest::Client::new();
+        let post = |body: serde_json::Value| {
+            http.post(format!("http://{}/okta/hook", service.http))
+                .header("authorization", SECRET)
+                .json(&body)
+                .send()
+        };
+        let mut acknowledged = Vec::new();
+        let (uuids, body) = events("before", 10);
+        assert!(post(body).await.unwrap().status().is_success());
+        acknowledged.extend(uuids);
+
+        // Fill the disk, then deliver until the journal cannot grow: 503, not ready.
+        let filler = fill(tmpfs.path());
+        let mut refused = false;
+        for n in 0..200 {
+            let (uuids, body) = events(&format!("full-{n}"), 50);
+            let status = post(body).await.unwrap().status();
+            if status.is_success() {
+                acknowledged.extend(uuids);
+            } else {
+                assert_eq!(status, 503, "a full disk is a retryable 503");
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "the journal kept committing on a full disk");
+        wait_ready(&http, &service, false).await;
+
+        // Space comes back: the very next delivery is stored, and readiness follows.
+        std::fs::remove_file(&filler).unwrap();
+        let (uuids, body) = events("after", 10);
+        let status = post(body).await.unwrap().status();
+        assert!(
+            status.is_success(),
+            "the first delivery after the disk cleared: {status}"
+        );
+        acknowledged.extend(uuids);
+        wait_ready(&http, &service, true).await;
+
+        // Everything acknowledged is stored once, gap-free.
+        let mut client = EventStreamClient::connect(format!("http://{}", service.grpc))
+            .await
+            .unwrap();
+        let mut stored = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = client
+                .list_events(proto::ListEventsRequest {
+                    page_size: 500,
+                    page_token: token,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            stored.extend(page.events);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        let cursors: Vec<u64> = stored.iter().map(|e| e.cursor).collect();
+        assert_eq!(cursors, (1..=stored.len() as u64).collect::<Vec<_>>());
+        let stored_uuids: Vec<String> = stored.into_iter().map(|e| e.uuid).collect();
+        assert_eq!(stored_uuids, acknowledged);
+        service.kill().await;
+    })
+    .await;
+}
