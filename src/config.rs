@@ -1020,6 +1020,23 @@ mod tests {
     }
 
     #[test]
+    fn listeners_default_to_loopback_and_bounded_connections() {
+        let config = Config::default();
+        let listeners = &config.listeners;
+        assert_eq!(listeners.admin_addr.to_string(), "127.0.0.1:9090");
+        assert_eq!(listeners.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(listeners.max_connections, 10_000);
+        assert!(listeners.grpc_tls_client_ca.is_none());
+        let err = load(&[], &[("OKTA_STREAM_GRPC_TLS_CLIENT_CA", "ca.pem")]).unwrap_err();
+        assert!(
+            err.to_string().contains("OKTA_STREAM_GRPC_TLS_CLIENT_CA"),
+            "{err}"
+        );
+        let err = load(&["--http2-max-streams", "5000000000"], &[]).unwrap_err();
+        assert!(err.to_string().contains("OKTA_STREAM_HTTP2_MAX_STREAMS"), "{err}");
+    }
+
+    #[test]
     fn nats_journal_takes_several_servers() {
         let config = load(
             &[],

@@ -75,7 +75,15 @@ impl Connection {
                 }
             };
             tokio::select! {
-                _ = conn.as_mut() => return,
+                ended = conn.as_mut() => {
+                    // hyper's own header read timeout (a later HTTP/1.1 request head) ends
+                    // the connection with a timeout error.
+                    let timed_out = ended.as_ref().err().and_then(|e| e.downcast_ref::<hyper::Error>()).is_some_and(hyper::Error::is_timeout);
+                    if timed_out {
+                        self.metrics.close(self.listener, CloseReason::HeaderTimeout);
+                    }
+                    return;
+                }
                 () = sleep => {
                     if closing.is_some() {
                         // A graceful close that does not finish in time is cut short.
