@@ -270,7 +270,8 @@ impl App {
                 limits,
                 tls,
             };
-            let served = listener::serve(listener, router, listener_metrics.clone(), shutdown.clone());
+            let served =
+                listener::serve(listener, router, listener_metrics.clone(), shutdown.clone());
             async move {
                 served.await;
                 (name, Ok(()))

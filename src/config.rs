@@ -1033,7 +1033,10 @@ mod tests {
             "{err}"
         );
         let err = load(&["--http2-max-streams", "5000000000"], &[]).unwrap_err();
-        assert!(err.to_string().contains("OKTA_STREAM_HTTP2_MAX_STREAMS"), "{err}");
+        assert!(
+            err.to_string().contains("OKTA_STREAM_HTTP2_MAX_STREAMS"),
+            "{err}"
+        );
     }
 
     #[test]

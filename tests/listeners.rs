@@ -54,7 +54,10 @@ async fn read_until_closed(stream: &mut TcpStream) -> (String, Duration) {
             Ok(n) => received.extend_from_slice(&buf[..n]),
         }
     }
-    (String::from_utf8_lossy(&received).into_owned(), started.elapsed())
+    (
+        String::from_utf8_lossy(&received).into_owned(),
+        started.elapsed(),
+    )
 }
 
 fn addr(url: &str) -> &str {
@@ -179,21 +182,48 @@ async fn connections_beyond_the_cap_are_refused_and_counted() {
         for _ in 0..3 {
             held.push(TcpStream::connect(addr(&app.http)).await.unwrap());
         }
-        metric_reaches(&app, "okta_stream_listener_connections_open{listener=\"hook\"}", 3.0).await;
+        metric_reaches(
+            &app,
+            "okta_stream_listener_connections_open{listener=\"hook\"}",
+            3.0,
+        )
+        .await;
 
         let mut refused = TcpStream::connect(addr(&app.http)).await.unwrap();
         let (answer, waited) = read_until_closed(&mut refused).await;
         assert!(answer.is_empty(), "{answer}");
         assert!(waited < Duration::from_secs(2), "{waited:?}");
-        assert!(metric(&app, "okta_stream_listener_connections_refused_total{listener=\"hook\"}").await >= 1.0);
+        assert!(
+            metric(
+                &app,
+                "okta_stream_listener_connections_refused_total{listener=\"hook\"}"
+            )
+            .await
+                >= 1.0
+        );
 
         // Other listeners have their own cap; once the held connections go, the hook serves.
-        assert_eq!(metric(&app, "okta_stream_listener_connections_refused_total{listener=\"admin\"}").await, 0.0);
+        assert_eq!(
+            metric(
+                &app,
+                "okta_stream_listener_connections_refused_total{listener=\"admin\"}"
+            )
+            .await,
+            0.0
+        );
         drop(held);
-        metric_reaches(&app, "okta_stream_listener_connections_open{listener=\"hook\"}", 0.0).await;
+        metric_reaches(
+            &app,
+            "okta_stream_listener_connections_open{listener=\"hook\"}",
+            0.0,
+        )
+        .await;
         let deadline = Instant::now() + WAIT;
         loop {
-            let body = delivery("d-cap", vec![profile_update("cap-1", "thor@avengers.org", "x")]);
+            let body = delivery(
+                "d-cap",
+                vec![profile_update("cap-1", "thor@avengers.org", "x")],
+            );
             let sent = app
                 .http_client()
                 .post(format!("{}/okta/hook", app.http))
@@ -233,8 +263,18 @@ async fn a_delivery_is_acknowledged_and_a_subscribe_opens_while_5000_idle_connec
             }
             held.push(stream);
         }
-        metric_reaches(&app, "okta_stream_listener_connections_open{listener=\"hook\"}", 2500.0).await;
-        metric_reaches(&app, "okta_stream_listener_connections_open{listener=\"grpc\"}", 2500.0).await;
+        metric_reaches(
+            &app,
+            "okta_stream_listener_connections_open{listener=\"hook\"}",
+            2500.0,
+        )
+        .await;
+        metric_reaches(
+            &app,
+            "okta_stream_listener_connections_open{listener=\"grpc\"}",
+            2500.0,
+        )
+        .await;
 
         let mut stream = app
             .client()
@@ -254,7 +294,11 @@ async fn a_delivery_is_acknowledged_and_a_subscribe_opens_while_5000_idle_connec
             ))
             .await;
         assert_eq!(response.status(), 204);
-        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
         assert_eq!(next_event(&mut stream).await.uuid, "busy-1");
         drop(held);
     })
@@ -279,7 +323,10 @@ async fn the_hook_listener_serves_the_hook_only_and_the_admin_listener_health_an
         }
         let (status, body) = get(format!("{}/metrics", app.admin)).await;
         assert_eq!(status, 200);
-        assert!(body.contains("listener_connections_accepted_total"), "{body}");
+        assert!(
+            body.contains("listener_connections_accepted_total"),
+            "{body}"
+        );
         assert_eq!(get(format!("{}/healthz", app.admin)).await.0, 200);
         assert_eq!(get(format!("{}/readyz", app.admin)).await.0, 200);
         let (status, body) = get(format!("{}/okta/hook", app.admin)).await;
@@ -380,7 +427,10 @@ async fn tls_client(
     Ok(EventStreamClient::new(channel))
 }
 
-async fn get_event(client: Result<EventStreamClient<Channel>, tonic::transport::Error>, uuid: &str) -> bool {
+async fn get_event(
+    client: Result<EventStreamClient<Channel>, tonic::transport::Error>,
+    uuid: &str,
+) -> bool {
     let Ok(mut client) = client else {
         return false;
     };
@@ -448,7 +498,12 @@ async fn a_rotated_certificate_is_used_by_new_connections_while_an_open_stream_k
         assert_eq!(next_event(&mut stream).await.uuid, "before-0");
 
         write_identity(dir.path(), &new.issue("localhost"));
-        metric_reaches(&app, "okta_stream_grpc_tls_reloads_total{result=\"ok\"}", 1.0).await;
+        metric_reaches(
+            &app,
+            "okta_stream_grpc_tls_reloads_total{result=\"ok\"}",
+            1.0,
+        )
+        .await;
         post_many(&app, "after", 1).await;
         assert_eq!(next_event(&mut stream).await.uuid, "after-0");
         assert!(get_event(tls_client(&app, &new.ca_pem(), None).await, "after-0").await);
@@ -456,7 +511,12 @@ async fn a_rotated_certificate_is_used_by_new_connections_while_an_open_stream_k
 
         // A bad replacement is refused and the last good certificate stays in use.
         std::fs::write(dir.path().join("cert.pem"), "not a certificate").unwrap();
-        metric_reaches(&app, "okta_stream_grpc_tls_reloads_total{result=\"error\"}", 1.0).await;
+        metric_reaches(
+            &app,
+            "okta_stream_grpc_tls_reloads_total{result=\"error\"}",
+            1.0,
+        )
+        .await;
         assert!(get_event(tls_client(&app, &new.ca_pem(), None).await, "after-0").await);
         post_many(&app, "still", 1).await;
         assert_eq!(next_event(&mut stream).await.uuid, "still-0");
@@ -481,7 +541,11 @@ async fn tls_file_errors_at_start_name_the_setting() {
             config.listeners.grpc_tls_client_ca = ca.map(|ca| dir.path().join(ca));
             async move {
                 let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
-                let (http, grpc, admin) = (bind().await.unwrap(), bind().await.unwrap(), bind().await.unwrap());
+                let (http, grpc, admin) = (
+                    bind().await.unwrap(),
+                    bind().await.unwrap(),
+                    bind().await.unwrap(),
+                );
                 match okta_stream::app::App::with_listeners(config, http, grpc, admin).await {
                     Ok(_) => panic!("started with bad TLS files"),
                     Err(error) => error.to_string(),

@@ -248,8 +248,13 @@ fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let chain = certificates(TlsFile::Cert, &files.cert)?;
     let key_pem = read(TlsFile::Key, &files.key)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| invalid(TlsFile::Key, &files.key, format!("not a PEM private key: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        invalid(
+            TlsFile::Key,
+            &files.key,
+            format!("not a PEM private key: {e}"),
+        )
+    })?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| invalid(TlsFile::Cert, &files.cert, e))?;
@@ -272,7 +277,10 @@ fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
         invalid(
             TlsFile::Key,
             &files.key,
-            format!("does not fit the certificate in {}: {e}", files.cert.display()),
+            format!(
+                "does not fit the certificate in {}: {e}",
+                files.cert.display()
+            ),
         )
     })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
