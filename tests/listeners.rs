@@ -562,3 +562,65 @@ async fn tls_file_errors_at_start_name_the_setting() {
     })
     .await
 }
+
+#[tokio::test]
+async fn sighup_makes_the_binary_reread_its_certificate_at_once() {
+    within(WAIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Pki::new("old CA");
+        let new = Pki::new("new CA");
+        write_identity(dir.path(), &old.issue("localhost"));
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let service = Service::start(
+            &dir.path().join("data"),
+            &[
+                ("OKTA_STREAM_HOOK_SECRETS", SECRET),
+                ("OKTA_STREAM_GRPC_TLS_CERT", cert.to_str().unwrap()),
+                ("OKTA_STREAM_GRPC_TLS_KEY", key.to_str().unwrap()),
+                // Only the signal can make it re-read within this test.
+                ("OKTA_STREAM_GRPC_TLS_RELOAD_SECS", "3600"),
+            ],
+        )
+        .await;
+        let connects = |ca: String| {
+            let url = format!("https://{}", service.grpc);
+            async move {
+                let tls = ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(ca))
+                    .domain_name("localhost");
+                let Ok(channel) = Channel::from_shared(url).unwrap().tls_config(tls) else {
+                    return false;
+                };
+                let Ok(channel) = channel.connect().await else {
+                    return false;
+                };
+                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+                health
+                    .check(tonic_health::pb::HealthCheckRequest::default())
+                    .await
+                    .is_ok()
+            }
+        };
+        assert!(connects(old.ca_pem()).await);
+
+        write_identity(dir.path(), &new.issue("localhost"));
+        let pid = service.child.id().unwrap().to_string();
+        let sent = tokio::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + WAIT;
+        while !connects(new.ca_pem()).await {
+            assert!(
+                Instant::now() < deadline,
+                "the new certificate was never served"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!connects(old.ca_pem()).await);
+        service.kill().await;
+    })
+    .await
+}
