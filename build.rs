@@ -16,14 +16,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     tonic_prost_build::configure()
         // Subscribe's response is encoded by hand so one encoding of an event is shared by
-        // every subscriber (see `grpc::SubscribeResponse`); wire-compatible with the proto.
+        // every subscriber (see `proto::SubscribeResponse`); wire-compatible with the proto.
         .extern_path(
             ".okta.events.v1.SubscribeResponse",
-            "crate::grpc::SubscribeResponse",
+            "crate::proto::SubscribeResponse",
         )
         // `Struct` fields (`event_details` and the free-form sub-objects) are held as their
         // encoded bytes, written by the mapping straight from the JSON; wire-compatible.
-        .extern_path(".google.protobuf.Struct", "crate::mapping::EncodedStruct")
+        .extern_path(".google.protobuf.Struct", "crate::proto::EncodedStruct")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -39,9 +39,13 @@ fn main() {
 
 async fn scenario(senders: usize, per_append: usize, run_for: Duration) -> String {
     let dir = tempfile::tempdir().expect("temp dir");
-    let journal = RedbJournal::open(dir.path(), Retention::keep_all(), 1 << 16)
-        .await
-        .expect("open journal");
+    let journal = RedbJournal::open(
+        dir.path(),
+        Retention::keep_all(),
+        okta_stream::hub::Hub::new(1 << 16, 0),
+    )
+    .await
+    .expect("open journal");
     let payload = "x".repeat(EVENT_PAYLOAD);
     let started = Instant::now();
     let deadline = started + run_for;

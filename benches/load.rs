@@ -1462,9 +1462,13 @@ async fn poller_in_process(
     use okta_stream::journal::embedded::RedbJournal;
     use okta_stream::okta::{Credentials, Poller, PollerConfig, Secret, StartFrom};
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let journal = RedbJournal::open(dir.path(), Retention::keep_all(), 4096)
-        .await
-        .map_err(|e| e.to_string())?;
+    let journal = RedbJournal::open(
+        dir.path(),
+        Retention::keep_all(),
+        okta_stream::hub::Hub::new(4096, 0),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let shared: okta_stream::journal::SharedJournal = journal.clone();
     let mut config =
         PollerConfig::new(fake.base.clone(), Credentials::ApiToken(Secret::new(TOKEN)));

@@ -152,7 +152,7 @@ async fn append_all(journal: &dyn Journal, batches: Vec<Batch>) -> Result<Stored
 }
 
 async fn write_embedded(dir: &Path, batches: Vec<Batch>) -> Result<Stored, Error> {
-    let journal = RedbJournal::open(dir, Retention::keep_all(), 1024).await?;
+    let journal = RedbJournal::open(dir, Retention::keep_all(), Hub::new(1024, 0)).await?;
     let stored = append_all(journal.as_ref(), batches).await?;
     journal.close().await;
     Ok(stored)

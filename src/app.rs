@@ -65,14 +65,12 @@ pub enum AppError {
     /// The journal could not be opened (or was refused: damaged, vanished, too new).
     #[error("cannot open the journal: {0}")]
     Journal(#[from] crate::journal::JournalError),
-    /// TLS or server set-up failed.
-    #[error("gRPC server: {0}")]
-    Grpc(String),
-    /// The poller could not be set up.
-    #[error("poller: {0}")]
-    Poller(String),
+    /// gRPC server reflection could not be set up from the descriptor sets.
+    #[error("gRPC server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
     /// A setting is wrong in a way only the part it configures can tell (an org URL Okta
-    /// would refuse, an unreadable private key). `main` exits 64 on it, as on any bad setting.
+    /// would refuse, an unreadable private key, a gRPC TLS file that does not load). `main`
+    /// exits 64 on it, as on any bad setting.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     /// An essential task stopped on its own.
@@ -183,7 +181,7 @@ impl App {
         let mut metrics = Metrics::new();
         let poller_stats = poller.as_ref().map(|_| {
             let stats = Arc::new(PollerStats::default());
-            metrics.register_poller(stats.clone());
+            stats.register(metrics.registry());
             stats
         });
         let listener_metrics = Arc::new(ListenerMetrics::register(metrics.registry()));
@@ -260,7 +258,7 @@ impl App {
         } = self;
         let shutdown = CancellationToken::new();
         let health = Health::new().await;
-        let mut tasks: JoinSet<(&'static str, Result<(), String>)> = JoinSet::new();
+        let mut tasks: Tasks = JoinSet::new();
 
         let limits = http_limits(&config);
         let serve = |name: &'static str, tcp, limits, tls, router| {
@@ -279,22 +277,11 @@ impl App {
         };
 
         // The hook listener: the hook endpoint only.
-        let hook = Arc::new(Hook {
-            auth: HookAuth::new(config.hook.auth_header.clone(), hook_secrets),
-            max_body_bytes: config.hook.max_body_bytes,
-            journal: journal.clone(),
-            metrics: metrics.clone(),
-        });
-        let router = hook::router(hook).fallback(|| not_found("POST /okta/hook"));
+        let router = hook_router(&config, hook_secrets, &journal, &metrics);
         tasks.spawn(serve("hook", http, limits.clone(), None, router));
 
         // The admin listener: health and metrics.
-        let router = ops::router(ops::Ops {
-            journal: journal.clone(),
-            metrics: metrics.clone(),
-            health: health.clone(),
-        })
-        .fallback(|| not_found("/metrics, /healthz and /readyz"));
+        let router = admin_router(&journal, &metrics, &health);
         tasks.spawn(serve("admin", admin, limits.clone(), None, router));
 
         // gRPC: EventStream, health, reflection, gRPC-Web.
@@ -362,31 +349,10 @@ impl App {
         health.set_serving(true).await;
         tracing::info!(http = %config.http_addr, grpc = %config.grpc_addr, admin = %config.listeners.admin_addr, "serving");
 
-        let mut failure = None;
-        tokio::select! {
-            _ = signal => tracing::info!("shutdown requested"),
-            Some(joined) = tasks.join_next() => {
-                let (task, result) = joined.unwrap_or(("task", Err("panicked".to_owned())));
-                let reason = result.err().unwrap_or_else(|| "exited".to_owned());
-                tracing::error!(task, %reason, "essential task stopped; shutting down");
-                failure = Some(AppError::TaskFailed { task, reason });
-            }
-        }
-
+        let failure = wait_for_stop(signal, &mut tasks).await;
         health.set_serving(false).await;
         shutdown.cancel();
-        let drained = tokio::time::timeout(config.shutdown_timeout, async {
-            while let Some(joined) = tasks.join_next().await {
-                if let Ok((task, Err(reason))) = joined {
-                    tracing::warn!(task, %reason, "task ended with an error during shutdown");
-                }
-            }
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(timeout = ?config.shutdown_timeout, "shutdown timed out; aborting remaining tasks");
-            tasks.abort_all();
-        }
+        drain(tasks, config.shutdown_timeout).await;
         journal.close().await;
         tracing::info!("stopped");
         failure.map_or(Ok(()), Err)
@@ -403,6 +369,71 @@ fn poller_config(config: &Config) -> Result<Option<PollerConfig>, AppError> {
     }))
 }
 
+/// The app's essential tasks, each answering with its name and how it ended.
+type Tasks = JoinSet<(&'static str, Result<(), String>)>;
+
+/// The hook listener's routes: the hook endpoint, and a 404 naming it for anything else.
+fn hook_router(
+    config: &Config,
+    hook_secrets: Vec<Secret>,
+    journal: &SharedJournal,
+    metrics: &Arc<Metrics>,
+) -> axum::Router {
+    let hook = Arc::new(Hook {
+        auth: HookAuth::new(config.hook.auth_header.clone(), hook_secrets),
+        max_body_bytes: config.hook.max_body_bytes,
+        journal: journal.clone(),
+        metrics: metrics.clone(),
+    });
+    hook::router(hook).fallback(|| not_found("POST /okta/hook"))
+}
+
+/// The admin listener's routes: health and metrics, and a 404 naming them for anything else.
+fn admin_router(journal: &SharedJournal, metrics: &Arc<Metrics>, health: &Health) -> axum::Router {
+    ops::router(ops::Ops {
+        journal: journal.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+    })
+    .fallback(|| not_found("/metrics, /healthz and /readyz"))
+}
+
+/// Waits for `signal` or for an essential task to stop on its own (its failure is returned).
+async fn wait_for_stop(
+    signal: impl Future<Output = ()> + Send,
+    tasks: &mut Tasks,
+) -> Option<AppError> {
+    tokio::select! {
+        _ = signal => {
+            tracing::info!("shutdown requested");
+            None
+        }
+        Some(joined) = tasks.join_next() => {
+            let (task, result) = joined.unwrap_or(("task", Err("panicked".to_owned())));
+            let reason = result.err().unwrap_or_else(|| "exited".to_owned());
+            tracing::error!(task, %reason, "essential task stopped; shutting down");
+            Some(AppError::TaskFailed { task, reason })
+        }
+    }
+}
+
+/// Lets the tasks finish after shutdown was signalled, aborting those still running after
+/// `timeout`.
+async fn drain(mut tasks: Tasks, timeout: Duration) {
+    let drained = tokio::time::timeout(timeout, async {
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((task, Err(reason))) = joined {
+                tracing::warn!(task, %reason, "task ended with an error during shutdown");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(?timeout, "shutdown timed out; aborting remaining tasks");
+        tasks.abort_all();
+    }
+}
+
 /// Opens the configured journal and its hub (and the JetStream journal itself when it runs,
 /// for the poller lease).
 async fn open_journal(
@@ -416,14 +447,14 @@ async fn open_journal(
                 max_bytes: config.retention_max_bytes,
                 check_interval: config.retention_check_interval,
             };
+            let hub = Hub::new(live_capacity, 0);
             let journal = RedbJournal::open_with(
                 &config.data_dir,
                 retention,
-                live_capacity,
+                hub.clone(),
                 config.accept_empty_journal,
             )
             .await?;
-            let hub = journal.hub().clone();
             Ok((journal, hub, None))
         }
         JournalKind::Nats { servers } => {
@@ -541,7 +572,7 @@ impl PollerTask {
             let error = match poller.run(stop.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(PollerError::Journal(
-                    error @ (JournalError::Storage(_) | JournalError::Conflict(_)),
+                    error @ (JournalError::Storage { .. } | JournalError::Conflict { .. }),
                 )) => error,
                 Err(error) => return Err(error.to_string()),
             };
@@ -676,13 +707,9 @@ fn grpc_router(
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection()
-        .build_v1()
-        .map_err(|e| AppError::Grpc(e.to_string()))?;
+    let reflection_v1 = reflection().build_v1()?;
     // grpcurl 1.8 only speaks v1alpha.
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .map_err(|e| AppError::Grpc(e.to_string()))?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     let routes = Routes::new(EventStreamServer::with_interceptor(
         service,
         TokenCheck::new(config.grpc.tokens.clone()),

@@ -7,6 +7,7 @@
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 
+use crate::ingest::IngestError;
 use crate::journal::JournalError;
 
 /// What kind of failure a client sees.
@@ -99,9 +100,9 @@ impl From<JournalError> for ApiError {
     fn from(error: JournalError) -> Self {
         tracing::error!(%error, "journal error");
         match error {
-            JournalError::Storage(_)
+            JournalError::Storage { .. }
             | JournalError::Closed
-            | JournalError::Conflict(_)
+            | JournalError::Conflict { .. }
             | JournalError::Damaged { .. }
             | JournalError::Vanished { .. }
             | JournalError::TooNew { .. } => {
@@ -112,6 +113,21 @@ impl From<JournalError> for ApiError {
                 format!("the event at cursor {cursor} cannot be read: the journal is damaged"),
             ),
             JournalError::Corrupt(_) => ApiError::new(Code::Internal, "internal error"),
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(error: IngestError) -> Self {
+        match error {
+            IngestError::Journal(error) => error.into(),
+            IngestError::Cancelled => {
+                tracing::error!(%error, "ingest error");
+                ApiError::new(
+                    Code::Unavailable,
+                    "the service is shutting down; retry later",
+                )
+            }
         }
     }
 }

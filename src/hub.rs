@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 
 use tokio::sync::{broadcast, watch};
 
-use crate::journal::{Cursor, JournalError, SharedEvent, SharedJournal};
+use crate::journal::{CommitSink, Cursor, JournalError, SharedEvent, SharedJournal};
 
 /// How many committed events the live broadcast buffers before slow receivers lag.
 pub const DEFAULT_LIVE_CAPACITY: usize = 4096;
@@ -80,6 +80,23 @@ impl Hub {
             backlog: VecDeque::new(),
             catching_up: true,
         }
+    }
+}
+
+/// The hub is where the journal hands its commits.
+impl CommitSink for Hub {
+    fn opened(&self, head: Cursor) {
+        self.head.send_if_modified(|current| {
+            let newer = head > *current;
+            if newer {
+                *current = head;
+            }
+            newer
+        });
+    }
+
+    fn committed(&self, events: &[SharedEvent]) {
+        self.publish(events);
     }
 }
 

@@ -1,9 +1,8 @@
 //! Telemetry: `tracing` initialisation and the Prometheus metrics every part records.
 //!
 //! One [`Metrics`] value owns the registry; parts hold an `Arc<Metrics>` and record with
-//! structured labels. `/metrics` renders it as Prometheus text.
+//! structured labels, or register their own metrics in it ([`Metrics::registry`]). `/metrics` renders it as Prometheus text.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use std::fmt::Write as _;
@@ -15,14 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
-
 use crate::config::LogFormat;
-use crate::okta::PollerStats;
 
 /// Installs the global `tracing` subscriber: human lines or JSON, filtered by `RUST_LOG`
 /// (default `info`). Logs go to stderr; stdout is kept for the `listening ...` lines.
@@ -218,12 +210,6 @@ impl Metrics {
         }
     }
 
-    /// Exports the System Log poller's counters (read at each scrape).
-    pub fn register_poller(&mut self, stats: Arc<PollerStats>) {
-        self.registry
-            .register_collector(Box::new(PollerCollector(stats)));
-    }
-
     /// The one registry `/metrics` renders, for a part to register its own metrics in (the
     /// poller's, for one); telemetry knows none of the parts.
     pub fn registry(&mut self) -> &mut Registry {
@@ -263,89 +249,5 @@ impl Metrics {
         self.hook_rejected
             .get_or_create(&ReasonLabels { reason })
             .inc();
-    }
-}
-
-/// The poller's counters as Prometheus metrics, read from [`PollerStats`] at each scrape.
-#[derive(Debug)]
-struct PollerCollector(Arc<PollerStats>);
-
-impl Collector for PollerCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let s = self.0.snapshot();
-        let counters = [
-            ("poller_pages", "System Log pages fetched", s.pages),
-            (
-                "poller_events_received",
-                "LogEvents received from the System Log",
-                s.events_received,
-            ),
-            (
-                "poller_events_committed",
-                "Events the poller newly stored",
-                s.events_committed,
-            ),
-            (
-                "poller_duplicates",
-                "Polled events already stored (by the hook or a re-read page)",
-                s.duplicates,
-            ),
-            (
-                "poller_hook_misses",
-                "Events the poller stored that the hook had not delivered",
-                s.hook_misses,
-            ),
-            (
-                "poller_quarantined",
-                "Polled events that could not be mapped",
-                s.quarantined,
-            ),
-            (
-                "poller_rate_limited",
-                "HTTP 429 answers from Okta",
-                s.rate_limited,
-            ),
-            (
-                "poller_failures",
-                "5xx, timeouts and transport failures",
-                s.failures,
-            ),
-            (
-                "poller_refusals",
-                "401/403/4xx answers (credentials or request refused)",
-                s.refusals,
-            ),
-            (
-                "poller_token_refreshes",
-                "OAuth access tokens minted",
-                s.token_refreshes,
-            ),
-            (
-                "poller_token_failures",
-                "Failed OAuth token requests",
-                s.token_failures,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            ConstCounter::new(value).encode(metric)?;
-        }
-        let remaining = s.rate_limit_remaining.map_or(-1, |v| v as i64);
-        let metric = encoder.encode_descriptor(
-            "poller_rate_limit_remaining",
-            "Last X-Rate-Limit-Remaining from Okta (-1 before the first answer)",
-            None,
-            MetricType::Gauge,
-        )?;
-        ConstGauge::new(remaining).encode(metric)?;
-        let last_success = s.last_success.map_or(0, |t| t.timestamp());
-        let metric = encoder.encode_descriptor(
-            "poller_last_success_timestamp_seconds",
-            "Unix time of the last successful System Log page (0 before the first)",
-            None,
-            MetricType::Gauge,
-        )?;
-        ConstGauge::new(last_success).encode(metric)?;
-        Ok(())
     }
 }

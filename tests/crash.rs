@@ -69,7 +69,19 @@ async fn post_until_killed(
             }
         }));
     }
-    let delay = rand::rng().random_range(200..900);
+    // Kill at a random moment after the first acknowledgement, so that on a busy machine too
+    // every round has something acknowledged to lose.
+    let first_ack = tokio::time::timeout(Duration::from_secs(30), async {
+        while acked.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(
+        first_ack.is_ok(),
+        "round {round}: no delivery acknowledged within 30 s"
+    );
+    let delay = rand::rng().random_range(0..700);
     tokio::time::sleep(Duration::from_millis(delay)).await;
     service.kill().await;
     // Answers already on the wire still count: they were sent after the commit.

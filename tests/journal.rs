@@ -101,11 +101,12 @@ async fn redb_backend() -> Redb {
 impl Backend for Redb {
     async fn open(&self, retention: Retention) -> Opened {
         // A subdirectory that does not exist yet: open must create it.
-        let journal = RedbJournal::open(&self.dir.path().join("data"), retention, 1 << 16)
+        let hub = Hub::new(1 << 16, 0);
+        let journal = RedbJournal::open(&self.dir.path().join("data"), retention, hub.clone())
             .await
             .unwrap();
         Opened {
-            hub: journal.hub().clone(),
+            hub,
             journal: journal.clone(),
             control: journal,
         }
@@ -208,10 +209,10 @@ impl Control for NatsControl {
                     .js
                     .get_stream(name)
                     .await
-                    .map_err(|e| JournalError::Storage(e.to_string()))?
+                    .map_err(|e| JournalError::storage("read the stream", e))?
                     .get_info()
                     .await
-                    .map_err(|e| JournalError::Storage(e.to_string()))?
+                    .map_err(|e| JournalError::storage("read the stream", e))?
                     .state;
                 let cutoff = now_micros() as i128 * 1000 - max_age.as_nanos() as i128;
                 if state.messages == 0 || state.first_timestamp.unix_timestamp_nanos() >= cutoff {
@@ -1032,7 +1033,7 @@ mod redb_crash {
     const CHILD_LIFETIME: Duration = Duration::from_secs(30);
 
     async fn child(dir: &std::path::Path) {
-        let journal = RedbJournal::open(dir, Retention::keep_all(), 1024)
+        let journal = RedbJournal::open(dir, Retention::keep_all(), Hub::new(1024, 0))
             .await
             .unwrap();
         let mut tasks = Vec::new();
@@ -1098,7 +1099,7 @@ mod redb_crash {
                 child.kill().await.unwrap(); // SIGKILL
                 child.wait().await.unwrap();
 
-                let journal = RedbJournal::open(dir.path(), Retention::keep_all(), 16)
+                let journal = RedbJournal::open(dir.path(), Retention::keep_all(), Hub::new(16, 0))
                     .await
                     .unwrap();
                 let shared: SharedJournal = journal.clone();

@@ -112,9 +112,13 @@ impl std::fmt::Debug for TestJournal {
 impl TestJournal {
     async fn new() -> Arc<Self> {
         let dir = tempfile::tempdir().unwrap();
-        let inner = RedbJournal::open(dir.path(), Retention::keep_all(), 1024)
-            .await
-            .unwrap();
+        let inner = RedbJournal::open(
+            dir.path(),
+            Retention::keep_all(),
+            okta_stream::hub::Hub::new(1024, 0),
+        )
+        .await
+        .unwrap();
         Arc::new(Self {
             inner,
             batches: Mutex::new(Vec::new()),

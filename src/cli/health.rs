@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::CliError;
+use super::error::CliError;
 
 /// `okta-stream health`.
 #[derive(Args, Clone)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::CliError;
+use super::error::CliError;
 use crate::config::{
     ConfigError, DEFAULT_DATA_DIR, DEFAULT_HOOK_AUTH_HEADER, DEFAULT_POLL_EVENT_TYPES,
     OktaOrgSettings,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::CliError;
+use super::error::CliError;
 use crate::journal::embedded::FILE_NAME;
 use crate::journal::verify;
 

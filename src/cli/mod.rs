@@ -5,6 +5,8 @@
 //! Every setting is a flag and an environment variable (clap's `env`); usage errors exit with
 //! 64 (EX_USAGE), failures of the call itself with 1.
 
+mod args;
+mod error;
 pub mod health;
 pub mod hook;
 pub mod journal;
@@ -15,10 +17,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use crate::secret::Secret;
-
-/// Exit status for a usage or configuration error (EX_USAGE).
-pub const EXIT_USAGE: u8 = 64;
+pub use error::{CliError, EXIT_USAGE, code_name};
 
 /// The client subcommands, added to the `serve` command line by `main`.
 #[derive(Subcommand)]
@@ -38,85 +37,6 @@ pub enum ClientCommand {
     /// Inspect the embedded journal offline.
     #[command(subcommand)]
     Journal(journal::JournalCommand),
-}
-
-/// Why a client command failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// Bad input: a flag or an environment variable. Exits 64.
-    #[error("{0}")]
-    Usage(String),
-    /// The server answered with a gRPC status that ends the command.
-    #[error("{}: {}", code_name(.0.code()), .0.message())]
-    Status(tonic::Status),
-    /// The server could not be reached.
-    #[error("cannot reach {url}: {reason}")]
-    Connect {
-        /// The URL tried.
-        url: String,
-        /// Why.
-        reason: String,
-    },
-    /// Printing failed (other than a closed pipe).
-    #[error("cannot write the output: {0}")]
-    Output(#[from] std::io::Error),
-    /// An answer could not be turned into JSON.
-    #[error("cannot print the answer as JSON: {0}")]
-    Json(String),
-    /// The Okta management API failed.
-    #[error("{0}")]
-    Hooks(#[from] crate::okta::hooks::HooksError),
-    /// The service is not ready.
-    #[error("not ready: {0}")]
-    NotReady(String),
-    /// The journal is not sound (or cannot be read).
-    #[error("{0}")]
-    Journal(#[from] crate::journal::JournalError),
-}
-
-impl CliError {
-    /// The exit status for this error.
-    pub fn exit_code(&self) -> ExitCode {
-        match self {
-            CliError::Usage(_) => ExitCode::from(EXIT_USAGE),
-            CliError::Hooks(crate::okta::hooks::HooksError::Invalid(_)) => {
-                ExitCode::from(EXIT_USAGE)
-            }
-            _ => ExitCode::FAILURE,
-        }
-    }
-}
-
-/// The canonical name of a gRPC code, as `grpcurl` prints it (e.g. `NOT_FOUND`).
-pub fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
-/// Parses a secret flag value into the redacting [`Secret`] (clap value parser).
-pub(crate) fn secret_value(value: &str) -> Result<Secret, String> {
-    if value.trim().is_empty() {
-        return Err("must not be empty".to_owned());
-    }
-    Ok(Secret::new(value.trim()))
 }
 
 /// Runs a client command; prints a failure's message to stderr and returns the exit status.

@@ -18,8 +18,9 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
-use super::{CliError, secret_value};
-use crate::grpc::Kind;
+use super::args::secret_value;
+use super::error::CliError;
+use crate::proto::Kind;
 use crate::proto::event_filter::Start;
 use crate::proto::event_stream_client::EventStreamClient;
 use crate::proto::{self, EventFilter};
@@ -456,7 +457,11 @@ fn retry_or_fail(status: Status, progressed: bool) -> Result<Ended, CliError> {
         return Err(CliError::Status(status));
     }
     Ok(Ended::Retry {
-        reason: format!("{}: {}", super::code_name(status.code()), status.message()),
+        reason: format!(
+            "{}: {}",
+            super::error::code_name(status.code()),
+            status.message()
+        ),
         progressed,
     })
 }

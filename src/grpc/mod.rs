@@ -4,8 +4,7 @@
 
 pub mod auth;
 pub mod filter;
-mod response;
 pub mod service;
 
-pub use response::{Kind, SubscribeResponse};
+pub use crate::proto::{Kind, SubscribeResponse};
 pub use service::{EventStreamService, StreamSettings};

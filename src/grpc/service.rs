@@ -14,11 +14,11 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::{Request, Response, Status};
 
-use super::SubscribeResponse;
 use super::filter::Filter;
 use crate::error::{ApiError, Code};
 use crate::hub::{FollowError, Follower, Hub};
 use crate::journal::{Cursor, JournalError, SharedEvent, SharedJournal};
+use crate::proto::SubscribeResponse;
 use crate::proto::{self, event_filter::Start};
 use crate::telemetry::Metrics;
 
@@ -126,6 +126,66 @@ impl EventStreamService {
     }
 }
 
+/// Why a Subscribe stream ends with an error, or is refused before it starts. Each names the
+/// cursor to resume after; the gRPC status comes from the one map in `error.rs`.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The server is shutting down.
+    #[error("server is shutting down; resume after cursor {last}")]
+    ShuttingDown {
+        /// The last cursor delivered.
+        last: Cursor,
+    },
+    /// The subscriber fell further behind the head than allowed.
+    #[error(
+        "subscriber fell more than {max_lag} events behind the head; resume after cursor {last}"
+    )]
+    TooFarBehind {
+        /// The configured limit.
+        max_lag: u64,
+        /// The last cursor delivered.
+        last: Cursor,
+    },
+    /// The hub closed.
+    #[error("event hub closed; resume after cursor {last}")]
+    HubClosed {
+        /// The last cursor delivered.
+        last: Cursor,
+    },
+    /// The journal could not be read (details are logged, not sent).
+    #[error("journal unavailable; resume after cursor {last}")]
+    JournalUnavailable {
+        /// The last cursor delivered.
+        last: Cursor,
+    },
+    /// The subscriber limit is reached.
+    #[error("too many subscribers (limit {limit}); retry later")]
+    TooManySubscribers {
+        /// The configured limit.
+        limit: usize,
+    },
+}
+
+impl From<StreamError> for ApiError {
+    fn from(error: StreamError) -> Self {
+        let code = match error {
+            StreamError::ShuttingDown { .. }
+            | StreamError::HubClosed { .. }
+            | StreamError::JournalUnavailable { .. } => Code::Unavailable,
+            StreamError::TooFarBehind { .. } | StreamError::TooManySubscribers { .. } => {
+                Code::ResourceExhausted
+            }
+        };
+        ApiError::new(code, error.to_string())
+    }
+}
+
+impl From<StreamError> for Status {
+    fn from(error: StreamError) -> Self {
+        ApiError::from(error).into()
+    }
+}
+
 fn out_of_range(after: Cursor, oldest: Cursor) -> ApiError {
     ApiError::new(
         Code::OutOfRange,
@@ -205,9 +265,7 @@ impl Subscriber {
 
     fn shutting_down(&mut self) -> Option<Result<SubscribeResponse, Status>> {
         let last = self.follower.last_delivered();
-        self.end(Status::unavailable(format!(
-            "server is shutting down; resume after cursor {last}"
-        )))
+        self.end(StreamError::ShuttingDown { last }.into())
     }
 
     fn heartbeat_message(&mut self, now: Instant) -> SubscribeResponse {
@@ -248,10 +306,8 @@ impl Subscriber {
                         if self.too_far_behind(&event) {
                             self.metrics.slow_consumer_disconnects.inc();
                             let last = event.cursor() - 1;
-                            return self.end(Status::resource_exhausted(format!(
-                                "subscriber fell more than {} events behind the head; resume after cursor {last}",
-                                self.max_lag
-                            )));
+                            let max_lag = self.max_lag;
+                            return self.end(StreamError::TooFarBehind { max_lag, last }.into());
                         }
                         if self.filter.matches(&event.event) {
                             self.last_sent = Instant::now();
@@ -263,7 +319,7 @@ impl Subscriber {
                     }
                     Err(FollowError::Closed) => {
                         let last = self.follower.last_delivered();
-                        return self.end(Status::unavailable(format!("event hub closed; resume after cursor {last}")));
+                        return self.end(StreamError::HubClosed { last }.into());
                     }
                     Err(FollowError::Journal(error @ JournalError::Unreadable { .. })) => {
                         // Reading it again gives the same answer: end instead of stalling.
@@ -272,7 +328,7 @@ impl Subscriber {
                     Err(FollowError::Journal(error)) => {
                         let last = self.follower.last_delivered();
                         tracing::error!(%error, last, "subscriber cannot read the journal");
-                        return self.end(Status::unavailable(format!("journal unavailable; resume after cursor {last}")));
+                        return self.end(StreamError::JournalUnavailable { last }.into());
                     }
                 },
                 _ = self.shutdown_signal.as_mut() => return self.shutting_down(),
@@ -318,10 +374,9 @@ impl proto::event_stream_server::EventStream for EventStreamService {
         let filter = request.into_inner();
         let compiled = Filter::compile(&filter)?;
         let slot = self.slots.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
-                "too many subscribers (limit {}); retry later",
-                self.settings.max_subscribers
-            ))
+            StreamError::TooManySubscribers {
+                limit: self.settings.max_subscribers,
+            }
         })?;
         let after = self.start_after(filter.start.as_ref()).await?;
         self.metrics.subscribers.inc();

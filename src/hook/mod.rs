@@ -20,7 +20,8 @@ use http::{HeaderMap, StatusCode, header};
 pub use auth::HookAuth;
 
 use crate::error::{ApiError, Code};
-use crate::journal::{Batch, NewEvent, Quarantined, SharedJournal};
+use crate::ingest::{self, Ingested};
+use crate::journal::SharedJournal;
 use crate::mapping::{self, Delivery};
 use crate::proto;
 use crate::telemetry::{IngestPath, Metrics, RejectReason};
@@ -110,8 +111,11 @@ fn is_json(headers: &HeaderMap) -> bool {
                 .is_some_and(|s| s.eq_ignore_ascii_case("+json")))
 }
 
-fn now_timestamp() -> prost_types::Timestamp {
-    prost_types::Timestamp::from(std::time::SystemTime::now())
+fn timestamp(time: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
 }
 
 /// `POST /okta/hook`: one delivery, committed whole before the answer.
@@ -152,36 +156,30 @@ async fn deliver(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Body) 
         }
     };
 
-    let received = now_timestamp();
+    let received = chrono::Utc::now();
+    let raw = envelope
+        .events
+        .iter()
+        .map(|event| ingest::raw_event_in(&body, event))
+        .collect();
+    let origin = format!(
+        "hook eventId={} source={}",
+        envelope.event_id, envelope.source
+    );
+    let event_id = envelope.event_id.clone();
     let delivery = Delivery {
         event_id: envelope.event_id,
         event_time: envelope.event_time,
         source: envelope.source,
         headers: mapping::redact_headers(&headers, hook.auth.header().as_str()),
         ingest_source: proto::IngestSource::Hook,
-        received: Some(received),
+        received: Some(timestamp(received)),
     };
-    let mut batch = Batch::default();
-    for raw in envelope.events {
-        match mapping::map_event(raw.get().as_bytes(), &delivery) {
-            Ok(event) => batch.events.push(NewEvent::new(event)),
-            Err(error) => {
-                tracing::warn!(event_id = %delivery.event_id, %error, "event quarantined");
-                batch.quarantine.push(Quarantined {
-                    reason: error.to_string(),
-                    raw: raw.get().to_owned(),
-                    origin: format!(
-                        "hook eventId={} source={}",
-                        delivery.event_id, delivery.source
-                    ),
-                    received: chrono::Utc::now().to_rfc3339(),
-                });
-            }
-        }
-    }
-    let quarantined = batch.quarantine.len();
-    match hook.journal.append(batch).await {
-        Ok(appended) => {
+    match ingest::ingest(&hook.journal, raw, delivery, origin, received).await {
+        Ok(Ingested {
+            appended,
+            quarantined,
+        }) => {
             hook.metrics.record_append(
                 IngestPath::Hook,
                 appended.committed.len(),
@@ -192,7 +190,7 @@ async fn deliver(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Body) 
                 .hook_ack_seconds
                 .observe(started.elapsed().as_secs_f64());
             tracing::debug!(
-                event_id = %delivery.event_id,
+                %event_id,
                 stored = appended.committed.len(),
                 duplicates = appended.duplicates,
                 quarantined,

@@ -59,10 +59,9 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::{
-    Appended, Batch, Bounds, Committed, Cursor, Journal, JournalError, Pruned, Quarantined,
-    Retention, SharedEvent,
+    Appended, Batch, Bounds, CommitSink, Committed, Corruption, Cursor, Journal, JournalError,
+    Pruned, Quarantined, Retention, SharedEvent, SharedSink, StorageSource,
 };
-use crate::hub::Hub;
 
 /// File name of the journal inside the data dir.
 pub const FILE_NAME: &str = "journal.redb";
@@ -106,9 +105,8 @@ pub(crate) const META_FORMAT_VERSION: &str = "format_version";
 
 /// The embedded, durable journal. See the module docs.
 ///
-/// Open it with [`RedbJournal::open`], take its [`Hub`] with [`RedbJournal::hub`] (it is
-/// created by the journal, starting at the recovered head), and [`RedbJournal::close`] it on
-/// shutdown. Dropping the last handle without closing also stops the writer after it committed
+/// Open it with [`RedbJournal::open`], handing it the [`CommitSink`] its commits go to (told
+/// the recovered head at open), and [`RedbJournal::close`] it on shutdown. Dropping the last handle without closing also stops the writer after it committed
 /// what was queued. An append whose caller stops waiting (the future is dropped) after it was
 /// queued may still commit; its events are then stored and published like any other.
 pub struct RedbJournal {
@@ -119,7 +117,6 @@ pub struct RedbJournal {
     /// The first cursor a read found damaged (0: none); once set, [`Journal::check`] fails.
     damaged: Arc<AtomicU64>,
     requests: mpsc::Sender<Request>,
-    hub: Hub,
     commits: Arc<AtomicU64>,
     retention_task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -167,18 +164,18 @@ impl RedbJournal {
     /// Opens (or creates) the journal in `dir`, creating `dir` if missing, and starts its writer
     /// thread and, unless `retention` keeps everything, its background retention task.
     ///
-    /// Head and oldest cursor are recovered from the file; the journal's [`Hub`] (see
-    /// [`RedbJournal::hub`]) is created here with `live_capacity` and the recovered head, so the
-    /// caller does not need to know the head before opening. Must be called within a tokio
+    /// Head and oldest cursor are recovered from the file and the recovered head is handed to
+    /// `sink` ([`CommitSink::opened`]) before the writer starts, so the caller does not need
+    /// to know the head before opening. Must be called within a tokio
     /// runtime. Opening a file that another `RedbJournal` still holds open fails with
     /// [`JournalError::Storage`]; a damaged, vanished or too new journal is refused (see the
     /// module docs).
     pub async fn open(
         dir: &Path,
         retention: Retention,
-        live_capacity: usize,
+        sink: impl CommitSink,
     ) -> Result<Arc<Self>, JournalError> {
-        Self::open_with(dir, retention, live_capacity, false).await
+        Self::open_with(dir, retention, sink, false).await
     }
 
     /// [`RedbJournal::open`], choosing whether a journal that vanished from a data dir that
@@ -186,7 +183,7 @@ impl RedbJournal {
     pub async fn open_with(
         dir: &Path,
         retention: Retention,
-        live_capacity: usize,
+        sink: impl CommitSink,
         accept_empty: bool,
     ) -> Result<Arc<Self>, JournalError> {
         let dir = dir.to_owned();
@@ -195,21 +192,21 @@ impl RedbJournal {
             let path = path.clone();
             tokio::task::spawn_blocking(move || open_file(&dir, &path, accept_empty))
                 .await
-                .map_err(|e| JournalError::Storage(format!("opening the journal failed: {e}")))??
+                .map_err(|e| JournalError::storage("open the journal", e))??
         };
         let db = Arc::new(db);
         let slot = Arc::new(Mutex::new(Slot {
             db: Some(db.clone()),
             closed: false,
         }));
-        let hub = Hub::new(live_capacity, recovered.head);
+        sink.opened(recovered.head);
         let commits = Arc::new(AtomicU64::new(0));
         let (requests, queue) = mpsc::channel(QUEUE_CAPACITY);
         let writer = Writer {
             db: Some(db),
             slot: slot.clone(),
             path: path.clone(),
-            hub: hub.clone(),
+            sink: Arc::new(sink),
             retention,
             commits: commits.clone(),
             head: recovered.head,
@@ -221,7 +218,7 @@ impl RedbJournal {
         std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || span.in_scope(|| writer.run(queue)))
-            .map_err(|e| JournalError::Storage(format!("cannot start the journal writer: {e}")))?;
+            .map_err(|e| JournalError::storage("start the journal writer", e))?;
         tracing::info!(
             path = %path.display(),
             head = recovered.head,
@@ -240,15 +237,9 @@ impl RedbJournal {
             db: slot,
             damaged: Arc::new(AtomicU64::new(0)),
             requests,
-            hub,
             commits,
             retention_task: Mutex::new(retention_task),
         }))
-    }
-
-    /// The hub this journal publishes committed events to, in cursor order.
-    pub fn hub(&self) -> &Hub {
-        &self.hub
     }
 
     /// The journal file.
@@ -294,7 +285,10 @@ impl RedbJournal {
             return Err(JournalError::Closed);
         }
         slot.db.clone().ok_or_else(|| {
-            JournalError::Storage("the journal is being reopened after a storage error".into())
+            JournalError::storage(
+                "read the journal",
+                "it is being reopened after a storage error",
+            )
         })
     }
 
@@ -310,7 +304,7 @@ impl RedbJournal {
             f(&txn)
         })
         .await
-        .map_err(|e| JournalError::Storage(format!("journal read task failed: {e}")))?;
+        .map_err(|e| JournalError::storage("run a journal read", e))?;
         if let Err(JournalError::Unreadable { cursor, reason }) = &result {
             tracing::error!(
                 cursor,
@@ -442,9 +436,7 @@ impl Journal for RedbJournal {
             let cursor = cursor.value();
             match events.get(cursor).map_err(|e| unreadable(e, cursor))? {
                 Some(value) => decode_at(cursor, value.value()).map(Some),
-                None => Err(JournalError::Corrupt(format!(
-                    "uuid index points at missing cursor {cursor}"
-                ))),
+                None => Err(Corruption::DanglingIndex { cursor }.into()),
             }
         })
         .await
@@ -494,8 +486,12 @@ impl Journal for RedbJournal {
                 .take(limit)
                 .map(|row| {
                     let (id, value) = row.map_err(storage)?;
-                    serde_json::from_slice(value.value().1).map_err(|e| {
-                        JournalError::Corrupt(format!("quarantine entry {}: {e}", id.value()))
+                    serde_json::from_slice(value.value().1).map_err(|source| {
+                        Corruption::Quarantine {
+                            id: id.value(),
+                            source,
+                        }
+                        .into()
                     })
                 })
                 .collect()
@@ -531,7 +527,7 @@ fn open_file(
     accept_empty: bool,
 ) -> Result<(Database, Recovered), JournalError> {
     std::fs::create_dir_all(dir)
-        .map_err(|e| JournalError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        .map_err(|e| JournalError::storage(format!("create {}", dir.display()), e))?;
     let marker = dir.join(MARKER_FILE_NAME);
     match std::fs::metadata(path) {
         Ok(file) if file.len() == 0 => {
@@ -556,10 +552,7 @@ fn open_file(
             }
         }
         Err(e) => {
-            return Err(JournalError::Storage(format!(
-                "cannot read {}: {e}",
-                path.display()
-            )));
+            return Err(JournalError::storage(format!("read {}", path.display()), e));
         }
     }
     let (db, recovered) = open_database(path)?;
@@ -571,7 +564,7 @@ fn open_file(
                  missing, restore it from a backup, or start with --accept-empty-journal.\n"
             ),
         )
-        .map_err(|e| JournalError::Storage(format!("cannot write {}: {e}", marker.display())))?;
+        .map_err(|e| JournalError::storage(format!("write {}", marker.display()), e))?;
     }
     Ok((db, recovered))
 }
@@ -585,10 +578,10 @@ fn open_database(path: &Path) -> Result<(Database, Recovered), JournalError> {
         reason,
     };
     let db = Database::create(path).map_err(|e| match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => JournalError::Storage(format!(
-            "cannot open {}: another process (or journal) has it open",
-            path.display()
-        )),
+        redb::DatabaseError::DatabaseAlreadyOpen => JournalError::storage(
+            format!("open {}", path.display()),
+            "another process (or journal) has it open",
+        ),
         // A short read is a truncated file and invalid data (redb: "magic number mismatch")
         // a foreign one; other I/O errors (permissions, a full disk) say nothing about the
         // file, and moving it away would be the wrong advice.
@@ -599,10 +592,10 @@ fn open_database(path: &Path) -> Result<(Database, Recovered), JournalError> {
                     std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
                 ) =>
         {
-            JournalError::Storage(format!("cannot open {}: {io}", path.display()))
+            JournalError::storage(format!("open {}", path.display()), io)
         }
         other if existed => damaged(format!("redb cannot open it: {other}")),
-        other => JournalError::Storage(format!("cannot open {}: {other}", path.display())),
+        other => JournalError::storage(format!("open {}", path.display()), other),
     })?;
     let txn = db.begin_write().map_err(storage)?;
     if existed {
@@ -662,9 +655,7 @@ fn open_database(path: &Path) -> Result<(Database, Recovered), JournalError> {
 fn migrate(from: u64) -> Result<(), JournalError> {
     match from {
         FORMAT_VERSION => Ok(()),
-        other => Err(JournalError::Corrupt(format!(
-            "no migration from journal format version {other}"
-        ))),
+        other => Err(Corruption::UnknownFormat { version: other }.into()),
     }
 }
 
@@ -675,7 +666,8 @@ struct Writer {
     /// Where readers get the database; emptied while reopening.
     slot: Arc<Mutex<Slot>>,
     path: PathBuf,
-    hub: Hub,
+    /// Where committed events go, in cursor order.
+    sink: SharedSink,
     retention: Retention,
     commits: Arc<AtomicU64>,
     /// The newest cursor assigned (committed).
@@ -716,8 +708,8 @@ impl Writer {
 
     /// Reopens the file: readers are kept off it, in-flight reads are waited for (at most
     /// [`REOPEN_WAIT`]), the old database is dropped, and the file is opened as at start. If
-    /// the failed commit did reach the disk after all, its events are published now so the
-    /// hub never misses a cursor.
+    /// the failed commit did reach the disk after all, its events are handed to the sink now so
+    /// it never misses a cursor.
     fn reopen(&mut self) -> Result<Arc<Database>, JournalError> {
         let old = lock(&self.slot).db.take().or_else(|| self.db.take());
         self.db = None;
@@ -735,8 +727,9 @@ impl Writer {
                     }
                     Err(shared) => {
                         lock(&self.slot).db = Some(shared);
-                        return Err(JournalError::Storage(
-                            "cannot reopen the journal: reads still hold it".to_owned(),
+                        return Err(JournalError::storage(
+                            "reopen the journal",
+                            "reads still hold it",
                         ));
                     }
                 }
@@ -757,7 +750,7 @@ impl Writer {
                 let (cursor, value) = row.map_err(storage)?;
                 published.push(decode_at(cursor.value(), value.value())?);
             }
-            self.hub.publish(&published);
+            self.sink.committed(&published);
         }
         self.head = recovered.head;
         self.bytes = recovered.bytes;
@@ -853,9 +846,9 @@ impl Writer {
                     head = self.head,
                     "group committed"
                 );
-                // Publish before answering, so a caller whose append returned finds its events
-                // in the hub's head.
-                self.hub.publish(&published);
+                // Hand over before answering, so a caller whose append returned finds its
+                // events in the sink (the hub's head).
+                self.sink.committed(&published);
                 let mut appended = appended.into_iter();
                 for reply in replies {
                     match reply {
@@ -871,9 +864,17 @@ impl Writer {
             Err(error) => {
                 tracing::error!(%error, requests = replies.len(), "journal commit failed");
                 self.recover();
-                let message = error.to_string();
+                // Every append of the group gets the same failure (errors are not `Clone`; the
+                // storage source is shared).
+                let (action, source): (String, StorageSource) = match error {
+                    JournalError::Storage { action, source } => (action, source),
+                    other => ("commit".to_owned(), Arc::new(other)),
+                };
                 for reply in replies {
-                    let error = JournalError::Storage(message.clone());
+                    let error = JournalError::Storage {
+                        action: action.clone(),
+                        source: source.clone(),
+                    };
                     match reply {
                         Reply::Append(reply) => {
                             let _ = reply.send(Err(error));
@@ -921,9 +922,8 @@ impl Writer {
                     appended.committed.push(Arc::new(committed));
                 }
                 for entry in batch.quarantine {
-                    let json = serde_json::to_vec(&entry).map_err(|e| {
-                        JournalError::Storage(format!("cannot encode quarantine entry: {e}"))
-                    })?;
+                    let json = serde_json::to_vec(&entry)
+                        .map_err(|e| JournalError::storage("encode a quarantine entry", e))?;
                     quarantine
                         .insert(next_quarantine, (commit_micros, json.as_slice()))
                         .map_err(storage)?;
@@ -1162,12 +1162,12 @@ pub(crate) fn decode_at(
 fn unreadable(error: impl Into<redb::Error>, cursor: Cursor) -> JournalError {
     match error.into() {
         redb::Error::Corrupted(reason) => JournalError::Unreadable { cursor, reason },
-        other => JournalError::Storage(other.to_string()),
+        other => JournalError::storage("read the journal file", other),
     }
 }
 
 fn storage(error: impl Into<redb::Error>) -> JournalError {
-    JournalError::Storage(error.into().to_string())
+    JournalError::storage("use the journal file", error.into())
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -3,8 +3,9 @@
 //! One trait, two implementations: an embedded [`redb`] store (the default) and NATS
 //! JetStream (scale-out). Nothing above the trait knows which one runs. Every committed event
 //! gets a gap-free, strictly increasing [`Cursor`]; an event whose LogEvent `uuid` is already
-//! stored is dropped, never stored twice. Implementations publish each committed event to the
-//! [`crate::hub::Hub`] in cursor order, which is how live subscribers see it.
+//! stored is dropped, never stored twice. Implementations hand each committed event, in cursor
+//! order, to the [`CommitSink`] they are opened with (the hub, in the service), which is how
+//! live subscribers see it. The journal never learns who consumes its commits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,8 +76,23 @@ impl Committed {
     /// Decodes a stored encoding.
     pub fn decode(encoded: Bytes) -> Result<Self, JournalError> {
         let event = <proto::Event as prost::Message>::decode(encoded.clone())
-            .map_err(|e| JournalError::Corrupt(format!("stored event does not decode: {e}")))?;
+            .map_err(|source| Corruption::Undecodable { cursor: 0, source })?;
         Ok(Self { event, encoded })
+    }
+
+    /// Rebuilds a committed event from a stored body (the encoding without its cursor, as
+    /// [`NewEvent::encoded`]) and the cursor it was stored at.
+    pub fn from_stored(payload: Bytes, cursor: Cursor) -> Result<Self, JournalError> {
+        let event = <proto::Event as prost::Message>::decode(payload.clone())
+            .map_err(|source| Corruption::Undecodable { cursor, source })?;
+        if event.cursor != 0 {
+            return Err(Corruption::ForeignCursor { cursor }.into());
+        }
+        Ok(NewEvent {
+            event,
+            encoded: payload,
+        }
+        .commit(cursor))
     }
 
     /// This event's position in the journal.
@@ -140,21 +156,36 @@ pub struct Bounds {
     pub head: Cursor,
 }
 
+/// The error a storage engine reported (redb, NATS, the OS), kept as the source. Shared, so
+/// that one failed group commit can answer every append that was in it.
+pub type StorageSource = Arc<dyn std::error::Error + Send + Sync>;
+
 /// Why a journal operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     /// The store could not be read or written; retrying later may work.
-    #[error("journal storage error: {0}")]
-    Storage(String),
+    #[error("journal storage error: cannot {action}: {source}")]
+    Storage {
+        /// What the journal was doing, e.g. `open /data/journal.redb`.
+        action: String,
+        /// What the storage engine said.
+        #[source]
+        source: StorageSource,
+    },
     /// The journal is shut down or its writer is gone.
     #[error("journal is closed")]
     Closed,
-    /// Stored data does not decode.
+    /// Stored data does not decode or breaks the journal's own invariants.
     #[error("journal data is corrupt: {0}")]
-    Corrupt(String),
+    Corrupt(#[from] Corruption),
     /// A compare-and-set on state lost to another writer.
-    #[error("journal state conflict: {0}")]
-    Conflict(String),
+    #[error(
+        "journal state conflict: state key {key:?} was changed by another writer since this replica read it"
+    )]
+    Conflict {
+        /// The state key whose write lost.
+        key: String,
+    },
     /// A committed event cannot be read back: the stored data at `cursor` is damaged. Not
     /// retried: reading it again gives the same answer.
     #[error("the event at cursor {cursor} cannot be read: {reason}")]
@@ -207,12 +238,86 @@ pub enum JournalError {
     },
 }
 
+/// Where a journal hands what it committed: the next stage, given to the journal when it opens.
+///
+/// The journal knows nothing of its consumer (the hub implements this), as a source in a
+/// pipeline is handed its sender and never learns the topology.
+pub trait CommitSink: Send + Sync + 'static {
+    /// Called once while the journal opens, before any commit is handed over, with the newest
+    /// cursor already stored: "live from now" starts after it.
+    fn opened(&self, head: Cursor);
+
+    /// Newly committed events, in cursor order, each exactly once per journal instance.
+    fn committed(&self, events: &[SharedEvent]);
+}
+
+/// A commit sink shared by a journal's writer and background tasks.
+pub type SharedSink = Arc<dyn CommitSink>;
+
+impl JournalError {
+    /// A [`JournalError::Storage`] for `action` (a phrase after "cannot") failing with `source`.
+    pub fn storage(
+        action: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Storage {
+            action: action.into(),
+            source: Arc::from(source.into()),
+        }
+    }
+}
+
+/// What is wrong with stored data, by kind, so callers and tests can tell them apart.
+#[derive(Debug, thiserror::Error)]
+pub enum Corruption {
+    /// A stored event does not decode as an `okta.events.v1.Event`.
+    #[error("stored event {cursor} does not decode: {source}")]
+    Undecodable {
+        /// Where it is stored (0 when the reader did not know).
+        cursor: Cursor,
+        /// The decoder's error.
+        source: prost::DecodeError,
+    },
+    /// A stored event carries a cursor in its body: this journal never writes one there.
+    #[error("stored event {cursor} carries a cursor; it was not written by this journal")]
+    ForeignCursor {
+        /// Where it is stored.
+        cursor: Cursor,
+    },
+    /// The uuid index names a cursor that holds no event.
+    #[error("uuid index points at missing cursor {cursor}")]
+    DanglingIndex {
+        /// The cursor the index names.
+        cursor: Cursor,
+    },
+    /// The event found under a uuid has another uuid.
+    #[error("the event at cursor {cursor} is stored under the uuid of another event")]
+    MisplacedEvent {
+        /// Where it is stored.
+        cursor: Cursor,
+    },
+    /// The journal's format version is older than this binary and no migration knows it.
+    #[error("no migration from journal format version {version}")]
+    UnknownFormat {
+        /// The stored format version.
+        version: u64,
+    },
+    /// A quarantine record does not decode.
+    #[error("quarantine entry {id} does not decode: {source}")]
+    Quarantine {
+        /// The entry's id (embedded) or sequence (NATS).
+        id: u64,
+        /// The JSON decoder's error.
+        source: serde_json::Error,
+    },
+}
+
 /// The durable, ordered, deduplicating event store. See the module docs.
 #[async_trait]
 pub trait Journal: std::fmt::Debug + Send + Sync + 'static {
     /// Appends a batch atomically and durably, assigning cursors to the events whose uuid is
-    /// not stored yet, and publishes them to the hub in cursor order. Returns once the batch
-    /// is durable.
+    /// not stored yet, and hands them to its [`CommitSink`] in cursor order. Returns once the
+    /// batch is durable.
     async fn append(&self, batch: Batch) -> Result<Appended, JournalError>;
 
     /// Up to `limit` events with cursor greater than `after`, in ascending cursor order.

@@ -35,15 +35,15 @@ pub fn verify(path: &Path) -> Result<Report, JournalError> {
         reason,
     };
     let file = std::fs::metadata(path)
-        .map_err(|e| JournalError::Storage(format!("cannot read {}: {e}", path.display())))?;
+        .map_err(|e| JournalError::storage(format!("read {}", path.display()), e))?;
     if file.len() == 0 {
         return Err(damaged("the file is empty".to_owned()));
     }
     let mut db = Database::open(path).map_err(|e| match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => JournalError::Storage(format!(
-            "{} is open in another process; stop okta-stream first",
-            path.display()
-        )),
+        redb::DatabaseError::DatabaseAlreadyOpen => JournalError::storage(
+            format!("open {}", path.display()),
+            "it is open in another process; stop okta-stream first",
+        ),
         other => damaged(format!("redb cannot open it: {other}")),
     })?;
     // On damage, still read every record: the first bad cursor is what the operator needs.

@@ -1,7 +1,7 @@
 //! A JSON parser that reads a LogEvent into a flat, borrowing document ([`Doc`]).
 //!
 //! The record keeps the whole LogEvent as an encoded `google.protobuf.Struct`
-//! (`event_details`, see [`super::EncodedStruct`]) and reads the typed card fields out of it.
+//! (`event_details`, see [`crate::proto::EncodedStruct`]) and reads the typed card fields out of it.
 //! So the bytes are parsed exactly once, into a document that owns no per-value allocations:
 //! strings are spans of the input (or of one buffer for the few strings with escapes),
 //! objects and arrays are ranges of two flat vectors. Each object's members are sorted by key
@@ -16,7 +16,7 @@
 //! characters in strings; duplicate keys keep the last value. Numbers are `f64`, correctly
 //! rounded (the only number type a `Struct` has); a number too large for `f64` is an error.
 
-use super::EncodedStruct;
+use crate::proto::EncodedStruct;
 
 /// Deepest object/array nesting accepted in a LogEvent (the top-level object is level 1).
 ///

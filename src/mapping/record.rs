@@ -4,10 +4,11 @@
 //! (even `{}`) becomes a set message; one that is absent or null stays unset. Scalars of an
 //! unexpected type read as empty (see [`Read`]).
 
+use super::delivery::Delivery;
+use super::error::MappingError;
 use super::json::{number_text, saturating_i64};
 use super::parse::{Doc, Obj, Val};
 use super::time::parse_rfc3339;
-use super::{Delivery, MappingError};
 use crate::proto;
 
 /// Maps a parsed LogEvent object; the whole of it becomes `event_details`.

@@ -28,8 +28,8 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
-use super::ConfigError;
-use super::poller::PollerStats;
+use super::org::ConfigError;
+use super::stats::PollerStats;
 
 /// The OAuth scope the poller asks for: reading the System Log.
 pub const SCOPE: &str = "okta.logs.read";
@@ -285,7 +285,9 @@ struct ServiceApp {
     nonce: Mutex<Option<String>>,
     /// The cached access token; a tokio mutex so concurrent callers mint one token.
     token: tokio::sync::Mutex<Option<CachedToken>>,
-    stats: Arc<PollerStats>,
+    /// Where minted and failed tokens are counted (the poller's metrics); `None` for one-off
+    /// management calls, which count nothing.
+    stats: Option<Arc<PollerStats>>,
     /// The OAuth scope asked for: [`SCOPE`] for the poller, others for management calls.
     scope: &'static str,
 }
@@ -322,21 +324,30 @@ struct OAuthErrorBody {
 }
 
 impl Authorizer {
-    /// Prepares the credentials for the org at `org`.
+    /// Prepares the credentials for the org at `org`, counting tokens in the poller's `stats`.
     pub(crate) fn new(
         credentials: &Credentials,
         org: &reqwest::Url,
         stats: Arc<PollerStats>,
     ) -> Result<Self, ConfigError> {
-        Self::with_scope(credentials, org, stats, SCOPE)
+        Self::build(credentials, org, Some(stats), SCOPE)
     }
 
     /// Like [`Authorizer::new`], but a service app asks for `scope` instead of [`SCOPE`]
     /// (e.g. `okta.eventHooks.manage` for `okta-stream hook register`). SSWS tokens ignore it.
+    /// Tokens minted this way are not counted in any metric.
     pub(crate) fn with_scope(
         credentials: &Credentials,
         org: &reqwest::Url,
-        stats: Arc<PollerStats>,
+        scope: &'static str,
+    ) -> Result<Self, ConfigError> {
+        Self::build(credentials, org, None, scope)
+    }
+
+    fn build(
+        credentials: &Credentials,
+        org: &reqwest::Url,
+        stats: Option<Arc<PollerStats>>,
         scope: &'static str,
     ) -> Result<Self, ConfigError> {
         let kind = match credentials {
@@ -496,11 +507,15 @@ impl ServiceApp {
         if !fresh {
             match self.mint(http, timeout).await {
                 Ok(token) => {
-                    self.stats.token_refreshed();
+                    if let Some(stats) = &self.stats {
+                        stats.token_refreshed();
+                    }
                     *slot = Some(token);
                 }
                 Err(e) => {
-                    self.stats.token_failed();
+                    if let Some(stats) = &self.stats {
+                        stats.token_failed();
+                    }
                     *slot = None;
                     return Err(e);
                 }

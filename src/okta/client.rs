@@ -15,8 +15,9 @@ use reqwest::{StatusCode, Url};
 use serde_json::value::RawValue;
 
 use super::auth::{AuthError, Authorizer};
-use super::poller::{PollerConfig, PollerStats};
-use super::{ConfigError, http_client, parse_org_url, same_origin};
+use super::org::{ConfigError, http_client, parse_org_url, same_origin};
+use super::settings::PollerConfig;
+use super::stats::PollerStats;
 
 /// The System Log endpoint path.
 pub const LOGS_PATH: &str = "/api/v1/logs";

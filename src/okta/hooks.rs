@@ -7,15 +7,13 @@
 //! The hook secret sent in `authScheme.value` is never printed: it is removed from every
 //! answer this module returns.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
 
 use super::auth::{AuthError, Authorizer, Credentials};
-use super::poller::PollerStats;
-use super::{ConfigError, http_client, parse_org_url};
+use super::org::{ConfigError, http_client, parse_org_url};
 use crate::secret::Secret;
 
 /// The OAuth scope a service app needs to create and verify Event Hooks.
@@ -81,8 +79,7 @@ impl EventHooksClient {
         timeout: Duration,
     ) -> Result<Self, ConfigError> {
         let org = parse_org_url(org_url)?;
-        let auth =
-            Authorizer::with_scope(credentials, &org, Arc::new(PollerStats::default()), SCOPE)?;
+        let auth = Authorizer::with_scope(credentials, &org, SCOPE)?;
         let http = http_client(timeout)?;
         Ok(Self {
             http,

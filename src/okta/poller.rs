@@ -9,295 +9,29 @@
 //! back off exponentially; refused credentials are retried slowly, never in a hot loop.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use reqwest::Url;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::auth::Credentials;
 use super::client::{Client, ClientError, Page, RateLimit, RetryOf};
-use super::{ConfigError, origin};
-use crate::journal::{Batch, JournalError, NewEvent, Quarantined, SharedJournal, StateWrite};
-use crate::mapping::{Delivery, map_event};
+use super::org::{ConfigError, origin};
+use super::settings::{PollerConfig, StartFrom};
+use super::stats::{PollerHealth, PollerStats};
+use crate::ingest::{self, IngestError, Ingested};
+use crate::journal::{JournalError, SharedJournal, StateWrite};
+use crate::mapping::Delivery;
 use crate::proto;
 
 /// Journal state key of the stored `rel="next"` URL.
 pub const NEXT_URL_STATE_KEY: &str = "poller.next_url";
-/// Default page size: Okta's maximum.
-pub const DEFAULT_LIMIT: u32 = 1000;
-/// Default per-request timeout. Okta ends a query after 30 s with `500 E0000009`; this leaves
-/// room for that answer to arrive.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(45);
-/// Default wait before retrying after Okta refused the credentials (401/403/4xx).
-pub const DEFAULT_AUTH_RETRY_INTERVAL: Duration = Duration::from_secs(60);
-/// Default first back-off after a 5xx, timeout or transport error.
-pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_secs(1);
-/// Default longest back-off.
-pub const DEFAULT_BACKOFF_CAP: Duration = Duration::from_secs(300);
 /// Wait after a 429 without usable `X-Rate-Limit-Reset`/`Date`: one full rate-limit window.
 const RATE_LIMIT_FALLBACK_WAIT: Duration = Duration::from_secs(60);
 /// Upper bound of the random jitter added after a 429.
 const RATE_LIMIT_JITTER: Duration = Duration::from_millis(1000);
-
-/// Where the very first request starts when the journal holds no `next` URL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartFrom {
-    /// `since` = now − this duration.
-    LookBack(Duration),
-    /// `since` = this time (Okta rejects more than 180 days back).
-    Since(DateTime<Utc>),
-}
-
-/// Everything the poller needs; `serve` builds it from the settings with
-/// [`PollerConfig::from_settings`] (in [`super::settings`]).
-#[derive(Debug, Clone)]
-pub struct PollerConfig {
-    /// `OKTA_ORG_URL`: `https://{org}`; `http://` only for loopback hosts.
-    pub org_url: String,
-    /// `OKTA_API_TOKEN`, or `OKTA_CLIENT_ID` + `OKTA_PRIVATE_KEY_FILE` (+ `OKTA_PRIVATE_KEY_ID`).
-    pub credentials: Credentials,
-    /// `OKTA_POLL_EVENT_TYPES`: the event types to pull.
-    pub event_types: Vec<String>,
-    /// `OKTA_POLL_INTERVAL_SECS`: wait after a short page.
-    pub poll_interval: Duration,
-    /// First `since` when no `next` URL is stored.
-    pub start: StartFrom,
-    /// Page size, 1..=1000.
-    pub limit: u32,
-    /// Timeout of every HTTP request (token and API).
-    pub request_timeout: Duration,
-    /// Share of `X-Rate-Limit-Limit` to stay within, in (0, 1].
-    pub rate_limit_share: f64,
-    /// Wait before retrying after Okta refused the credentials.
-    pub auth_retry_interval: Duration,
-    /// First back-off after a 5xx, timeout or transport error; doubles per failure.
-    pub backoff_base: Duration,
-    /// Longest back-off.
-    pub backoff_cap: Duration,
-    /// Whether an event hook also feeds the journal: events the poller newly commits are then
-    /// counted as hook misses.
-    pub hook_enabled: bool,
-}
-
-impl PollerConfig {
-    /// A config for `org_url` and `credentials` with every other setting at its default:
-    /// the declared default of its setting in [`crate::config`], or this module's own.
-    pub fn new(org_url: impl Into<String>, credentials: Credentials) -> Self {
-        let declared = crate::config::OktaSettings::default();
-        Self {
-            org_url: org_url.into(),
-            credentials,
-            event_types: declared.poll_event_types,
-            poll_interval: declared.poll_interval,
-            start: StartFrom::LookBack(declared.poll_lookback),
-            limit: DEFAULT_LIMIT,
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            rate_limit_share: declared.poll_rate_limit_share,
-            auth_retry_interval: DEFAULT_AUTH_RETRY_INTERVAL,
-            backoff_base: DEFAULT_BACKOFF_BASE,
-            backoff_cap: DEFAULT_BACKOFF_CAP,
-            hook_enabled: false,
-        }
-    }
-
-    /// Checks the settings the client does not check itself.
-    fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.rate_limit_share > 0.0 && self.rate_limit_share <= 1.0) {
-            return Err(ConfigError::Invalid {
-                setting: "rate_limit_share",
-                problem: "must be in (0, 1]".to_owned(),
-            });
-        }
-        if self.poll_interval.is_zero() {
-            return Err(ConfigError::Invalid {
-                setting: "OKTA_POLL_INTERVAL_SECS",
-                problem: "must be positive".to_owned(),
-            });
-        }
-        if self.auth_retry_interval.is_zero() || self.backoff_base.is_zero() {
-            return Err(ConfigError::Invalid {
-                setting: "auth_retry_interval/backoff_base",
-                problem: "must be positive".to_owned(),
-            });
-        }
-        if self.backoff_cap < self.backoff_base {
-            return Err(ConfigError::Invalid {
-                setting: "backoff_cap",
-                problem: "must be at least backoff_base".to_owned(),
-            });
-        }
-        Ok(())
-    }
-}
-
-/// What the poller is doing, for health and readiness.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PollerHealth {
-    /// No page fetched yet.
-    Starting,
-    /// The last request succeeded.
-    Polling,
-    /// Waiting for a rate-limit window to reset.
-    RateLimited,
-    /// Backing off after a 5xx, timeout or transport error.
-    BackingOff,
-    /// Okta refused the credentials or the request (401/403/4xx); retried slowly.
-    Refused,
-}
-
-impl fmt::Display for PollerHealth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Starting => "starting",
-            Self::Polling => "polling",
-            Self::RateLimited => "rate_limited",
-            Self::BackingOff => "backing_off",
-            Self::Refused => "refused",
-        })
-    }
-}
-
-/// Live counters of a poller, shared with the app for metrics and readiness. Never holds a
-/// secret: errors are stored by their `Display`, which carries none.
-#[derive(Debug)]
-pub struct PollerStats {
-    pages: AtomicU64,
-    events_received: AtomicU64,
-    events_committed: AtomicU64,
-    duplicates: AtomicU64,
-    hook_misses: AtomicU64,
-    quarantined: AtomicU64,
-    rate_limited: AtomicU64,
-    failures: AtomicU64,
-    refusals: AtomicU64,
-    token_refreshes: AtomicU64,
-    token_failures: AtomicU64,
-    /// Last `X-Rate-Limit-Remaining`; −1 when unknown.
-    rate_limit_remaining: AtomicI64,
-    /// Unix milliseconds of the last successful page; 0 before the first.
-    last_success_ms: AtomicI64,
-    status: Mutex<(PollerHealth, Option<String>)>,
-}
-
-impl Default for PollerStats {
-    fn default() -> Self {
-        Self {
-            pages: AtomicU64::new(0),
-            events_received: AtomicU64::new(0),
-            events_committed: AtomicU64::new(0),
-            duplicates: AtomicU64::new(0),
-            hook_misses: AtomicU64::new(0),
-            quarantined: AtomicU64::new(0),
-            rate_limited: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            refusals: AtomicU64::new(0),
-            token_refreshes: AtomicU64::new(0),
-            token_failures: AtomicU64::new(0),
-            rate_limit_remaining: AtomicI64::new(-1),
-            last_success_ms: AtomicI64::new(0),
-            status: Mutex::new((PollerHealth::Starting, None)),
-        }
-    }
-}
-
-/// A point-in-time copy of [`PollerStats`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PollerSnapshot {
-    /// Pages fetched successfully.
-    pub pages: u64,
-    /// LogEvents received in those pages.
-    pub events_received: u64,
-    /// Events the poller newly committed to the journal.
-    pub events_committed: u64,
-    /// Events the journal already held (from the hook, or a page re-read after a crash).
-    pub duplicates: u64,
-    /// With a hook configured: events the poller committed that the hook had not delivered.
-    pub hook_misses: u64,
-    /// Events that did not map and went to quarantine.
-    pub quarantined: u64,
-    /// 429 answers.
-    pub rate_limited: u64,
-    /// 5xx, timeouts, transport and bad-response failures.
-    pub failures: u64,
-    /// 401/403/other 4xx answers, token endpoint refusals included.
-    pub refusals: u64,
-    /// Access tokens minted.
-    pub token_refreshes: u64,
-    /// Failed token requests.
-    pub token_failures: u64,
-    /// Last `X-Rate-Limit-Remaining`, if Okta sent one.
-    pub rate_limit_remaining: Option<u64>,
-    /// Time of the last successful page.
-    pub last_success: Option<DateTime<Utc>>,
-    /// What the poller is doing.
-    pub health: PollerHealth,
-    /// The last error, as displayed (no secrets).
-    pub last_error: Option<String>,
-}
-
-impl PollerStats {
-    /// A copy of every counter.
-    pub fn snapshot(&self) -> PollerSnapshot {
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let (health, last_error) = self
-            .status
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or((PollerHealth::Starting, None));
-        let last_ms = self.last_success_ms.load(Ordering::Relaxed);
-        PollerSnapshot {
-            pages: load(&self.pages),
-            events_received: load(&self.events_received),
-            events_committed: load(&self.events_committed),
-            duplicates: load(&self.duplicates),
-            hook_misses: load(&self.hook_misses),
-            quarantined: load(&self.quarantined),
-            rate_limited: load(&self.rate_limited),
-            failures: load(&self.failures),
-            refusals: load(&self.refusals),
-            token_refreshes: load(&self.token_refreshes),
-            token_failures: load(&self.token_failures),
-            rate_limit_remaining: u64::try_from(self.rate_limit_remaining.load(Ordering::Relaxed))
-                .ok(),
-            last_success: (last_ms > 0)
-                .then(|| DateTime::from_timestamp_millis(last_ms))
-                .flatten(),
-            health,
-            last_error,
-        }
-    }
-
-    pub(crate) fn token_refreshed(&self) {
-        self.token_refreshes.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn token_failed(&self) {
-        self.token_failures.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn set_status(&self, health: PollerHealth, error: Option<String>) {
-        if let Ok(mut status) = self.status.lock() {
-            status.0 = health;
-            if error.is_some() || health == PollerHealth::Polling {
-                status.1 = error;
-            }
-        }
-    }
-
-    fn observe_rate(&self, rate: &RateLimit) {
-        if let Some(remaining) = rate.remaining {
-            self.rate_limit_remaining.store(
-                i64::try_from(remaining).unwrap_or(i64::MAX),
-                Ordering::Relaxed,
-            );
-        }
-    }
-}
 
 /// Why the poller stopped. Okta errors never stop it; only the journal does.
 #[derive(Debug, thiserror::Error)]
@@ -310,6 +44,15 @@ pub enum PollerError {
     MappingCancelled,
 }
 
+impl From<IngestError> for PollerError {
+    fn from(error: IngestError) -> Self {
+        match error {
+            IngestError::Journal(error) => Self::Journal(error),
+            IngestError::Cancelled => Self::MappingCancelled,
+        }
+    }
+}
+
 /// The outcome of one request, with the times that pacing and back-off count from.
 struct Fetched {
     /// When the request was sent: rate-limit pacing spaces request starts.
@@ -317,15 +60,13 @@ struct Fetched {
     /// When its answer (or failure) arrived: back-off and 429 waits count from here.
     answered: Instant,
     /// The page, mapped, or why there is none.
-    result: Result<Mapped, ClientError>,
+    result: Result<MappedPage, ClientError>,
 }
 
 /// A page whose events are mapped and encoded, ready to be appended with its `next` URL.
-struct Mapped {
-    /// The events that mapped.
-    events: Vec<NewEvent>,
-    /// The events that did not, with the reason.
-    quarantine: Vec<Quarantined>,
+struct MappedPage {
+    /// The events that mapped, and those quarantined.
+    batch: ingest::Mapped,
     /// How many LogEvents the page held.
     received: usize,
     /// The page's `rel="next"` URL.
@@ -336,33 +77,6 @@ struct Mapped {
     server_date: Option<DateTime<Utc>>,
     /// When the page was mapped (the events' `received` time).
     now: DateTime<Utc>,
-}
-
-/// Maps a page's events: those that map become journal events (encoded once), the others go
-/// to quarantine with the reason.
-fn map_page(
-    raw_events: &[Box<serde_json::value::RawValue>],
-    delivery: &Delivery,
-    source: &str,
-    now: DateTime<Utc>,
-) -> (Vec<NewEvent>, Vec<Quarantined>) {
-    let mut events = Vec::with_capacity(raw_events.len());
-    let mut quarantine = Vec::new();
-    for raw in raw_events {
-        match map_event(raw.get().as_bytes(), delivery) {
-            Ok(event) => events.push(NewEvent::new(event)),
-            Err(error) => {
-                tracing::warn!(org = %source, %error, "polled event quarantined");
-                quarantine.push(Quarantined {
-                    reason: error.to_string(),
-                    raw: raw.get().to_owned(),
-                    origin: source.to_owned(),
-                    received: now.to_rfc3339_opts(SecondsFormat::Millis, true),
-                });
-            }
-        }
-    }
-    (events, quarantine)
 }
 
 /// The System Log poller of one org. Build with [`Poller::new`], run with [`Poller::run`].
@@ -423,32 +137,13 @@ impl Poller {
         loop {
             let fetched = match prefetched.take() {
                 Some(fetched) => fetched,
-                None => {
-                    if !wait.is_zero() {
-                        tokio::select! {
-                            () = shutdown.cancelled() => return Ok(()),
-                            () = tokio::time::sleep(wait) => {}
-                        }
-                    }
-                    if shutdown.is_cancelled() {
-                        return Ok(());
-                    }
-                    let started = Instant::now();
-                    let result = tokio::select! {
-                        () = shutdown.cancelled() => return Ok(()),
-                        result = self.client.page(&url, retry.as_ref()) => result,
-                    };
-                    let answered = Instant::now();
-                    let result = match result {
-                        Ok(page) => Ok(self.map(page).await?),
-                        Err(error) => Err(error),
-                    };
-                    Fetched {
-                        started,
-                        answered,
-                        result,
-                    }
-                }
+                None => match self
+                    .fetch_after(wait, &url, retry.as_ref(), &shutdown)
+                    .await?
+                {
+                    Some(fetched) => fetched,
+                    None => return Ok(()),
+                },
             };
             let Fetched {
                 started,
@@ -477,37 +172,15 @@ impl Poller {
                     };
                     // A full page with a next URL: fetch and map that while this page is
                     // committed, no earlier than the rate-limit pacing allows.
-                    let prefetch = self.fetch_at(started + pace, &next);
-                    tokio::pin!(prefetch);
-                    let mut early: Option<Result<Fetched, PollerError>> = None;
-                    let committed = {
-                        let commit = self.commit(page, &url);
-                        tokio::pin!(commit);
-                        loop {
-                            tokio::select! {
-                                biased;
-                                committed = &mut commit => break committed,
-                                fetched = &mut prefetch, if early.is_none() => {
-                                    early = Some(fetched);
-                                }
-                            }
-                        }
-                    };
-                    // A failed commit drops the prefetch (its request is abandoned); the next
-                    // run resumes from the URL stored with the last committed page.
-                    committed?;
-                    url = next.clone();
-                    wait = Duration::ZERO;
-                    if shutdown.is_cancelled() {
+                    let Some(fetched) = self
+                        .commit_and_prefetch(page, &url, &next, started + pace, &shutdown)
+                        .await?
+                    else {
                         return Ok(());
-                    }
-                    prefetched = Some(match early {
-                        Some(fetched) => fetched?,
-                        None => tokio::select! {
-                            () = shutdown.cancelled() => return Ok(()),
-                            fetched = &mut prefetch => fetched?,
-                        },
-                    });
+                    };
+                    url = next;
+                    wait = Duration::ZERO;
+                    prefetched = Some(fetched);
                 }
                 Err(error) => {
                     // Waits count from the answer: a prefetched failure may have arrived while
@@ -520,12 +193,28 @@ impl Poller {
         }
     }
 
-    /// Fetches `url` once `not_before` has passed and maps the page (never a 429 retry: it
-    /// follows a successful page).
-    async fn fetch_at(&self, not_before: Instant, url: &Url) -> Result<Fetched, PollerError> {
-        tokio::time::sleep_until(not_before).await;
+    /// Waits `wait`, then fetches and maps `url`; `None` when shutdown comes first.
+    async fn fetch_after(
+        &self,
+        wait: Duration,
+        url: &Url,
+        retry: Option<&RetryOf>,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Fetched>, PollerError> {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => Ok(None),
+            fetched = async {
+                tokio::time::sleep(wait).await;
+                self.fetch(url, retry).await
+            } => fetched.map(Some),
+        }
+    }
+
+    /// Requests `url` (as a retry of `retry` after a 429) and maps the page.
+    async fn fetch(&self, url: &Url, retry: Option<&RetryOf>) -> Result<Fetched, PollerError> {
         let started = Instant::now();
-        let result = self.client.page(url, None).await;
+        let result = self.client.page(url, retry).await;
         let answered = Instant::now();
         let result = match result {
             Ok(page) => Ok(self.map(page).await?),
@@ -536,6 +225,50 @@ impl Poller {
             answered,
             result,
         })
+    }
+
+    /// Commits `page` (fetched from `url`) while fetching and mapping `next` once `not_before`
+    /// has passed. Returns the fetched next page, or `None` when shutdown came first (the
+    /// commit itself always completes). A failed commit drops the prefetch (its request is
+    /// abandoned); the next run resumes from the URL stored with the last committed page.
+    async fn commit_and_prefetch(
+        &self,
+        page: MappedPage,
+        url: &Url,
+        next: &Url,
+        not_before: Instant,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Fetched>, PollerError> {
+        let prefetch = async {
+            tokio::time::sleep_until(not_before).await;
+            self.fetch(next, None).await
+        };
+        tokio::pin!(prefetch);
+        let mut early: Option<Result<Fetched, PollerError>> = None;
+        let committed = {
+            let commit = self.commit(page, url);
+            tokio::pin!(commit);
+            loop {
+                tokio::select! {
+                    biased;
+                    committed = &mut commit => break committed,
+                    fetched = &mut prefetch, if early.is_none() => {
+                        early = Some(fetched);
+                    }
+                }
+            }
+        };
+        committed?;
+        if shutdown.is_cancelled() {
+            return Ok(None);
+        }
+        Ok(Some(match early {
+            Some(fetched) => fetched?,
+            None => tokio::select! {
+                () = shutdown.cancelled() => return Ok(None),
+                fetched = &mut prefetch => fetched?,
+            },
+        }))
     }
 
     /// The stored `next` URL, or the first request.
@@ -575,7 +308,7 @@ impl Poller {
     /// Maps and encodes a page's events. Milliseconds of CPU per page: done off the async
     /// workers, so the other page's request or commit (and the rest of the runtime) proceeds
     /// meanwhile.
-    async fn map(&self, page: Page) -> Result<Mapped, PollerError> {
+    async fn map(&self, page: Page) -> Result<MappedPage, PollerError> {
         let Page {
             events: raw_events,
             next,
@@ -597,19 +330,13 @@ impl Poller {
             received: Some(timestamp),
         };
         let received = raw_events.len();
-        let source = self.source.clone();
-        let (events, quarantine) =
-            tokio::task::spawn_blocking(move || map_page(&raw_events, &delivery, &source, now))
-                .await
-                .map_err(|error| {
-                    if error.is_panic() {
-                        std::panic::resume_unwind(error.into_panic());
-                    }
-                    PollerError::MappingCancelled
-                })?;
-        Ok(Mapped {
-            events,
-            quarantine,
+        let raw = raw_events
+            .into_iter()
+            .map(ingest::raw_event_owned)
+            .collect();
+        let batch = ingest::map(raw, delivery, self.source.clone(), now).await?;
+        Ok(MappedPage {
+            batch,
             received,
             next,
             rate,
@@ -620,10 +347,9 @@ impl Poller {
 
     /// Appends a mapped page's events and its `next` URL in one batch. Returns the URL to
     /// request next.
-    async fn commit(&self, page: Mapped, requested: &Url) -> Result<Option<Url>, PollerError> {
-        let Mapped {
-            events,
-            quarantine,
+    async fn commit(&self, page: MappedPage, requested: &Url) -> Result<Option<Url>, PollerError> {
+        let MappedPage {
+            batch,
             received,
             next,
             rate,
@@ -634,38 +360,29 @@ impl Poller {
             tracing::warn!(org = %self.source, "page without rel=\"next\"; requesting it again");
         }
         let moved = next.as_ref().is_some_and(|n| n != requested);
-        let quarantined = quarantine.len() as u64;
-        if !events.is_empty() || !quarantine.is_empty() || moved {
+        if received > 0 || moved {
             let state = next.as_ref().map(|url| StateWrite {
                 key: NEXT_URL_STATE_KEY.to_owned(),
                 value: url.as_str().as_bytes().to_vec(),
             });
-            let appended = self
-                .journal
-                .append(Batch {
-                    events,
-                    quarantine,
-                    state,
-                })
-                .await?;
+            let Ingested {
+                appended,
+                quarantined,
+            } = ingest::append(self.journal.as_ref(), batch, state).await?;
             let committed = appended.committed.len() as u64;
             let s = &self.stats;
-            s.events_committed.fetch_add(committed, Ordering::Relaxed);
-            s.duplicates
-                .fetch_add(appended.duplicates as u64, Ordering::Relaxed);
+            s.events_committed.inc_by(committed);
+            s.duplicates.inc_by(appended.duplicates as u64);
             if self.config.hook_enabled {
-                s.hook_misses.fetch_add(committed, Ordering::Relaxed);
+                s.hook_misses.inc_by(committed);
             }
-            s.quarantined.fetch_add(quarantined, Ordering::Relaxed);
+            s.quarantined.inc_by(quarantined as u64);
         }
         let s = &self.stats;
-        s.pages.fetch_add(1, Ordering::Relaxed);
-        s.events_received
-            .fetch_add(received as u64, Ordering::Relaxed);
-        s.observe_rate(&rate);
-        s.last_success_ms
-            .store(now.timestamp_millis(), Ordering::Relaxed);
-        s.set_status(PollerHealth::Polling, None);
+        s.pages.inc_by(1);
+        s.events_received.inc_by(received as u64);
+        s.observe_rate_remaining(rate.remaining);
+        s.observe_success(now);
         Ok(next)
     }
 
@@ -685,8 +402,8 @@ impl Poller {
                 rate,
                 ..
             } => {
-                s.rate_limited.fetch_add(1, Ordering::Relaxed);
-                s.observe_rate(&rate);
+                s.rate_limited.inc_by(1);
+                s.observe_rate_remaining(rate.remaining);
                 let count = retry.as_ref().map_or(1, |r| r.count.saturating_add(1));
                 *retry = request_id.map(|request_id| RetryOf { request_id, count });
                 let wait =
@@ -699,7 +416,7 @@ impl Poller {
             | ClientError::Forbidden { .. }
             | ClientError::Rejected { .. } => {
                 *retry = None;
-                s.refusals.fetch_add(1, Ordering::Relaxed);
+                s.refusals.inc_by(1);
                 tracing::error!(
                     org = %self.source,
                     error = %reason,
@@ -715,7 +432,7 @@ impl Poller {
             | ClientError::BadResponse(_) => {
                 *retry = None;
                 *failures = failures.saturating_add(1);
-                s.failures.fetch_add(1, Ordering::Relaxed);
+                s.failures.inc_by(1);
                 let delay =
                     backoff_delay(*failures, self.config.backoff_base, self.config.backoff_cap);
                 let wait = delay + jitter(delay / 10);
@@ -776,6 +493,7 @@ fn jitter(max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::okta::auth::Credentials;
 
     const S: fn(u64) -> Duration = Duration::from_secs;
 
@@ -830,7 +548,7 @@ mod tests {
     fn config_defaults_are_the_documented_ones() {
         let config = PollerConfig::new(
             "https://example.okta.com",
-            Credentials::ApiToken(crate::okta::Secret::new("t")),
+            Credentials::ApiToken(crate::secret::Secret::new("t")),
         );
         assert_eq!(config.event_types, vec!["user.account.update_profile"]);
         assert_eq!(config.poll_interval, S(10));

@@ -1,22 +1,132 @@
-//! The Okta side's own settings, built from the plain values of [`crate::config`]: the org URL
-//! checked against what Okta's APIs need, the private key file read and parsed, the poller's
-//! start chosen. Errors name the setting (`ENV (--flag)`), so `serve` exits 64 on them.
+//! The poller's settings: what the client and the loop are built from, and how `serve` builds
+//! them from the plain values of [`crate::config`] (the org URL checked against what Okta's APIs
+//! need, the private key file read and parsed, the poller's start chosen). Errors name the
+//! setting (`ENV (--flag)`), so `serve` exits 64 on them.
+//!
+//! Below the client and the poller, so both read one declaration and neither imports the other
+//! for it.
 
-use super::ConfigError as KeyOrUrlError;
-use super::{Credentials, PollerConfig, PrivateKey, StartFrom, origin, parse_org_url};
-use crate::config::{ConfigError, OktaAuth, OktaOrgSettings, OktaSettings};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::auth::{Credentials, PrivateKey};
+use super::org::{ConfigError, origin, parse_org_url};
+use crate::config::{ConfigError as SettingError, OktaAuth, OktaOrgSettings, OktaSettings};
+
+/// Default page size: Okta's maximum.
+pub const DEFAULT_LIMIT: u32 = 1000;
+/// Default per-request timeout. Okta ends a query after 30 s with `500 E0000009`; this leaves
+/// room for that answer to arrive.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(45);
+/// Default wait before retrying after Okta refused the credentials (401/403/4xx).
+pub const DEFAULT_AUTH_RETRY_INTERVAL: Duration = Duration::from_secs(60);
+/// Default first back-off after a 5xx, timeout or transport error.
+pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Default longest back-off.
+pub const DEFAULT_BACKOFF_CAP: Duration = Duration::from_secs(300);
+
+/// Where the very first request starts when the journal holds no `next` URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    /// `since` = now − this duration.
+    LookBack(Duration),
+    /// `since` = this time (Okta rejects more than 180 days back).
+    Since(DateTime<Utc>),
+}
+
+/// Everything the poller needs; the app fills it from env/flags.
+#[derive(Debug, Clone)]
+pub struct PollerConfig {
+    /// `OKTA_ORG_URL`: `https://{org}`; `http://` only for loopback hosts.
+    pub org_url: String,
+    /// `OKTA_API_TOKEN`, or `OKTA_CLIENT_ID` + `OKTA_PRIVATE_KEY_FILE` (+ `OKTA_PRIVATE_KEY_ID`).
+    pub credentials: Credentials,
+    /// `OKTA_POLL_EVENT_TYPES`: the event types to pull.
+    pub event_types: Vec<String>,
+    /// `OKTA_POLL_INTERVAL_SECS`: wait after a short page.
+    pub poll_interval: Duration,
+    /// First `since` when no `next` URL is stored.
+    pub start: StartFrom,
+    /// Page size, 1..=1000.
+    pub limit: u32,
+    /// Timeout of every HTTP request (token and API).
+    pub request_timeout: Duration,
+    /// Share of `X-Rate-Limit-Limit` to stay within, in (0, 1].
+    pub rate_limit_share: f64,
+    /// Wait before retrying after Okta refused the credentials.
+    pub auth_retry_interval: Duration,
+    /// First back-off after a 5xx, timeout or transport error; doubles per failure.
+    pub backoff_base: Duration,
+    /// Longest back-off.
+    pub backoff_cap: Duration,
+    /// Whether an event hook also feeds the journal: events the poller newly commits are then
+    /// counted as hook misses.
+    pub hook_enabled: bool,
+}
+
+impl PollerConfig {
+    /// A config for `org_url` and `credentials` with every other setting at its default:
+    /// the declared default of its setting in [`crate::config`], or this module's own.
+    pub fn new(org_url: impl Into<String>, credentials: Credentials) -> Self {
+        let declared = crate::config::OktaSettings::default();
+        Self {
+            org_url: org_url.into(),
+            credentials,
+            event_types: declared.poll_event_types,
+            poll_interval: declared.poll_interval,
+            start: StartFrom::LookBack(declared.poll_lookback),
+            limit: DEFAULT_LIMIT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            rate_limit_share: declared.poll_rate_limit_share,
+            auth_retry_interval: DEFAULT_AUTH_RETRY_INTERVAL,
+            backoff_base: DEFAULT_BACKOFF_BASE,
+            backoff_cap: DEFAULT_BACKOFF_CAP,
+            hook_enabled: false,
+        }
+    }
+
+    /// Checks the settings the client does not check itself.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.rate_limit_share > 0.0 && self.rate_limit_share <= 1.0) {
+            return Err(ConfigError::Invalid {
+                setting: "rate_limit_share",
+                problem: "must be in (0, 1]".to_owned(),
+            });
+        }
+        if self.poll_interval.is_zero() {
+            return Err(ConfigError::Invalid {
+                setting: "OKTA_POLL_INTERVAL_SECS",
+                problem: "must be positive".to_owned(),
+            });
+        }
+        if self.auth_retry_interval.is_zero() || self.backoff_base.is_zero() {
+            return Err(ConfigError::Invalid {
+                setting: "auth_retry_interval/backoff_base",
+                problem: "must be positive".to_owned(),
+            });
+        }
+        if self.backoff_cap < self.backoff_base {
+            return Err(ConfigError::Invalid {
+                setting: "backoff_cap",
+                problem: "must be at least backoff_base".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
 
 /// The checked org origin of `settings` (`https://acme.okta.com`), which must be set.
-pub fn org_origin(settings: &OktaOrgSettings) -> Result<String, ConfigError> {
+pub fn org_origin(settings: &OktaOrgSettings) -> Result<String, SettingError> {
     let url = settings.required_org_url()?;
     let org = parse_org_url(url.as_str())
-        .map_err(|e| ConfigError::invalid("okta-org-url", problem(e)))?;
+        .map_err(|e| SettingError::invalid("okta-org-url", problem(e)))?;
     Ok(origin(&org))
 }
 
 impl Credentials {
     /// The credentials `auth` names; for a service app, its private key file is read here.
-    pub fn from_settings(auth: &OktaAuth) -> Result<Self, ConfigError> {
+    pub fn from_settings(auth: &OktaAuth) -> Result<Self, SettingError> {
         match auth {
             OktaAuth::ApiToken(token) => Ok(Credentials::ApiToken(token.clone())),
             OktaAuth::ServiceApp {
@@ -25,7 +135,7 @@ impl Credentials {
                 private_key_id,
             } => {
                 let invalid =
-                    |problem: String| ConfigError::invalid("okta-private-key-file", problem);
+                    |problem: String| SettingError::invalid("okta-private-key-file", problem);
                 let text = std::fs::read_to_string(private_key_file).map_err(|e| {
                     invalid(format!("cannot read {}: {e}", private_key_file.display()))
                 })?;
@@ -43,7 +153,7 @@ impl Credentials {
 impl PollerConfig {
     /// The poller's configuration from `settings`; `None` when no org URL is set (the poller is
     /// off). Settings that are not configurable keep [`PollerConfig::new`]'s values.
-    pub fn from_settings(settings: &OktaSettings) -> Result<Option<Self>, ConfigError> {
+    pub fn from_settings(settings: &OktaSettings) -> Result<Option<Self>, SettingError> {
         if settings.org.org_url.is_none() {
             return Ok(None);
         }
@@ -63,11 +173,11 @@ impl PollerConfig {
     }
 }
 
-/// What is wrong, without the setting's name (the [`ConfigError`] adds it).
-fn problem(error: KeyOrUrlError) -> String {
+/// What is wrong, without the setting's name (the [`SettingError`] adds it).
+fn problem(error: ConfigError) -> String {
     match error {
-        KeyOrUrlError::OrgUrl(problem) | KeyOrUrlError::PrivateKey(problem) => problem,
-        KeyOrUrlError::Invalid { problem, .. } => problem,
+        ConfigError::OrgUrl(problem) | ConfigError::PrivateKey(problem) => problem,
+        ConfigError::Invalid { problem, .. } => problem,
     }
 }
 

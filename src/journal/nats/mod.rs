@@ -16,10 +16,10 @@
 //!   uuid is also looked up on its subject (pipelined direct gets), which catches repeats
 //!   older than the window for as long as the event is retained. Beyond `max_age` an event is
 //!   gone and the same uuid would be stored again.
-//! - **Body** = [`NewEvent::encoded`], the record *without* its cursor; readers append the
-//!   cursor from the message's sequence ([`NewEvent::commit`]), so nothing is encoded twice.
+//! - **Body** = [`NewEvent::encoded`](super::NewEvent::encoded), the record *without* its cursor; readers append the
+//!   cursor from the message's sequence ([`NewEvent::commit`](super::NewEvent::commit)), so nothing is encoded twice.
 //! - **Live**: a background tail (an ordered consumer from the head at open) is the only caller
-//!   of [`Hub::publish`]. Events appended on other replicas reach local subscribers the same
+//!   of the sink's [`CommitSink::committed`]. Events appended on other replicas reach local subscribers the same
 //!   way as local ones, each exactly once and in sequence order. [`Journal::append`] therefore
 //!   returns after the durable PubAcks, possibly *before* local subscribers see the events.
 //! - **State** lives in the KV bucket `<stream>_STATE`; writes are compare-and-set against the
@@ -71,11 +71,9 @@ pub use config::{
 pub use lease::{LEASE_KEY, LeaseError, PollerLease};
 
 use super::{
-    Appended, Batch, Bounds, Committed, Cursor, Journal, JournalError, NewEvent, Quarantined,
-    SharedEvent, StateWrite,
+    Appended, Batch, Bounds, CommitSink, Committed, Corruption, Cursor, Journal, JournalError,
+    Quarantined, SharedEvent, SharedSink, StateWrite,
 };
-use crate::hub::Hub;
-use crate::proto;
 
 /// Most direct gets a read keeps in flight at once.
 const READ_WINDOW: u64 = 256;
@@ -118,30 +116,32 @@ impl std::fmt::Debug for NatsJournal {
 
 impl NatsJournal {
     /// Connects, creates or checks the stream, the quarantine stream and the state bucket, and
-    /// starts the tail that publishes every event committed from now on (by any replica) to
-    /// `hub`. Pass a fresh hub (no followers yet): its head is moved to the stream's head, then
-    /// advances with the tail; events already in the stream are read from the journal, not
-    /// published.
-    pub async fn open(config: NatsConfig, hub: Hub) -> Result<Arc<Self>, JournalError> {
+    /// starts the tail that hands every event committed from now on (by any replica) to
+    /// `sink`. The sink is told the stream's head first ([`CommitSink::opened`]); events
+    /// already in the stream are read from the journal, not handed over.
+    pub async fn open(
+        config: NatsConfig,
+        sink: impl CommitSink,
+    ) -> Result<Arc<Self>, JournalError> {
         config
             .validate()
-            .map_err(|e| JournalError::Storage(e.to_string()))?;
+            .map_err(|e| JournalError::storage("use the NATS settings", e))?;
         let addrs = config
             .servers
             .iter()
             .map(|s| s.parse::<async_nats::ServerAddr>())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| JournalError::Storage(format!("bad NATS server address: {e}")))?;
+            .map_err(|e| JournalError::storage("parse the NATS server address", e))?;
         let client = async_nats::ConnectOptions::new()
             .name("okta-stream")
             .connection_timeout(CONNECT_TIMEOUT)
             .connect(addrs)
             .await
             .map_err(|e| {
-                JournalError::Storage(format!(
-                    "cannot connect to NATS at {}: {e}",
-                    config.servers.join(",")
-                ))
+                JournalError::storage(
+                    format!("connect to NATS at {}", config.servers.join(",")),
+                    e,
+                )
             })?;
         let js = jetstream::new(client.clone());
 
@@ -155,13 +155,14 @@ impl NatsJournal {
             .map_err(|e| storage("read the stream info", e))?
             .state
             .last_sequence;
-        advance_hub_head(&events, &hub, head).await?;
+        sink.opened(head);
+        let sink: SharedSink = Arc::new(sink);
         let progress = Arc::new(tail::TailProgress::new(head));
         let shutdown = CancellationToken::new();
         let task = tail::spawn(
             events.clone(),
             events_filter(&config),
-            hub,
+            sink,
             progress.clone(),
             shutdown.clone(),
         );
@@ -191,13 +192,13 @@ impl NatsJournal {
         &self.config
     }
 
-    /// The last sequence the tail published to the hub (the hub's head once it has moved).
+    /// The last sequence the tail handed to the sink.
     pub fn tail_position(&self) -> Cursor {
         self.tail.position()
     }
 
-    /// How many events the tail published to the hub since open (a metric; also how tests
-    /// prove each event reaches the hub exactly once).
+    /// How many events the tail handed to the sink since open (a metric; also how tests
+    /// prove each event reaches the sink exactly once).
     pub fn tail_published(&self) -> u64 {
         self.tail.published()
     }
@@ -388,7 +389,7 @@ impl NatsJournal {
         message: jetstream::message::StreamMessage,
     ) -> Result<SharedEvent, JournalError> {
         self.note_head(message.sequence);
-        Ok(Arc::new(stored_to_committed(
+        Ok(Arc::new(Committed::from_stored(
             message.payload,
             message.sequence,
         )?))
@@ -469,9 +470,8 @@ impl Journal for NatsJournal {
         }
         let mut quarantine_pending = Vec::with_capacity(batch.quarantine.len());
         for item in &batch.quarantine {
-            let body = serde_json::to_vec(item).map_err(|e| {
-                JournalError::Storage(format!("cannot encode a quarantined event: {e}"))
-            })?;
+            let body = serde_json::to_vec(item)
+                .map_err(|e| JournalError::storage("encode a quarantined event", e))?;
             let ack = self
                 .js
                 .publish(quarantine_subject(&self.config), Bytes::from(body))
@@ -569,10 +569,10 @@ impl Journal for NatsJournal {
             Some(message) => {
                 let event = self.to_committed(message)?;
                 if event.event.uuid != uuid {
-                    return Err(JournalError::Corrupt(format!(
-                        "the message at cursor {} is on the subject of another uuid",
-                        event.cursor()
-                    )));
+                    return Err(Corruption::MisplacedEvent {
+                        cursor: event.cursor(),
+                    }
+                    .into());
                 }
                 Ok(Some(event))
             }
@@ -648,11 +648,12 @@ impl Journal for NatsJournal {
         .await?
         .into_iter()
         .map(|message| {
-            serde_json::from_slice(&message.payload).map_err(|e| {
-                JournalError::Corrupt(format!(
-                    "quarantined message {} does not decode: {e}",
-                    message.sequence
-                ))
+            serde_json::from_slice(&message.payload).map_err(|source| {
+                Corruption::Quarantine {
+                    id: message.sequence,
+                    source,
+                }
+                .into()
             })
         })
         .collect()
@@ -661,30 +662,13 @@ impl Journal for NatsJournal {
     async fn check(&self) -> Result<(), JournalError> {
         self.ensure_open()?;
         if self.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(JournalError::Storage(
-                "not connected to any NATS server".to_owned(),
+            return Err(JournalError::storage(
+                "reach NATS",
+                "not connected to any NATS server",
             ));
         }
         self.info().await.map(|_| ())
     }
-}
-
-/// Rebuilds a committed event from a stored body (the encoding without cursor) and its
-/// sequence.
-fn stored_to_committed(payload: Bytes, sequence: u64) -> Result<Committed, JournalError> {
-    let event = <proto::Event as prost::Message>::decode(payload.clone()).map_err(|e| {
-        JournalError::Corrupt(format!("stored event {sequence} does not decode: {e}"))
-    })?;
-    if event.cursor != 0 {
-        return Err(JournalError::Corrupt(format!(
-            "stored event {sequence} carries a cursor; it was not written by this journal"
-        )));
-    }
-    Ok(NewEvent {
-        event,
-        encoded: payload,
-    }
-    .commit(sequence))
 }
 
 /// The subject token (and `Nats-Msg-Id`) of a uuid: `u` + unpadded base64url. Valid in a
@@ -728,24 +712,6 @@ fn quarantine_subject(config: &NatsConfig) -> String {
 
 fn state_bucket(config: &NatsConfig) -> String {
     format!("{}_STATE", config.stream)
-}
-
-/// Moves a fresh hub's head to the stream's head, so "live from now" means now and not the
-/// start of the stream. The hub has no setter, so this publishes the newest stored event
-/// while the hub has no followers yet (the broadcast drops it; only the head moves). If that
-/// event was removed by retention meanwhile, the head moves with the next commit instead.
-async fn advance_hub_head(
-    events: &stream::Stream,
-    hub: &Hub,
-    head: Cursor,
-) -> Result<(), JournalError> {
-    if head <= hub.head() {
-        return Ok(());
-    }
-    if let Some(message) = optional(events.direct_get(head).await)? {
-        hub.publish(&[Arc::new(stored_to_committed(message.payload, head)?)]);
-    }
-    Ok(())
 }
 
 /// Creates (or opens) the state bucket. The bucket's stream is made here rather than with
@@ -852,10 +818,10 @@ async fn check_and_update(
 ) -> Result<stream::Stream, JournalError> {
     let found = stream.cached_info().config.clone();
     let incompatible = |setting: &str, found: String, expected: String| {
-        JournalError::Storage(format!(
-            "NATS stream {} exists with incompatible {setting}: found {found}, expected {expected}",
-            wanted.name
-        ))
+        JournalError::storage(
+            format!("use the NATS stream {}", wanted.name),
+            format!("it exists with incompatible {setting}: found {found}, expected {expected}"),
+        )
     };
     if found.subjects != wanted.subjects {
         return Err(incompatible(
@@ -957,19 +923,24 @@ fn micros(time: &async_nats::datetime::DateTime) -> i64 {
     i64::try_from(time.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
 }
 
-fn storage(action: &str, error: impl std::fmt::Display) -> JournalError {
-    JournalError::Storage(format!("NATS: cannot {action}: {error}"))
+fn storage(
+    action: &str,
+    error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> JournalError {
+    JournalError::storage(format!("{action} in NATS"), error)
 }
 
 fn conflict(key: &str) -> JournalError {
-    JournalError::Conflict(format!(
-        "state key {key:?} was changed by another writer since this replica read it"
-    ))
+    JournalError::Conflict {
+        key: key.to_owned(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::NewEvent;
+    use crate::proto;
 
     #[test]
     fn uuid_tokens_are_subject_safe_and_distinct() {
@@ -1002,9 +973,9 @@ mod tests {
             ..Default::default()
         });
         let expected = new.clone().commit(42);
-        assert_eq!(stored_to_committed(new.encoded, 42).unwrap(), expected);
+        assert_eq!(Committed::from_stored(new.encoded, 42).unwrap(), expected);
         assert!(matches!(
-            stored_to_committed(expected.encoded, 43),
+            Committed::from_stored(expected.encoded, 43),
             Err(JournalError::Corrupt(_))
         ));
     }

@@ -1,4 +1,4 @@
-//! The tail: the one task that publishes committed events to the local [`Hub`].
+//! The tail: the one task that hands committed events to the local commit sink (the hub).
 //!
 //! Every replica follows the stream with an ordered consumer from the head it saw at open, so
 //! an event appended on any replica reaches every replica's subscribers once, in sequence
@@ -17,7 +17,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::hub::Hub;
+use crate::journal::SharedSink;
 
 /// How long the tail waits for a message before checking whether its consumer stalled.
 const STALL_CHECK: Duration = Duration::from_secs(2);
@@ -53,25 +53,25 @@ impl TailProgress {
 pub(super) fn spawn(
     events: stream::Stream,
     filter: String,
-    hub: Hub,
+    sink: SharedSink,
     progress: Arc<TailProgress>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let span = tracing::info_span!("nats_journal_tail", stream = %events.cached_info().config.name);
-    tokio::spawn(run(events, filter, hub, progress, shutdown).instrument(span))
+    tokio::spawn(run(events, filter, sink, progress, shutdown).instrument(span))
 }
 
 async fn run(
     events: stream::Stream,
     filter: String,
-    hub: Hub,
+    sink: SharedSink,
     progress: Arc<TailProgress>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = BACKOFF.0;
     while !shutdown.is_cancelled() {
         let next = progress.position() + 1;
-        match follow(&events, &filter, &hub, &progress, &shutdown, next).await {
+        match follow(&events, &filter, &sink, &progress, &shutdown, next).await {
             Ok(()) => return, // shut down
             Err(error) => {
                 tracing::warn!(%error, next = progress.position() + 1, "tail consumer failed; re-creating it");
@@ -92,7 +92,7 @@ async fn run(
 async fn follow(
     events: &stream::Stream,
     filter: &str,
-    hub: &Hub,
+    sink: &SharedSink,
     progress: &TailProgress,
     shutdown: &CancellationToken,
     next: u64,
@@ -147,9 +147,9 @@ async fn follow(
         if sequence <= progress.position() {
             continue; // already published (a re-created consumer overlaps)
         }
-        match super::stored_to_committed(message.payload.clone(), sequence) {
+        match crate::journal::Committed::from_stored(message.payload.clone(), sequence) {
             Ok(committed) => {
-                hub.publish(&[Arc::new(committed)]);
+                sink.committed(&[Arc::new(committed)]);
                 progress.published.fetch_add(1, Ordering::AcqRel);
             }
             // Subscribers see a hole and read the journal, which reports the corruption.

@@ -1,0 +1,60 @@
+//! What the transport knew about a LogEvent (hook envelope and HTTP request, or the poll),
+//! and the redaction of the delivery's headers before they enter the record.
+
+use std::collections::BTreeMap;
+
+use crate::proto;
+
+/// What the transport knew about a LogEvent: the hook envelope and HTTP request, or the poll.
+#[derive(Debug, Clone, Default)]
+pub struct Delivery {
+    /// Hook envelope `eventId` (card "Event ID"); empty for polled events.
+    pub event_id: String,
+    /// Hook envelope `eventTime`, or the time of the poll (card "Event Time").
+    pub event_time: Option<prost_types::Timestamp>,
+    /// Hook envelope `source`, or the polled org URL (card "Source").
+    pub source: String,
+    /// HTTP request headers of the delivery, already redacted (see [`redact_headers`]).
+    pub headers: BTreeMap<String, String>,
+    /// Which path brought the event.
+    pub ingest_source: proto::IngestSource,
+    /// When okta-stream received the delivery or page.
+    pub received: Option<prost_types::Timestamp>,
+}
+
+/// Copies HTTP request headers for the record (names lower-cased), replacing the values of
+/// secret-bearing headers with `[REDACTED]`: `auth_header` (compared ignoring case),
+/// `authorization`, `proxy-authorization`, `cookie`, `set-cookie`. A header sent several times
+/// keeps every value, joined with `", "` as HTTP allows; values that are not UTF-8 are
+/// converted lossily.
+pub fn redact_headers(headers: &http::HeaderMap, auth_header: &str) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in headers {
+        // `http` stores names in lower case already; the conversion only guards that.
+        let name = name.as_str().to_ascii_lowercase();
+        let secret = name.eq_ignore_ascii_case(auth_header.trim())
+            || matches!(
+                name.as_str(),
+                "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+            );
+        let value = if secret {
+            REDACTED.to_owned()
+        } else {
+            String::from_utf8_lossy(value.as_bytes()).into_owned()
+        };
+        match out.get_mut(&name) {
+            Some(existing) if secret => *existing = REDACTED.to_owned(),
+            Some(existing) => {
+                existing.push_str(", ");
+                existing.push_str(&value);
+            }
+            None => {
+                out.insert(name, value);
+            }
+        }
+    }
+    out
+}
+
+/// What a secret header's value is replaced by in the record.
+pub const REDACTED: &str = "[REDACTED]";
