@@ -62,11 +62,17 @@ pub(super) struct ReloadLabels {
 /// Connection counts of every listener, and the gRPC TLS reloads.
 #[derive(Debug, Default)]
 pub struct ListenerMetrics {
+    /// Connections open now.
     pub(super) open: Family<ListenerLabels, Gauge>,
+    /// Connections accepted (within the cap).
     pub(super) accepted: Family<ListenerLabels, Counter>,
+    /// Connections closed at once because the cap was reached.
     pub(super) refused: Family<ListenerLabels, Counter>,
+    /// `accept` failures (out of file descriptors, ...).
     pub(super) accept_errors: Family<ListenerLabels, Counter>,
+    /// Connections the server closed, by reason.
     pub(super) closed: Family<ClosedLabels, Counter>,
+    /// Re-reads of the gRPC TLS files, by result.
     pub(super) tls_reloads: Family<ReloadLabels, Counter>,
 }
 
