@@ -1,12 +1,14 @@
 # okta-stream: a small runtime image built in a Rust builder stage.
 #
 #   docker build -t okta-stream .
-#   docker run -p 8080:8080 -p 50051:50051 -v okta-stream-data:/data \
+#   docker run -p 8080:8080 -p 50051:50051 -p 127.0.0.1:9090:9090 -v okta-stream-data:/data \
 #     -e OKTA_STREAM_HOOK_SECRETS=... okta-stream
 #
 # Inside the container the service listens on all interfaces; data (the embedded journal and
-# a generated hook secret) lives in the /data volume, owned by the non-root user. The health check asks /readyz through
-# the binary itself, so the image needs no curl.
+# a generated hook secret) lives in the /data volume, owned by the non-root user. Port 8080 is
+# the hook (for Okta), 50051 gRPC (for subscribers), 9090 the admin listener (/metrics,
+# /healthz, /readyz: publish it only to your monitoring). The health check asks the admin
+# listener's /readyz through the binary itself, so the image needs no curl.
 
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
@@ -33,10 +35,11 @@ COPY --from=builder /src/target/release/okta-stream /usr/local/bin/okta-stream
 
 ENV OKTA_STREAM_HTTP_ADDR=0.0.0.0:8080 \
     OKTA_STREAM_GRPC_ADDR=0.0.0.0:50051 \
+    OKTA_STREAM_ADMIN_ADDR=0.0.0.0:9090 \
     OKTA_STREAM_DATA_DIR=/data \
-    OKTA_STREAM_HEALTH_URL=http://127.0.0.1:8080/readyz
+    OKTA_STREAM_HEALTH_URL=http://127.0.0.1:9090/readyz
 VOLUME ["/data"]
-EXPOSE 8080 50051
+EXPOSE 8080 9090 50051
 USER 65532:65532
 WORKDIR /data
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \

@@ -104,6 +104,7 @@ async fn serve(args: &[OsString]) -> ExitCode {
     };
     println!("listening http={}", app.http_addr());
     println!("listening grpc={}", app.grpc_addr());
+    println!("listening admin={}", app.admin_addr());
     if let Some(secret) = app.generated_hook_secret() {
         // Shown once, on the start that generated it; later starts read it from the data dir.
         println!(
