@@ -198,6 +198,8 @@ struct Server {
     child: Child,
     http: SocketAddr,
     grpc: SocketAddr,
+    /// The admin listener (`/metrics`).
+    admin: SocketAddr,
     _data_dir: tempfile::TempDir,
 }
 
@@ -211,6 +213,7 @@ impl Server {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("OKTA_STREAM_HTTP_ADDR", "127.0.0.1:0")
             .env("OKTA_STREAM_GRPC_ADDR", "127.0.0.1:0")
+            .env("OKTA_STREAM_ADMIN_ADDR", "127.0.0.1:0")
             .env("OKTA_STREAM_DATA_DIR", data_dir.path())
             .env("OKTA_STREAM_HOOK_SECRETS", SECRET)
             .env("OKTA_STREAM_MAX_SUBSCRIBERS", "50000")
@@ -227,15 +230,17 @@ impl Server {
             .map_err(|e| format!("cannot start {}: {e}", binary().display()))?;
         let stdout = child.stdout.take().ok_or("stdout is not piped")?;
         let mut lines = BufReader::new(stdout).lines();
-        let (mut http, mut grpc) = (None, None);
+        let (mut http, mut grpc, mut admin) = (None, None, None);
         let started = tokio::time::timeout(Duration::from_secs(60), async {
-            while http.is_none() || grpc.is_none() {
+            while http.is_none() || grpc.is_none() || admin.is_none() {
                 match lines.next_line().await {
                     Ok(Some(line)) => {
                         if let Some(addr) = line.strip_prefix("listening http=") {
                             http = addr.parse().ok();
                         } else if let Some(addr) = line.strip_prefix("listening grpc=") {
                             grpc = addr.parse().ok();
+                        } else if let Some(addr) = line.strip_prefix("listening admin=") {
+                            admin = addr.parse().ok();
                         }
                     }
                     _ => {
@@ -256,13 +261,14 @@ impl Server {
             }
         }
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let (Some(http), Some(grpc)) = (http, grpc) else {
+        let (Some(http), Some(grpc), Some(admin)) = (http, grpc, admin) else {
             return Err("unparseable listening line".to_owned());
         };
         Ok(Server {
             child,
             http,
             grpc,
+            admin,
             _data_dir: data_dir,
         })
     }
@@ -1517,7 +1523,7 @@ async fn poller_binary(fake: &fake_okta::FakeOkta, expected: usize) -> Result<(f
     .await?;
     let started = Instant::now();
     let client = http_client();
-    let metrics = format!("http://{}/metrics", server.http);
+    let metrics = format!("http://{}/metrics", server.admin);
     let count = wait_for(expected as u64, || {
         let (client, metrics) = (client.clone(), metrics.clone());
         async move {

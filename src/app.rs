@@ -1,7 +1,11 @@
 //! The application: wires config, journal, hub, hook, poller and gRPC together, owns the
 //! listeners, the cancellation token and the task set, and shuts down in order.
 //!
-//! Tasks and their failure policy: the HTTP server, the gRPC server, the poller and the
+//! Three listeners, each for one audience and each served by [`crate::listener`] (connection
+//! cap, deadlines, TLS): the hook listener (`/okta/hook` only, faces Okta), the admin listener
+//! (`/metrics`, `/healthz`, `/readyz`, kept private) and the gRPC listener.
+//!
+//! Tasks and their failure policy: the three servers, the poller and the
 //! journal are essential: if one stops on its own, the whole process stops with an error. A
 //! subscriber stream that fails is logged and dropped by its own stream.
 //!
@@ -10,18 +14,19 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::config::{Config, JournalKind};
+use crate::config::{Config, ConfigError, JournalKind};
+use crate::error::{ApiError, Code};
 use crate::grpc::auth::TokenCheck;
 use crate::grpc::{EventStreamService, StreamSettings};
 use crate::hook::{self, Hook, HookAuth};
@@ -31,6 +36,7 @@ use tracing::Instrument;
 use crate::journal::embedded::RedbJournal;
 use crate::journal::nats::{NatsConfig, NatsJournal};
 use crate::journal::{JournalError, Retention, SharedJournal};
+use crate::listener::{self, Limits, Listener, ListenerMetrics, ReloadableTls, TlsFile, TlsFiles};
 use crate::okta::poller::backoff_delay;
 use crate::okta::{Poller, PollerConfig, PollerError, PollerHealth, PollerStats};
 use crate::ops::{self, Health};
@@ -63,19 +69,9 @@ pub enum AppError {
     /// gRPC server reflection could not be set up from the descriptor sets.
     #[error("gRPC server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    /// A TLS certificate or key file could not be read.
-    #[error("gRPC server: cannot read {path}: {source}")]
-    TlsFile {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The TLS identity was refused.
-    #[error("gRPC server: TLS: {0}")]
-    Tls(#[source] tonic::transport::Error),
     /// A setting is wrong in a way only the part it configures can tell (an org URL Okta
-    /// would refuse, an unreadable private key). `main` exits 64 on it, as on any bad setting.
+    /// would refuse, an unreadable private key, a gRPC TLS file that does not load). `main`
+    /// exits 64 on it, as on any bad setting.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     /// An essential task stopped on its own.
@@ -94,6 +90,11 @@ pub struct App {
     config: Config,
     http: TcpListener,
     grpc: TcpListener,
+    admin: TcpListener,
+    /// gRPC TLS, when configured: re-read when its files change.
+    grpc_tls: Option<Arc<ReloadableTls>>,
+    /// Connection counts of the three listeners.
+    listener_metrics: Arc<ListenerMetrics>,
     journal: SharedJournal,
     hub: Hub,
     metrics: Arc<Metrics>,
@@ -123,7 +124,14 @@ impl App {
                 addr: config.grpc_addr,
                 source,
             })?;
-        Self::with_poller(config, poller, http, grpc, DEFAULT_LIVE_CAPACITY).await
+        let admin_addr = config.listeners.admin_addr;
+        let admin = TcpListener::bind(admin_addr)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: admin_addr,
+                source,
+            })?;
+        Self::with_poller(config, poller, http, grpc, admin, DEFAULT_LIVE_CAPACITY).await
     }
 
     /// Uses pre-bound listeners (tests bind `127.0.0.1:0`) and opens the journal.
@@ -131,8 +139,9 @@ impl App {
         config: Config,
         http: TcpListener,
         grpc: TcpListener,
+        admin: TcpListener,
     ) -> Result<App, AppError> {
-        Self::with_live_capacity(config, http, grpc, DEFAULT_LIVE_CAPACITY).await
+        Self::with_live_capacity(config, http, grpc, admin, DEFAULT_LIVE_CAPACITY).await
     }
 
     /// Like [`App::with_listeners`] with a chosen live buffer size (tests use a tiny one to
@@ -141,10 +150,11 @@ impl App {
         config: Config,
         http: TcpListener,
         grpc: TcpListener,
+        admin: TcpListener,
         live_capacity: usize,
     ) -> Result<App, AppError> {
         let poller = poller_config(&config)?;
-        Self::with_poller(config, poller, http, grpc, live_capacity).await
+        Self::with_poller(config, poller, http, grpc, admin, live_capacity).await
     }
 
     /// Like [`App::with_live_capacity`] with the poller configured in code instead of from
@@ -154,13 +164,14 @@ impl App {
         poller: Option<PollerConfig>,
         http: TcpListener,
         grpc: TcpListener,
+        admin: TcpListener,
         live_capacity: usize,
     ) -> Result<App, AppError> {
+        let grpc_tls = grpc_tls(&config)?;
         let data_dir_error = |source| AppError::DataDir {
             path: config.data_dir.clone(),
             source,
         };
-        check_tls_files(&config)?;
         if config.journal == JournalKind::Embedded || config.hook.secrets.is_empty() {
             crate::data_dir::prepare(&config.data_dir).map_err(|error| match error {
                 crate::data_dir::DataDirError::NotADirectory(_) => AppError::Config(
@@ -182,12 +193,16 @@ impl App {
             stats.register(metrics.registry());
             stats
         });
+        let listener_metrics = Arc::new(ListenerMetrics::register(metrics.registry()));
         let metrics = Arc::new(metrics);
         let (journal, hub, nats) = open_journal(&config, live_capacity).await?;
         Ok(App {
             config,
             http,
             grpc,
+            admin,
+            grpc_tls,
+            listener_metrics,
             journal,
             hub,
             metrics,
@@ -207,6 +222,13 @@ impl App {
     /// The bound gRPC address.
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc.local_addr().unwrap_or(self.config.grpc_addr)
+    }
+
+    /// The bound admin address (`/metrics`, `/healthz`, `/readyz`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .unwrap_or(self.config.listeners.admin_addr)
     }
 
     /// The hook secret generated on this start (first start without configured secrets), for
@@ -231,6 +253,9 @@ impl App {
             config,
             http,
             grpc,
+            admin,
+            grpc_tls,
+            listener_metrics,
             journal,
             hub,
             metrics,
@@ -244,16 +269,29 @@ impl App {
         let health = Health::new().await;
         let mut tasks: Tasks = JoinSet::new();
 
-        // HTTP: the hook, health and metrics.
-        let router = http_router(&config, hook_secrets, &journal, &metrics, &health);
-        let http_shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let result = axum::serve(http, router)
-                .with_graceful_shutdown(http_shutdown.cancelled_owned())
-                .await
-                .map_err(|e| e.to_string());
-            ("http server", result)
-        });
+        let limits = http_limits(&config);
+        let serve = |name: &'static str, tcp, limits, tls, router| {
+            let listener = Listener {
+                name,
+                tcp,
+                limits,
+                tls,
+            };
+            let served =
+                listener::serve(listener, router, listener_metrics.clone(), shutdown.clone());
+            async move {
+                served.await;
+                (name, Ok(()))
+            }
+        };
+
+        // The hook listener: the hook endpoint only.
+        let router = hook_router(&config, hook_secrets, &journal, &metrics);
+        tasks.spawn(serve("hook", http, limits.clone(), None, router));
+
+        // The admin listener: health and metrics.
+        let router = admin_router(&journal, &metrics, &health);
+        tasks.spawn(serve("admin", admin, limits.clone(), None, router));
 
         // gRPC: EventStream, health, reflection, gRPC-Web.
         let service = EventStreamService::new(
@@ -267,8 +305,26 @@ impl App {
             },
             shutdown.clone(),
         );
-        let grpc_serve = grpc_server(&config, service, &health, grpc, shutdown.clone())?;
-        tasks.spawn(async move { ("grpc server", grpc_serve.await.map_err(|e| e.to_string())) });
+        let router = grpc_router(&config, service, &health)?;
+        let grpc_limits = Limits {
+            http2_keepalive: Some((
+                config.listeners.grpc_keepalive,
+                config.listeners.grpc_keepalive_timeout,
+            )),
+            ..limits
+        };
+        if let Some(tls) = &grpc_tls {
+            let watch = tls.clone().watch(
+                config.listeners.grpc_tls_reload,
+                listener_metrics.clone(),
+                shutdown.clone(),
+            );
+            tasks.spawn(async move {
+                watch.await;
+                ("grpc tls reload", Ok(()))
+            });
+        }
+        tasks.spawn(serve("grpc", grpc, grpc_limits, grpc_tls, router));
 
         // Journal health and gauges.
         let watch_journal = journal.clone();
@@ -300,7 +356,7 @@ impl App {
         }
 
         health.set_serving(true).await;
-        tracing::info!(http = %config.http_addr, grpc = %config.grpc_addr, "serving");
+        tracing::info!(http = %config.http_addr, grpc = %config.grpc_addr, admin = %config.listeners.admin_addr, "serving");
 
         let failure = wait_for_stop(signal, &mut tasks).await;
         health.set_serving(false).await;
@@ -326,13 +382,12 @@ fn poller_config(config: &Config) -> Result<Option<PollerConfig>, AppError> {
 /// The app's essential tasks, each answering with its name and how it ended.
 type Tasks = JoinSet<(&'static str, Result<(), String>)>;
 
-/// The HTTP routes: the hook endpoint, health and metrics.
-fn http_router(
+/// The hook listener's routes: the hook endpoint, and a 404 naming it for anything else.
+fn hook_router(
     config: &Config,
     hook_secrets: Vec<Secret>,
     journal: &SharedJournal,
     metrics: &Arc<Metrics>,
-    health: &Health,
 ) -> axum::Router {
     let hook = Arc::new(Hook {
         auth: HookAuth::new(config.hook.auth_header.clone(), hook_secrets),
@@ -341,11 +396,17 @@ fn http_router(
         journal: journal.clone(),
         metrics: metrics.clone(),
     });
-    hook::router(hook).merge(ops::router(ops::Ops {
+    hook::router(hook).fallback(|| not_found("POST /okta/hook"))
+}
+
+/// The admin listener's routes: health and metrics, and a 404 naming them for anything else.
+fn admin_router(journal: &SharedJournal, metrics: &Arc<Metrics>, health: &Health) -> axum::Router {
+    ops::router(ops::Ops {
         journal: journal.clone(),
         metrics: metrics.clone(),
         health: health.clone(),
-    }))
+    })
+    .fallback(|| not_found("/metrics, /healthz and /readyz"))
 }
 
 /// Waits for `signal` or for an essential task to stop on its own (its failure is returned).
@@ -603,16 +664,58 @@ async fn watch_poller(
     }
 }
 
-/// Builds the gRPC server (EventStream, health, reflection v1 and v1alpha, gRPC-Web, CORS,
-/// optional TLS and bearer tokens) and returns the future that serves `listener` until
-/// `shutdown` is cancelled.
-fn grpc_server(
+/// What every listener allows a client, from the configuration (gRPC adds keep-alive pings).
+fn http_limits(config: &Config) -> Limits {
+    let settings = &config.listeners;
+    Limits {
+        header_read_timeout: settings.header_read_timeout,
+        body_read_timeout: settings.body_read_timeout,
+        idle_timeout: settings.idle_timeout,
+        max_connections: settings.max_connections,
+        http2_max_concurrent_streams: settings.http2_max_streams,
+        http2_keepalive: None,
+    }
+}
+
+/// The answer for any path a listener does not serve, naming what it does serve.
+async fn not_found(serves: &'static str) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    ApiError::new(
+        Code::NotFound,
+        format!("no such path: this listener serves {serves} only"),
+    )
+    .into_response()
+}
+
+/// gRPC TLS from the configured files, when configured; a file that cannot be used is a
+/// configuration error naming its setting.
+fn grpc_tls(config: &Config) -> Result<Option<Arc<ReloadableTls>>, AppError> {
+    let Some((cert, key)) = config.grpc.tls() else {
+        return Ok(None);
+    };
+    let files = TlsFiles {
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+        client_ca: config.listeners.grpc_tls_client_ca.clone(),
+    };
+    let tls = ReloadableTls::load(files).map_err(|error| {
+        let flag = match error.file() {
+            TlsFile::Cert => "grpc-tls-cert",
+            TlsFile::Key => "grpc-tls-key",
+            TlsFile::ClientCa => "grpc-tls-client-ca",
+        };
+        AppError::Config(ConfigError::invalid(flag, error.to_string()))
+    })?;
+    Ok(Some(Arc::new(tls)))
+}
+
+/// The gRPC routes (EventStream behind bearer tokens, health, reflection v1 and v1alpha) with
+/// gRPC-Web and CORS, as one router for the gRPC listener.
+fn grpc_router(
     config: &Config,
     service: EventStreamService,
     health: &Health,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> Result<impl Future<Output = Result<(), tonic::transport::Error>> + Send + use<>, AppError> {
+) -> Result<axum::Router, AppError> {
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -621,64 +724,23 @@ fn grpc_server(
     let reflection_v1 = reflection().build_v1()?;
     // grpcurl 1.8 only speaks v1alpha.
     let reflection_v1alpha = reflection().build_v1alpha()?;
-
-    let mut builder = Server::builder()
-        // Keep idle streams alive through proxies and notice dead peers.
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_nodelay(true)
-        // gRPC-Web arrives over HTTP/1.1.
-        .accept_http1(true);
-    if let Some((cert, key)) = config.grpc.tls() {
-        let read = |path: &Path| {
-            std::fs::read(path).map_err(|source| AppError::TlsFile {
-                path: path.to_owned(),
-                source,
-            })
-        };
-        let identity = Identity::from_pem(read(cert)?, read(key)?);
-        let mut tls = ServerTlsConfig::new().identity(identity);
-        if let Some(ca) = &config.grpc.tls_client_ca {
-            tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
-        }
-        builder = builder.tls_config(tls).map_err(AppError::Tls)?;
-    }
     // Tokens guard the API and reflection alike (gRPC-Web is translated before them);
     // `grpc.health.v1` stays open for probes.
     let tokens = TokenCheck::new(config.grpc.tokens.clone(), config.grpc.admin_tokens.clone());
-    let router = builder
-        // Outermost: the console page answers its own GETs before gRPC-Web sees them.
-        .layer(crate::console::Layer::new(config.console))
-        .layer(cors_layer(&config.grpc.cors_origins))
-        .layer(tonic_web::GrpcWebLayer::new())
-        .add_service(EventStreamServer::with_interceptor(service, tokens.clone()))
+    let routes = Routes::new(EventStreamServer::with_interceptor(service, tokens.clone()))
         .add_service(health.service())
         .add_service(InterceptedService::new(reflection_v1, tokens.clone()))
         .add_service(InterceptedService::new(reflection_v1alpha, tokens));
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    Ok(router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()))
+    // gRPC-Web arrives over HTTP/1.1 on the same listener.
+    Ok(routes
+        .prepare()
+        .into_axum_router()
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(cors_layer(&config.grpc.cors_origins))
+        // Outermost: the console page answers its own GETs before gRPC-Web sees them.
+        .layer(crate::console::Layer::new(config.console)))
 }
 
-/// Refuses, before anything listens, a configured TLS file that cannot be read (exit 64,
-/// naming its setting).
-fn check_tls_files(config: &Config) -> Result<(), AppError> {
-    let files = [
-        ("grpc-tls-cert", config.grpc.tls_cert.as_deref()),
-        ("grpc-tls-key", config.grpc.tls_key.as_deref()),
-        ("grpc-tls-client-ca", config.grpc.tls_client_ca.as_deref()),
-    ];
-    for (flag, path) in files {
-        if let Some(path) = path {
-            std::fs::File::open(path).map_err(|e| {
-                AppError::Config(crate::config::ConfigError::invalid(
-                    flag,
-                    format!("cannot read {}: {e}", path.display()),
-                ))
-            })?;
-        }
-    }
-    Ok(())
-}
 
 /// CORS for gRPC-Web: nothing unless origins are configured (safe by default).
 fn cors_layer(origins: &[String]) -> CorsLayer {

@@ -37,7 +37,7 @@ pub const DEFAULT_POLL_EVENT_TYPES: &str = "user.account.update_profile";
 /// The validated configuration of `okta-stream serve`: one field per setting, in groups.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// HTTP listen address: the hook, /healthz, /readyz, /metrics
+    /// Hook listen address: POST /okta/hook only (faces Okta)
     #[arg(long, env = "OKTA_STREAM_HTTP_ADDR", default_value = "127.0.0.1:8080", value_name = "ADDR", value_parser = parse_addr)]
     pub http_addr: SocketAddr,
     /// gRPC listen address (also gRPC-Web)
@@ -73,6 +73,9 @@ pub struct Config {
     /// gRPC server settings.
     #[command(flatten)]
     pub grpc: GrpcConfig,
+    /// The admin listener, connection limits of every listener, gRPC mutual TLS and reload.
+    #[command(flatten)]
+    pub listeners: ListenerSettings,
     /// Bound on a graceful shutdown
     #[arg(long = "shutdown-timeout-secs", env = "OKTA_STREAM_SHUTDOWN_TIMEOUT_SECS", default_value = "10", value_name = "SECS", value_parser = positive_secs)]
     pub shutdown_timeout: Duration,
@@ -130,21 +133,15 @@ pub struct HookConfig {
 /// gRPC server settings.
 #[derive(Debug, Clone, Args)]
 pub struct GrpcConfig {
-    // Access to the gRPC listener (issue 11): tokens by scope, the client CA, the explicit
-    // opt-out; `Config::validate` refuses an unauthenticated listener off loopback.
+    // Access to the gRPC listener (issue 11): tokens by scope and the explicit opt-out (the
+    // client CA is a listener setting); `Config::validate` refuses an unauthenticated listener
+    // off loopback.
     /// Comma-separated bearer tokens that may read events (or `sha256:<hex>` of a token)
     #[arg(long = "grpc-tokens", env = "OKTA_STREAM_GRPC_TOKENS", hide_env_values = true, value_delimiter = ',', value_name = "TOKEN", value_parser = parse_secret)]
     pub tokens: Vec<Secret>,
     /// Comma-separated bearer tokens that may read events and the quarantine (or `sha256:<hex>`)
     #[arg(long = "grpc-admin-tokens", env = "OKTA_STREAM_GRPC_ADMIN_TOKENS", hide_env_values = true, value_delimiter = ',', value_name = "TOKEN", value_parser = parse_secret)]
     pub admin_tokens: Vec<Secret>,
-    /// PEM CA file: gRPC clients must present a certificate it signed
-    #[arg(
-        long = "grpc-tls-client-ca",
-        env = "OKTA_STREAM_GRPC_TLS_CLIENT_CA",
-        value_name = "FILE"
-    )]
-    pub tls_client_ca: Option<PathBuf>,
     /// Serve gRPC without a token or client CA on a non-loopback address
     #[arg(long = "grpc-allow-unauthenticated", env = "OKTA_STREAM_GRPC_ALLOW_UNAUTHENTICATED", default_value = "false", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, value_parser = parse_bool)]
     pub allow_unauthenticated: bool,
@@ -174,6 +171,46 @@ pub struct GrpcConfig {
     /// Heartbeat interval of idle Subscribe streams
     #[arg(long = "heartbeat-secs", env = "OKTA_STREAM_HEARTBEAT_SECS", default_value = "15", value_name = "SECS", value_parser = positive_secs)]
     pub heartbeat: Duration,
+}
+
+/// The admin listener, what a client connection may hold on every listener (hook, admin,
+/// gRPC), and gRPC mutual TLS and certificate reload.
+#[derive(Debug, Clone, Args)]
+pub struct ListenerSettings {
+    /// Admin listen address: /metrics, /healthz, /readyz (keep it private)
+    #[arg(long, env = "OKTA_STREAM_ADMIN_ADDR", default_value = "127.0.0.1:9090", value_name = "ADDR", value_parser = parse_addr)]
+    pub admin_addr: SocketAddr,
+    /// A connection must complete its first request's headers (HTTP/2: preface and first stream; TLS: handshake) within this long
+    #[arg(long = "header-read-timeout-secs", env = "OKTA_STREAM_HEADER_READ_TIMEOUT_SECS", default_value = "10", value_name = "SECS", value_parser = positive_secs)]
+    pub header_read_timeout: Duration,
+    /// A request body must arrive whole within this long of its headers (408 otherwise)
+    #[arg(long = "body-read-timeout-secs", env = "OKTA_STREAM_BODY_READ_TIMEOUT_SECS", default_value = "30", value_name = "SECS", value_parser = positive_secs)]
+    pub body_read_timeout: Duration,
+    /// A connection with no request or stream in flight for this long is closed
+    #[arg(long = "idle-timeout-secs", env = "OKTA_STREAM_IDLE_TIMEOUT_SECS", default_value = "60", value_name = "SECS", value_parser = positive_secs)]
+    pub idle_timeout: Duration,
+    /// Most open connections per listener; more are closed at once, logged and counted
+    #[arg(long, env = "OKTA_STREAM_MAX_CONNECTIONS", default_value = "10000", value_name = "N", value_parser = positive_usize)]
+    pub max_connections: usize,
+    /// Most concurrent HTTP/2 streams per connection
+    #[arg(long = "http2-max-streams", env = "OKTA_STREAM_HTTP2_MAX_STREAMS", default_value = "1000", value_name = "N", value_parser = positive_u32)]
+    pub http2_max_streams: u32,
+    /// gRPC: send an HTTP/2 ping after this long without frames
+    #[arg(long = "grpc-keepalive-secs", env = "OKTA_STREAM_GRPC_KEEPALIVE_SECS", default_value = "30", value_name = "SECS", value_parser = positive_secs)]
+    pub grpc_keepalive: Duration,
+    /// gRPC: close a connection whose ping is not answered within this long
+    #[arg(long = "grpc-keepalive-timeout-secs", env = "OKTA_STREAM_GRPC_KEEPALIVE_TIMEOUT_SECS", default_value = "10", value_name = "SECS", value_parser = positive_secs)]
+    pub grpc_keepalive_timeout: Duration,
+    /// PEM CA file: gRPC clients must present a certificate it signed (mutual TLS; needs --grpc-tls-cert)
+    #[arg(
+        long = "grpc-tls-client-ca",
+        env = "OKTA_STREAM_GRPC_TLS_CLIENT_CA",
+        value_name = "FILE"
+    )]
+    pub grpc_tls_client_ca: Option<PathBuf>,
+    /// How often the gRPC TLS files are checked for changes (they are also re-read on SIGHUP)
+    #[arg(long = "grpc-tls-reload-secs", env = "OKTA_STREAM_GRPC_TLS_RELOAD_SECS", default_value = "10", value_name = "SECS", value_parser = positive_secs)]
+    pub grpc_tls_reload: Duration,
 }
 
 impl GrpcConfig {
@@ -528,7 +565,7 @@ impl Config {
     pub fn grpc_authenticated(&self) -> bool {
         !self.grpc.tokens.is_empty()
             || !self.grpc.admin_tokens.is_empty()
-            || self.grpc.tls_client_ca.is_some()
+            || self.listeners.grpc_tls_client_ca.is_some()
     }
 
     /// What is allowed but unwise in this configuration, for `serve` to log at start (never a
@@ -580,13 +617,6 @@ impl Config {
                 ),
             ));
         }
-        if self.grpc.tls_client_ca.is_some() && self.grpc.tls().is_none() {
-            return Err(ConfigError::invalid(
-                "grpc-tls-client-ca",
-                "needs OKTA_STREAM_GRPC_TLS_CERT and OKTA_STREAM_GRPC_TLS_KEY (client \
-                 certificates are checked in the TLS handshake)",
-            ));
-        }
         for token in self.grpc.tokens.iter().chain(&self.grpc.admin_tokens) {
             if let Err(problem) = crate::secret::check_token_form(token) {
                 let flag = if self.grpc.tokens.contains(token) {
@@ -611,6 +641,12 @@ impl Config {
                 ));
             }
             _ => {}
+        }
+        if self.listeners.grpc_tls_client_ca.is_some() && self.grpc.tls_cert.is_none() {
+            return Err(ConfigError::invalid(
+                "grpc-tls-client-ca",
+                "needs --grpc-tls-cert and --grpc-tls-key (mutual TLS is TLS first)",
+            ));
         }
         if self.okta.org.org_url.is_some() {
             self.okta.org.auth()?;
@@ -811,6 +847,10 @@ fn positive_u64(value: &str) -> Result<u64, String> {
         0 => Err("must be greater than 0".to_owned()),
         n => Ok(n),
     }
+}
+
+fn positive_u32(value: &str) -> Result<u32, String> {
+    u32::try_from(positive_u64(value)?).map_err(|e| format!("{e}"))
 }
 
 fn positive_usize(value: &str) -> Result<usize, String> {
@@ -1244,6 +1284,26 @@ mod tests {
         assert_eq!(
             client.get_env().and_then(|e| e.to_str()),
             Some("OKTA_CLIENT_ID")
+        );
+    }
+
+    #[test]
+    fn listeners_default_to_loopback_and_bounded_connections() {
+        let config = Config::default();
+        let listeners = &config.listeners;
+        assert_eq!(listeners.admin_addr.to_string(), "127.0.0.1:9090");
+        assert_eq!(listeners.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(listeners.max_connections, 10_000);
+        assert!(listeners.grpc_tls_client_ca.is_none());
+        let err = load(&[], &[("OKTA_STREAM_GRPC_TLS_CLIENT_CA", "ca.pem")]).unwrap_err();
+        assert!(
+            err.to_string().contains("OKTA_STREAM_GRPC_TLS_CLIENT_CA"),
+            "{err}"
+        );
+        let err = load(&["--http2-max-streams", "5000000000"], &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("OKTA_STREAM_HTTP2_MAX_STREAMS"),
+            "{err}"
         );
     }
 

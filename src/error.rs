@@ -32,6 +32,8 @@ pub enum Code {
     PayloadTooLarge,
     /// The request body has a content type we do not accept.
     UnsupportedMediaType,
+    /// The client did not send its request (body) in time.
+    RequestTimeout,
     /// Stored data cannot be read back (a damaged journal); retrying gives the same answer.
     DataLoss,
     /// A bug or an unexpected state; details are in the server log.
@@ -51,6 +53,7 @@ impl Code {
             Code::OutOfRange => tonic::Code::OutOfRange,
             Code::ResourceExhausted => tonic::Code::ResourceExhausted,
             Code::Unavailable => tonic::Code::Unavailable,
+            Code::RequestTimeout => tonic::Code::DeadlineExceeded,
             Code::DataLoss => tonic::Code::DataLoss,
             Code::Internal => tonic::Code::Internal,
         }
@@ -67,6 +70,7 @@ impl Code {
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Code::DataLoss | Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -27,6 +27,8 @@
 //! - [`profile`]: old → new profile values: attribute rules, snapshots and their store.
 //! - [`grpc`]: the `EventStream` service (Subscribe, GetEvent, ListEvents), filters, auth.
 //! - [`ops`]: the admin routes: `/metrics`, `/healthz`, `/readyz`.
+//! - [`listener`]: the accept loop of the hook, admin and gRPC listeners: connection cap,
+//!   deadlines, HTTP/2 limits, reloadable (mutual) TLS.
 //! - [`error`]: the one map from errors to HTTP and gRPC statuses.
 //! - [`ingest`]: raw LogEvents → mapped or quarantined (off the async workers) → appended.
 //! - [`hub`]: committed events → subscribers; replay from the journal, then live.
@@ -51,6 +53,7 @@ pub mod hook;
 pub mod hub;
 pub mod ingest;
 pub mod journal;
+pub mod listener;
 pub mod mapping;
 pub mod okta;
 pub mod ops;

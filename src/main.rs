@@ -109,6 +109,7 @@ async fn serve(args: &[OsString]) -> ExitCode {
     };
     println!("listening http={}", app.http_addr());
     println!("listening grpc={}", app.grpc_addr());
+    println!("listening admin={}", app.admin_addr());
     if app.generated_hook_secret().is_some() {
         // Never the value (it would land in the container's log): where it is, and the
         // command that prints it on demand.

@@ -350,7 +350,7 @@ async fn quarantine_list_prints_events_that_could_not_be_stored() {
 #[tokio::test]
 async fn health_exits_0_when_ready_and_1_when_not() {
     let app = TestApp::start().await;
-    let url = format!("{}/readyz", app.http);
+    let url = format!("{}/readyz", app.admin);
     let output = run(&["health", "--url", &url], &[]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(stdout(&output).trim(), "ready");
@@ -668,7 +668,7 @@ async fn the_config_file_works_and_flags_beat_env_beat_the_file() {
     std::fs::write(
         &file,
         format!(
-            "http_addr = \"127.0.0.1:0\"\ngrpc_addr = \"127.0.0.1:0\"\ndata_dir = {:?}\nhook_secrets = [\"a\", \"b\"]\n",
+            "http_addr = \"127.0.0.1:0\"\ngrpc_addr = \"127.0.0.1:0\"\nadmin_addr = \"127.0.0.1:0\"\ndata_dir = {:?}\nhook_secrets = [\"a\", \"b\"]\n",
             data.to_str().unwrap()
         ),
     )
@@ -679,7 +679,7 @@ async fn the_config_file_works_and_flags_beat_env_beat_the_file() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
     within(LIMIT, async {
-        while seen.len() < 2 {
+        while seen.len() < 3 {
             let line = lines
                 .next_line()
                 .await

@@ -80,7 +80,7 @@ fn events(prefix: &str, count: usize) -> (Vec<String>, serde_json::Value) {
 }
 
 async fn ready(http: &reqwest::Client, service: &Service) -> bool {
-    http.get(format!("http://{}/readyz", service.http))
+    http.get(format!("http://{}/readyz", service.admin))
         .send()
         .await
         .is_ok_and(|r| r.status().is_success())

@@ -38,6 +38,7 @@ async fn run(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Exit {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("OKTA_STREAM_HTTP_ADDR", "127.0.0.1:0")
         .env("OKTA_STREAM_GRPC_ADDR", "127.0.0.1:0")
+        .env("OKTA_STREAM_ADMIN_ADDR", "127.0.0.1:0")
         .env("OKTA_STREAM_DATA_DIR", data_dir)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -181,6 +182,7 @@ async fn a_vanished_journal_is_refused_unless_starting_empty_is_accepted() {
             .env_clear()
             .env("OKTA_STREAM_HTTP_ADDR", "127.0.0.1:0")
             .env("OKTA_STREAM_GRPC_ADDR", "127.0.0.1:0")
+            .env("OKTA_STREAM_ADMIN_ADDR", "127.0.0.1:0")
             .env("OKTA_STREAM_DATA_DIR", dir.path())
             .env("OKTA_STREAM_HOOK_SECRETS", SECRET)
             .stdout(Stdio::piped())
@@ -364,7 +366,7 @@ async fn a_damaged_record_ends_streams_with_data_loss_and_turns_readiness_off() 
         assert_eq!(named_cursor(status.message()), bad, "{status:?}");
 
         // Readiness and gRPC health say the journal is not serving.
-        let readyz = format!("http://{}/readyz", service.http);
+        let readyz = format!("http://{}/readyz", service.admin);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
             let status = reqwest::get(&readyz).await.unwrap().status();

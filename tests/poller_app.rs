@@ -199,7 +199,7 @@ async fn refused_credentials_make_the_service_unready_with_a_clear_error_and_no_
         let fake = FakeOkta::start(FakeAuth::Ssws(TOKEN.to_owned())).await;
         let app = TestApp::start_with_poller(poller(&fake, wrong)).await;
         let readyz = || {
-            let request = app.http_client().get(format!("{}/readyz", app.http));
+            let request = app.http_client().get(format!("{}/readyz", app.admin));
             async move { request.send().await.unwrap().status().as_u16() }
         };
 

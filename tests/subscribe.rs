@@ -508,7 +508,7 @@ async fn health_follows_the_service_state() {
         let app = TestApp::start().await;
         let health = |path: &'static str| {
             let client = app.http_client().clone();
-            let url = format!("{}{path}", app.http);
+            let url = format!("{}{path}", app.admin);
             async move { client.get(url).send().await.unwrap().status().as_u16() }
         };
         assert_eq!(health("/healthz").await, 200);

@@ -11,11 +11,11 @@ use super::error::CliError;
 /// `okta-stream health`.
 #[derive(Args, Clone)]
 pub struct HealthArgs {
-    /// The readiness URL of the service.
+    /// The readiness URL of the service (on its admin listener).
     #[arg(
         long,
         env = "OKTA_STREAM_HEALTH_URL",
-        default_value = "http://127.0.0.1:8080/readyz",
+        default_value = "http://127.0.0.1:9090/readyz",
         value_name = "URL"
     )]
     url: String,

@@ -28,6 +28,8 @@ pub struct TestApp {
     pub http: String,
     /// The gRPC address.
     pub grpc_addr: SocketAddr,
+    /// `http://127.0.0.1:PORT` of the admin listener (`/metrics`, `/healthz`, `/readyz`).
+    pub admin: String,
     /// The journal, to check what was stored.
     pub journal: SharedJournal,
     /// The data directory (kept alive as long as the app).
@@ -88,10 +90,12 @@ impl TestApp {
         configure(&mut config);
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let app = App::with_poller(config, poller, http, grpc, live_capacity)
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let app = App::with_poller(config, poller, http, grpc, admin, live_capacity)
             .await
             .unwrap();
         let http = format!("http://{}", app.http_addr());
+        let admin = format!("http://{}", app.admin_addr());
         let grpc_addr = app.grpc_addr();
         let journal = app.journal();
         let (tx, rx) = oneshot::channel::<()>();
@@ -101,6 +105,7 @@ impl TestApp {
         TestApp {
             http,
             grpc_addr,
+            admin,
             journal,
             data_dir,
             shutdown: Some(tx),
@@ -130,11 +135,11 @@ impl TestApp {
             .unwrap()
     }
 
-    /// The Prometheus text of `/metrics`.
+    /// The Prometheus text of `/metrics` (on the admin listener).
     pub async fn metrics(&self) -> String {
         let response = self
             .http_client
-            .get(format!("{}/metrics", self.http))
+            .get(format!("{}/metrics", self.admin))
             .send()
             .await
             .unwrap();

@@ -1,5 +1,5 @@
 //! The real `okta-stream` binary as a child process (killed on drop), found by its
-//! `listening http=` / `listening grpc=` lines.
+//! `listening http=` / `listening grpc=` / `listening admin=` lines.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,6 +17,8 @@ pub struct Service {
     pub http: SocketAddr,
     /// Its gRPC address.
     pub grpc: SocketAddr,
+    /// Its admin address (`/metrics`, `/healthz`, `/readyz`).
+    pub admin: SocketAddr,
 }
 
 impl Service {
@@ -29,6 +31,7 @@ impl Service {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("OKTA_STREAM_HTTP_ADDR", "127.0.0.1:0")
             .env("OKTA_STREAM_GRPC_ADDR", "127.0.0.1:0")
+            .env("OKTA_STREAM_ADMIN_ADDR", "127.0.0.1:0")
             .env("OKTA_STREAM_DATA_DIR", data_dir)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -41,9 +44,9 @@ impl Service {
         let mut child = command.spawn().expect("okta-stream starts");
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut lines = BufReader::new(stdout).lines();
-        let (mut http, mut grpc) = (None, None);
+        let (mut http, mut grpc, mut admin) = (None, None, None);
         tokio::time::timeout(Duration::from_secs(30), async {
-            while http.is_none() || grpc.is_none() {
+            while http.is_none() || grpc.is_none() || admin.is_none() {
                 let line = lines
                     .next_line()
                     .await
@@ -53,6 +56,8 @@ impl Service {
                     http = Some(addr.parse().unwrap());
                 } else if let Some(addr) = line.strip_prefix("listening grpc=") {
                     grpc = Some(addr.parse().unwrap());
+                } else if let Some(addr) = line.strip_prefix("listening admin=") {
+                    admin = Some(addr.parse().unwrap());
                 }
             }
         })
@@ -64,6 +69,7 @@ impl Service {
             child,
             http: http.unwrap(),
             grpc: grpc.unwrap(),
+            admin: admin.unwrap(),
         }
     }
 
