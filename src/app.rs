@@ -741,7 +741,6 @@ fn grpc_router(
         .layer(crate::console::Layer::new(config.console)))
 }
 
-
 /// CORS for gRPC-Web: nothing unless origins are configured (safe by default).
 fn cors_layer(origins: &[String]) -> CorsLayer {
     if origins.is_empty() {

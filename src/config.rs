@@ -1197,10 +1197,7 @@ mod tests {
         ];
         load(&mtls, &open).unwrap();
         let err = load(&mtls[..2], &open).unwrap_err();
-        assert!(
-            err.to_string().contains("OKTA_STREAM_GRPC_TLS_CERT"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("--grpc-tls-cert"), "{err}");
         let allowed = load(&["--grpc-allow-unauthenticated"], &open).unwrap();
         assert!(allowed.grpc.allow_unauthenticated);
         assert!(
