@@ -1,14 +1,18 @@
 # okta-stream: a small runtime image built in a Rust builder stage.
 #
 #   docker build -t okta-stream .
-#   docker run -p 8080:8080 -p 50051:50051 -p 127.0.0.1:9090:9090 -v okta-stream-data:/data \
-#     -e OKTA_STREAM_HOOK_SECRETS=... okta-stream
+#   docker run -p 8080:8080 -p 127.0.0.1:50051:50051 -p 127.0.0.1:9090:9090 \
+#     -v okta-stream-data:/data \
+#     -e OKTA_STREAM_HOOK_SECRETS=... -e OKTA_STREAM_GRPC_TOKENS=... okta-stream
 #
-# Inside the container the service listens on all interfaces; data (the embedded journal and
-# a generated hook secret) lives in the /data volume, owned by the non-root user. Port 8080 is
-# the hook (for Okta), 50051 gRPC (for subscribers), 9090 the admin listener (/metrics,
-# /healthz, /readyz: publish it only to your monitoring). The health check asks the admin
-# listener's /readyz through the binary itself, so the image needs no curl.
+# Inside the container the service listens on all interfaces, so gRPC needs authentication:
+# without OKTA_STREAM_GRPC_TOKENS (or OKTA_STREAM_GRPC_ADMIN_TOKENS, or a client CA for mTLS)
+# `serve` refuses to start (exit 64, naming OKTA_STREAM_GRPC_TOKENS); see the README's
+# "Security". Data (the embedded journal and a generated hook secret) lives in the /data
+# volume, private (0700) to the non-root user. Port 8080 is the hook (for Okta), 50051 gRPC
+# (for subscribers, with a token), 9090 the admin listener (/metrics, /healthz, /readyz:
+# publish it only to your monitoring). The health check asks the admin listener's /readyz
+# through the binary itself, so the image needs no curl.
 
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
@@ -25,7 +29,7 @@ RUN mkdir src \
 COPY src ./src
 RUN cargo build --release --locked --bin okta-stream \
     && strip target/release/okta-stream \
-    && mkdir /data-template
+    && mkdir -m 700 /data-template
 
 # distroless/cc: glibc, libgcc, CA roots (for https:// calls to Okta), no shell, no package
 # manager; its `nonroot` user is uid 65532.

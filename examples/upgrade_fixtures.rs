@@ -113,6 +113,8 @@ fn batches() -> Result<Vec<Batch>, Error> {
                     raw,
                     origin: format!("delivery {}", delivery.event_id),
                     received: "2026-01-01T00:00:00Z".to_owned(),
+                    // 0.1.0 did not record it (entries it wrote read back with 0).
+                    raw_bytes: 0,
                 }),
             }
         }

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::{Config, ConfigError, JournalKind};
@@ -55,7 +56,7 @@ pub enum AppError {
         source: std::io::Error,
     },
     /// The data directory or a file in it is not usable.
-    #[error("data directory {path}: {source}")]
+    #[error("data directory OKTA_STREAM_DATA_DIR (--data-dir) {path}: {source}")]
     DataDir {
         /// The path.
         path: PathBuf,
@@ -171,6 +172,14 @@ impl App {
             path: config.data_dir.clone(),
             source,
         };
+        if config.journal == JournalKind::Embedded || config.hook.secrets.is_empty() {
+            crate::data_dir::prepare(&config.data_dir).map_err(|error| match error {
+                crate::data_dir::DataDirError::NotADirectory(_) => AppError::Config(
+                    crate::config::ConfigError::invalid("data-dir", error.to_string()),
+                ),
+                crate::data_dir::DataDirError::Io { source, .. } => data_dir_error(source),
+            })?;
+        }
         let (hook_secrets, origin) =
             hook::auth::load_or_generate(config.hook.secrets.clone(), &config.data_dir)
                 .map_err(data_dir_error)?;
@@ -365,6 +374,7 @@ fn poller_config(config: &Config) -> Result<Option<PollerConfig>, AppError> {
     let poller = PollerConfig::from_settings(&config.okta)?;
     Ok(poller.map(|poller| PollerConfig {
         hook_enabled: true,
+        max_event_bytes: config.max_event_bytes,
         ..poller
     }))
 }
@@ -382,6 +392,7 @@ fn hook_router(
     let hook = Arc::new(Hook {
         auth: HookAuth::new(config.hook.auth_header.clone(), hook_secrets),
         max_body_bytes: config.hook.max_body_bytes,
+        max_event_bytes: config.max_event_bytes,
         journal: journal.clone(),
         metrics: metrics.clone(),
     });
@@ -468,6 +479,9 @@ async fn open_journal(
                 replicas: config.nats.replicas,
                 max_age: config.retention_max_age,
                 duplicate_window: config.nats.duplicate_window,
+                // Quarantine entries fall under the size limit too (events on JetStream are
+                // retained by age).
+                quarantine_max_bytes: config.retention_max_bytes,
             };
             let hub = Hub::new(live_capacity, 0);
             let journal = NatsJournal::open(nats_config, hub.clone()).await?;
@@ -710,13 +724,13 @@ fn grpc_router(
     let reflection_v1 = reflection().build_v1()?;
     // grpcurl 1.8 only speaks v1alpha.
     let reflection_v1alpha = reflection().build_v1alpha()?;
-    let routes = Routes::new(EventStreamServer::with_interceptor(
-        service,
-        TokenCheck::new(config.grpc.tokens.clone()),
-    ))
-    .add_service(health.service())
-    .add_service(reflection_v1)
-    .add_service(reflection_v1alpha);
+    // Tokens guard the API and reflection alike (gRPC-Web is translated before them);
+    // `grpc.health.v1` stays open for probes.
+    let tokens = TokenCheck::new(config.grpc.tokens.clone(), config.grpc.admin_tokens.clone());
+    let routes = Routes::new(EventStreamServer::with_interceptor(service, tokens.clone()))
+        .add_service(health.service())
+        .add_service(InterceptedService::new(reflection_v1, tokens.clone()))
+        .add_service(InterceptedService::new(reflection_v1alpha, tokens));
     // gRPC-Web arrives over HTTP/1.1 on the same listener.
     Ok(routes
         .prepare()

@@ -55,9 +55,12 @@ pub struct Config {
     /// Events older than this many days are removed
     #[arg(long = "retention-days", env = "OKTA_STREAM_RETENTION_DAYS", default_value = "90", value_name = "DAYS", value_parser = positive_days)]
     pub retention_max_age: Duration,
-    /// Embedded journal: also remove the oldest events beyond this many bytes
-    #[arg(long, env = "OKTA_STREAM_RETENTION_MAX_BYTES", value_name = "BYTES", value_parser = positive_u64)]
+    /// Also remove the oldest events (embedded journal) and quarantine entries (either journal) beyond this many bytes; at least 16777216
+    #[arg(long, env = "OKTA_STREAM_RETENTION_MAX_BYTES", value_name = "BYTES", value_parser = retention_bytes)]
     pub retention_max_bytes: Option<u64>,
+    /// Largest stored record; a larger event is quarantined (below 4 MiB, what any gRPC client accepts)
+    #[arg(long, env = "OKTA_STREAM_MAX_EVENT_BYTES", default_value = "3145728", value_name = "BYTES", value_parser = event_bytes)]
+    pub max_event_bytes: usize,
     /// Embedded journal: how often retention runs
     #[arg(long = "retention-check-secs", env = "OKTA_STREAM_RETENTION_CHECK_SECS", default_value = "60", value_name = "SECS", value_parser = positive_secs)]
     pub retention_check_interval: Duration,
@@ -119,7 +122,7 @@ pub struct HookConfig {
     /// Header whose whole value must equal a hook secret
     #[arg(long = "hook-auth-header", env = "OKTA_STREAM_HOOK_AUTH_HEADER", default_value = DEFAULT_HOOK_AUTH_HEADER, value_name = "HEADER", value_parser = parse_header_name)]
     pub auth_header: HeaderName,
-    /// Comma-separated accepted hook secrets; if unset, one is generated in the data dir and printed once
+    /// Comma-separated accepted hook secrets; if unset, one is generated in the data dir (`okta-stream hook secret` prints it)
     #[arg(long = "hook-secrets", env = "OKTA_STREAM_HOOK_SECRETS", hide_env_values = true, value_delimiter = ',', value_name = "SECRET", value_parser = parse_secret)]
     pub secrets: Vec<Secret>,
     /// Largest hook delivery body accepted (413 above)
@@ -130,9 +133,18 @@ pub struct HookConfig {
 /// gRPC server settings.
 #[derive(Debug, Clone, Args)]
 pub struct GrpcConfig {
-    /// Comma-separated bearer tokens required of gRPC clients (none: open)
+    // Access to the gRPC listener (issue 11): tokens by scope and the explicit opt-out (the
+    // client CA is a listener setting); `Config::validate` refuses an unauthenticated listener
+    // off loopback.
+    /// Comma-separated bearer tokens that may read events (or `sha256:<hex>` of a token)
     #[arg(long = "grpc-tokens", env = "OKTA_STREAM_GRPC_TOKENS", hide_env_values = true, value_delimiter = ',', value_name = "TOKEN", value_parser = parse_secret)]
     pub tokens: Vec<Secret>,
+    /// Comma-separated bearer tokens that may read events and the quarantine (or `sha256:<hex>`)
+    #[arg(long = "grpc-admin-tokens", env = "OKTA_STREAM_GRPC_ADMIN_TOKENS", hide_env_values = true, value_delimiter = ',', value_name = "TOKEN", value_parser = parse_secret)]
+    pub admin_tokens: Vec<Secret>,
+    /// Serve gRPC without a token or client CA on a non-loopback address
+    #[arg(long = "grpc-allow-unauthenticated", env = "OKTA_STREAM_GRPC_ALLOW_UNAUTHENTICATED", default_value = "false", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, value_parser = parse_bool)]
+    pub allow_unauthenticated: bool,
     /// PEM certificate chain file: serve gRPC over TLS
     #[arg(
         long = "grpc-tls-cert",
@@ -526,12 +538,15 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<OsString>,
     {
-        let args = drop_empty_flags(args.into_iter().map(Into::into).collect());
+        let given: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let args = drop_empty_flags(given.clone());
         let mut matches = parse(layered_command(sources, &HashMap::new()), &args)?;
+        let mut file = HashMap::new();
         if let Some(path) = matches.get_one::<PathBuf>("config").cloned() {
-            let file = read_file(&path)?;
+            file = read_file(&path)?;
             matches = parse(layered_command(sources, &file), &args)?;
         }
+        refuse_blank_entries(&given, sources, &file)?;
         let mut config = Config::from_arg_matches(&matches).map_err(ConfigError::Usage)?;
         config.drop_empty_items();
         config.validate()?;
@@ -546,8 +561,72 @@ impl Config {
         self.okta.poll_event_types.retain(|s| !s.is_empty());
     }
 
+    /// Whether gRPC clients must authenticate: a token of either scope, or a client CA.
+    pub fn grpc_authenticated(&self) -> bool {
+        !self.grpc.tokens.is_empty()
+            || !self.grpc.admin_tokens.is_empty()
+            || self.listeners.grpc_tls_client_ca.is_some()
+    }
+
+    /// What is allowed but unwise in this configuration, for `serve` to log at start (never a
+    /// secret's value): an unauthenticated gRPC listener off loopback that was allowed
+    /// explicitly, and secrets or tokens shorter than [`MIN_SECRET_CHARS`].
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if !self.grpc_addr.ip().is_loopback() && !self.grpc_authenticated() {
+            warnings.push(format!(
+                "gRPC on {} serves events to anyone who can reach it: \
+                 OKTA_STREAM_GRPC_ALLOW_UNAUTHENTICATED is set and no OKTA_STREAM_GRPC_TOKENS",
+                self.grpc_addr
+            ));
+        }
+        for (env, secrets) in [
+            ("OKTA_STREAM_HOOK_SECRETS", &self.hook.secrets),
+            ("OKTA_STREAM_GRPC_TOKENS", &self.grpc.tokens),
+            ("OKTA_STREAM_GRPC_ADMIN_TOKENS", &self.grpc.admin_tokens),
+        ] {
+            let short = secrets
+                .iter()
+                .filter(|s| !s.expose().starts_with("sha256:"))
+                .filter(|s| s.expose().chars().count() < MIN_SECRET_CHARS)
+                .count();
+            if short > 0 {
+                warnings.push(format!(
+                    "{env}: {short} of its values are shorter than {MIN_SECRET_CHARS} characters; \
+                     use long random values"
+                ));
+            }
+        }
+        warnings
+    }
+
     /// The rules that involve more than one setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.grpc_addr.ip().is_loopback()
+            && !self.grpc_authenticated()
+            && !self.grpc.allow_unauthenticated
+        {
+            return Err(ConfigError::invalid(
+                "grpc-tokens",
+                format!(
+                    "gRPC listens on {}, not a loopback address, and would serve the audit trail \
+                     to anyone: set OKTA_STREAM_GRPC_TOKENS (or OKTA_STREAM_GRPC_ADMIN_TOKENS, \
+                     or OKTA_STREAM_GRPC_TLS_CLIENT_CA), or OKTA_STREAM_GRPC_ALLOW_UNAUTHENTICATED=true \
+                     to serve it open on purpose",
+                    self.grpc_addr
+                ),
+            ));
+        }
+        for token in self.grpc.tokens.iter().chain(&self.grpc.admin_tokens) {
+            if let Err(problem) = crate::secret::check_token_form(token) {
+                let flag = if self.grpc.tokens.contains(token) {
+                    "grpc-tokens"
+                } else {
+                    "grpc-admin-tokens"
+                };
+                return Err(ConfigError::invalid(flag, problem));
+            }
+        }
         match (&self.grpc.tls_cert, &self.grpc.tls_key) {
             (Some(_), None) => {
                 return Err(ConfigError::invalid(
@@ -580,6 +659,58 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Shortest secret or token that passes without a warning at start.
+pub const MIN_SECRET_CHARS: usize = 16;
+
+/// Settings every comma-separated entry of which must hold a value: a blank entry (`a,,b`, a
+/// trailing comma, `' '`, TOML `[""]`) is a mistake that would otherwise open the gRPC
+/// listener or silently generate a hook secret, so it is refused, not dropped.
+const NON_BLANK_LISTS: [&str; 3] = ["hook-secrets", "grpc-tokens", "grpc-admin-tokens"];
+
+/// Refuses a blank entry in any source of a [`NON_BLANK_LISTS`] setting.
+fn refuse_blank_entries(
+    args: &[OsString],
+    sources: &Sources,
+    file: &HashMap<String, String>,
+) -> Result<(), ConfigError> {
+    let all = settings();
+    for flag in NON_BLANK_LISTS {
+        let env = all.iter().find(|s| s.flag == flag).map(|s| s.env.as_str());
+        let mut given: Vec<String> = flag_values(args, flag);
+        given.extend(env.and_then(|env| sources.env.get(env)).cloned());
+        given.extend(file.get(flag).cloned());
+        if given
+            .iter()
+            .any(|value| value.split(',').any(|item| item.trim().is_empty()))
+        {
+            return Err(ConfigError::invalid(
+                flag,
+                "has a blank entry (an empty value, `,,` or a trailing comma): give every entry \
+                 a value, or leave the setting out",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The values given on the command line to `--{flag}` (as `--flag V` or `--flag=V`).
+fn flag_values(args: &[OsString], flag: &str) -> Vec<String> {
+    let long = format!("--{flag}");
+    let mut values = Vec::new();
+    let mut args = args.iter().map(|a| a.to_string_lossy());
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            break;
+        }
+        if arg == long {
+            values.extend(args.next().map(|v| v.into_owned()));
+        } else if let Some(value) = arg.strip_prefix(&format!("{long}=")) {
+            values.push(value.to_owned());
+        }
+    }
+    values
 }
 
 /// Runs clap on `args`, turning a wrong value into a [`ConfigError::Invalid`] naming the
@@ -724,6 +855,33 @@ fn positive_u32(value: &str) -> Result<u32, String> {
 
 fn positive_usize(value: &str) -> Result<usize, String> {
     usize::try_from(positive_u64(value)?).map_err(|e| format!("{e}"))
+}
+
+/// Smallest `OKTA_STREAM_RETENTION_MAX_BYTES`: a few of the largest events, so size retention
+/// never removes what it just stored.
+pub const MIN_RETENTION_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
+fn retention_bytes(value: &str) -> Result<u64, String> {
+    match parse_u64(value)? {
+        n if n < MIN_RETENTION_MAX_BYTES => Err(format!(
+            "must be at least {MIN_RETENTION_MAX_BYTES} bytes (16 MiB)"
+        )),
+        n => Ok(n),
+    }
+}
+
+/// Bounds of `OKTA_STREAM_MAX_EVENT_BYTES`: a record must fit a default gRPC client's 4 MiB
+/// message limit with room for the Subscribe envelope, and hold an ordinary event.
+pub const MAX_EVENT_BYTES_RANGE: (usize, usize) = (64 * 1024, 4 * 1024 * 1024 - 64 * 1024);
+
+fn event_bytes(value: &str) -> Result<usize, String> {
+    let n = usize::try_from(parse_u64(value)?).map_err(|e| format!("{e}"))?;
+    let (min, max) = MAX_EVENT_BYTES_RANGE;
+    if (min..=max).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("must be between {min} and {max} bytes"))
+    }
 }
 
 fn secs(value: &str) -> Result<Duration, String> {
@@ -947,7 +1105,7 @@ mod tests {
     #[test]
     fn secrets_are_comma_separated_and_never_printed() {
         let config = load(
-            &["--grpc-tokens", "t1,,t2,"],
+            &["--grpc-tokens", "t1,t2"],
             &[("OKTA_STREAM_HOOK_SECRETS", "old-secret, new-secret")],
         )
         .unwrap();
@@ -973,6 +1131,113 @@ mod tests {
                 assert!(help.contains(&format!("[default: {default}]")), "{help}");
             }
         }
+    }
+
+    /// Arguments, environment, and the setting the error must name.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
+    #[test]
+    fn a_blank_token_or_secret_entry_is_refused_naming_the_setting() {
+        let toml = file("grpc_tokens = [\"\"]\n");
+        let toml_path = toml.path().to_str().unwrap().to_owned();
+        let cases: [Case; 7] = [
+            (
+                &[],
+                &[("OKTA_STREAM_GRPC_TOKENS", ",,")],
+                "OKTA_STREAM_GRPC_TOKENS",
+            ),
+            (
+                &[],
+                &[("OKTA_STREAM_GRPC_TOKENS", " ")],
+                "OKTA_STREAM_GRPC_TOKENS",
+            ),
+            (
+                &[],
+                &[("OKTA_STREAM_GRPC_TOKENS", "")],
+                "OKTA_STREAM_GRPC_TOKENS",
+            ),
+            (&["--grpc-tokens", ","], &[], "OKTA_STREAM_GRPC_TOKENS"),
+            (
+                &["--grpc-admin-tokens=a-long-admin-token,"],
+                &[],
+                "OKTA_STREAM_GRPC_ADMIN_TOKENS",
+            ),
+            (
+                &[],
+                &[("OKTA_STREAM_HOOK_SECRETS", " ")],
+                "OKTA_STREAM_HOOK_SECRETS",
+            ),
+            (&["--config", &toml_path], &[], "OKTA_STREAM_GRPC_TOKENS"),
+        ];
+        for (args, env, setting) in cases {
+            let err = load(args, env).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
+            assert!(err.to_string().contains(setting), "{args:?} {env:?}: {err}");
+        }
+        let err = load(&["--grpc-tokens", "sha256:abcd"], &[]).unwrap_err();
+        assert!(err.to_string().contains("OKTA_STREAM_GRPC_TOKENS"), "{err}");
+        assert!(!err.to_string().contains("abcd"), "{err}");
+    }
+
+    #[test]
+    fn grpc_off_loopback_needs_a_token_a_client_ca_or_an_explicit_opt_out() {
+        let open = [("OKTA_STREAM_GRPC_ADDR", "0.0.0.0:50051")];
+        let err = load(&[], &open).unwrap_err();
+        assert!(err.to_string().contains("OKTA_STREAM_GRPC_TOKENS"), "{err}");
+        let token = load(&["--grpc-tokens", "a-long-read-token-1"], &open).unwrap();
+        assert!(token.warnings().is_empty(), "{:?}", token.warnings());
+        load(&["--grpc-admin-tokens", "a-long-admin-token"], &open).unwrap();
+        let mtls = [
+            "--grpc-tls-client-ca",
+            "ca.pem",
+            "--grpc-tls-cert",
+            "c.pem",
+            "--grpc-tls-key",
+            "k.pem",
+        ];
+        load(&mtls, &open).unwrap();
+        let err = load(&mtls[..2], &open).unwrap_err();
+        assert!(err.to_string().contains("--grpc-tls-cert"), "{err}");
+        let allowed = load(&["--grpc-allow-unauthenticated"], &open).unwrap();
+        assert!(allowed.grpc.allow_unauthenticated);
+        assert!(
+            allowed.warnings()[0].contains("anyone"),
+            "{:?}",
+            allowed.warnings()
+        );
+        let env = [open[0], ("OKTA_STREAM_GRPC_ALLOW_UNAUTHENTICATED", "true")];
+        assert!(load(&[], &env).unwrap().grpc.allow_unauthenticated);
+        // Loopback stays open by default, as before.
+        assert!(load(&[], &[]).unwrap().warnings().is_empty());
+    }
+
+    #[test]
+    fn short_secrets_are_warned_about_without_their_value() {
+        let config = load(
+            &["--grpc-tokens", "short1"],
+            &[("OKTA_STREAM_HOOK_SECRETS", "tiny-secret")],
+        )
+        .unwrap();
+        let warnings = config.warnings().join("\n");
+        assert!(warnings.contains("OKTA_STREAM_GRPC_TOKENS"), "{warnings}");
+        assert!(warnings.contains("OKTA_STREAM_HOOK_SECRETS"), "{warnings}");
+        assert!(!warnings.contains("short1") && !warnings.contains("tiny-secret"));
+    }
+
+    #[test]
+    fn retention_and_record_sizes_have_sane_bounds() {
+        for (env, value) in [
+            ("OKTA_STREAM_RETENTION_MAX_BYTES", "0"),
+            ("OKTA_STREAM_RETENTION_MAX_BYTES", "1000"),
+            ("OKTA_STREAM_MAX_EVENT_BYTES", "4194304"),
+            ("OKTA_STREAM_MAX_EVENT_BYTES", "100"),
+        ] {
+            let err = load(&[], &[(env, value)]).unwrap_err();
+            assert!(err.to_string().contains(env), "{err}");
+        }
+        let config = load(&[], &[("OKTA_STREAM_RETENTION_MAX_BYTES", "16777216")]).unwrap();
+        assert_eq!(config.retention_max_bytes, Some(16 * 1024 * 1024));
+        assert_eq!(config.max_event_bytes, 3 * 1024 * 1024);
     }
 
     #[test]
@@ -1088,6 +1353,7 @@ mod tests {
             [
                 "OKTA_STREAM_HOOK_SECRETS",
                 "OKTA_STREAM_GRPC_TOKENS",
+                "OKTA_STREAM_GRPC_ADMIN_TOKENS",
                 "OKTA_API_TOKEN"
             ]
         );

@@ -17,6 +17,9 @@ pub enum Code {
     InvalidArgument,
     /// Missing or wrong credentials.
     Unauthenticated,
+    /// Valid credentials whose scope does not cover the call (a read token asking for the
+    /// quarantine).
+    PermissionDenied,
     /// The named thing does not exist.
     NotFound,
     /// A position outside what the journal retains.
@@ -45,6 +48,7 @@ impl Code {
                 tonic::Code::InvalidArgument
             }
             Code::Unauthenticated => tonic::Code::Unauthenticated,
+            Code::PermissionDenied => tonic::Code::PermissionDenied,
             Code::NotFound => tonic::Code::NotFound,
             Code::OutOfRange => tonic::Code::OutOfRange,
             Code::ResourceExhausted => tonic::Code::ResourceExhausted,
@@ -60,6 +64,7 @@ impl Code {
         match self {
             Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
             Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Code::PermissionDenied => StatusCode::FORBIDDEN,
             Code::NotFound => StatusCode::NOT_FOUND,
             Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -3,8 +3,10 @@
 //!
 //! Each raw event is mapped once, off the async worker threads (mapping a 10 MiB delivery or a
 //! 1000-event page is milliseconds of CPU: it runs on the blocking pool so the runtime keeps
-//! serving meanwhile). An event that does not map is quarantined — one record format whatever
-//! brought it — instead of failing its batch. The batch is then appended whole.
+//! serving meanwhile). An event that does not map, or whose record would be larger than the
+//! limit every gRPC client can receive (`OKTA_STREAM_MAX_EVENT_BYTES`), is quarantined — one
+//! record format whatever brought it — instead of failing its batch. The batch is then
+//! appended whole.
 //!
 //! Two steps, [`map`] then [`append`], so the poller can map its next page while the previous
 //! one commits; [`ingest`] is both in a row, as the hook uses it.
@@ -74,22 +76,26 @@ pub fn received_text(received: DateTime<Utc>) -> String {
     received.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Maps `raw` events on the blocking pool. Events that do not map are quarantined with
-/// `origin` (where they came from) and `received`.
+/// Maps `raw` events on the blocking pool. Events that do not map, or whose record would be
+/// larger than `max_event_bytes`, are quarantined with `origin` (where they came from) and
+/// `received`.
 pub async fn map(
     raw: Vec<RawEvent>,
     delivery: Delivery,
     origin: String,
     received: DateTime<Utc>,
+    max_event_bytes: usize,
 ) -> Result<Mapped, IngestError> {
-    tokio::task::spawn_blocking(move || map_now(&raw, &delivery, &origin, received))
-        .await
-        .map_err(|error| {
-            if error.is_panic() {
-                std::panic::resume_unwind(error.into_panic());
-            }
-            IngestError::Cancelled
-        })
+    tokio::task::spawn_blocking(move || {
+        map_now(&raw, &delivery, &origin, received, max_event_bytes)
+    })
+    .await
+    .map_err(|error| {
+        if error.is_panic() {
+            std::panic::resume_unwind(error.into_panic());
+        }
+        IngestError::Cancelled
+    })
 }
 
 /// Maps on the calling thread: for callers already off the async workers (and tests).
@@ -98,22 +104,26 @@ pub fn map_now(
     delivery: &Delivery,
     origin: &str,
     received: DateTime<Utc>,
+    max_event_bytes: usize,
 ) -> Mapped {
     let mut mapped = Mapped {
         events: Vec::with_capacity(raw.len()),
         quarantine: Vec::new(),
     };
     for event in raw {
-        match mapping::map_event(event, delivery) {
-            Ok(record) => mapped.events.push(NewEvent::new(record)),
-            Err(error) => {
-                tracing::warn!(%origin, %error, "event quarantined");
-                mapped.quarantine.push(Quarantined {
-                    reason: error.to_string(),
-                    raw: String::from_utf8_lossy(event).into_owned(),
-                    origin: origin.to_owned(),
-                    received: received_text(received),
-                });
+        let admitted = mapping::map_event(event, delivery)
+            .map_err(|error| error.to_string())
+            .and_then(|record| NewEvent::within(record, max_event_bytes));
+        match admitted {
+            Ok(event) => mapped.events.push(event),
+            Err(reason) => {
+                tracing::warn!(%origin, %reason, "event quarantined");
+                mapped.quarantine.push(Quarantined::new(
+                    reason,
+                    &String::from_utf8_lossy(event),
+                    origin.to_owned(),
+                    received_text(received),
+                ));
             }
         }
     }
@@ -140,16 +150,17 @@ pub async fn append(
     })
 }
 
-/// Maps `raw` events off the async workers, quarantines those that do not map, and appends
-/// the batch: [`map`] then [`append`].
+/// Maps `raw` events off the async workers, quarantines those that do not map (or are too
+/// large), and appends the batch: [`map`] then [`append`].
 pub async fn ingest(
     journal: &SharedJournal,
     raw: Vec<RawEvent>,
     delivery: Delivery,
     origin: String,
     received: DateTime<Utc>,
+    max_event_bytes: usize,
 ) -> Result<Ingested, IngestError> {
-    let mapped = map(raw, delivery, origin, received).await?;
+    let mapped = map(raw, delivery, origin, received, max_event_bytes).await?;
     append(journal.as_ref(), mapped, None).await
 }
 
@@ -190,6 +201,7 @@ mod tests {
             &Delivery::default(),
             "hook eventId=e source=s",
             received,
+            crate::journal::DEFAULT_MAX_EVENT_BYTES,
         );
         assert_eq!(mapped.events.len(), 1);
         assert_eq!(mapped.events[0].uuid(), "u-1");

@@ -37,6 +37,7 @@
 //! - [`mapping`]: Okta LogEvent JSON (+ delivery context) → the typed record, `proto::Event`.
 //! - [`telemetry`]: logging and the one Prometheus registry; knows no domain module.
 //! - [`secret`]: the redacting newtype for secrets.
+//! - [`data_dir`]: the private data dir (created 0700, files 0600); imports no other module.
 //! - [`proto`]: the ground floor: generated `okta.events.v1` types, the reflection descriptor
 //!   set, and the hand-written wire types the generated code uses (`SubscribeResponse`,
 //!   `EncodedStruct`).
@@ -45,6 +46,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod data_dir;
 pub mod error;
 pub mod grpc;
 pub mod hook;

@@ -12,6 +12,7 @@ use clap::{Command, FromArgMatches as _, Subcommand as _};
 use okta_stream::app::{App, AppError};
 use okta_stream::cli::ClientCommand;
 use okta_stream::config::{self, Config, ConfigError, Sources};
+use okta_stream::hook::auth::GENERATED_SECRET_FILE;
 use okta_stream::telemetry;
 
 /// mimalloc instead of glibc malloc: ingest and fan-out allocate and free many short-lived
@@ -91,6 +92,10 @@ async fn serve(args: &[OsString]) -> ExitCode {
         }
     };
     telemetry::init(config.log_format);
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let secret_file = config.data_dir.join(GENERATED_SECRET_FILE);
     let app = match App::bind(config).await {
         Ok(app) => app,
         Err(error @ AppError::Config(_)) => {
@@ -105,17 +110,23 @@ async fn serve(args: &[OsString]) -> ExitCode {
     println!("listening http={}", app.http_addr());
     println!("listening grpc={}", app.grpc_addr());
     println!("listening admin={}", app.admin_addr());
-    if let Some(secret) = app.generated_hook_secret() {
-        // Shown once, on the start that generated it; later starts read it from the data dir.
+    if app.generated_hook_secret().is_some() {
+        // Never the value (it would land in the container's log): where it is, and the
+        // command that prints it on demand.
+        println!("hook secret generated: {}", secret_file.display());
         println!(
-            "generated a hook secret (stored in the data dir). Configure the Okta Event Hook with \
-             authentication field `{}` and secret `{}`, or set OKTA_STREAM_HOOK_SECRETS.",
-            app.hook_auth_header(),
-            secret.expose()
+            "configure the Okta Event Hook with header `{}` and the secret that \
+             `okta-stream hook secret` prints, or set OKTA_STREAM_HOOK_SECRETS",
+            app.hook_auth_header()
         );
     }
     match app.run(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
+        // A setting only the server set-up can check (an unreadable TLS file).
+        Err(error @ AppError::Config(_)) => {
+            eprintln!("okta-stream: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(error) => {
             eprintln!("okta-stream: {error}");
             ExitCode::FAILURE

@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
 
 /// A secret string. Compare with [`Secret::matches`], which takes constant time.
@@ -36,6 +37,50 @@ impl Secret {
     }
 }
 
+/// Prefix of a token configured as the SHA-256 of its value (64 hex digits follow), so a
+/// config file need not hold the token in clear.
+pub const SHA256_PREFIX: &str = "sha256:";
+
+impl Secret {
+    /// Whether `candidate` is this configured bearer token: equal to it, or, when configured
+    /// as `sha256:<hex>`, hashing to that digest. Constant time in the content either way.
+    pub fn matches_token(&self, candidate: &[u8]) -> bool {
+        match self.sha256_digest() {
+            Some(digest) => {
+                let actual: [u8; 32] = Sha256::digest(candidate).into();
+                digest.ct_eq(&actual).into()
+            }
+            None => self.matches(candidate),
+        }
+    }
+
+    /// The digest of a `sha256:<hex>` token; `None` for a token given in clear (or a
+    /// malformed digest, which [`check_token_form`] refuses at start).
+    fn sha256_digest(&self) -> Option<[u8; 32]> {
+        let hex = self.0.strip_prefix(SHA256_PREFIX)?;
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut digest = [0u8; 32];
+        for (i, byte) in digest.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(digest)
+    }
+}
+
+/// Refuses a token that starts with `sha256:` but is not followed by 64 hex digits (it could
+/// never match); the problem text never includes the value.
+pub fn check_token_form(token: &Secret) -> Result<(), String> {
+    if token.expose().starts_with(SHA256_PREFIX) && token.sha256_digest().is_none() {
+        return Err(format!(
+            "a value starting with `{SHA256_PREFIX}` must be followed by the 64 hex digits of \
+             the token's SHA-256"
+        ));
+    }
+    Ok(())
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
@@ -56,6 +101,25 @@ mod tests {
     fn never_prints_its_value() {
         let secret = Secret::new("hunter2");
         assert_eq!(format!("{secret} {secret:?}"), "*** ***");
+    }
+
+    #[test]
+    fn a_token_matches_in_clear_or_by_its_sha256() {
+        let clear = Secret::new("a-long-read-token-1");
+        assert!(clear.matches_token(b"a-long-read-token-1"));
+        assert!(!clear.matches_token(b"a-long-read-token-2"));
+        // sha256("a-long-read-token-1")
+        let hex: String = Sha256::digest(b"a-long-read-token-1")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let hashed = Secret::new(format!("sha256:{hex}"));
+        assert!(check_token_form(&hashed).is_ok());
+        assert!(hashed.matches_token(b"a-long-read-token-1"));
+        assert!(!hashed.matches_token(b"a-long-read-token-2"));
+        assert!(!hashed.matches_token(hashed.expose().as_bytes()));
+        let err = check_token_form(&Secret::new("sha256:abc")).unwrap_err();
+        assert!(!err.contains("abc"), "{err}");
     }
 
     #[test]

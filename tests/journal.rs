@@ -25,8 +25,8 @@ use okta_stream::hub::Hub;
 use okta_stream::journal::embedded::RedbJournal;
 use okta_stream::journal::nats::NatsJournal;
 use okta_stream::journal::{
-    Appended, Batch, Bounds, Cursor, Journal, JournalError, NewEvent, Pruned, Quarantined,
-    Retention, SharedEvent, SharedJournal, StateWrite,
+    Appended, Batch, Bounds, Cursor, Journal, JournalError, NewEvent, Pruned, QuarantineId,
+    QuarantinePage, Quarantined, Retention, SharedEvent, SharedJournal, StateWrite,
 };
 use okta_stream::proto;
 
@@ -285,6 +285,7 @@ fn quarantined(n: usize) -> Quarantined {
         raw: format!(r#"{{"uuid":"q{n}","published":"yesterday"}}"#),
         origin: "hook delivery evt-1 from https://example.okta.com".into(),
         received: "2026-11-28T13:00:00Z".into(),
+        raw_bytes: 0,
     }
 }
 
@@ -597,6 +598,30 @@ async fn quarantine_round_trips_oldest_first(backend: &dyn Backend) {
     );
     assert_eq!(j.quarantined(1).await.unwrap(), [quarantined(1)]);
     assert_eq!(uuids(&everything(&j).await), ["good"]);
+
+    // Pages continue after an id (exclusive), oldest or newest first.
+    let page = |after, newest_first, limit| QuarantinePage {
+        after,
+        newest_first,
+        limit,
+    };
+    let entries = |page: Vec<(QuarantineId, Quarantined)>| -> Vec<Quarantined> {
+        page.into_iter().map(|(_, entry)| entry).collect()
+    };
+    let first = j.quarantine_page(page(None, false, 1)).await.unwrap();
+    assert_eq!(entries(first.clone()), [quarantined(1)]);
+    let rest = j
+        .quarantine_page(page(Some(first[0].0), false, 10))
+        .await
+        .unwrap();
+    assert_eq!(entries(rest), [quarantined(2), quarantined(3)]);
+    let newest = j.quarantine_page(page(None, true, 2)).await.unwrap();
+    assert_eq!(entries(newest.clone()), [quarantined(3), quarantined(2)]);
+    let older = j
+        .quarantine_page(page(Some(newest[1].0), true, 10))
+        .await
+        .unwrap();
+    assert_eq!(entries(older), [quarantined(1)]);
 }
 
 async fn reopening_keeps_everything_and_continues_without_gap(backend: &dyn Backend) {
@@ -690,8 +715,11 @@ impl Journal for CountingReads {
     async fn state(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
         self.inner.state(key).await
     }
-    async fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, JournalError> {
-        self.inner.quarantined(limit).await
+    async fn quarantine_page(
+        &self,
+        page: QuarantinePage,
+    ) -> Result<Vec<(QuarantineId, Quarantined)>, JournalError> {
+        self.inner.quarantine_page(page).await
     }
     async fn check(&self) -> Result<(), JournalError> {
         self.inner.check().await
@@ -921,9 +949,15 @@ async fn retention_by_size_removes_the_oldest_first(backend: &dyn Backend) {
     let opened = backend.open(retention).await;
     let j = opened.journal.clone();
     let by_size = opened.control.capabilities().retention_by_size;
+    // Quarantine entries of about one event's size each: kept within the same limit.
+    let bulky = |i: usize| Quarantined {
+        raw: format!("{i:02}{}", "q".repeat(one as usize)),
+        ..quarantined(i)
+    };
     for chunk in 0..2 {
         j.append(Batch {
             events: (chunk * 5..chunk * 5 + 5).map(sized).collect(),
+            quarantine: (chunk * 5..chunk * 5 + 5).map(bulky).collect(),
             ..Default::default()
         })
         .await
@@ -933,11 +967,20 @@ async fn retention_by_size_removes_the_oldest_first(backend: &dyn Backend) {
     opened.control.prune_now().await.unwrap();
 
     let retained = everything(&j).await;
+    let quarantine = j.quarantined(100).await.unwrap();
     if !by_size {
         // Documented: this implementation retains by age only; a size limit removes nothing.
         assert_eq!(cursors(&retained), (1..=10).collect::<Vec<_>>());
+        assert_eq!(quarantine.len(), 10);
         return;
     }
+    let quarantine_size: usize = quarantine.iter().map(|q| q.raw.len()).sum();
+    assert!(
+        (quarantine_size as u64) <= max_bytes && quarantine.len() >= 3,
+        "{} entries, {quarantine_size} bytes kept, limit {max_bytes}",
+        quarantine.len()
+    );
+    assert_eq!(quarantine.last(), Some(&bulky(9)), "the newest are kept");
     let size: u64 = retained.iter().map(|e| e.encoded.len() as u64).sum();
     assert!(
         size <= max_bytes,

@@ -20,8 +20,8 @@ use nats_stream::TestStream;
 use okta_stream::hub::Hub;
 use okta_stream::journal::nats::{LEASE_KEY, NatsConfig, NatsJournal, PollerLease};
 use okta_stream::journal::{
-    Appended, Batch, Bounds, Cursor, Journal, JournalError, NewEvent, Quarantined, SharedEvent,
-    SharedJournal, StateWrite,
+    Appended, Batch, Bounds, Cursor, Journal, JournalError, NewEvent, QuarantineId, QuarantinePage,
+    Quarantined, SharedEvent, SharedJournal, StateWrite,
 };
 use okta_stream::proto;
 
@@ -250,8 +250,11 @@ impl Journal for LiveOnly {
     async fn state(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
         self.0.state(key).await
     }
-    async fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, JournalError> {
-        self.0.quarantined(limit).await
+    async fn quarantine_page(
+        &self,
+        page: QuarantinePage,
+    ) -> Result<Vec<(QuarantineId, Quarantined)>, JournalError> {
+        self.0.quarantine_page(page).await
     }
     async fn check(&self) -> Result<(), JournalError> {
         self.0.check().await
@@ -392,6 +395,50 @@ async fn compatible_settings_of_an_existing_stream_are_updated() {
         assert_eq!(info.config.max_age, Duration::from_secs(3600));
         assert_eq!(info.config.duplicate_window, Duration::from_secs(600));
         assert_eq!(reopened.get("kept").await.unwrap().unwrap().cursor(), 1);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_quarantine_stream_keeps_within_the_size_limit_oldest_first() {
+    within(async {
+        let mut stream = TestStream::new("qbytes");
+        stream.config.quarantine_max_bytes = Some(64 * 1024);
+        let (journal, _hub) = stream.open().await;
+        for i in 0..20 {
+            let entry = Quarantined::new(
+                format!("uuid: missing ({i})"),
+                &format!("{{\"n\":{i},\"pad\":\"{}\"}}", "p".repeat(10 * 1024)),
+                "hook eventId=e".into(),
+                "2026-12-01T00:00:00Z".into(),
+            );
+            journal
+                .append(Batch {
+                    quarantine: vec![entry],
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        let kept = journal.quarantined(100).await.unwrap();
+        let bytes: usize = kept.iter().map(|q| q.raw.len()).sum();
+        assert!(kept.len() < 20 && bytes <= 64 * 1024, "{} kept", kept.len());
+        assert!(
+            kept.last().unwrap().reason.contains("(19)"),
+            "the newest are kept"
+        );
+        // An existing stream takes a changed limit at the next open.
+        journal.close().await;
+        stream.config.quarantine_max_bytes = Some(32 * 1024);
+        let (reopened, _hub) = stream.open().await;
+        let bytes: usize = reopened
+            .quarantined(100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|q| q.raw.len())
+            .sum();
+        assert!(bytes <= 32 * 1024, "{bytes}");
     })
     .await
 }

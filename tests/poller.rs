@@ -18,8 +18,8 @@ use common::fake_okta::{FakeAuth, FakeOkta, Inject, PublicKey, jwt_parts, log_ev
 use common::{eventually, within};
 use okta_stream::journal::embedded::RedbJournal;
 use okta_stream::journal::{
-    Appended, Batch, Bounds, Cursor, Journal, JournalError, NewEvent, Quarantined, Retention,
-    SharedEvent, SharedJournal,
+    Appended, Batch, Bounds, Cursor, Journal, JournalError, NewEvent, QuarantineId, QuarantinePage,
+    Quarantined, Retention, SharedEvent, SharedJournal,
 };
 use okta_stream::mapping::{Delivery, map_event};
 use okta_stream::okta::{
@@ -187,8 +187,11 @@ impl Journal for TestJournal {
     async fn state(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
         self.inner.state(key).await
     }
-    async fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, JournalError> {
-        self.inner.quarantined(limit).await
+    async fn quarantine_page(
+        &self,
+        page: QuarantinePage,
+    ) -> Result<Vec<(QuarantineId, Quarantined)>, JournalError> {
+        self.inner.quarantine_page(page).await
     }
     async fn check(&self) -> Result<(), JournalError> {
         self.inner.check().await

@@ -1,5 +1,6 @@
 //! `okta-stream hook register|verify`: create and verify the Okta Event Hook through Okta's
-//! management API, with the poller's credentials settings.
+//! management API, with the poller's credentials settings; `hook secret` prints the secret
+//! the service generated (start-up only says where it is).
 //!
 //! The secret Okta must send is the one the service accepts: the first value of
 //! `OKTA_STREAM_HOOK_SECRETS`, or else the secret the service generated in its data dir.
@@ -39,6 +40,33 @@ pub enum HookCommand {
     Register(RegisterArgs),
     /// Ask Okta to verify the hook (it calls the hook URL once); prints Okta's answer.
     Verify(VerifyArgs),
+    /// Print the hook secret the service generated in its data dir (it is never logged).
+    Secret(SecretArgs),
+}
+
+/// `okta-stream hook secret`.
+#[derive(Args, Clone)]
+pub struct SecretArgs {
+    /// The service's data dir, where it stores a generated hook secret.
+    #[arg(long, env = "OKTA_STREAM_DATA_DIR", default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
+    data_dir: PathBuf,
+}
+
+/// The secret the service generated in `data_dir`, or a usage error naming the file.
+fn generated_secret(data_dir: &std::path::Path) -> Result<Secret, CliError> {
+    let path = data_dir.join(GENERATED_SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => Ok(Secret::new(text.trim())),
+        Ok(_) => Err(CliError::Usage(format!(
+            "{} is empty; remove it and restart the service to generate a new secret",
+            path.display()
+        ))),
+        Err(e) => Err(CliError::Usage(format!(
+            "no generated hook secret in {} ({e}); the service generates one on its first start \
+             without OKTA_STREAM_HOOK_SECRETS (point --data-dir at its data dir)",
+            path.display()
+        ))),
+    }
 }
 
 /// `okta-stream hook register`.
@@ -82,14 +110,13 @@ impl RegisterArgs {
             return Ok(Secret::new(first));
         }
         let path = self.data_dir.join(GENERATED_SECRET_FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(text) if !text.trim().is_empty() => Ok(Secret::new(text.trim())),
-            _ => Err(CliError::Usage(format!(
+        generated_secret(&self.data_dir).map_err(|_| {
+            CliError::Usage(format!(
                 "invalid setting OKTA_STREAM_HOOK_SECRETS (--hook-secrets): not set, and no \
                  generated secret in {} (set it, or point --data-dir at the service's data dir)",
                 path.display()
-            ))),
-        }
+            ))
+        })
     }
 }
 
@@ -127,6 +154,14 @@ pub async fn run(command: HookCommand) -> Result<(), CliError> {
                 args.url
             );
             hook
+        }
+        HookCommand::Secret(args) => {
+            // The one place the generated secret is printed: asked for, on stdout.
+            let secret = generated_secret(&args.data_dir)?;
+            let mut stdout = std::io::stdout();
+            writeln!(stdout, "{}", secret.expose())?;
+            stdout.flush()?;
+            return Ok(());
         }
         HookCommand::Verify(args) => {
             let client = client(&args.okta)?;

@@ -190,16 +190,20 @@ pub struct GetArgs {
 /// `okta-stream quarantine ...`.
 #[derive(Subcommand, Clone)]
 pub enum QuarantineCommand {
-    /// Print quarantined LogEvents (oldest first) as JSON lines: reason, raw, origin, received.
+    /// Print every quarantined LogEvent (oldest first) as JSON lines: reason, raw, origin,
+    /// received; pages through all of them.
     List(QuarantineListArgs),
 }
 
 /// `okta-stream quarantine list`.
 #[derive(Args, Clone)]
 pub struct QuarantineListArgs {
-    /// Most entries to print (1 to 1000).
-    #[arg(long, env = "OKTA_STREAM_QUARANTINE_LIMIT", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    limit: u32,
+    /// Most entries to print (default: all).
+    #[arg(long, env = "OKTA_STREAM_QUARANTINE_LIMIT", value_parser = clap::value_parser!(u64).range(1..))]
+    limit: Option<u64>,
+    /// Newest first instead of oldest first.
+    #[arg(long, env = "OKTA_STREAM_QUARANTINE_NEWEST_FIRST")]
+    newest_first: bool,
     #[command(flatten)]
     connection: Connection,
 }
@@ -560,26 +564,43 @@ pub async fn get(args: GetArgs) -> Result<(), CliError> {
 pub async fn quarantine(command: QuarantineCommand) -> Result<(), CliError> {
     let QuarantineCommand::List(args) = command;
     let mut client = args.connection.client().await?;
-    let request = args
-        .connection
-        .request(proto::ListQuarantinedRequest { limit: args.limit })?;
-    let response = client
-        .list_quarantined(request)
-        .await
-        .map_err(CliError::Status)?;
     let mut stdout = std::io::stdout();
-    for entry in response.into_inner().entries {
-        let line = serde_json::json!({
-            "reason": entry.reason,
-            "raw": entry.raw,
-            "origin": entry.origin,
-            "received": entry.received,
-        });
-        writeln!(stdout, "{line}")?;
+    let mut left = args.limit.unwrap_or(u64::MAX);
+    let mut page_token = String::new();
+    while left > 0 {
+        let request = args.connection.request(proto::ListQuarantinedRequest {
+            limit: left.min(QUARANTINE_PAGE) as u32,
+            page_token: page_token.clone(),
+            newest_first: args.newest_first,
+        })?;
+        let page = client
+            .list_quarantined(request)
+            .await
+            .map_err(CliError::Status)?
+            .into_inner();
+        for entry in page.entries {
+            let line = serde_json::json!({
+                "reason": entry.reason,
+                "raw": entry.raw,
+                "raw_bytes": entry.raw_bytes,
+                "raw_truncated": entry.raw_truncated,
+                "origin": entry.origin,
+                "received": entry.received,
+            });
+            writeln!(stdout, "{line}")?;
+            left = left.saturating_sub(1);
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
     }
     stdout.flush()?;
     Ok(())
 }
+
+/// Entries asked for per ListQuarantined call (the server may answer fewer).
+const QUARANTINE_PAGE: u64 = 100;
 
 #[cfg(test)]
 mod tests {

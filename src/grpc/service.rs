@@ -14,10 +14,13 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::{Request, Response, Status};
 
+use super::auth::Scope;
 use super::filter::Filter;
 use crate::error::{ApiError, Code};
 use crate::hub::{FollowError, Follower, Hub};
-use crate::journal::{Cursor, JournalError, SharedEvent, SharedJournal};
+use crate::journal::{
+    Cursor, JournalError, QuarantineId, QuarantinePage, SharedEvent, SharedJournal,
+};
 use crate::proto::SubscribeResponse;
 use crate::proto::{self, event_filter::Start};
 use crate::telemetry::Metrics;
@@ -36,6 +39,9 @@ const LIST_READ_CHUNK: usize = 256;
 /// Default and largest ListQuarantined answer.
 const DEFAULT_QUARANTINE_LIMIT: usize = 100;
 const MAX_QUARANTINE_LIMIT: usize = 1000;
+/// Bound on the entries' size in one ListQuarantined answer: well under the 4 MiB a default
+/// gRPC client accepts.
+const MAX_QUARANTINE_RESPONSE_BYTES: usize = 3 * 1024 * 1024;
 
 /// Limits and timings of Subscribe streams.
 #[derive(Debug, Clone)]
@@ -86,7 +92,9 @@ impl EventStreamService {
         let oldest = bounds.oldest.unwrap_or(bounds.head + 1);
         match start {
             None => Ok(bounds.head),
-            Some(Start::FromOldest(_)) => Ok(oldest - 1),
+            Some(Start::FromOldest(true)) => Ok(oldest - 1),
+            // `{"from_oldest": false}` asks for nothing to replay: live, like no start.
+            Some(Start::FromOldest(false)) => Ok(bounds.head),
             Some(Start::After(after)) => {
                 if *after > bounds.head {
                     return Err(ApiError::new(
@@ -315,7 +323,17 @@ impl Subscriber {
                         }
                     }
                     Err(FollowError::Pruned { last_delivered, oldest }) => {
-                        return self.end(out_of_range(last_delivered, oldest).into());
+                        // Retention overtook this subscriber: it read too slowly, like any slow
+                        // consumer (its start was valid; no request field is to blame).
+                        self.metrics.slow_consumer_disconnects.inc();
+                        return self.end(ApiError::new(
+                            Code::ResourceExhausted,
+                            format!(
+                                "subscriber too slow: retention removed events after cursor \
+                                 {last_delivered} before they were sent (last delivered cursor \
+                                 {last_delivered}; oldest available cursor {oldest})"
+                            ),
+                        ).into());
                     }
                     Err(FollowError::Closed) => {
                         let last = self.follower.last_delivered();
@@ -394,12 +412,7 @@ impl proto::event_stream_server::EventStream for EventStreamService {
         request: Request<proto::GetEventRequest>,
     ) -> Result<Response<proto::GetEventResponse>, Status> {
         let uuid = request.into_inner().uuid;
-        if uuid.trim().is_empty() {
-            return Err(ApiError::invalid("uuid", "must not be empty").into());
-        }
-        if uuid.len() > 1024 {
-            return Err(ApiError::invalid("uuid", "must be at most 1024 bytes").into());
-        }
+        crate::mapping::check_uuid(&uuid).map_err(|problem| ApiError::invalid("uuid", problem))?;
         match self.journal.get(&uuid).await.map_err(ApiError::from)? {
             Some(event) => Ok(Response::new(proto::GetEventResponse {
                 event: Some(event.event.clone()),
@@ -442,7 +455,8 @@ impl proto::event_stream_server::EventStream for EventStreamService {
         let newest_first = request.newest_first;
         let mut position = match (token, &filter.start, newest_first) {
             (Some(cursor), _, _) => cursor,
-            (None, Some(Start::After(after)), true) => after.saturating_add(1).min(bounds.head + 1),
+            // `after` is exclusive both ways: newest first, the page starts below it.
+            (None, Some(Start::After(after)), true) => (*after).min(bounds.head + 1),
             (None, Some(Start::After(after)), false) => *after,
             (None, _, true) => bounds.head + 1,
             (None, Some(Start::Since(_)), false) => since_floor,
@@ -497,7 +511,9 @@ impl proto::event_stream_server::EventStream for EventStreamService {
         &self,
         request: Request<proto::ListQuarantinedRequest>,
     ) -> Result<Response<proto::ListQuarantinedResponse>, Status> {
-        let limit = match request.into_inner().limit as usize {
+        super::auth::require(&request, Scope::Admin, "ListQuarantined")?;
+        let request = request.into_inner();
+        let limit = match request.limit as usize {
             0 => DEFAULT_QUARANTINE_LIMIT,
             n if n > MAX_QUARANTINE_LIMIT => {
                 return Err(ApiError::invalid(
@@ -508,19 +524,61 @@ impl proto::event_stream_server::EventStream for EventStreamService {
             }
             n => n,
         };
-        let entries = self
+        let after = parse_quarantine_token(&request.page_token)?;
+        let page = QuarantinePage {
+            after,
+            newest_first: request.newest_first,
+            // One more than asked: whether a next page exists.
+            limit: limit + 1,
+        };
+        let found = self
             .journal
-            .quarantined(limit)
+            .quarantine_page(page)
             .await
-            .map_err(ApiError::from)?
-            .into_iter()
-            .map(|q| proto::QuarantinedEvent {
-                reason: q.reason,
-                raw: q.raw,
-                origin: q.origin,
-                received: q.received,
-            })
-            .collect();
-        Ok(Response::new(proto::ListQuarantinedResponse { entries }))
+            .map_err(ApiError::from)?;
+        let more = found.len() > limit;
+        let taken = found.len().min(limit);
+        let mut entries = Vec::new();
+        let mut size = 0usize;
+        let mut last = None;
+        for (id, entry) in found.into_iter().take(limit) {
+            // Every entry's `raw` is capped, so one always fits; stop before the answer grows
+            // past what a default client accepts.
+            size += entry.size();
+            if !entries.is_empty() && size > MAX_QUARANTINE_RESPONSE_BYTES {
+                break;
+            }
+            last = Some(id);
+            let raw_truncated = entry.is_truncated();
+            entries.push(proto::QuarantinedEvent {
+                reason: entry.reason,
+                raw: entry.raw,
+                origin: entry.origin,
+                received: entry.received,
+                raw_bytes: entry.raw_bytes,
+                raw_truncated,
+            });
+        }
+        let next_page_token = match last {
+            Some(id) if more || entries.len() < taken => format!("q{id}"),
+            _ => String::new(),
+        };
+        Ok(Response::new(proto::ListQuarantinedResponse {
+            entries,
+            next_page_token,
+        }))
     }
+}
+
+fn parse_quarantine_token(token: &str) -> Result<Option<QuarantineId>, ApiError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    token
+        .strip_prefix('q')
+        .and_then(|n| n.parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::invalid("page_token", "is not a token returned by ListQuarantined")
+        })
 }

@@ -70,7 +70,7 @@ pub fn load_or_generate(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    std::fs::create_dir_all(data_dir)?;
+    crate::data_dir::create(data_dir)?;
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let secret = Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));

@@ -3,9 +3,11 @@
 //! `GET` answers Okta's one-time verification challenge; `POST` takes a delivery, maps every
 //! event, and answers 204 only after the whole delivery is durably committed. Okta retries a
 //! delivery once after a timeout or a 5xx and never after a 4xx, so a commit failure is a 503
-//! (the retry happens) and only a request that can never succeed gets a 4xx.
+//! (the retry happens) and only a request that can never succeed gets a 4xx. A body may be
+//! gzip-encoded; the size limit applies to the decompressed body.
 
 pub mod auth;
+mod body;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,6 +41,8 @@ pub struct Hook {
     pub auth: HookAuth,
     /// Largest accepted body.
     pub max_body_bytes: usize,
+    /// Largest stored record; a larger event is quarantined.
+    pub max_event_bytes: usize,
     /// Where deliveries are committed.
     pub journal: SharedJournal,
     /// Where outcomes are counted.
@@ -134,15 +138,18 @@ async fn deliver(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Body) 
             ),
         );
     }
-    let body = match axum::body::to_bytes(body, hook.max_body_bytes).await {
+    let gzipped = match body::content_encoding(&headers) {
+        Ok(gzipped) => gzipped,
+        Err(error) => return reject(&hook, RejectReason::UnsupportedMediaType, error),
+    };
+    let body = match body::read(body, gzipped, hook.max_body_bytes).await {
         Ok(body) => body,
-        Err(_) => {
-            let message = format!("request body is larger than {} bytes", hook.max_body_bytes);
-            return reject(
-                &hook,
-                RejectReason::TooLarge,
-                ApiError::new(Code::PayloadTooLarge, message),
-            );
+        Err(error) => {
+            let reason = match error.code {
+                Code::PayloadTooLarge => RejectReason::TooLarge,
+                _ => RejectReason::BadRequest,
+            };
+            return reject(&hook, reason, error);
         }
     };
     let envelope = match mapping::parse_envelope(&body) {
@@ -175,7 +182,15 @@ async fn deliver(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Body) 
         ingest_source: proto::IngestSource::Hook,
         received: Some(timestamp(received)),
     };
-    match ingest::ingest(&hook.journal, raw, delivery, origin, received).await {
+    let ingested = ingest::ingest(
+        &hook.journal,
+        raw,
+        delivery,
+        origin,
+        received,
+        hook.max_event_bytes,
+    );
+    match ingested.await {
         Ok(Ingested {
             appended,
             quarantined,

@@ -60,7 +60,8 @@ use tracing::Instrument;
 
 use super::{
     Appended, Batch, Bounds, CommitSink, Committed, Corruption, Cursor, Journal, JournalError,
-    Pruned, Quarantined, Retention, SharedEvent, SharedSink, StorageSource,
+    Pruned, QuarantineId, QuarantinePage, Quarantined, Retention, SharedEvent, SharedSink,
+    StorageSource,
 };
 
 /// File name of the journal inside the data dir.
@@ -477,24 +478,35 @@ impl Journal for RedbJournal {
         .await
     }
 
-    async fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, JournalError> {
+    async fn quarantine_page(
+        &self,
+        page: QuarantinePage,
+    ) -> Result<Vec<(QuarantineId, Quarantined)>, JournalError> {
         self.read(move |txn| {
             let quarantine = txn.open_table(QUARANTINE).map_err(storage)?;
-            quarantine
-                .range::<u64>(..)
-                .map_err(storage)?
-                .take(limit)
-                .map(|row| {
-                    let (id, value) = row.map_err(storage)?;
-                    serde_json::from_slice(value.value().1).map_err(|source| {
-                        Corruption::Quarantine {
-                            id: id.value(),
-                            source,
-                        }
-                        .into()
+            let rows = match (page.newest_first, page.after) {
+                (false, None) => quarantine.range::<u64>(..),
+                (false, Some(after)) => quarantine.range(after.saturating_add(1)..),
+                (true, None) => quarantine.range::<u64>(..),
+                (true, Some(before)) => quarantine.range(..before),
+            }
+            .map_err(storage)?;
+            let decode = |row: Result<_, redb::StorageError>| {
+                let (id, value): (redb::AccessGuard<u64>, redb::AccessGuard<(i64, &[u8])>) =
+                    row.map_err(storage)?;
+                let entry = serde_json::from_slice(value.value().1).map_err(|source| {
+                    JournalError::from(Corruption::Quarantine {
+                        id: id.value(),
+                        source,
                     })
-                })
-                .collect()
+                })?;
+                Ok((id.value(), entry))
+            };
+            if page.newest_first {
+                rows.rev().take(page.limit).map(decode).collect()
+            } else {
+                rows.take(page.limit).map(decode).collect()
+            }
         })
         .await
     }
@@ -526,7 +538,7 @@ fn open_file(
     path: &Path,
     accept_empty: bool,
 ) -> Result<(Database, Recovered), JournalError> {
-    std::fs::create_dir_all(dir)
+    crate::data_dir::create(dir)
         .map_err(|e| JournalError::storage(format!("create {}", dir.display()), e))?;
     let marker = dir.join(MARKER_FILE_NAME);
     match std::fs::metadata(path) {
@@ -556,6 +568,9 @@ fn open_file(
         }
     }
     let (db, recovered) = open_database(path)?;
+    // The audit trail is private, like the data dir.
+    crate::data_dir::restrict_file(path)
+        .map_err(|e| JournalError::storage(format!("restrict {}", path.display()), e))?;
     if !marker.exists() {
         std::fs::write(
             &marker,
@@ -565,6 +580,8 @@ fn open_file(
             ),
         )
         .map_err(|e| JournalError::storage(format!("write {}", marker.display()), e))?;
+        crate::data_dir::restrict_file(&marker)
+            .map_err(|e| JournalError::storage(format!("restrict {}", marker.display()), e))?;
     }
     Ok((db, recovered))
 }
@@ -1017,16 +1034,29 @@ impl Writer {
                 pruned.bytes += encoded.len() as u64;
                 doomed.push((cursor, uuid.to_owned()));
             }
-            // Quarantine entries age like events (ids ascend with commit time); size ignores them.
-            let mut doomed_quarantine: Vec<u64> = Vec::new();
-            if let Some(cutoff) = cutoff {
-                for row in quarantine.range::<u64>(..).map_err(storage)? {
+            // Quarantine entries age like events (ids ascend with commit time), and are kept
+            // within `max_bytes` of their own: every id up to `size_cut` is beyond it.
+            let mut size_cut = None;
+            if let Some(max_bytes) = self.retention.max_bytes {
+                let mut kept = 0u64;
+                for row in quarantine.range::<u64>(..).map_err(storage)?.rev() {
                     let (id, value) = row.map_err(storage)?;
-                    if doomed_quarantine.len() >= limit || value.value().0 >= cutoff {
+                    kept += value.value().1.len() as u64;
+                    if kept > max_bytes {
+                        size_cut = Some(id.value());
                         break;
                     }
-                    doomed_quarantine.push(id.value());
                 }
+            }
+            let mut doomed_quarantine: Vec<u64> = Vec::new();
+            for row in quarantine.range::<u64>(..).map_err(storage)? {
+                let (id, value) = row.map_err(storage)?;
+                let aged = cutoff.is_some_and(|cutoff| value.value().0 < cutoff);
+                let oversize = size_cut.is_some_and(|cut| id.value() <= cut);
+                if doomed_quarantine.len() >= limit || !(aged || oversize) {
+                    break;
+                }
+                doomed_quarantine.push(id.value());
             }
             if doomed.is_empty() && doomed_quarantine.is_empty() {
                 drop((events, uuids, commits, quarantine));

@@ -47,6 +47,22 @@ impl NewEvent {
         &self.event.uuid
     }
 
+    /// Encodes `event` for appending, or says (as a quarantine reason) why it is not stored:
+    /// its record, cursor included, would be larger than `max_bytes`, more than a default
+    /// gRPC client accepts in one message.
+    pub fn within(event: proto::Event, max_bytes: usize) -> Result<Self, String> {
+        let event = Self::new(event);
+        // The committed record adds the cursor field: a key byte and up to 10 varint bytes.
+        let size = event.encoded.len() + 11;
+        if size > max_bytes {
+            return Err(format!(
+                "event: its record would be {size} bytes, larger than the {max_bytes} bytes \
+                 allowed (OKTA_STREAM_MAX_EVENT_BYTES), so no gRPC client could receive it"
+            ));
+        }
+        Ok(event)
+    }
+
     /// Turns this into a committed event at `cursor` without re-encoding the record: protobuf
     /// merges concatenated messages, so the cursor field is appended to the encoded bytes.
     pub fn commit(self, cursor: Cursor) -> Committed {
@@ -115,6 +131,62 @@ pub struct Quarantined {
     pub origin: String,
     /// When it was received, RFC 3339.
     pub received: String,
+    /// Length of the LogEvent JSON as received; larger than `raw.len()` when `raw` was cut
+    /// to [`MAX_QUARANTINE_RAW_BYTES`]. 0 in entries stored before it was recorded.
+    #[serde(default)]
+    pub raw_bytes: u64,
+}
+
+/// Default of `OKTA_STREAM_MAX_EVENT_BYTES`: the largest record stored (3 MiB), below the 4 MiB
+/// a default gRPC client accepts in one message.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 3 * 1024 * 1024;
+
+/// Most bytes of a quarantined LogEvent kept (the start of it), so every entry fits in a
+/// ListQuarantined answer that any gRPC client accepts.
+pub const MAX_QUARANTINE_RAW_BYTES: usize = 256 * 1024;
+
+impl Quarantined {
+    /// An entry for `raw`, which was not stored because of `reason`; `raw` beyond
+    /// [`MAX_QUARANTINE_RAW_BYTES`] is cut (at a character boundary) and its length kept.
+    pub fn new(reason: String, raw: &str, origin: String, received: String) -> Self {
+        let mut end = raw.len().min(MAX_QUARANTINE_RAW_BYTES);
+        while !raw.is_char_boundary(end) {
+            end -= 1;
+        }
+        Self {
+            reason,
+            raw: raw[..end].to_owned(),
+            origin,
+            received,
+            raw_bytes: raw.len() as u64,
+        }
+    }
+
+    /// Whether `raw` holds only the start of the LogEvent.
+    pub fn is_truncated(&self) -> bool {
+        self.raw_bytes > self.raw.len() as u64
+    }
+
+    /// Approximate size of this entry in a ListQuarantined answer.
+    pub fn size(&self) -> usize {
+        self.reason.len() + self.raw.len() + self.origin.len() + self.received.len() + 32
+    }
+}
+
+/// Position of a quarantine entry; ids increase with arrival, with gaps where retention removed
+/// entries.
+pub type QuarantineId = u64;
+
+/// Which quarantine entries to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuarantinePage {
+    /// Start after this id (exclusive, in the listing order); `None`: from the oldest (or the
+    /// newest with `newest_first`).
+    pub after: Option<QuarantineId>,
+    /// Newest first (descending ids) instead of oldest first.
+    pub newest_first: bool,
+    /// Most entries to return.
+    pub limit: usize,
 }
 
 /// Small state written atomically with a batch (the poller's next URL).
@@ -348,8 +420,23 @@ pub trait Journal: std::fmt::Debug + Send + Sync + 'static {
     /// Reads small state written by [`Batch::state`].
     async fn state(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError>;
 
+    /// One page of quarantined events with their ids (ascending with arrival), see
+    /// [`QuarantinePage`].
+    async fn quarantine_page(
+        &self,
+        page: QuarantinePage,
+    ) -> Result<Vec<(QuarantineId, Quarantined)>, JournalError>;
+
     /// Up to `limit` quarantined events, oldest first.
-    async fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, JournalError>;
+    async fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, JournalError> {
+        let page = QuarantinePage {
+            after: None,
+            newest_first: false,
+            limit,
+        };
+        let entries = self.quarantine_page(page).await?;
+        Ok(entries.into_iter().map(|(_, entry)| entry).collect())
+    }
 
     /// Checks that the journal can still commit (for readiness and health).
     async fn check(&self) -> Result<(), JournalError>;
@@ -365,7 +452,7 @@ pub trait Journal: std::fmt::Debug + Send + Sync + 'static {
 }
 
 /// How long the journal keeps events: by age and/or by size; whichever removes more wins.
-/// Quarantine entries are kept for the same age.
+/// Quarantine entries are kept for the same age and, separately, within the same size.
 ///
 /// Shared by both implementations so configuration does not depend on which one runs. Age is
 /// measured from the event's commit time in the journal (not Okta's `published`), so a replayed
@@ -421,7 +508,7 @@ pub struct Pruned {
     pub events: u64,
     /// Sum of the removed events' stored encoded sizes.
     pub bytes: u64,
-    /// Quarantine entries removed (they age like events; size retention ignores them).
+    /// Quarantine entries removed (by age like events, and beyond `max_bytes` of entries).
     pub quarantined: u64,
 }
 

@@ -22,9 +22,8 @@ pub struct Delivery {
     pub received: Option<prost_types::Timestamp>,
 }
 
-/// Copies HTTP request headers for the record (names lower-cased), replacing the values of
-/// secret-bearing headers with `[REDACTED]`: `auth_header` (compared ignoring case),
-/// `authorization`, `proxy-authorization`, `cookie`, `set-cookie`. A header sent several times
+/// Copies HTTP request headers for the record (names lower-cased), replacing the value of
+/// every header [`is_secret_header`] names with `[REDACTED]`. A header sent several times
 /// keeps every value, joined with `", "` as HTTP allows; values that are not UTF-8 are
 /// converted lossily.
 pub fn redact_headers(headers: &http::HeaderMap, auth_header: &str) -> BTreeMap<String, String> {
@@ -32,11 +31,7 @@ pub fn redact_headers(headers: &http::HeaderMap, auth_header: &str) -> BTreeMap<
     for (name, value) in headers {
         // `http` stores names in lower case already; the conversion only guards that.
         let name = name.as_str().to_ascii_lowercase();
-        let secret = name.eq_ignore_ascii_case(auth_header.trim())
-            || matches!(
-                name.as_str(),
-                "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
-            );
+        let secret = is_secret_header(&name, auth_header);
         let value = if secret {
             REDACTED.to_owned()
         } else {
@@ -54,6 +49,23 @@ pub fn redact_headers(headers: &http::HeaderMap, auth_header: &str) -> BTreeMap<
         }
     }
     out
+}
+
+/// Parts of a header name that mark it as carrying a credential (compared ignoring case).
+const SECRET_NAME_PARTS: [&str; 6] = ["token", "secret", "key", "auth", "signature", "password"];
+
+/// The redaction rule of the record's `headers` (documented in `events.proto` and the README):
+/// `authorization`, `proxy-authorization`, `cookie`, `set-cookie`, the configured hook auth
+/// header, and any header whose name contains `token`, `secret`, `key`, `auth`, `signature` or
+/// `password`, in any case.
+pub fn is_secret_header(name: &str, auth_header: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.eq_ignore_ascii_case(auth_header.trim())
+        || matches!(
+            name.as_str(),
+            "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+        )
+        || SECRET_NAME_PARTS.iter().any(|part| name.contains(part))
 }
 
 /// What a secret header's value is replaced by in the record.

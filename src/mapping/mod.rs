@@ -19,24 +19,26 @@ mod json;
 mod parse;
 mod record;
 mod time;
+mod uuid;
 
 use std::cell::Cell;
 
 use crate::proto;
 
 pub use crate::proto::EncodedStruct;
-pub use delivery::{Delivery, REDACTED, redact_headers};
+pub use delivery::{Delivery, REDACTED, is_secret_header, redact_headers};
 pub use envelope::{Envelope, EnvelopeError, parse_envelope};
 pub use error::MappingError;
 pub use parse::MAX_DEPTH;
 pub use time::parse_rfc3339;
+pub use uuid::{MAX_UUID_BYTES, check_uuid};
 
 /// Maps one LogEvent (the JSON of one element of `data.events[]`, or of one System Log API
 /// result) to the record. The cursor is left 0 for the journal to assign.
 ///
 /// Errors (field named in [`MappingError::field`]):
 /// - `event`: not JSON, not a JSON object, or nested deeper than [`MAX_DEPTH`] levels;
-/// - `uuid`: missing, not a string, or empty;
+/// - `uuid`: missing, not a string, blank, or longer than [`MAX_UUID_BYTES`] bytes;
 /// - `published`: missing, not a string, or not an RFC 3339 date-time.
 pub fn map_event(log_event: &[u8], delivery: &Delivery) -> Result<proto::Event, MappingError> {
     thread_local! {

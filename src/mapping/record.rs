@@ -15,8 +15,10 @@ use crate::proto;
 pub(super) fn map(doc: &Doc<'_>, delivery: &Delivery) -> Result<proto::Event, MappingError> {
     let object = doc.root();
     let uuid = match object.get("uuid") {
-        Some(Val::Str(s)) if !s.is_empty() => s.to_owned(),
-        Some(Val::Str(_)) => return Err(error("uuid", "is empty")),
+        Some(Val::Str(s)) => match super::uuid::check_uuid(s) {
+            Ok(()) => s.to_owned(),
+            Err(problem) => return Err(error("uuid", problem)),
+        },
         Some(_) => return Err(error("uuid", "is not a string")),
         None => return Err(error("uuid", "is missing or null")),
     };

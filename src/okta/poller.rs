@@ -334,7 +334,14 @@ impl Poller {
             .into_iter()
             .map(ingest::raw_event_owned)
             .collect();
-        let batch = ingest::map(raw, delivery, self.source.clone(), now).await?;
+        let batch = ingest::map(
+            raw,
+            delivery,
+            self.source.clone(),
+            now,
+            self.config.max_event_bytes,
+        )
+        .await?;
         Ok(MappedPage {
             batch,
             received,

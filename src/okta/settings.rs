@@ -63,6 +63,8 @@ pub struct PollerConfig {
     /// Whether an event hook also feeds the journal: events the poller newly commits are then
     /// counted as hook misses.
     pub hook_enabled: bool,
+    /// `OKTA_STREAM_MAX_EVENT_BYTES`: a larger record is quarantined, not stored.
+    pub max_event_bytes: usize,
 }
 
 impl PollerConfig {
@@ -83,6 +85,7 @@ impl PollerConfig {
             backoff_base: DEFAULT_BACKOFF_BASE,
             backoff_cap: DEFAULT_BACKOFF_CAP,
             hook_enabled: false,
+            max_event_bytes: crate::journal::DEFAULT_MAX_EVENT_BYTES,
         }
     }
 

@@ -33,6 +33,9 @@ pub struct NatsConfig {
     pub max_age: Duration,
     /// How long the server dedupes by `Nats-Msg-Id` (the event uuid).
     pub duplicate_window: Duration,
+    /// Most bytes the quarantine stream keeps (the oldest entries go first); `None`: no
+    /// limit but `max_age`.
+    pub quarantine_max_bytes: Option<u64>,
 }
 
 impl Default for NatsConfig {
@@ -44,6 +47,7 @@ impl Default for NatsConfig {
             replicas: DEFAULT_REPLICAS,
             max_age: DEFAULT_MAX_AGE,
             duplicate_window: DEFAULT_DUPLICATE_WINDOW,
+            quarantine_max_bytes: None,
         }
     }
 }

@@ -72,7 +72,7 @@ pub use lease::{LEASE_KEY, LeaseError, PollerLease};
 
 use super::{
     Appended, Batch, Bounds, CommitSink, Committed, Corruption, Cursor, Journal, JournalError,
-    Quarantined, SharedEvent, SharedSink, StateWrite,
+    QuarantineId, QuarantinePage, Quarantined, SharedEvent, SharedSink, StateWrite,
 };
 
 /// Most direct gets a read keeps in flight at once.
@@ -377,6 +377,54 @@ impl NatsJournal {
         Ok(())
     }
 
+    /// Up to `limit` quarantine messages below sequence `before` (all when `None`), newest
+    /// first; sequences removed by retention are skipped.
+    async fn quarantine_before(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<jetstream::message::StreamMessage>, JournalError> {
+        let info = self
+            .quarantine
+            .get_info()
+            .await
+            .map_err(|e| storage("read the quarantine stream info", e))?;
+        let state = info.state;
+        let mut out = Vec::new();
+        if state.messages == 0 || limit == 0 {
+            return Ok(out);
+        }
+        let mut high = match before {
+            Some(0 | 1) => return Ok(out),
+            Some(before) => (before - 1).min(state.last_sequence),
+            None => state.last_sequence,
+        };
+        while high >= state.first_sequence && out.len() < limit {
+            let low = high
+                .saturating_sub(READ_WINDOW - 1)
+                .max(state.first_sequence);
+            let got = join_all(
+                (low..=high)
+                    .rev()
+                    .map(|seq| self.quarantine.direct_get(seq)),
+            )
+            .await;
+            for result in got {
+                if let Some(message) = optional(result)? {
+                    out.push(message);
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if low <= state.first_sequence {
+                break;
+            }
+            high = low - 1;
+        }
+        Ok(out)
+    }
+
     /// The newest sequence this instance has seen committed (acks, reads, the tail).
     fn known_head(&self) -> u64 {
         self.known_head
@@ -636,27 +684,35 @@ impl Journal for NatsJournal {
             .map(|entry| entry.value.to_vec()))
     }
 
-    async fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, JournalError> {
+    async fn quarantine_page(
+        &self,
+        page: QuarantinePage,
+    ) -> Result<Vec<(QuarantineId, Quarantined)>, JournalError> {
         self.ensure_open()?;
-        self.read_forward(
-            &self.quarantine,
-            &quarantine_subject(&self.config),
-            0,
-            limit,
-            0,
-        )
-        .await?
-        .into_iter()
-        .map(|message| {
-            serde_json::from_slice(&message.payload).map_err(|source| {
-                Corruption::Quarantine {
-                    id: message.sequence,
-                    source,
-                }
-                .into()
+        let messages = if page.newest_first {
+            self.quarantine_before(page.after, page.limit).await?
+        } else {
+            self.read_forward(
+                &self.quarantine,
+                &quarantine_subject(&self.config),
+                page.after.unwrap_or(0),
+                page.limit,
+                0,
+            )
+            .await?
+        };
+        messages
+            .into_iter()
+            .map(|message| {
+                let entry = serde_json::from_slice(&message.payload).map_err(|source| {
+                    JournalError::from(Corruption::Quarantine {
+                        id: message.sequence,
+                        source,
+                    })
+                })?;
+                Ok((message.sequence, entry))
             })
-        })
-        .collect()
+            .collect()
     }
 
     async fn check(&self) -> Result<(), JournalError> {
@@ -777,6 +833,9 @@ fn quarantine_stream_config(config: &NatsConfig) -> stream::Config {
         storage: stream::StorageType::File,
         num_replicas: config.replicas,
         max_age: config.max_age,
+        max_bytes: config
+            .quarantine_max_bytes
+            .map_or(-1, |bytes| i64::try_from(bytes).unwrap_or(i64::MAX)),
         duplicate_window: config.duplicate_window.min(Duration::from_secs(120)),
         allow_direct: true,
         ..Default::default()
@@ -865,7 +924,10 @@ async fn check_and_update(
             "a writable stream".to_owned(),
         ));
     }
+    // The server reports "no limit" as -1 whatever was asked for it.
+    let byte_limit = |bytes: i64| if bytes <= 0 { -1 } else { bytes };
     if found.max_age == wanted.max_age
+        && byte_limit(found.max_bytes) == byte_limit(wanted.max_bytes)
         && found.duplicate_window == wanted.duplicate_window
         && found.allow_direct
     {
@@ -873,6 +935,7 @@ async fn check_and_update(
     }
     let mut updated = found;
     updated.max_age = wanted.max_age;
+    updated.max_bytes = byte_limit(wanted.max_bytes);
     updated.duplicate_window = wanted.duplicate_window;
     updated.allow_direct = true;
     tracing::info!(
