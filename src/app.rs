@@ -34,7 +34,7 @@ use crate::hub::{DEFAULT_LIVE_CAPACITY, Hub};
 use tracing::Instrument;
 
 use crate::journal::embedded::RedbJournal;
-use crate::journal::nats::{NatsConfig, NatsJournal};
+use crate::journal::nats::{LeaseError, NatsConfig, NatsJournal};
 use crate::journal::{JournalError, Retention, SharedJournal};
 use crate::listener::{self, Limits, Listener, ListenerMetrics, ReloadableTls, TlsFile, TlsFiles};
 use crate::okta::poller::backoff_delay;
@@ -75,13 +75,43 @@ pub enum AppError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     /// An essential task stopped on its own.
-    #[error("{task} stopped: {reason}")]
+    #[error("{task} stopped: {source}")]
     TaskFailed {
         /// Which task.
         task: &'static str,
-        /// Why.
-        reason: String,
+        /// Why, in the task's own terms.
+        source: TaskError,
     },
+}
+
+/// Why an essential task stopped on its own, so `main` and tests can match on what stopped
+/// rather than read a message.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// The task returned although it runs until shutdown (a server whose listener ended).
+    #[error("exited")]
+    Exited,
+    /// The task panicked.
+    #[error("panicked")]
+    Panicked,
+    /// The System Log poller cannot run.
+    #[error(transparent)]
+    Poller(#[from] PollerTaskError),
+}
+
+/// Why the poller task stopped: only what no restart can mend ends it.
+#[derive(Debug, thiserror::Error)]
+pub enum PollerTaskError {
+    /// The JetStream poller lease could not be taken or watched.
+    #[error("poller lease: {0}")]
+    Lease(#[from] LeaseError),
+    /// The poller's settings are refused by the poller itself.
+    #[error(transparent)]
+    Settings(#[from] crate::okta::ConfigError),
+    /// The poller stopped on an error a restart would not mend (a closed or corrupt journal,
+    /// credentials Okta refuses).
+    #[error(transparent)]
+    Poller(#[from] PollerError),
 }
 
 /// A bound, ready-to-run service.
@@ -350,7 +380,11 @@ impl App {
             tasks.spawn(async move {
                 (
                     "poller",
-                    poller.run().instrument(tracing::info_span!("poller")).await,
+                    poller
+                        .run()
+                        .instrument(tracing::info_span!("poller"))
+                        .await
+                        .map_err(TaskError::from),
                 )
             });
         }
@@ -380,7 +414,7 @@ fn poller_config(config: &Config) -> Result<Option<PollerConfig>, AppError> {
 }
 
 /// The app's essential tasks, each answering with its name and how it ended.
-type Tasks = JoinSet<(&'static str, Result<(), String>)>;
+type Tasks = JoinSet<(&'static str, Result<(), TaskError>)>;
 
 /// The hook listener's routes: the hook endpoint, and a 404 naming it for anything else.
 fn hook_router(
@@ -420,10 +454,10 @@ async fn wait_for_stop(
             None
         }
         Some(joined) = tasks.join_next() => {
-            let (task, result) = joined.unwrap_or(("task", Err("panicked".to_owned())));
-            let reason = result.err().unwrap_or_else(|| "exited".to_owned());
-            tracing::error!(task, %reason, "essential task stopped; shutting down");
-            Some(AppError::TaskFailed { task, reason })
+            let (task, result) = joined.unwrap_or(("task", Err(TaskError::Panicked)));
+            let source = result.err().unwrap_or(TaskError::Exited);
+            tracing::error!(task, reason = %source, "essential task stopped; shutting down");
+            Some(AppError::TaskFailed { task, source })
         }
     }
 }
@@ -508,7 +542,7 @@ impl PollerTask {
     /// Polls until shutdown. With the JetStream journal, polls only while this replica holds
     /// the poller lease, and stops the moment it is lost. Returns an error only when the
     /// poller cannot run at all (the process then stops).
-    async fn run(self) -> Result<(), String> {
+    async fn run(self) -> Result<(), PollerTaskError> {
         let holder = format!("{}-{}", std::process::id(), rand::random::<u32>());
         let polling_since = PollingSince::default();
         let readiness = tokio::spawn(watch_poller(
@@ -527,7 +561,7 @@ impl PollerTask {
         &self,
         holder: &str,
         polling_since: &PollingSince,
-    ) -> Result<(), String> {
+    ) -> Result<(), PollerTaskError> {
         loop {
             let run_token = self.shutdown.child_token();
             let lease = match &self.nats {
@@ -536,7 +570,7 @@ impl PollerTask {
                     let lease = tokio::select! {
                         _ = self.shutdown.cancelled() => return Ok(()),
                         lease = nats.acquire_poller_lease(holder.to_owned(), self.lease_ttl) => {
-                            lease.map_err(|e| format!("poller lease: {e}"))?
+                            lease?
                         }
                     };
                     tracing::info!(holder, "holding the poller lease; polling");
@@ -573,22 +607,21 @@ impl PollerTask {
     /// process: the poller is restarted from the stored next URL after a capped back-off, and
     /// meanwhile readiness follows the journal check and the poller's last success. Only a
     /// closed or corrupt journal ends it with an error.
-    async fn poll_until_stopped(&self, stop: &CancellationToken) -> Result<(), String> {
+    async fn poll_until_stopped(&self, stop: &CancellationToken) -> Result<(), PollerTaskError> {
         let mut failures: u32 = 0;
         loop {
             let poller = Poller::with_stats(
                 self.config.clone(),
                 self.journal.clone(),
                 self.stats.clone(),
-            )
-            .map_err(|e| e.to_string())?;
+            )?;
             let pages = self.stats.snapshot().pages;
             let error = match poller.run(stop.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(PollerError::Journal(
                     error @ (JournalError::Storage { .. } | JournalError::Conflict { .. }),
                 )) => error,
-                Err(error) => return Err(error.to_string()),
+                Err(error) => return Err(error.into()),
             };
             failures = if self.stats.snapshot().pages > pages {
                 1
@@ -760,4 +793,89 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
             http::HeaderName::from_static("grpc-message"),
             http::HeaderName::from_static("grpc-status-details-bin"),
         ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bounds a test so a hang fails it instead of stalling the suite.
+    async fn within<T>(future: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), future)
+            .await
+            .expect("finished in time")
+    }
+
+    /// What `wait_for_stop` reports when `task` ends on its own while no signal comes.
+    async fn stop_of(
+        task: impl Future<Output = (&'static str, Result<(), TaskError>)> + Send + 'static,
+    ) -> Option<AppError> {
+        let mut tasks: Tasks = JoinSet::new();
+        tasks.spawn(task);
+        within(wait_for_stop(std::future::pending(), &mut tasks)).await
+    }
+
+    #[tokio::test]
+    async fn a_poller_that_cannot_run_stops_the_app_with_its_typed_error() {
+        let failure = stop_of(async {
+            let refused = crate::okta::ConfigError::OrgUrl("is not https".to_owned());
+            ("poller", Err(PollerTaskError::from(refused).into()))
+        })
+        .await;
+        match failure {
+            Some(
+                error @ AppError::TaskFailed {
+                    task: "poller",
+                    source: TaskError::Poller(PollerTaskError::Settings(_)),
+                },
+            ) => assert_eq!(
+                error.to_string(),
+                "poller stopped: OKTA_ORG_URL: is not https"
+            ),
+            other => panic!("expected the poller's settings error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_that_returns_or_panics_is_told_apart() {
+        let exited = stop_of(async { ("hook", Ok(())) }).await;
+        assert!(
+            matches!(
+                exited,
+                Some(AppError::TaskFailed {
+                    task: "hook",
+                    source: TaskError::Exited
+                })
+            ),
+            "{exited:?}"
+        );
+        let panicked = stop_of(async {
+            if std::hint::black_box(true) {
+                panic!("listener broke");
+            }
+            ("admin", Ok(()))
+        })
+        .await;
+        let Some(
+            error @ AppError::TaskFailed {
+                source: TaskError::Panicked,
+                ..
+            },
+        ) = panicked
+        else {
+            panic!("expected a panicked task, got {panicked:?}");
+        };
+        assert!(error.to_string().ends_with("stopped: panicked"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_signal_stops_the_app_without_a_failure() {
+        let mut tasks: Tasks = JoinSet::new();
+        tasks.spawn(async {
+            std::future::pending::<()>().await;
+            ("grpc", Ok(()))
+        });
+        assert!(within(wait_for_stop(async {}, &mut tasks)).await.is_none());
+        tasks.abort_all();
+    }
 }

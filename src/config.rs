@@ -26,6 +26,8 @@ use http::HeaderName;
 use reqwest::Url;
 
 use crate::secret::Secret;
+/// Log output format: declared by telemetry, which must not know the configuration.
+pub use crate::telemetry::LogFormat;
 
 /// Default data directory of the embedded journal and the generated hook secret.
 pub const DEFAULT_DATA_DIR: &str = "./data";
@@ -218,16 +220,6 @@ impl GrpcConfig {
     pub fn tls(&self) -> Option<(&Path, &Path)> {
         Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
     }
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// The Okta org and the credentials for its APIs: shared by the poller (`serve`) and the

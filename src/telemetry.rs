@@ -14,7 +14,16 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::config::LogFormat;
+/// Log output format, chosen by `OKTA_STREAM_LOG_FORMAT`. Declared here, below the
+/// configuration, so telemetry knows no other module of the crate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// Installs the global `tracing` subscriber: human lines or JSON, filtered by `RUST_LOG`
 /// (default `info`). Logs go to stderr; stdout is kept for the `listening ...` lines.
