@@ -42,6 +42,7 @@ use crate::okta::{Credentials, Poller, PollerConfig, PollerError, PollerHealth, 
 use crate::ops::{self, Health};
 use crate::profile::released::ReleasedJournal;
 use crate::profile::stage::{ProfileStats, Stage, StageSink};
+use crate::profile::sweep::{Sweep, SweepStats};
 use crate::profile::{ProfileSettings, RedactionKey, RedbSnapshots};
 use crate::proto::event_stream_server::EventStreamServer;
 use crate::secret::Secret;
@@ -120,6 +121,7 @@ pub struct App {
 #[derive(Debug)]
 struct ProfileStage {
     stage: Stage,
+    sweep: Sweep,
     commits: tokio::sync::mpsc::UnboundedReceiver<Vec<crate::journal::SharedEvent>>,
 }
 
@@ -204,13 +206,15 @@ impl App {
         let profile_stats = config.profile.enabled.then(|| {
             let stats = Arc::new(ProfileStats::default());
             stats.register(metrics.registry());
-            stats
+            let sweep = Arc::new(SweepStats::default());
+            sweep.register(metrics.registry());
+            (stats, sweep)
         });
         let metrics = Arc::new(metrics);
         let (journal, hub, nats, profile) = match profile_stats {
-            Some(stats) => {
+            Some((stats, sweep_stats)) => {
                 let (journal, hub, profile) =
-                    open_with_profile_values(&config, live_capacity, stats).await?;
+                    open_with_profile_values(&config, live_capacity, stats, sweep_stats).await?;
                 (journal, hub, None, Some(profile))
             }
             None => {
@@ -310,9 +314,16 @@ impl App {
         };
 
         // The profile-values stage: between the journal and the hub.
-        if let Some(ProfileStage { stage, commits }) = profile {
+        if let Some(ProfileStage {
+            stage,
+            sweep,
+            commits,
+        }) = profile
+        {
             let stop = shutdown.clone();
             tasks.spawn(async move { ("profile values", stage.run(commits, stop).await) });
+            let stop = shutdown.clone();
+            tasks.spawn(async move { ("profile sweep", sweep.run(stop).await) });
         }
 
         // The hook listener: the hook endpoint only.
@@ -479,6 +490,7 @@ async fn open_with_profile_values(
     config: &Config,
     live_capacity: usize,
     stats: Arc<ProfileStats>,
+    sweep_stats: Arc<SweepStats>,
 ) -> Result<(SharedJournal, Hub, ProfileStage), AppError> {
     let settings = ProfileSettings {
         attributes: config.profile.attributes.clone(),
@@ -541,18 +553,33 @@ async fn open_with_profile_values(
         store.clone(),
         released_rx,
     ));
+    let (users, rules) = (Arc::new(users), Arc::new(rules));
+    let sweep = Sweep {
+        users: users.clone(),
+        snapshots: store.clone(),
+        rules: rules.clone(),
+        stats: sweep_stats,
+    };
     let stage = Stage {
         journal: inner,
         values: store.clone(),
         snapshots: store,
-        users: Arc::new(users),
-        rules: Arc::new(rules),
+        users,
+        rules,
         timeout: settings.timeout,
         hub: hub.clone(),
         released,
         stats,
     };
-    Ok((journal, hub, ProfileStage { stage, commits }))
+    Ok((
+        journal,
+        hub,
+        ProfileStage {
+            stage,
+            sweep,
+            commits,
+        },
+    ))
 }
 
 /// Opens the configured journal and its hub (and the JetStream journal itself when it runs,

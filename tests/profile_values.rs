@@ -146,8 +146,10 @@ fn as_of(event: &proto::Event) -> DateTime<Utc> {
 async fn never_seen_then_complete_then_newer_than_event_and_everyone_sees_the_same() {
     within(LIMIT, async {
         let fake = FakeOkta::start(FakeAuth::Ssws(TOKEN.to_owned())).await;
-        fake.add_user("00uJANE", json!({"title": "Engineer", "department": "R&D"}));
         let app = start(&fake, |_| {}).await;
+        seeded(&app).await;
+        // Created after the seeding sweep: never seen.
+        fake.add_user("00uJANE", json!({"title": "Engineer", "department": "R&D"}));
         let mut stream = subscribe(&app).await;
 
         // Never seen before: new values only.
@@ -202,7 +204,13 @@ async fn never_seen_then_complete_then_newer_than_event_and_everyone_sees_the_sa
         }
 
         // A restart reads nothing again and shows the same values.
-        let requests = fake.user_requests().len();
+        let user_reads = || {
+            fake.user_requests()
+                .iter()
+                .filter(|r| r.path.starts_with("/api/v1/users/"))
+                .count()
+        };
+        let requests = user_reads();
         let dir = app.stop_keeping_data().await;
         let app = TestApp::start_in(dir, okta_stream::hub::DEFAULT_LIVE_CAPACITY, |c| {
             profile_values(&fake, c);
@@ -212,13 +220,68 @@ async fn never_seen_then_complete_then_newer_than_event_and_everyone_sees_the_sa
         for event in [&e1, &e2, &e3] {
             assert_eq!(&next_event(&mut replay).await, event);
         }
-        assert_eq!(
-            fake.user_requests().len(),
-            requests,
-            "values are stored once"
-        );
+        assert_eq!(user_reads(), requests, "values are stored once");
         let metrics = app.metrics().await;
         assert!(metrics.contains("profile_fetches_ok_total"), "{metrics}");
+    })
+    .await;
+}
+
+/// Waits until the seeding sweep completed.
+async fn seeded(app: &TestApp) {
+    for _ in 0..200 {
+        if app.metrics().await.contains("profile_sweeps_total 1") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the seeding sweep did not complete");
+}
+
+#[tokio::test]
+async fn the_seeding_sweep_makes_the_first_update_complete_and_pages_every_user() {
+    within(LIMIT, async {
+        let fake = FakeOkta::start(FakeAuth::Ssws(TOKEN.to_owned())).await;
+        for i in 0..450 {
+            fake.add_user(&format!("00u{i:04}"), json!({"title": "Engineer"}));
+        }
+        let app = start(&fake, |_| {}).await;
+        seeded(&app).await;
+        let lists: Vec<_> = fake
+            .user_requests()
+            .into_iter()
+            .filter(|r| r.path == "/api/v1/users")
+            .collect();
+        assert_eq!(lists.len(), 3, "450 users, 200 a page");
+        assert_eq!(lists[0].param("limit").as_deref(), Some("200"));
+        assert!(
+            app.metrics()
+                .await
+                .contains("profile_sweep_users_total 450")
+        );
+
+        let mut stream = subscribe(&app).await;
+        let t1 = fake.update_user("00u0042", json!({"title": "Manager"}));
+        post(&app, update("s1", "00u0042", t1, "title")).await;
+        let event = next_event(&mut stream).await;
+        assert_eq!(status(&event), Status::Complete);
+        assert_eq!(changes(&event), ["title: Engineer → Manager"]);
+
+        // A restart sweeps incrementally from the stored watermark.
+        let dir = app.stop_keeping_data().await;
+        let app = TestApp::start_in(dir, okta_stream::hub::DEFAULT_LIVE_CAPACITY, |c| {
+            profile_values(&fake, c);
+        })
+        .await;
+        seeded(&app).await;
+        let last = fake
+            .user_requests()
+            .into_iter()
+            .filter(|r| r.path == "/api/v1/users")
+            .last()
+            .unwrap();
+        let search = last.param("search").expect("an incremental sweep searches");
+        assert!(search.starts_with("lastUpdated gt \""), "{search}");
     })
     .await;
 }
@@ -239,7 +302,12 @@ async fn only_allowlisted_attributes_and_redacted_ones_as_hashes() {
         let mut stream = subscribe(&app).await;
         let t1 = fake.update_user("00uRED", json!({"title": "Manager"}));
         post(&app, update("r1", "00uRED", t1, "title")).await;
-        assert_eq!(status(&next_event(&mut stream).await), Status::NoBaseline);
+        let first = next_event(&mut stream).await;
+        assert_eq!(first.profile_changes.len(), 1);
+        assert_eq!(
+            text(&first.profile_changes[0].new_value).unwrap(),
+            "Manager"
+        );
 
         let t2 = fake.update_user("00uRED", json!({"mobilePhone": "555-0199", "ssn": "2"}));
         post(&app, update("r2", "00uRED", t2, "ssn,mobilePhone")).await;

@@ -13,6 +13,7 @@
 //!
 //! - [`stage`]: between the journal and the hub: queues commits in cursor order, reads the
 //!   profiles, releases the front of the queue with its values stored.
+//! - [`sweep`]: reads every user once, then those updated since, to keep snapshots current.
 //! - [`released`]: the journal as readers see it: capped at the released cursor, each event
 //!   joined with its stored values.
 //!
@@ -26,6 +27,7 @@ pub mod rules;
 pub mod snapshot;
 pub mod stage;
 pub mod store;
+pub mod sweep;
 pub mod values;
 
 pub use json::AttributeValue;
