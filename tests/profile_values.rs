@@ -399,3 +399,93 @@ async fn poller_events_get_values_too() {
     })
     .await;
 }
+
+/// Runs the real binary with only `env` (and PATH) in its environment.
+async fn binary(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_okta-stream"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    within(WAIT, command.output()).await.unwrap()
+}
+
+#[tokio::test]
+async fn tail_and_get_print_the_changes() {
+    within(LIMIT, async {
+        let fake = FakeOkta::start(FakeAuth::Ssws(TOKEN.to_owned())).await;
+        fake.add_user("00uCLI", json!({"title": "Engineer"}));
+        let app = start(&fake, |_| {}).await;
+        seeded(&app).await;
+        let mut stream = subscribe(&app).await;
+        let t1 = fake.update_user("00uCLI", json!({"title": "Manager"}));
+        post(&app, update("c1", "00uCLI", t1, "title")).await;
+        assert_eq!(status(&next_event(&mut stream).await), Status::Complete);
+
+        let grpc_url = format!("http://{}", app.grpc_addr);
+        let env = [("OKTA_STREAM_GRPC_URL", grpc_url.as_str())];
+        let text = binary(
+            &[
+                "tail",
+                "--from-oldest",
+                "--max-events",
+                "1",
+                "--output",
+                "text",
+            ],
+            &env,
+        )
+        .await;
+        assert!(text.status.success(), "{text:?}");
+        let line = String::from_utf8_lossy(&text.stdout);
+        assert!(line.contains("title \"Engineer\" → \"Manager\""), "{line}");
+
+        let got = binary(&["get", "c1"], &env).await;
+        assert!(got.status.success(), "{got:?}");
+        let event: Value = serde_json::from_slice(&got.stdout).unwrap();
+        assert_eq!(
+            event["profileChanges"],
+            json!([{"attribute": "title", "oldValue": "Engineer", "newValue": "Manager"}])
+        );
+        assert_eq!(
+            event["profileValuesStatus"],
+            "PROFILE_VALUES_STATUS_COMPLETE"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn profile_values_without_an_org_exit_64_naming_the_setting() {
+    within(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap();
+        let output = binary(
+            &["serve", "--data-dir", data],
+            &[("OKTA_STREAM_PROFILE_VALUES", "true")],
+        )
+        .await;
+        assert_eq!(output.status.code(), Some(64), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("OKTA_STREAM_PROFILE_VALUES"), "{stderr}");
+        assert!(stderr.contains("OKTA_ORG_URL"), "{stderr}");
+
+        let output = binary(
+            &["serve", "--data-dir", data],
+            &[("OKTA_STREAM_PROFILE_RATE_LIMIT_SHARE", "1.5")],
+        )
+        .await;
+        assert_eq!(output.status.code(), Some(64), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("OKTA_STREAM_PROFILE_RATE_LIMIT_SHARE"),
+            "{stderr}"
+        );
+    })
+    .await;
+}
