@@ -113,7 +113,9 @@ fn options() -> Result<Options, String> {
         }
     }
     if options.scenario.is_empty() {
-        return Err("name a scenario: ingest, fanout, poller, jetstream, profile or all".to_owned());
+        return Err(
+            "name a scenario: ingest, fanout, poller, jetstream, profile or all".to_owned(),
+        );
     }
     let secs_ok = options.secs > 0.0 && options.secs <= 120.0;
     let scale_ok = options.scale > 0.0 && options.scale <= 20.0;

@@ -134,6 +134,14 @@ async fn acknowledged_updates_are_released_once_with_values_across_kill_9() {
                 event.uuid
             );
         }
+        let resolved = events
+            .iter()
+            .filter(|e| e.profile_values_status != proto::ProfileValuesStatus::Unavailable as i32)
+            .count();
+        assert!(
+            resolved > 0,
+            "every event UNAVAILABLE: the Users API was never read"
+        );
         service.kill().await;
         // Values are stored once: another start shows exactly the same.
         let service = Service::start(dir.path(), &env).await;
