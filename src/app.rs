@@ -38,8 +38,13 @@ use crate::journal::nats::{LeaseError, NatsConfig, NatsJournal};
 use crate::journal::{JournalError, Retention, SharedJournal};
 use crate::listener::{self, Limits, Listener, ListenerMetrics, ReloadableTls, TlsFile, TlsFiles};
 use crate::okta::poller::backoff_delay;
-use crate::okta::{Poller, PollerConfig, PollerError, PollerHealth, PollerStats};
+use crate::okta::users::UsersClient;
+use crate::okta::{Credentials, Poller, PollerConfig, PollerError, PollerHealth, PollerStats};
 use crate::ops::{self, Health};
+use crate::profile::released::ReleasedJournal;
+use crate::profile::stage::{ProfileStats, Stage, StageSink};
+use crate::profile::sweep::{Sweep, SweepStats};
+use crate::profile::{ProfileSettings, RedactionKey, RedbSnapshots};
 use crate::proto::event_stream_server::EventStreamServer;
 use crate::secret::Secret;
 use crate::telemetry::Metrics;
@@ -74,6 +79,9 @@ pub enum AppError {
     /// exits 64 on it, as on any bad setting.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The profile-values feature could not start: its key, rules or stores.
+    #[error("profile values: {0}")]
+    Profile(String),
     /// An essential task stopped on its own.
     #[error("{task} stopped: {source}")]
     TaskFailed {
@@ -136,6 +144,16 @@ pub struct App {
     poller: Option<PollerConfig>,
     /// The poller's counters (exported as metrics), when the poller is configured.
     poller_stats: Option<Arc<PollerStats>>,
+    /// The profile-values stage, when `OKTA_STREAM_PROFILE_VALUES` is on.
+    profile: Option<ProfileStage>,
+}
+
+/// The profile-values stage, ready to run, and the queue of commits it runs on.
+#[derive(Debug)]
+struct ProfileStage {
+    stage: Stage,
+    sweep: Sweep,
+    commits: tokio::sync::mpsc::UnboundedReceiver<Vec<crate::journal::SharedEvent>>,
 }
 
 impl App {
@@ -224,8 +242,25 @@ impl App {
             stats
         });
         let listener_metrics = Arc::new(ListenerMetrics::register(metrics.registry()));
+        let profile_stats = config.profile.enabled.then(|| {
+            let stats = Arc::new(ProfileStats::default());
+            stats.register(metrics.registry());
+            let sweep = Arc::new(SweepStats::default());
+            sweep.register(metrics.registry());
+            (stats, sweep)
+        });
         let metrics = Arc::new(metrics);
-        let (journal, hub, nats) = open_journal(&config, live_capacity).await?;
+        let (journal, hub, nats, profile) = match profile_stats {
+            Some((stats, sweep_stats)) => {
+                let (journal, hub, profile) =
+                    open_with_profile_values(&config, live_capacity, stats, sweep_stats).await?;
+                (journal, hub, None, Some(profile))
+            }
+            None => {
+                let (journal, hub, nats) = open_journal(&config, live_capacity).await?;
+                (journal, hub, nats, None)
+            }
+        };
         Ok(App {
             config,
             http,
@@ -241,6 +276,7 @@ impl App {
             nats,
             poller,
             poller_stats,
+            profile,
         })
     }
 
@@ -293,6 +329,7 @@ impl App {
             nats,
             poller,
             poller_stats,
+            profile,
             ..
         } = self;
         let shutdown = CancellationToken::new();
@@ -314,6 +351,19 @@ impl App {
                 (name, Ok(()))
             }
         };
+
+        // The profile-values stage: between the journal and the hub.
+        if let Some(ProfileStage {
+            stage,
+            sweep,
+            commits,
+        }) = profile
+        {
+            let stop = shutdown.clone();
+            tasks.spawn(async move { ("profile values", stage.run(commits, stop).await) });
+            let stop = shutdown.clone();
+            tasks.spawn(async move { ("profile sweep", sweep.run(stop).await) });
+        }
 
         // The hook listener: the hook endpoint only.
         let router = hook_router(&config, hook_secrets, &journal, &metrics);
@@ -477,6 +527,104 @@ async fn drain(mut tasks: Tasks, timeout: Duration) {
         tracing::warn!(?timeout, "shutdown timed out; aborting remaining tasks");
         tasks.abort_all();
     }
+}
+
+/// Opens the journal with the profile-values stage between it and the hub: the journal hands
+/// commits to the stage, readers see the journal capped at the released cursor.
+async fn open_with_profile_values(
+    config: &Config,
+    live_capacity: usize,
+    stats: Arc<ProfileStats>,
+    sweep_stats: Arc<SweepStats>,
+) -> Result<(SharedJournal, Hub, ProfileStage), AppError> {
+    let settings = ProfileSettings {
+        attributes: config.profile.attributes.clone(),
+        redact: config.profile.redact.clone(),
+        timeout: config.profile.timeout,
+        rate_limit_share: config.profile.rate_limit_share,
+    };
+    let key = RedactionKey::load_or_create(&config.data_dir)
+        .map_err(|e| AppError::Profile(e.to_string()))?;
+    let rules = settings
+        .rules(key)
+        .map_err(|e| AppError::Profile(e.to_string()))?;
+    let org_url = config.okta.org.org_url.as_ref().ok_or_else(|| {
+        crate::config::ConfigError::invalid("profile-values", "needs OKTA_ORG_URL")
+    })?;
+    let credentials = Credentials::from_settings(&config.okta.org.auth()?)?;
+    let users = UsersClient::new(
+        org_url.as_str(),
+        &credentials,
+        settings.timeout,
+        settings.rate_limit_share,
+    )
+    .map_err(|e| AppError::Profile(e.to_string()))?;
+    let (sink, commits) = StageSink::new();
+    let hub = Hub::new(live_capacity, 0);
+    let (inner, store): (SharedJournal, RedbSnapshots) = match &config.journal {
+        JournalKind::Embedded => {
+            let retention = Retention {
+                max_age: Some(config.retention_max_age),
+                max_bytes: config.retention_max_bytes,
+                check_interval: config.retention_check_interval,
+            };
+            let journal = RedbJournal::open_with(
+                &config.data_dir,
+                retention,
+                sink,
+                config.accept_empty_journal,
+            )
+            .await?;
+            let db = journal
+                .database()
+                .ok_or(crate::journal::JournalError::Closed)?;
+            let store = RedbSnapshots::open(db)
+                .await
+                .map_err(|e| AppError::Profile(e.to_string()))?;
+            (journal, store)
+        }
+        JournalKind::Nats { .. } => {
+            return Err(AppError::Profile(
+                "OKTA_STREAM_PROFILE_VALUES needs the embedded journal in this version \
+                 (the JetStream values bucket is not built yet)"
+                    .to_owned(),
+            ));
+        }
+    };
+    let store = Arc::new(store);
+    let (released, released_rx) = tokio::sync::watch::channel(0);
+    let journal: SharedJournal = Arc::new(ReleasedJournal::new(
+        inner.clone(),
+        store.clone(),
+        released_rx,
+    ));
+    let (users, rules) = (Arc::new(users), Arc::new(rules));
+    let sweep = Sweep {
+        users: users.clone(),
+        snapshots: store.clone(),
+        rules: rules.clone(),
+        stats: sweep_stats,
+    };
+    let stage = Stage {
+        journal: inner,
+        values: store.clone(),
+        snapshots: store,
+        users,
+        rules,
+        timeout: settings.timeout,
+        hub: hub.clone(),
+        released,
+        stats,
+    };
+    Ok((
+        journal,
+        hub,
+        ProfileStage {
+            stage,
+            sweep,
+            commits,
+        },
+    ))
 }
 
 /// Opens the configured journal and its hub (and the JetStream journal itself when it runs,

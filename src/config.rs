@@ -90,6 +90,29 @@ pub struct Config {
     /// System Log poller settings (the poller runs when `OKTA_ORG_URL` is set).
     #[command(flatten)]
     pub okta: OktaSettings,
+    /// Old → new profile values of `user.account.update_profile` events (issue 13).
+    #[command(flatten)]
+    pub profile: ProfileValuesSettings,
+}
+
+/// Old → new profile values: read from Okta's Users API, kept per user, stored with the event.
+#[derive(Debug, Clone, Args)]
+pub struct ProfileValuesSettings {
+    /// Attach old → new values to user.account.update_profile events (needs OKTA_ORG_URL and credentials with okta.users.read)
+    #[arg(long = "profile-values", env = "OKTA_STREAM_PROFILE_VALUES", default_value = "false", value_name = "BOOL", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    pub enabled: bool,
+    /// Comma-separated profile attributes kept and shown (empty: all)
+    #[arg(long = "profile-attributes", env = "OKTA_STREAM_PROFILE_ATTRIBUTES", value_delimiter = ',', value_name = "ATTR", value_parser = trimmed)]
+    pub attributes: Vec<String>,
+    /// Comma-separated profile attributes shown only as sha256:<hex> of a keyed HMAC
+    #[arg(long = "profile-redact", env = "OKTA_STREAM_PROFILE_REDACT", value_delimiter = ',', value_name = "ATTR", value_parser = trimmed)]
+    pub redact: Vec<String>,
+    /// Longest an update event waits for its values before it is delivered UNAVAILABLE
+    #[arg(long = "profile-values-timeout-secs", env = "OKTA_STREAM_PROFILE_VALUES_TIMEOUT_SECS", default_value = "10", value_name = "SECS", value_parser = positive_secs)]
+    pub timeout: Duration,
+    /// Share of the Users API rate limit okta-stream uses, in (0, 1]
+    #[arg(long = "profile-rate-limit-share", env = "OKTA_STREAM_PROFILE_RATE_LIMIT_SHARE", default_value = "0.3", value_name = "SHARE", value_parser = parse_share)]
+    pub rate_limit_share: f64,
 }
 
 /// Which journal implementation runs.
@@ -638,6 +661,13 @@ impl Config {
             return Err(ConfigError::invalid(
                 "grpc-tls-client-ca",
                 "needs --grpc-tls-cert and --grpc-tls-key (mutual TLS is TLS first)",
+            ));
+        }
+        if self.profile.enabled && self.okta.org.org_url.is_none() {
+            return Err(ConfigError::invalid(
+                "profile-values",
+                "needs OKTA_ORG_URL and Okta credentials \
+                 (OKTA_API_TOKEN, or OKTA_CLIENT_ID with OKTA_PRIVATE_KEY_FILE)",
             ));
         }
         if self.okta.org.org_url.is_some() {

@@ -243,6 +243,12 @@ impl RedbJournal {
         }))
     }
 
+    /// The open database, for stores that keep their tables in the journal's file (profile
+    /// values and snapshots, written in their own transactions); `None` while closed.
+    pub fn database(&self) -> Option<Arc<Database>> {
+        lock(&self.db).db.clone()
+    }
+
     /// The journal file.
     pub fn path(&self) -> &Path {
         &self.path

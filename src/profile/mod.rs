@@ -11,15 +11,23 @@
 //!   and status of each event, and the snapshot to store.
 //! - [`store`]: where snapshots live: a redb table or a JetStream KV bucket.
 //!
-//! The Users API client is [`crate::okta::users`]. The stage that runs these between the
-//! journal and the hub is not wired yet.
+//! - [`stage`]: between the journal and the hub: queues commits in cursor order, reads the
+//!   profiles, releases the front of the queue with its values stored.
+//! - [`sweep`]: reads every user once, then those updated since, to keep snapshots current.
+//! - [`released`]: the journal as readers see it: capped at the released cursor, each event
+//!   joined with its stored values.
+//!
+//! The Users API client is [`crate::okta::users`].
 
 use std::time::Duration;
 
 pub mod json;
+pub mod released;
 pub mod rules;
 pub mod snapshot;
+pub mod stage;
 pub mod store;
+pub mod sweep;
 pub mod values;
 
 pub use json::AttributeValue;
@@ -27,7 +35,7 @@ pub use rules::{AttributeRules, RedactionKey, RulesError};
 pub use snapshot::Snapshot;
 pub use store::nats::NatsSnapshots;
 pub use store::redb::RedbSnapshots;
-pub use store::{SnapshotStore, StoreError};
+pub use store::{SnapshotStore, StoreError, StoredValues, ValuesStore};
 pub use values::{Resolution, Update, Values, resolve};
 
 /// Default `OKTA_STREAM_PROFILE_VALUES_TIMEOUT_SECS`: the longest an update event waits for its

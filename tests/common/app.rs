@@ -66,6 +66,22 @@ impl TestApp {
         .await
     }
 
+    /// Starts an app on `data_dir` with `poller` configured in code, after `configure`
+    /// adjusts its config.
+    pub async fn start_with_poller_in(
+        data_dir: tempfile::TempDir,
+        poller: PollerConfig,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        Self::start_full(
+            data_dir,
+            okta_stream::hub::DEFAULT_LIVE_CAPACITY,
+            Some(poller),
+            configure,
+        )
+        .await
+    }
+
     /// Starts an app on `data_dir` with a live buffer of `live_capacity` events.
     pub async fn start_in(
         data_dir: tempfile::TempDir,
@@ -159,6 +175,13 @@ impl TestApp {
     /// Requests shutdown and waits for the app to stop; returns how `run` ended.
     pub async fn stop(mut self) -> Result<(), AppError> {
         self.shutdown_and_wait().await
+    }
+
+    /// Stops the app and hands back its data dir, to start another app on it.
+    pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
+        self.shutdown_and_wait().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.data_dir, dir)
     }
 
     async fn shutdown_and_wait(&mut self) -> Result<(), AppError> {

@@ -382,6 +382,27 @@ impl FakeOkta {
         now
     }
 
+    /// Creates many users at once (`id`, `profile`), `lastUpdated` now; for the load tool,
+    /// which seeds a large org (no check for existing ids).
+    pub fn add_users(&self, users: impl IntoIterator<Item = (String, Value)>) {
+        let mut state = self.state();
+        let now = next_update_time(&state, None);
+        let at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        for (id, profile) in users {
+            let user = json!({
+                "id": id,
+                "status": "ACTIVE",
+                "created": at,
+                "lastUpdated": at,
+                "type": {"id": "oty1"},
+                "profile": profile,
+                "credentials": {"provider": {"type": "OKTA", "name": "OKTA"}},
+                "_links": {"self": {"href": format!("{}/api/v1/users/{id}", self.base)}},
+            });
+            state.users.push(user);
+        }
+    }
+
     /// Changes user `id`'s profile as an admin would: each member of `changes` is set (null
     /// sets null), and `lastUpdated` moves to now (strictly later than before). Returns it.
     pub fn update_user(&self, id: &str, changes: Value) -> DateTime<Utc> {

@@ -76,3 +76,27 @@ fn corrupt(user: &str, error: impl std::fmt::Display) -> StoreError {
         reason: error.to_string(),
     }
 }
+
+/// One event's profile fields (30–33 of `okta.events.v1.Event`), encoded, keyed by its cursor.
+pub type StoredValues = (u64, bytes::Bytes);
+
+/// Where each released event's profile values live, written once with the snapshots its
+/// resolution produced and the `released_through` cursor, so a reader joins them to the stored
+/// record and a restart knows where releasing stopped.
+#[async_trait]
+pub trait ValuesStore: std::fmt::Debug + Send + Sync + 'static {
+    /// The newest cursor released to readers (0 before the first release).
+    async fn released_through(&self) -> Result<u64, StoreError>;
+
+    /// The stored values of the events with cursors in `from..=to`, in cursor order.
+    async fn values(&self, from: u64, to: u64) -> Result<Vec<StoredValues>, StoreError>;
+
+    /// Stores `values` (an entry already stored is kept: first writer wins), `snapshots` (never
+    /// replacing a newer one) and moves `released_through` to `through` (never backwards).
+    async fn release(
+        &self,
+        values: Vec<StoredValues>,
+        snapshots: Vec<(String, Snapshot)>,
+        through: u64,
+    ) -> Result<(), StoreError>;
+}

@@ -11,12 +11,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::{SnapshotStore, StoreError, check_user, corrupt};
+use super::{SnapshotStore, StoreError, StoredValues, ValuesStore, check_user, corrupt};
 use crate::profile::snapshot::Snapshot;
 
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("profile_snapshots");
 const META: TableDefinition<&str, i64> = TableDefinition::new("profile_meta");
 const WATERMARK: &str = "sweep_watermark_ms";
+/// Cursor → encoded profile fields of the event at that cursor.
+const VALUES: TableDefinition<u64, &[u8]> = TableDefinition::new("profile_values");
+/// The newest cursor released to readers, kept in [`META`] (a cursor fits an i64).
+const RELEASED: &str = "released_through";
 
 /// Snapshots in a shared redb database. See the module docs.
 #[derive(Clone)]
@@ -38,6 +42,7 @@ impl RedbSnapshots {
             .write(|txn| {
                 txn.open_table(SNAPSHOTS).map_err(storage)?;
                 txn.open_table(META).map_err(storage)?;
+                txn.open_table(VALUES).map_err(storage)?;
                 Ok(())
             })
             .await?;
@@ -148,6 +153,73 @@ impl SnapshotStore for RedbSnapshots {
             let current = table.get(WATERMARK).map_err(storage)?.map(|v| v.value());
             if current.is_none_or(|c| c < ms) {
                 table.insert(WATERMARK, ms).map_err(storage)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ValuesStore for RedbSnapshots {
+    async fn released_through(&self) -> Result<u64, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(META).map_err(storage)?;
+            let at = table.get(RELEASED).map_err(storage)?.map(|v| v.value());
+            Ok(at.and_then(|c| u64::try_from(c).ok()).unwrap_or(0))
+        })
+        .await
+        .map_err(|e| StoreError::Storage(format!("values read task failed: {e}")))?
+    }
+
+    async fn values(&self, from: u64, to: u64) -> Result<Vec<StoredValues>, StoreError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(VALUES).map_err(storage)?;
+            let mut out = Vec::new();
+            for row in table.range(from..=to).map_err(storage)? {
+                let (cursor, bytes) = row.map_err(storage)?;
+                out.push((cursor.value(), bytes::Bytes::copy_from_slice(bytes.value())));
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Storage(format!("values read task failed: {e}")))?
+    }
+
+    async fn release(
+        &self,
+        values: Vec<StoredValues>,
+        snapshots: Vec<(String, Snapshot)>,
+        through: u64,
+    ) -> Result<(), StoreError> {
+        for (user, _) in &snapshots {
+            check_user(user)?;
+        }
+        let through = i64::try_from(through)
+            .map_err(|_| StoreError::Storage(format!("cursor {through} out of range")))?;
+        self.write(move |txn| {
+            {
+                let mut table = txn.open_table(VALUES).map_err(storage)?;
+                for (cursor, bytes) in &values {
+                    if table.get(cursor).map_err(storage)?.is_none() {
+                        table.insert(cursor, bytes.as_ref()).map_err(storage)?;
+                    }
+                }
+            }
+            for (user, snapshot) in &snapshots {
+                put_in(txn, user, snapshot)?;
+            }
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            let current = meta.get(RELEASED).map_err(storage)?.map(|v| v.value());
+            if current.is_none_or(|c| c < through) {
+                meta.insert(RELEASED, through).map_err(storage)?;
             }
             Ok(())
         })

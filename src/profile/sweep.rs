@@ -1,0 +1,139 @@
+//! The sweep that keeps snapshots current between update events: when the feature first
+//! starts (no watermark stored) every user is read (`GET /api/v1/users`, 200 a page, `Link`
+//! paging), later only those updated since the watermark minus an overlap
+//! (`search=lastUpdated gt "<time>"`). Each page is stored in one write; the watermark moves
+//! only after a whole sweep. Requests share the Users API client's pacing with the stage, so
+//! together they stay within `OKTA_STREAM_PROFILE_RATE_LIMIT_SHARE`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use super::rules::AttributeRules;
+use super::snapshot::Snapshot;
+use super::store::SnapshotStore;
+use crate::okta::users::UsersClient;
+
+/// Time between the end of one sweep and the start of the next.
+pub const INTERVAL: Duration = Duration::from_secs(300);
+
+/// How far before the watermark an incremental sweep starts: users updated within the same
+/// millisecond, or written to Okta's index a little late, are read again rather than missed.
+pub const OVERLAP: chrono::Duration = chrono::Duration::seconds(60);
+
+/// Wait before a failed sweep is tried again.
+const RETRY: Duration = Duration::from_secs(30);
+
+/// Counters of the sweeps.
+#[derive(Debug, Default)]
+pub struct SweepStats {
+    completed: Counter,
+    failed: Counter,
+    users: Counter,
+}
+
+impl SweepStats {
+    /// Adds the counters to `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "profile_sweeps",
+            "Completed sweeps of Okta's Users API",
+            self.completed.clone(),
+        );
+        registry.register(
+            "profile_sweep_failures",
+            "Sweeps of Okta's Users API that stopped on an error",
+            self.failed.clone(),
+        );
+        registry.register(
+            "profile_sweep_users",
+            "Users read by sweeps",
+            self.users.clone(),
+        );
+    }
+}
+
+/// What a sweep needs.
+#[derive(Debug)]
+pub struct Sweep {
+    /// The Users API (shared with the stage: one pacing).
+    pub users: Arc<UsersClient>,
+    /// Where snapshots and the watermark are kept.
+    pub snapshots: Arc<dyn SnapshotStore>,
+    /// The attribute rules.
+    pub rules: Arc<AttributeRules>,
+    /// Its counters.
+    pub stats: Arc<SweepStats>,
+}
+
+impl Sweep {
+    /// Sweeps now, then every [`INTERVAL`], until `shutdown`. Errors are logged and retried.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
+        loop {
+            let wait = match self.once().await {
+                Ok(read) => {
+                    self.stats.completed.inc();
+                    tracing::info!(users = read, "profile sweep completed");
+                    INTERVAL
+                }
+                Err(e) => {
+                    self.stats.failed.inc();
+                    tracing::warn!(error = %e, "profile sweep failed; retrying later");
+                    RETRY
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// One whole sweep; returns how many users it read.
+    pub async fn once(&self) -> Result<usize, String> {
+        let watermark = self
+            .snapshots
+            .watermark()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut url = Some(self.users.list_url(watermark.map(|w| w - OVERLAP)));
+        let mut newest: Option<DateTime<Utc>> = watermark;
+        let mut read = 0;
+        while let Some(next) = url.take() {
+            let page = self
+                .users
+                .list_page(&next)
+                .await
+                .map_err(|e| e.to_string())?;
+            let entries: Vec<(String, Snapshot)> = page
+                .users
+                .iter()
+                .map(|u| {
+                    (
+                        u.id.clone(),
+                        Snapshot::from_profile(&self.rules, &u.profile, u.last_updated),
+                    )
+                })
+                .collect();
+            newest = entries.iter().map(|(_, s)| s.as_of).chain(newest).max();
+            self.snapshots
+                .put_many(&entries)
+                .await
+                .map_err(|e| e.to_string())?;
+            read += entries.len();
+            self.stats.users.inc_by(entries.len() as u64);
+            url = page.next;
+        }
+        if let Some(at) = newest {
+            self.snapshots
+                .set_watermark(at)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(read)
+    }
+}
