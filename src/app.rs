@@ -105,6 +105,9 @@ pub enum TaskError {
     /// The System Log poller cannot run.
     #[error(transparent)]
     Poller(#[from] PollerTaskError),
+    /// The profile-values stage cannot release events in order.
+    #[error(transparent)]
+    Profile(#[from] crate::profile::StageError),
 }
 
 /// Why the poller task stopped: only what no restart can mend ends it.
@@ -360,9 +363,15 @@ impl App {
         }) = profile
         {
             let stop = shutdown.clone();
-            tasks.spawn(async move { ("profile values", stage.run(commits, stop).await) });
+            tasks.spawn(async move {
+                let result = stage.run(commits, stop).await;
+                ("profile values", result.map_err(TaskError::from))
+            });
             let stop = shutdown.clone();
-            tasks.spawn(async move { ("profile sweep", sweep.run(stop).await) });
+            tasks.spawn(async move {
+                sweep.run(stop).await;
+                ("profile sweep", Ok(()))
+            });
         }
 
         // The hook listener: the hook endpoint only.

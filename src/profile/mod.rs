@@ -33,6 +33,7 @@ pub mod values;
 pub use json::AttributeValue;
 pub use rules::{AttributeRules, RedactionKey, RulesError};
 pub use snapshot::Snapshot;
+pub use stage::StageError;
 pub use store::nats::NatsSnapshots;
 pub use store::redb::RedbSnapshots;
 pub use store::{SnapshotStore, StoreError, StoredValues, ValuesStore};

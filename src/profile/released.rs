@@ -16,8 +16,8 @@ use tokio::sync::watch;
 
 use super::store::{StoreError, ValuesStore};
 use crate::journal::{
-    Appended, Batch, Bounds, Committed, Cursor, Journal, JournalError, Quarantined, SharedEvent,
-    SharedJournal,
+    Appended, Batch, Bounds, Committed, Cursor, Journal, JournalError, QuarantineId,
+    QuarantinePage, Quarantined, SharedEvent, SharedJournal,
 };
 use crate::proto;
 
@@ -156,8 +156,11 @@ impl Journal for ReleasedJournal {
         self.inner.state(key).await
     }
 
-    async fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, JournalError> {
-        self.inner.quarantined(limit).await
+    async fn quarantine_page(
+        &self,
+        page: QuarantinePage,
+    ) -> Result<Vec<(QuarantineId, Quarantined)>, JournalError> {
+        self.inner.quarantine_page(page).await
     }
 
     async fn check(&self) -> Result<(), JournalError> {

@@ -30,10 +30,10 @@ use tokio_util::sync::CancellationToken;
 use super::released::with_values;
 use super::rules::AttributeRules;
 use super::snapshot::Snapshot;
-use super::store::{SnapshotStore, StoredValues, ValuesStore};
+use super::store::{SnapshotStore, StoreError, StoredValues, ValuesStore};
 use super::values::{Update, Values, resolve};
 use crate::hub::Hub;
-use crate::journal::{CommitSink, Cursor, SharedEvent, SharedJournal};
+use crate::journal::{CommitSink, Cursor, JournalError, SharedEvent, SharedJournal};
 use crate::okta::users::{User, UsersClient, UsersError};
 use crate::proto;
 
@@ -209,13 +209,25 @@ struct Pending {
 /// The outcome of one fetch task: the user, the newest seq it serves, the answer.
 type Fetched = (String, u64, Result<User, UsersError>);
 
+/// Why the stage stopped: the unreleased tail could not be read back at start, so nothing
+/// after it can be released in order.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// The journal's unreleased events could not be read.
+    #[error("cannot re-read unreleased events: {0}")]
+    Backlog(#[from] JournalError),
+    /// The profile values already stored for them could not be read.
+    #[error("cannot read stored profile values: {0}")]
+    StoredValues(#[from] StoreError),
+}
+
 impl Stage {
     /// Runs until `shutdown`: re-reads the unreleased tail, then resolves and releases.
     pub async fn run(
         self,
         mut commits: mpsc::UnboundedReceiver<Vec<SharedEvent>>,
         shutdown: CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<(), StageError> {
         let mut run = Run {
             queue: VecDeque::new(),
             fetching: HashSet::new(),
@@ -267,7 +279,7 @@ struct Run {
 
 impl Run {
     /// Tells the hub and readers where releasing stopped, and queues the unreleased tail.
-    async fn start(&mut self) -> Result<(), String> {
+    async fn start(&mut self) -> Result<(), StageError> {
         let released = loop {
             match self.stage.values.released_through().await {
                 Ok(c) => break c,
@@ -288,7 +300,7 @@ impl Run {
                 .await
             {
                 Ok(page) => page,
-                Err(e) => return Err(format!("cannot re-read unreleased events: {e}")),
+                Err(e) => return Err(e.into()),
             };
             let (Some(first), Some(last)) = (page.first(), page.last()) else {
                 break;
@@ -297,8 +309,7 @@ impl Run {
                 .stage
                 .values
                 .values(first.cursor(), last.cursor())
-                .await
-                .map_err(|e| format!("cannot read stored profile values: {e}"))?
+                .await?
                 .into_iter()
                 .collect();
             self.enqueue(page, Some(&stored));

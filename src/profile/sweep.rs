@@ -15,8 +15,19 @@ use tokio_util::sync::CancellationToken;
 
 use super::rules::AttributeRules;
 use super::snapshot::Snapshot;
-use super::store::SnapshotStore;
-use crate::okta::users::UsersClient;
+use super::store::{SnapshotStore, StoreError};
+use crate::okta::users::{UsersClient, UsersError};
+
+/// Why one sweep failed; the next one is tried after [`RETRY`].
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    /// The snapshot store could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Okta's Users API did not answer a page.
+    #[error(transparent)]
+    Users(#[from] UsersError),
+}
 
 /// Time between the end of one sweep and the start of the next.
 pub const INTERVAL: Duration = Duration::from_secs(300);
@@ -72,7 +83,7 @@ pub struct Sweep {
 
 impl Sweep {
     /// Sweeps now, then every [`INTERVAL`], until `shutdown`. Errors are logged and retried.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
+    pub async fn run(self, shutdown: CancellationToken) {
         loop {
             let wait = match self.once().await {
                 Ok(read) => {
@@ -87,28 +98,20 @@ impl Sweep {
                 }
             };
             tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
+                () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
             }
         }
     }
 
     /// One whole sweep; returns how many users it read.
-    pub async fn once(&self) -> Result<usize, String> {
-        let watermark = self
-            .snapshots
-            .watermark()
-            .await
-            .map_err(|e| e.to_string())?;
+    pub async fn once(&self) -> Result<usize, SweepError> {
+        let watermark = self.snapshots.watermark().await?;
         let mut url = Some(self.users.list_url(watermark.map(|w| w - OVERLAP)));
         let mut newest: Option<DateTime<Utc>> = watermark;
         let mut read = 0;
         while let Some(next) = url.take() {
-            let page = self
-                .users
-                .list_page(&next)
-                .await
-                .map_err(|e| e.to_string())?;
+            let page = self.users.list_page(&next).await?;
             let entries: Vec<(String, Snapshot)> = page
                 .users
                 .iter()
@@ -120,19 +123,13 @@ impl Sweep {
                 })
                 .collect();
             newest = entries.iter().map(|(_, s)| s.as_of).chain(newest).max();
-            self.snapshots
-                .put_many(&entries)
-                .await
-                .map_err(|e| e.to_string())?;
+            self.snapshots.put_many(&entries).await?;
             read += entries.len();
             self.stats.users.inc_by(entries.len() as u64);
             url = page.next;
         }
         if let Some(at) = newest {
-            self.snapshots
-                .set_watermark(at)
-                .await
-                .map_err(|e| e.to_string())?;
+            self.snapshots.set_watermark(at).await?;
         }
         Ok(read)
     }
