@@ -443,7 +443,7 @@ async fn tail_and_get_print_the_changes() {
         .await;
         assert!(text.status.success(), "{text:?}");
         let line = String::from_utf8_lossy(&text.stdout);
-        assert!(line.contains("title \"Engineer\" → \"Manager\""), "{line}");
+        assert!(line.contains("title: Engineer → Manager"), "{line}");
 
         let got = binary(&["get", "c1"], &env).await;
         assert!(got.status.success(), "{got:?}");

@@ -1,7 +1,7 @@
 //! One readable line per event for `okta-stream tail` on a terminal: who changed what for whom.
 //!
 //! `2026-11-22 18:07:13Z  user.account.update_profile  admin@example.com → thor@avengers.org
-//! lastName "Odinson" → "Thor", title  SUCCESS`
+//! lastName: Odinson → Thor, title: Engineer → Manager  SUCCESS`
 //!
 //! It reads the decoded event through its descriptor (prost-reflect), by field name, so the
 //! old → new values of `profile_changes` print as soon as the proto carries them, and a field
@@ -42,7 +42,7 @@ fn who(event: &DynamicMessage) -> String {
     }
 }
 
-/// Changed attributes: `name old → new` for those with values (`profile_changes`), then the
+/// Changed attributes: `name: old → new` for those with values (`profile_changes`), then the
 /// remaining names from `changed_attributes`.
 fn changes(event: &DynamicMessage) -> Option<String> {
     let mut shown: Vec<String> = Vec::new();
@@ -56,7 +56,7 @@ fn changes(event: &DynamicMessage) -> Option<String> {
         };
         let old = json_value(&change, "old_value");
         let new = json_value(&change, "new_value");
-        parts.push(format!("{attribute} {old} {ARROW} {new}"));
+        parts.push(format!("{attribute}: {old} {ARROW} {new}"));
         shown.push(attribute);
     }
     for attribute in list(event, "changed_attributes") {
@@ -80,12 +80,16 @@ fn result(event: &DynamicMessage) -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
-/// A `google.protobuf.Value` field as compact JSON; `∅` when absent (not known).
+/// A `google.protobuf.Value` field as a reader writes it: a non-empty string bare
+/// (`Manager`), anything else as compact JSON (`null`, `""`, `["a","b"]`); `∅` when absent
+/// (no earlier value known).
 fn json_value(message: &DynamicMessage, field: &str) -> String {
     match field_value(message, field) {
-        Some(Value::Message(value)) => {
-            serde_json::to_string(&value).unwrap_or_else(|_| "?".to_owned())
-        }
+        Some(Value::Message(value)) => match serde_json::to_value(&value) {
+            Ok(serde_json::Value::String(text)) if !text.trim().is_empty() => text,
+            Ok(other) => other.to_string(),
+            Err(_) => "?".to_owned(),
+        },
         _ => "∅".to_owned(),
     }
 }
@@ -228,7 +232,7 @@ mod tests {
         assert!(
             line.contains(
                 "admin@example.com → thor@avengers.org  \
-                 lastName \"Odinson\" → \"Thor\", title ∅ → null  SUCCESS"
+                 lastName: Odinson → Thor, title: ∅ → null  SUCCESS"
             ),
             "{line}"
         );
