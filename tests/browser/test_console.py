@@ -286,7 +286,13 @@ def test_after_a_server_restart_the_console_resumes_with_no_gap_and_no_duplicate
 
 
 def test_the_token_prompt_works_with_grpc_tokens(page, data_dir):
-    server = Server(data_dir, env={"OKTA_STREAM_GRPC_TOKENS": "console-t0ken"})
+    server = Server(
+        data_dir,
+        env={
+            "OKTA_STREAM_GRPC_TOKENS": "console-t0ken",
+            "OKTA_STREAM_GRPC_ADMIN_TOKENS": "console-admin-t0ken",
+        },
+    )
     try:
         post(server, profile_update("t-1", "thor@avengers.org", "lastName"))
         page.goto(server.url)
@@ -312,10 +318,21 @@ def test_the_token_prompt_works_with_grpc_tokens(page, data_dir):
         post(server, profile_update("t-2", "thor@avengers.org", "title"))
         expect(page.locator('[data-uuid="t-2"]')).to_be_visible(timeout=2_000)
 
-        # The quarantine tab calls ListQuarantined with the same token.
+        # The quarantine tab calls ListQuarantined with the same token: a read token is refused
+        # (the raw payloads need an admin token), and the page says which token to use.
         page.click("#tab-quarantine")
+        error = page.locator("#quarantine-error")
+        expect(error).to_contain_text("PERMISSION_DENIED", timeout=5_000)
+        expect(error).to_contain_text("admin token")
+
+        # An admin token reads the quarantine: the tab reloads when the token changes.
+        page.click("#token-button")
+        expect(dialog).to_be_visible(timeout=5_000)
+        page.fill("#token-input", "console-admin-t0ken")
+        page.click('#token-dialog button[value="save"]')
+        expect(dialog).to_be_hidden()
         expect(page.locator("#quarantine tbody")).to_contain_text("Nothing is quarantined", timeout=5_000)
-        expect(page.locator("#quarantine-error")).to_be_hidden()
+        expect(error).to_be_hidden()
     finally:
         server.kill()
 
