@@ -55,8 +55,8 @@ impl<'a> LogEvent<'a> {
 
 impl Envelope<'_> {
     /// Maps one of [`Envelope::events`] from the parsed body. Errors as
-    /// [`map_event`](super::map_event): `event` when it is not an object or nests deeper than
-    /// [`MAX_DEPTH`](super::MAX_DEPTH) levels counted from itself, `uuid`, `published`.
+    /// `map_event`: `event` when it is not an object or nests deeper than
+    /// [`MAX_DEPTH`](parse::MAX_DEPTH) levels counted from itself, `uuid`, `published`.
     pub fn map(
         &self,
         event: &LogEvent<'_>,
@@ -66,7 +66,7 @@ impl Envelope<'_> {
             return Err(MappingError {
                 field: "event",
                 problem: ParseError::TooDeep {
-                    limit: super::MAX_DEPTH,
+                    limit: parse::MAX_DEPTH,
                 }
                 .to_string(),
             });
@@ -86,7 +86,7 @@ impl Envelope<'_> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvelopeError {
     /// The body does not parse as JSON (or nests deeper than
-    /// [`MAX_BODY_DEPTH`](super::MAX_BODY_DEPTH) levels).
+    /// [`MAX_BODY_DEPTH`](parse::MAX_BODY_DEPTH) levels).
     #[error("body is not JSON: {0}")]
     NotJson(String),
     /// The body is JSON, but not an object.
