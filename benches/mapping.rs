@@ -36,6 +36,8 @@ fn workload() -> Vec<Vec<u8>> {
     let mut names: Vec<_> = std::fs::read_dir(&dir)
         .expect("tests/fixtures exists")
         .map(|entry| entry.expect("readable directory").path())
+        // Only the sample files: `tests/fixtures/` also holds directories of other fixtures.
+        .filter(|path| path.is_file())
         .collect();
     names.sort();
     let mut events = Vec::new();
