@@ -7,7 +7,10 @@
 //! - `map_encode`: `map_event` + `prost::Message::encode_to_vec` of each event (JSON bytes in,
 //!   encoded protobuf bytes out);
 //! - breakdown of `map_encode`: `map_only` (`map_event`, record dropped) and `encode_only`
-//!   (`encode_to_vec` of records mapped beforehand).
+//!   (`encode_to_vec` of records mapped beforehand);
+//! - the whole hook body: `body_floor` (`serde_json::Value` of each sample delivery, as is)
+//!   against `hook_body` (`ingest::map_body_now`: the body parsed once, envelope checked, each
+//!   event mapped and encoded, or quarantined).
 //!
 //! Throughput is reported in bytes of LogEvent JSON; events/s = events per iteration / time.
 //! Run: `cargo bench --bench mapping`; the ratio is map_encode throughput / floor throughput.
@@ -21,7 +24,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use okta_stream::mapping::{Delivery, map_event, parse_envelope};
+use okta_stream::ingest::map_body_now;
+use okta_stream::journal::DEFAULT_MAX_EVENT_BYTES;
+use okta_stream::mapping::{Buffers, Delivery, map_event, parse_envelope};
 use okta_stream::proto::IngestSource;
 
 /// The sample LogEvents, each as its own JSON bytes. Events the mapping rejects (Okta's doc
@@ -31,6 +36,8 @@ fn workload() -> Vec<Vec<u8>> {
     let mut names: Vec<_> = std::fs::read_dir(&dir)
         .expect("tests/fixtures exists")
         .map(|entry| entry.expect("readable directory").path())
+        // Only the sample files: `tests/fixtures/` also holds directories of other fixtures.
+        .filter(|path| path.is_file())
         .collect();
     names.sort();
     let mut events = Vec::new();
@@ -38,7 +45,8 @@ fn workload() -> Vec<Vec<u8>> {
         let text = std::fs::read(&path).expect("readable fixture");
         match path.extension().and_then(|e| e.to_str()) {
             Some("json") => {
-                let envelope = parse_envelope(&text).expect("fixture is an envelope");
+                let mut buffers = Buffers::default();
+                let envelope = parse_envelope(&text, &mut buffers).expect("fixture is an envelope");
                 events.extend(envelope.events.iter().map(|e| e.get().as_bytes().to_vec()));
             }
             Some("ndjson") => events.extend(
@@ -52,6 +60,21 @@ fn workload() -> Vec<Vec<u8>> {
     let delivery = delivery();
     events.retain(|e| map_event(e, &delivery).is_ok());
     events
+}
+
+/// The sample hook deliveries (`tests/fixtures/*.json`), each a whole body.
+fn bodies() -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/fixtures exists")
+        .map(|entry| entry.expect("readable directory").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|path| std::fs::read(path).expect("readable fixture"))
+        .collect()
 }
 
 /// A hook delivery context like the real one in the CruGlobal sample.
@@ -126,6 +149,58 @@ fn mapping(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    let bodies = bodies();
+    let body_bytes: usize = bodies.iter().map(Vec::len).sum();
+    eprintln!(
+        "hook bodies: {} deliveries, {body_bytes} bytes",
+        bodies.len()
+    );
+    interleaved_bodies(&bodies, &delivery);
+    let mut group = c.benchmark_group("hook_body");
+    group
+        .throughput(Throughput::Bytes(body_bytes as u64))
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    group.bench_function("body_floor", |b| b.iter(|| floor_pass(&bodies)));
+    group.bench_function("hook_body", |b| {
+        b.iter(|| hook_body_pass(&bodies, &delivery))
+    });
+    group.finish();
+}
+
+/// One pass of the hook's whole-body path over the sample deliveries.
+fn hook_body_pass(bodies: &[Vec<u8>], delivery: &Delivery) {
+    let received = chrono::DateTime::UNIX_EPOCH;
+    for body in bodies {
+        let mapped = map_body_now(
+            black_box(body),
+            delivery.clone(),
+            received,
+            DEFAULT_MAX_EVENT_BYTES,
+        );
+        black_box(mapped.ok());
+    }
+}
+
+/// Whole-body floor and hook path alternating, fastest of `ROUNDS` rounds each.
+fn interleaved_bodies(bodies: &[Vec<u8>], delivery: &Delivery) {
+    const ROUNDS: usize = 3000;
+    let mut floor = Duration::MAX;
+    let mut hook = Duration::MAX;
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        floor_pass(bodies);
+        floor = floor.min(start.elapsed());
+        let start = Instant::now();
+        hook_body_pass(bodies, delivery);
+        hook = hook.min(start.elapsed());
+    }
+    eprintln!(
+        "interleaved, fastest of {ROUNDS} rounds: body_floor {floor:?}, hook_body {hook:?}, \
+         ratio {:.2}",
+        floor.as_secs_f64() / hook.as_secs_f64()
+    );
 }
 
 /// One pass of the floor over the workload.

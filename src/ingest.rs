@@ -9,33 +9,21 @@
 //! appended whole.
 //!
 //! Two steps, [`map`] then [`append`], so the poller can map its next page while the previous
-//! one commits; [`ingest`] is both in a row, as the hook uses it.
+//! one commits. A hook body goes through [`map_body`] instead of [`map`]:
+//! the whole body is parsed once on the blocking pool, its envelope checked (an error before
+//! anything is written), and each event mapped from that one parse; then [`append`].
+
+use std::cell::Cell;
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::value::RawValue;
 
-use crate::journal::{
-    Appended, Batch, Journal, JournalError, NewEvent, Quarantined, SharedJournal, StateWrite,
-};
-use crate::mapping::{self, Delivery};
+use crate::journal::{Appended, Batch, Journal, JournalError, NewEvent, Quarantined, StateWrite};
+use crate::mapping::{self, Buffers, Delivery, EnvelopeError};
 
-/// One LogEvent's JSON as received: a slice of the hook body or of the poller's page, shared,
-/// never copied.
+/// One LogEvent's JSON as received from the poller's page, shared, never copied.
 pub type RawEvent = Bytes;
-
-/// A raw event borrowed from `buffer` as a shared slice of it (no copy); copied only if it is
-/// not in fact part of `buffer`.
-pub fn raw_event_in(buffer: &Bytes, event: &RawValue) -> RawEvent {
-    let part = event.get().as_bytes();
-    let start = buffer.as_ptr() as usize;
-    let at = part.as_ptr() as usize;
-    if at >= start && at + part.len() <= start + buffer.len() {
-        buffer.slice_ref(part)
-    } else {
-        Bytes::copy_from_slice(part)
-    }
-}
 
 /// A raw event that owns its JSON (a System Log page's element), without copying it.
 pub fn raw_event_owned(event: Box<RawValue>) -> RawEvent {
@@ -114,20 +102,128 @@ pub fn map_now(
         let admitted = mapping::map_event(event, delivery)
             .map_err(|error| error.to_string())
             .and_then(|record| NewEvent::within(record, max_event_bytes));
-        match admitted {
-            Ok(event) => mapped.events.push(event),
-            Err(reason) => {
-                tracing::warn!(%origin, %reason, "event quarantined");
-                mapped.quarantine.push(Quarantined::new(
-                    reason,
-                    &String::from_utf8_lossy(event),
-                    origin.to_owned(),
-                    received_text(received),
-                ));
-            }
-        }
+        admit(
+            &mut mapped,
+            admitted,
+            &String::from_utf8_lossy(event),
+            origin,
+            received,
+        );
     }
     mapped
+}
+
+/// Why a hook body could not be ingested. Nothing of it was committed.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The body is not a hook delivery (the hook answers 400 with this message).
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    /// Mapping or appending failed.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+}
+
+/// A hook body mapped: the batch, and the delivery's envelope `eventId` (for logs).
+#[derive(Debug)]
+pub struct MappedBody {
+    /// The events mapped and quarantined.
+    pub mapped: Mapped,
+    /// Envelope `eventId`.
+    pub event_id: String,
+}
+
+/// Parses a whole (decoded) hook body once on the blocking pool, checks its envelope, and maps
+/// each of its events from that one parse. `delivery` carries what the request knew (headers,
+/// `received`); the envelope's `eventId`, `eventTime` and `source` are filled in from the body.
+/// A body that is not an envelope is an error before anything is mapped or written.
+pub async fn map_body(
+    body: Bytes,
+    delivery: Delivery,
+    received: DateTime<Utc>,
+    max_event_bytes: usize,
+) -> Result<MappedBody, BodyError> {
+    tokio::task::spawn_blocking(move || map_body_now(&body, delivery, received, max_event_bytes))
+        .await
+        .map_err(|error| {
+            if error.is_panic() {
+                std::panic::resume_unwind(error.into_panic());
+            }
+            BodyError::Ingest(IngestError::Cancelled)
+        })?
+}
+
+/// [`map_body`] on the calling thread: for callers already off the async workers (and tests).
+pub fn map_body_now(
+    body: &[u8],
+    mut delivery: Delivery,
+    received: DateTime<Utc>,
+    max_event_bytes: usize,
+) -> Result<MappedBody, BodyError> {
+    thread_local! {
+        /// Parse buffers reused from body to body on this thread.
+        static BUFFERS: Cell<Buffers> = Cell::default();
+    }
+    let mut buffers = BUFFERS.take();
+    let mapped = map_envelope(body, &mut delivery, &mut buffers, received, max_event_bytes);
+    if buffers.worth_keeping() {
+        BUFFERS.set(buffers);
+    }
+    mapped
+}
+
+fn map_envelope(
+    body: &[u8],
+    delivery: &mut Delivery,
+    buffers: &mut Buffers,
+    received: DateTime<Utc>,
+    max_event_bytes: usize,
+) -> Result<MappedBody, BodyError> {
+    let envelope = mapping::parse_envelope(body, buffers)?;
+    let origin = format!(
+        "hook eventId={} source={}",
+        envelope.event_id, envelope.source
+    );
+    delivery.event_id.clone_from(&envelope.event_id);
+    delivery.event_time = envelope.event_time;
+    delivery.source.clone_from(&envelope.source);
+    let mut mapped = Mapped {
+        events: Vec::with_capacity(envelope.events.len()),
+        quarantine: Vec::new(),
+    };
+    for event in &envelope.events {
+        let admitted = envelope
+            .map(event, delivery)
+            .map_err(|error| error.to_string())
+            .and_then(|record| NewEvent::within(record, max_event_bytes));
+        admit(&mut mapped, admitted, event.get(), &origin, received);
+    }
+    Ok(MappedBody {
+        mapped,
+        event_id: envelope.event_id,
+    })
+}
+
+/// Adds one event's outcome to `mapped`: the record, or `raw` quarantined with the reason.
+fn admit(
+    mapped: &mut Mapped,
+    admitted: Result<NewEvent, String>,
+    raw: &str,
+    origin: &str,
+    received: DateTime<Utc>,
+) {
+    match admitted {
+        Ok(event) => mapped.events.push(event),
+        Err(reason) => {
+            tracing::warn!(%origin, %reason, "event quarantined");
+            mapped.quarantine.push(Quarantined::new(
+                reason,
+                raw,
+                origin.to_owned(),
+                received_text(received),
+            ));
+        }
+    }
 }
 
 /// Appends a mapped batch, with `state` in the same transaction, once it is durable.
@@ -150,20 +246,6 @@ pub async fn append(
     })
 }
 
-/// Maps `raw` events off the async workers, quarantines those that do not map (or are too
-/// large), and appends the batch: [`map`] then [`append`].
-pub async fn ingest(
-    journal: &SharedJournal,
-    raw: Vec<RawEvent>,
-    delivery: Delivery,
-    origin: String,
-    received: DateTime<Utc>,
-    max_event_bytes: usize,
-) -> Result<Ingested, IngestError> {
-    let mapped = map(raw, delivery, origin, received, max_event_bytes).await?;
-    append(journal.as_ref(), mapped, None).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,21 +255,29 @@ mod tests {
     }
 
     #[test]
-    fn a_raw_event_shares_the_buffer_it_was_found_in() {
-        let body = Bytes::from_static(br#"{"events":[{"uuid":"a"}]}"#);
-        #[derive(serde::Deserialize)]
-        struct Body<'a> {
-            #[serde(borrow)]
-            events: Vec<&'a RawValue>,
+    fn a_hook_body_is_mapped_from_one_parse_and_a_bad_envelope_maps_nothing() {
+        let received = DateTime::UNIX_EPOCH;
+        let body = br#"{"eventId":"e","source":"s","data":{"events":[
+            {"uuid":"u-1","published":"2026-01-02T03:04:05Z"}, {"uuid":"u-2"} ]}}"#;
+        let delivery = Delivery {
+            ingest_source: crate::proto::IngestSource::Hook,
+            ..Delivery::default()
+        };
+        let max = crate::journal::DEFAULT_MAX_EVENT_BYTES;
+        let mapped = map_body_now(body, delivery.clone(), received, max).expect("an envelope");
+        assert_eq!(mapped.event_id, "e");
+        assert_eq!(mapped.mapped.events.len(), 1);
+        assert_eq!(mapped.mapped.events[0].uuid(), "u-1");
+        let quarantined = &mapped.mapped.quarantine;
+        assert_eq!(quarantined.len(), 1);
+        assert_eq!(quarantined[0].raw, r#"{"uuid":"u-2"}"#);
+        assert_eq!(quarantined[0].origin, "hook eventId=e source=s");
+
+        let not_an_envelope = map_body_now(br#"{"data": [1]}"#, delivery, received, max);
+        match not_an_envelope {
+            Err(BodyError::Envelope(error)) => assert_eq!(error.to_string(), "data: not an object"),
+            other => panic!("expected an envelope error, got {other:?}"),
         }
-        let parsed: Body<'_> = serde_json::from_slice(&body).expect("valid JSON");
-        let event = raw_event_in(&body, parsed.events[0]);
-        assert_eq!(&event[..], br#"{"uuid":"a"}"#);
-        assert_eq!(
-            event.as_ptr(),
-            body[11..].as_ptr(),
-            "a slice of the body, not a copy"
-        );
     }
 
     #[test]

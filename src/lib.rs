@@ -30,7 +30,8 @@
 //! - [`listener`]: the accept loop of the hook, admin and gRPC listeners: connection cap,
 //!   deadlines, HTTP/2 limits, reloadable (mutual) TLS.
 //! - [`error`]: the one map from errors to HTTP and gRPC statuses.
-//! - [`ingest`]: raw LogEvents → mapped or quarantined (off the async workers) → appended.
+//! - [`ingest`]: raw LogEvents (or a whole hook body, parsed once) → mapped or quarantined (off
+//!   the async workers) → appended.
 //! - [`hub`]: committed events → subscribers; replay from the journal, then live.
 //! - [`journal`]: the durable, deduplicating, ordered store (embedded redb or NATS JetStream)
 //!   and the [`journal::CommitSink`] it hands commits to.

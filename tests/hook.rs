@@ -312,6 +312,75 @@ async fn a_poisoned_event_is_quarantined_and_its_neighbours_are_stored() {
 }
 
 #[tokio::test]
+async fn a_too_deep_event_is_quarantined_byte_for_byte_and_its_neighbours_are_stored() {
+    within(WAIT, async {
+        let app = TestApp::start().await;
+        // Deeper than MAX_DEPTH counted from the event, well within the body's own cap.
+        let mut deep = profile_update("too-deep", "a@example.com", "email");
+        let mut inner = json!("leaf");
+        for _ in 0..okta_stream::mapping::MAX_DEPTH {
+            inner = json!({ "n": inner });
+        }
+        deep["nested"] = inner;
+        let raw = deep.to_string();
+        let body = delivery(
+            "deep",
+            vec![
+                profile_update("good-1", "a@example.com", "email"),
+                deep,
+                profile_update("good-2", "b@example.com", "email"),
+            ],
+        );
+        assert_eq!(
+            app.post_hook(&body).await.status(),
+            204,
+            "the delivery is not rejected"
+        );
+        let stored = app.journal.read_after(0, 100).await.unwrap();
+        let uuids: Vec<_> = stored.iter().map(|e| e.event.uuid.as_str()).collect();
+        assert_eq!(uuids, ["good-1", "good-2"]);
+        let quarantined = app.journal.quarantined(100).await.unwrap();
+        assert_eq!(quarantined.len(), 1);
+        assert!(
+            quarantined[0]
+                .reason
+                .contains("nested deeper than 24 levels"),
+            "{:?}",
+            quarantined[0]
+        );
+        assert_eq!(
+            quarantined[0].raw, raw,
+            "the event's text exactly as in the body"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_body_nested_past_the_hard_cap_is_rejected_and_nothing_is_stored() {
+    within(WAIT, async {
+        let app = TestApp::start().await;
+        let mut inner = json!("leaf");
+        for _ in 0..okta_stream::mapping::MAX_BODY_DEPTH {
+            inner = json!([inner]);
+        }
+        let mut event = profile_update("deep-body", "a@example.com", "email");
+        event["nested"] = inner;
+        let body = delivery(
+            "hard-cap",
+            vec![profile_update("ok", "a@example.com", "email"), event],
+        );
+        let response = app.post_hook(&body).await;
+        assert_eq!(response.status(), 400);
+        let text = response.text().await.unwrap();
+        assert!(text.contains("nested deeper than 128 levels"), "{text}");
+        assert!(app.journal.read_after(0, 10).await.unwrap().is_empty());
+        assert!(app.journal.quarantined(10).await.unwrap().is_empty());
+    })
+    .await
+}
+
+#[tokio::test]
 async fn the_record_keeps_the_delivery_context_with_secrets_redacted() {
     within(WAIT, async {
         let app = TestApp::start().await;

@@ -13,8 +13,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use okta_stream::mapping::{
-    Delivery, EncodedStruct, EnvelopeError, MAX_DEPTH, MappingError, REDACTED, map_event,
-    parse_envelope, redact_headers,
+    Buffers, Delivery, EncodedStruct, EnvelopeError, MAX_BODY_DEPTH, MAX_DEPTH, MappingError,
+    REDACTED, map_event, parse_envelope, redact_headers,
 };
 use okta_stream::proto::{self, Event, IngestSource, Outcome, Severity};
 use proptest::prelude::*;
@@ -60,7 +60,8 @@ const OPENAPI_LIST_LOGS: &str =
 
 /// The delivery context the hook builds from an envelope and its request.
 fn hook_delivery(body: &str) -> Delivery {
-    let envelope = parse_envelope(body.as_bytes()).expect("fixture is an envelope");
+    let mut buffers = Buffers::default();
+    let envelope = parse_envelope(body.as_bytes(), &mut buffers).expect("fixture is an envelope");
     Delivery {
         event_id: envelope.event_id,
         event_time: envelope.event_time,
@@ -88,7 +89,7 @@ fn poll_delivery() -> Delivery {
 
 /// Every LogEvent of a fixture: the events of an envelope, or the lines of an NDJSON file.
 fn events_of(fixture: &str) -> Vec<String> {
-    match parse_envelope(fixture.as_bytes()) {
+    match parse_envelope(fixture.as_bytes(), &mut Buffers::default()) {
         Ok(envelope) => envelope.events.iter().map(|e| e.get().to_owned()).collect(),
         Err(_) => fixture
             .lines()
@@ -101,7 +102,7 @@ fn events_of(fixture: &str) -> Vec<String> {
 /// Maps event `index` of `fixture`: envelopes with their hook context, NDJSON as polled.
 fn mapped(fixture: &str, index: usize) -> Event {
     let events = events_of(fixture);
-    let delivery = if parse_envelope(fixture.as_bytes()).is_ok() {
+    let delivery = if parse_envelope(fixture.as_bytes(), &mut Buffers::default()).is_ok() {
         hook_delivery(fixture)
     } else {
         poll_delivery()
@@ -773,12 +774,69 @@ fn nesting_is_limited_so_every_stored_record_can_be_decoded() {
         let hostile = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
         let e = map_event(hostile.as_bytes(), &Delivery::default()).expect_err("too deep");
         assert_eq!(e.field, "event");
-        // The envelope only splits (serde_json skips nesting without recursing); the event
-        // itself is then rejected by the mapper, to be quarantined.
+        // A whole hook body has a hard cap too: past it the body is not JSON the hook takes.
         let body = format!(r#"{{"data":{{"events":[{hostile}]}}}}"#);
-        let envelope = parse_envelope(body.as_bytes()).expect("splits");
-        let e = map_event(envelope.events[0].get().as_bytes(), &Delivery::default());
-        assert_eq!(e.map_err(|e| e.field), Err("event"));
+        let e = parse_envelope(body.as_bytes(), &mut Buffers::default()).expect_err("capped");
+        assert!(
+            matches!(&e, EnvelopeError::NotJson(m) if m.contains(&format!("nested deeper than {MAX_BODY_DEPTH} levels"))),
+            "{e}"
+        );
+    });
+}
+
+#[test]
+fn in_a_hook_body_the_depth_limit_counts_from_each_event() {
+    within(10, || {
+        let nested = |uuid: &str, depth: u32| {
+            let mut inner = json!("leaf");
+            for _ in 1..depth {
+                inner = json!({ "n": inner });
+            }
+            json!({"uuid": uuid, "published": "2021-11-22T18:07:13.125Z", "deep": inner})
+        };
+        // Written by hand with whitespace around the events: each one's text is its exact slice.
+        let body = format!(
+            "{{\"eventId\": \"e\", \"data\": {{\"events\": [ {} ,\n {} ,\t{} ]}}}}",
+            nested("at-limit", MAX_DEPTH),
+            nested("too-deep", MAX_DEPTH + 1),
+            nested("after", 3),
+        );
+        let mut buffers = Buffers::default();
+        let envelope = parse_envelope(body.as_bytes(), &mut buffers).expect("the body is fine");
+        let results: Vec<Result<String, String>> = envelope
+            .events
+            .iter()
+            .map(|e| {
+                envelope
+                    .map(e, &Delivery::default())
+                    .map(|r| r.uuid)
+                    .map_err(|e| e.to_string())
+            })
+            .collect();
+        assert_eq!(
+            results,
+            vec![
+                Ok("at-limit".to_owned()),
+                Err(format!("event: nested deeper than {MAX_DEPTH} levels")),
+                Ok("after".to_owned()),
+            ]
+        );
+        for event in &envelope.events {
+            let slice = &body[event.span()];
+            assert_eq!(event.get(), slice);
+            assert_eq!(
+                event.get().as_ptr(),
+                slice.as_ptr(),
+                "a slice of the body, not a copy"
+            );
+            assert!(slice.starts_with('{') && slice.ends_with('}'), "{slice:?}");
+        }
+        // The same event on its own (as the poller maps it) fails the same way.
+        let alone = map_event(envelope.events[1].get().as_bytes(), &Delivery::default());
+        assert_eq!(
+            alone.map_err(|e| e.to_string()),
+            Err(format!("event: nested deeper than {MAX_DEPTH} levels"))
+        );
     });
 }
 
@@ -788,7 +846,8 @@ fn nesting_is_limited_so_every_stored_record_can_be_decoded() {
 #[test]
 fn the_cloudevents_envelope_is_split_into_its_log_events() {
     within(10, || {
-        let envelope = parse_envelope(UPDATE_PROFILE_2021.as_bytes()).unwrap();
+        let mut buffers = Buffers::default();
+        let envelope = parse_envelope(UPDATE_PROFILE_2021.as_bytes(), &mut buffers).unwrap();
         assert_eq!(envelope.event_id, "c0ce732a-4933-4141-bcd5-a11e761cf90b");
         assert_eq!(envelope.event_time, Some(ts("2021-11-29T17:18:17.410Z")));
         assert_eq!(
@@ -876,8 +935,9 @@ fn envelope_variants_seen_in_the_wild_are_accepted() {
         ];
         for (what, body, event_id, event_time, source, uuids) in cases {
             let text = body.to_string();
-            let envelope =
-                parse_envelope(text.as_bytes()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let mut buffers = Buffers::default();
+            let envelope = parse_envelope(text.as_bytes(), &mut buffers)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
             assert_eq!(envelope.event_id, event_id, "{what}");
             assert_eq!(envelope.event_time, event_time, "{what}");
             assert_eq!(envelope.source, source, "{what}");
@@ -905,7 +965,9 @@ fn an_event_that_cannot_be_mapped_does_not_fail_its_envelope() {
             {"published": "2021-11-22T18:07:13.125Z"}
         ]}})
         .to_string();
-        let envelope = parse_envelope(body.as_bytes()).expect("the envelope itself is fine");
+        let mut buffers = Buffers::default();
+        let envelope =
+            parse_envelope(body.as_bytes(), &mut buffers).expect("the envelope itself is fine");
         let results: Vec<Result<String, &'static str>> = envelope
             .events
             .iter()
@@ -945,7 +1007,7 @@ fn a_body_that_is_not_an_envelope_is_rejected_naming_what_is_wrong() {
             ("bare events not an array", r#"{"events": "x"}"#, "data.events"),
         ];
         for (what, body, want) in cases {
-            let error = match parse_envelope(body.as_bytes()) {
+            let error = match parse_envelope(body.as_bytes(), &mut Buffers::default()) {
                 Ok(_) => panic!("{what}: accepted"),
                 Err(e) => e,
             };
@@ -1074,7 +1136,7 @@ proptest! {
         let text = value.to_string();
         within(10, move || {
             let _ = map_event(text.as_bytes(), &poll_delivery());
-            let _ = parse_envelope(text.as_bytes());
+            let _ = parse_envelope(text.as_bytes(), &mut Buffers::default());
         });
     }
 
@@ -1082,7 +1144,7 @@ proptest! {
     fn arbitrary_bytes_never_panic_the_mapper(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         within(10, move || {
             let _ = map_event(&bytes, &poll_delivery());
-            let _ = parse_envelope(&bytes);
+            let _ = parse_envelope(&bytes, &mut Buffers::default());
         });
     }
 
@@ -1107,10 +1169,13 @@ proptest! {
     fn arbitrary_envelopes_split_without_panicking(events in prop::collection::vec(arb_json(), 0..4)) {
         let body = json!({"eventId": "e", "data": {"events": events.clone()}}).to_string();
         within(10, move || {
-            let envelope = parse_envelope(body.as_bytes()).expect("an envelope");
+            let mut buffers = Buffers::default();
+            let envelope = parse_envelope(body.as_bytes(), &mut buffers).expect("an envelope");
             assert_eq!(envelope.events.len(), events.len());
-            for raw in envelope.events {
-                let _ = map_event(raw.get().as_bytes(), &Delivery::default());
+            for raw in &envelope.events {
+                // Mapped from the one parse of the body, as from the event's own bytes.
+                let once = envelope.map(raw, &Delivery::default());
+                assert_eq!(once, map_event(raw.get().as_bytes(), &Delivery::default()));
             }
         });
     }

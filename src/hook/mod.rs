@@ -22,7 +22,7 @@ use http::{HeaderMap, StatusCode, header};
 pub use auth::HookAuth;
 
 use crate::error::{ApiError, Code};
-use crate::ingest::{self, Ingested};
+use crate::ingest::{self, BodyError, Ingested};
 use crate::journal::SharedJournal;
 use crate::mapping::{self, Delivery};
 use crate::proto;
@@ -152,49 +152,26 @@ async fn deliver(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Body) 
             return reject(&hook, reason, error);
         }
     };
-    let envelope = match mapping::parse_envelope(&body) {
-        Ok(envelope) => envelope,
-        Err(error) => {
-            return reject(
-                &hook,
-                RejectReason::BadRequest,
-                ApiError::new(Code::InvalidArgument, error.to_string()),
-            );
-        }
-    };
-
     let received = chrono::Utc::now();
-    let raw = envelope
-        .events
-        .iter()
-        .map(|event| ingest::raw_event_in(&body, event))
-        .collect();
-    let origin = format!(
-        "hook eventId={} source={}",
-        envelope.event_id, envelope.source
-    );
-    let event_id = envelope.event_id.clone();
     let delivery = Delivery {
-        event_id: envelope.event_id,
-        event_time: envelope.event_time,
-        source: envelope.source,
         headers: mapping::redact_headers(&headers, hook.auth.header().as_str()),
         ingest_source: proto::IngestSource::Hook,
         received: Some(timestamp(received)),
+        ..Delivery::default()
     };
-    let ingested = ingest::ingest(
-        &hook.journal,
-        raw,
-        delivery,
-        origin,
-        received,
-        hook.max_event_bytes,
-    );
+    let ingested = async {
+        let body = ingest::map_body(body, delivery, received, hook.max_event_bytes).await?;
+        let ingested = ingest::append(hook.journal.as_ref(), body.mapped, None).await?;
+        Ok::<_, BodyError>((body.event_id, ingested))
+    };
     match ingested.await {
-        Ok(Ingested {
-            appended,
-            quarantined,
-        }) => {
+        Ok((
+            event_id,
+            Ingested {
+                appended,
+                quarantined,
+            },
+        )) => {
             hook.metrics.record_append(
                 IngestPath::Hook,
                 appended.committed.len(),
@@ -213,6 +190,13 @@ async fn deliver(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Body) 
             );
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(error) => reject(&hook, RejectReason::Unavailable, ApiError::from(error)),
+        Err(BodyError::Envelope(error)) => reject(
+            &hook,
+            RejectReason::BadRequest,
+            ApiError::new(Code::InvalidArgument, error.to_string()),
+        ),
+        Err(BodyError::Ingest(error)) => {
+            reject(&hook, RejectReason::Unavailable, ApiError::from(error))
+        }
     }
 }

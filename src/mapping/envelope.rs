@@ -1,21 +1,25 @@
-//! The hook delivery envelope: split a POST body into its LogEvents without mapping them.
+//! The hook delivery envelope: a POST body parsed once, split into its LogEvents.
 //!
 //! Okta wraps the LogEvents of a delivery in a CloudEvents 0.1 style envelope (SPEC.md A.2.2):
 //! `{"eventType":"com.okta.event_hook","eventId":…,"eventTime":…,"source":…,"data":{"events":[…]}}`.
-//! Splitting is kept apart from mapping on purpose: one LogEvent that cannot be mapped is
-//! quarantined by the hook while the rest of the delivery is committed, so only a body that is
-//! not an envelope at all is rejected here (the hook answers 400 naming what is wrong).
-
-use std::borrow::Cow;
-use std::collections::HashMap;
+//! The whole body is parsed once (`parse::parse_body`); the envelope members are read from that
+//! document, and each event is mapped from it by [`Envelope::map`] with no second scan of its
+//! bytes. Splitting is kept apart from mapping on purpose: one LogEvent that cannot be mapped
+//! (or nests too deep) is quarantined while the rest of the delivery is committed, so only a
+//! body that is not an envelope at all is rejected here (the hook answers 400 naming what is
+//! wrong).
 
 use prost_types::Timestamp;
-use serde_json::value::RawValue;
 
+use super::delivery::Delivery;
+use super::error::MappingError;
+use super::parse::{self, Buffers, Doc, EventItem, ParseError, Val};
+use super::record;
 use super::time::parse_rfc3339;
+use crate::proto;
 
-/// A delivery split into its parts. The events borrow from the body and are still JSON.
-#[derive(Debug, Clone)]
+/// A delivery parsed and split into its parts. The events borrow from the body.
+#[derive(Debug)]
 pub struct Envelope<'a> {
     /// Envelope `eventId` (or the early spelling `eventID`); empty when absent or not a string.
     pub event_id: String,
@@ -24,16 +28,65 @@ pub struct Envelope<'a> {
     pub event_time: Option<Timestamp>,
     /// Envelope `source` (`https://{org}/api/v1/eventHooks/{hookId}`); empty when absent.
     pub source: String,
-    /// The elements of `data.events[]` (or of a bare body's `events[]`), in order, unparsed
-    /// beyond checking that each is valid JSON.
-    pub events: Vec<&'a RawValue>,
+    /// The elements of `data.events[]` (or of a bare body's `events[]`), in order.
+    pub events: Vec<LogEvent<'a>>,
+    /// The parsed body the events are read from.
+    doc: Doc<'a>,
+}
+
+/// One element of the envelope's events: its text, a slice of the body, and its parse.
+#[derive(Debug, Clone)]
+pub struct LogEvent<'a> {
+    raw: &'a str,
+    item: EventItem,
+}
+
+impl<'a> LogEvent<'a> {
+    /// The event's JSON exactly as it is in the body (what is quarantined if it does not map).
+    pub fn get(&self) -> &'a str {
+        self.raw
+    }
+
+    /// The byte range of the event in the body.
+    pub fn span(&self) -> std::ops::Range<usize> {
+        self.item.span.clone()
+    }
+}
+
+impl Envelope<'_> {
+    /// Maps one of [`Envelope::events`] from the parsed body. Errors as
+    /// `map_event`: `event` when it is not an object or nests deeper than
+    /// [`MAX_DEPTH`](parse::MAX_DEPTH) levels counted from itself, `uuid`, `published`.
+    pub fn map(
+        &self,
+        event: &LogEvent<'_>,
+        delivery: &Delivery,
+    ) -> Result<proto::Event, MappingError> {
+        if event.item.too_deep {
+            return Err(MappingError {
+                field: "event",
+                problem: ParseError::TooDeep {
+                    limit: parse::MAX_DEPTH,
+                }
+                .to_string(),
+            });
+        }
+        match self.doc.event_value(&event.item) {
+            Some(Val::Object(object)) => record::map(object, delivery),
+            _ => Err(MappingError {
+                field: "event",
+                problem: "not a JSON object".to_owned(),
+            }),
+        }
+    }
 }
 
 /// Why a body is not a hook delivery. The message names what is wrong; the hook sends it back
 /// with status 400.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvelopeError {
-    /// The body does not parse as JSON.
+    /// The body does not parse as JSON (or nests deeper than
+    /// [`MAX_BODY_DEPTH`](parse::MAX_BODY_DEPTH) levels).
     #[error("body is not JSON: {0}")]
     NotJson(String),
     /// The body is JSON, but not an object.
@@ -49,73 +102,72 @@ pub enum EnvelopeError {
     },
 }
 
-/// The members of a JSON object, values left unparsed. Keys are `Cow` because a key written
-/// with escapes cannot borrow from the body.
-type Members<'a> = HashMap<Cow<'a, str>, &'a RawValue>;
-
-/// Splits a hook POST body into envelope fields and raw LogEvents.
+/// Parses a hook POST body once, into `buffers`, and splits it into envelope fields and
+/// LogEvents.
 ///
 /// Accepts the CloudEvents envelope with `data.events[]`, the early spelling `eventID`, and a
 /// bare `{"events":[…]}` body without an envelope. Envelope members of an unexpected type
 /// (e.g. a numeric `eventId`) read as empty rather than failing the delivery; an unparsable
 /// `eventTime` reads as `None`. Errors: the body is not JSON, not an object, or has no
 /// `data.events` (nor `events`) array.
-pub fn parse_envelope(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
-    let top: Members<'_> = serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => EnvelopeError::NotAnObject,
-        _ => EnvelopeError::NotJson(e.to_string()),
-    })?;
+pub fn parse_envelope<'a>(
+    body: &'a [u8],
+    buffers: &'a mut Buffers,
+) -> Result<Envelope<'a>, EnvelopeError> {
+    let doc = parse::parse_body(body, buffers)
+        .map_err(|e| EnvelopeError::NotJson(e.to_string()))?
+        .ok_or(EnvelopeError::NotAnObject)?;
+    let top = doc.root();
 
-    let events_raw = match top.get("data") {
-        Some(data) if !is_null(data) => {
-            let data: Members<'_> =
-                serde_json::from_str(data.get()).map_err(|_| EnvelopeError::Field {
-                    field: "data",
-                    problem: "not an object",
-                })?;
-            *data.get("events").ok_or(EnvelopeError::Field {
-                field: "data.events",
-                problem: "missing",
-            })?
+    let events = match top.get("data") {
+        Some(Val::Object(data)) => data.get("events").ok_or(EnvelopeError::Field {
+            field: "data.events",
+            problem: "missing",
+        })?,
+        Some(_) => {
+            return Err(EnvelopeError::Field {
+                field: "data",
+                problem: "not an object",
+            });
         }
-        _ => *top.get("events").ok_or(EnvelopeError::Field {
+        None => top.get("events").ok_or(EnvelopeError::Field {
             field: "data.events",
             problem: "missing (neither data.events nor events is present)",
         })?,
     };
-    let events: Vec<&RawValue> =
-        serde_json::from_str(events_raw.get()).map_err(|_| EnvelopeError::Field {
-            field: "data.events",
-            problem: "not an array",
-        })?;
+    let not_an_array = EnvelopeError::Field {
+        field: "data.events",
+        problem: "not an array",
+    };
+    let Val::Array(array) = events else {
+        return Err(not_an_array);
+    };
+    let text = doc.text();
+    let events: Vec<LogEvent<'a>> = doc
+        .event_items(array)
+        .ok_or(not_an_array)?
+        .map(|item| LogEvent {
+            raw: text.get(item.span.clone()).unwrap_or_default(),
+            item,
+        })
+        .collect();
 
-    let event_id = top
-        .get("eventId")
-        .or_else(|| top.get("eventID"))
-        .and_then(|raw| string(raw))
-        .unwrap_or_default();
-    let event_time = top
-        .get("eventTime")
-        .and_then(|raw| string(raw))
-        .and_then(|text| parse_rfc3339(&text));
-    let source = top
-        .get("source")
-        .and_then(|raw| string(raw))
-        .unwrap_or_default();
+    let string = |key: &str| match top.get(key) {
+        Some(Val::Str(s)) => Some(s),
+        _ => None,
+    };
+    let event_id = string("eventId")
+        .or_else(|| string("eventID"))
+        .unwrap_or_default()
+        .to_owned();
+    let event_time = string("eventTime").and_then(parse_rfc3339);
+    let source = string("source").unwrap_or_default().to_owned();
 
     Ok(Envelope {
         event_id,
         event_time,
         source,
         events,
+        doc,
     })
-}
-
-fn is_null(raw: &RawValue) -> bool {
-    raw.get() == "null"
-}
-
-/// The raw value as a string, if it is a JSON string.
-fn string(raw: &RawValue) -> Option<String> {
-    serde_json::from_str::<String>(raw.get()).ok()
 }

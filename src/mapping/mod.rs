@@ -10,7 +10,8 @@
 //! The bytes are parsed once, into a flat document that borrows them (`parse`); the typed
 //! fields are read out of it (`json`, `record`), and `event_details` and the other
 //! `google.protobuf.Struct` fields are written from it as encoded bytes ([`EncodedStruct`]).
-//! The hook's envelope is split by [`parse_envelope`], which does not map.
+//! A hook body is parsed once as a whole by [`parse_envelope`]; each of its events is then
+//! mapped from that parse ([`Envelope::map`]), never scanned again.
 
 mod delivery;
 mod envelope;
@@ -27,9 +28,9 @@ use crate::proto;
 
 pub use crate::proto::EncodedStruct;
 pub use delivery::{Delivery, REDACTED, is_secret_header, redact_headers};
-pub use envelope::{Envelope, EnvelopeError, parse_envelope};
+pub use envelope::{Envelope, EnvelopeError, LogEvent, parse_envelope};
 pub use error::MappingError;
-pub use parse::MAX_DEPTH;
+pub use parse::{Buffers, MAX_BODY_DEPTH, MAX_DEPTH};
 pub use time::parse_rfc3339;
 pub use uuid::{MAX_UUID_BYTES, check_uuid};
 
@@ -68,5 +69,5 @@ fn map_with(
             field: "event",
             problem: "not a JSON object".to_owned(),
         })?;
-    record::map(&doc, delivery)
+    record::map(doc.root(), delivery)
 }

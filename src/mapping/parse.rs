@@ -27,6 +27,12 @@ use crate::proto::EncodedStruct;
 /// decode; 24 leaves room for wrapping messages. Real LogEvents nest about 6 deep.
 pub const MAX_DEPTH: u32 = 24;
 
+/// Deepest nesting accepted in a whole hook body (the envelope object is level 1). Each
+/// LogEvent of `data.events` is held to [`MAX_DEPTH`] counted from the event itself, so a
+/// too-deep event is quarantined with its delivery committed; this cap only bounds the
+/// parser's recursion, as serde_json's default limit did before.
+pub const MAX_BODY_DEPTH: u32 = 128;
+
 /// Why bytes are not a JSON value the mapping accepts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -38,9 +44,13 @@ pub enum ParseError {
         /// Byte offset into the input.
         at: usize,
     },
-    /// Valid so far, but objects and arrays nest deeper than [`MAX_DEPTH`].
-    #[error("nested deeper than {MAX_DEPTH} levels")]
-    TooDeep,
+    /// Valid so far, but objects and arrays nest deeper than `limit` levels ([`MAX_DEPTH`]
+    /// for a LogEvent, [`MAX_BODY_DEPTH`] for a hook body).
+    #[error("nested deeper than {limit} levels")]
+    TooDeep {
+        /// The limit that was passed.
+        limit: u32,
+    },
 }
 
 /// A string of the document: bytes `start..end` of the input, or of [`Doc::escaped`] (strings
@@ -117,6 +127,30 @@ pub struct Doc<'a> {
     items: &'a [Node],
     /// The top-level object.
     root: Range,
+    /// Where each element of an events array lies in the input (hook bodies only).
+    event_spans: &'a [EventSpan],
+    /// The events arrays of the document: their `items` range and first entry of `event_spans`.
+    event_arrays: &'a [(Range, usize)],
+}
+
+/// Where one element of an events array lies in the input, and whether it nests deeper than
+/// [`MAX_DEPTH`] counted from itself.
+#[derive(Debug, Clone, Copy)]
+struct EventSpan {
+    start: usize,
+    end: usize,
+    too_deep: bool,
+}
+
+/// One element of a hook body's events array: its bytes in the body and its parsed value,
+/// resolved with [`Doc::event_value`].
+#[derive(Debug, Clone)]
+pub struct EventItem {
+    node: Node,
+    /// Byte range of the element in the body (no surrounding whitespace).
+    pub span: std::ops::Range<usize>,
+    /// Whether the element nests deeper than [`MAX_DEPTH`] levels, counted from itself.
+    pub too_deep: bool,
 }
 
 /// The memory a parse fills. Reusing one between parses (see `map_event`) saves the
@@ -135,6 +169,10 @@ pub struct Buffers {
     item_stack: Vec<Node>,
     /// The order of the members of the object being closed: (key prefix, index).
     order: Vec<(u64, u32)>,
+    /// Spans of the elements of events arrays (hook bodies only).
+    event_spans: Vec<EventSpan>,
+    /// Events arrays closed so far: items range, first index into `event_spans`.
+    event_arrays: Vec<(Range, usize)>,
 }
 
 impl Buffers {
@@ -148,6 +186,7 @@ impl Buffers {
             && self.member_stack.capacity() <= MAX_KEPT
             && self.item_stack.capacity() <= MAX_KEPT
             && self.order.capacity() <= MAX_KEPT
+            && self.event_spans.capacity() <= MAX_KEPT
     }
 }
 
@@ -187,6 +226,37 @@ impl<'a> Doc<'a> {
             doc: self,
             range: self.root,
         }
+    }
+
+    /// The input the document was parsed from.
+    pub fn text(&self) -> &'a str {
+        self.text
+    }
+
+    /// The elements of `array`, if it is an events array of a hook body (see [`parse_body`]):
+    /// each with its byte span in the body, in order, nulls included.
+    pub fn event_items(&self, array: Arr<'_>) -> Option<impl Iterator<Item = EventItem> + '_> {
+        let &(range, first_span) = self
+            .event_arrays
+            .iter()
+            .rev()
+            .find(|(r, _)| r.first == array.range.first && r.count == array.range.count)?;
+        let spans = self.event_spans.get(first_span..first_span + range.count)?;
+        Some(
+            self.items[range.indices()]
+                .iter()
+                .zip(spans)
+                .map(|(&node, span)| EventItem {
+                    node,
+                    span: span.start..span.end,
+                    too_deep: span.too_deep,
+                }),
+        )
+    }
+
+    /// The value of an events array element; `None` for JSON null.
+    pub fn event_value(&self, item: &EventItem) -> Option<Val<'_>> {
+        self.val(item.node)
     }
 
     fn str(&self, span: Span) -> &'a str {
@@ -345,6 +415,39 @@ pub fn parse_object<'a>(
     bytes: &'a [u8],
     buffers: &'a mut Buffers,
 ) -> Result<Option<Doc<'a>>, ParseError> {
+    parse(bytes, buffers, MAX_DEPTH, Role::Plain)
+}
+
+/// Parses a whole hook body, into `buffers` (cleared first), in one pass: nesting is capped at
+/// [`MAX_BODY_DEPTH`] for the body, and the elements of `data.events` and of a bare `events`
+/// are recorded with their byte spans and whether each nests deeper than [`MAX_DEPTH`] counted
+/// from itself (read them with [`Doc::event_items`]).
+pub fn parse_body<'a>(
+    bytes: &'a [u8],
+    buffers: &'a mut Buffers,
+) -> Result<Option<Doc<'a>>, ParseError> {
+    parse(bytes, buffers, MAX_BODY_DEPTH, Role::Envelope)
+}
+
+/// What a container is to the hook envelope, so the parser knows which array holds the events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Nothing the envelope looks at (and everything in a LogEvent parse).
+    Plain,
+    /// The top-level object of a hook body.
+    Envelope,
+    /// The envelope's `data` member.
+    Data,
+    /// `data.events`, or a bare body's `events`.
+    Events,
+}
+
+fn parse<'a>(
+    bytes: &'a [u8],
+    buffers: &'a mut Buffers,
+    max_depth: u32,
+    role: Role,
+) -> Result<Option<Doc<'a>>, ParseError> {
     // Checked once here, so every string slice taken below (always between ASCII quotes, hence
     // on character boundaries) is valid UTF-8 without another check.
     let text = match std::str::from_utf8(bytes) {
@@ -361,14 +464,18 @@ pub fn parse_object<'a>(
     buffers.items.clear();
     buffers.member_stack.clear();
     buffers.item_stack.clear();
+    buffers.event_spans.clear();
+    buffers.event_arrays.clear();
     let mut parser = Parser {
         text,
         bytes,
         at: 0,
         buffers,
         error: None,
+        max_depth,
+        deepest: 0,
     };
-    let parsed = parser.document();
+    let parsed = parser.document(role);
     let node = parsed.map_err(|Stop| {
         parser.error.take().unwrap_or(ParseError::Syntax {
             what: "invalid JSON",
@@ -383,6 +490,8 @@ pub fn parse_object<'a>(
             members: &buffers.members,
             items: &buffers.items,
             root,
+            event_spans: &buffers.event_spans,
+            event_arrays: &buffers.event_arrays,
         }),
         _ => None,
     })
@@ -395,6 +504,10 @@ struct Parser<'a> {
     buffers: &'a mut Buffers,
     /// Why the parse stopped, once it has.
     error: Option<ParseError>,
+    /// Deepest nesting accepted.
+    max_depth: u32,
+    /// Deepest level opened so far (reset per element of an events array to measure it).
+    deepest: u32,
 }
 
 /// Marks a failed parse step; the reason is in [`Parser::error`]. Keeping the error out of the
@@ -406,9 +519,9 @@ type Step<T> = Result<T, Stop>;
 
 impl<'a> Parser<'a> {
     /// The whole input: one value between optional whitespace.
-    fn document(&mut self) -> Step<Node> {
+    fn document(&mut self, role: Role) -> Step<Node> {
         self.skip_ws();
-        let value = self.value(0)?;
+        let value = self.value(0, role)?;
         self.skip_ws();
         if self.at != self.bytes.len() {
             return Err(self.syntax("trailing characters"));
@@ -424,7 +537,9 @@ impl<'a> Parser<'a> {
 
     /// Records that the nesting limit was passed.
     fn too_deep(&mut self) -> Stop {
-        self.error = Some(ParseError::TooDeep);
+        self.error = Some(ParseError::TooDeep {
+            limit: self.max_depth,
+        });
         Stop
     }
 
@@ -464,10 +579,10 @@ impl<'a> Parser<'a> {
     }
 
     /// One value at `depth` containers below the top (the top-level value has depth 0).
-    fn value(&mut self, depth: u32) -> Step<Node> {
+    fn value(&mut self, depth: u32, role: Role) -> Step<Node> {
         match self.peek() {
-            Some(b'{') => self.object(depth + 1),
-            Some(b'[') => self.array(depth + 1),
+            Some(b'{') => self.object(depth + 1, role),
+            Some(b'[') => self.array(depth + 1, role),
             Some(b'"') => Ok(Node::Str(self.string()?)),
             Some(b't') => self.literal("true", Node::Bool(true)),
             Some(b'f') => self.literal("false", Node::Bool(false)),
@@ -488,10 +603,11 @@ impl<'a> Parser<'a> {
     }
 
     /// An object whose nesting level is `level`; the cursor is on `{`.
-    fn object(&mut self, level: u32) -> Step<Node> {
-        if level > MAX_DEPTH {
+    fn object(&mut self, level: u32, role: Role) -> Step<Node> {
+        if level > self.max_depth {
             return Err(self.too_deep());
         }
+        self.deepest = self.deepest.max(level);
         self.at += 1;
         self.skip_ws();
         let mark = self.buffers.member_stack.len();
@@ -510,7 +626,17 @@ impl<'a> Parser<'a> {
             }
             self.at += 1;
             self.skip_ws();
-            let value = self.value(level)?;
+            let child = match role {
+                Role::Plain | Role::Events => Role::Plain,
+                Role::Envelope | Role::Data => {
+                    match span_str(self.text, &self.buffers.escaped, key) {
+                        "data" if role == Role::Envelope => Role::Data,
+                        "events" => Role::Events,
+                        _ => Role::Plain,
+                    }
+                }
+            };
+            let value = self.value(level, child)?;
             let prefix = prefix(span_str(self.text, &self.buffers.escaped, key).as_bytes());
             self.buffers
                 .member_stack
@@ -597,16 +723,22 @@ impl<'a> Parser<'a> {
     }
 
     /// An array whose nesting level is `level`; the cursor is on `[`.
-    fn array(&mut self, level: u32) -> Step<Node> {
-        if level > MAX_DEPTH {
+    fn array(&mut self, level: u32, role: Role) -> Step<Node> {
+        if level > self.max_depth {
             return Err(self.too_deep());
         }
+        self.deepest = self.deepest.max(level);
         self.at += 1;
         self.skip_ws();
         let mark = self.buffers.item_stack.len();
+        let first_span = self.buffers.event_spans.len();
         if self.peek() != Some(b']') {
             loop {
-                let item = self.value(level)?;
+                let item = if role == Role::Events {
+                    self.event_item(level)?
+                } else {
+                    self.value(level, Role::Plain)?
+                };
                 self.buffers.item_stack.push(item);
                 self.skip_ws();
                 match self.peek() {
@@ -630,11 +762,32 @@ impl<'a> Parser<'a> {
             .items
             .extend_from_slice(&self.buffers.item_stack[mark..]);
         self.buffers.item_stack.truncate(mark);
-        Ok(Node::Array(Range {
+        let range = Range {
             first,
             count: self.buffers.items.len() - first,
             size,
-        }))
+        };
+        if role == Role::Events {
+            self.buffers.event_arrays.push((range, first_span));
+        }
+        Ok(Node::Array(range))
+    }
+
+    /// One element of an events array at `level`, its span and depth (counted from itself)
+    /// recorded in `event_spans`.
+    fn event_item(&mut self, level: u32) -> Step<Node> {
+        let start = self.at;
+        let outer = self.deepest;
+        self.deepest = level;
+        let item = self.value(level, Role::Plain)?;
+        let too_deep = self.deepest - level > MAX_DEPTH;
+        self.deepest = self.deepest.max(outer);
+        self.buffers.event_spans.push(EventSpan {
+            start,
+            end: self.at,
+            too_deep,
+        });
+        Ok(item)
     }
 
     /// A string; the cursor is on the opening quote.

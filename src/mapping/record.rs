@@ -7,13 +7,13 @@
 use super::delivery::Delivery;
 use super::error::MappingError;
 use super::json::{number_text, saturating_i64};
-use super::parse::{Doc, Obj, Val};
+use super::parse::{Obj, Val};
 use super::time::parse_rfc3339;
 use crate::proto;
 
-/// Maps a parsed LogEvent object; the whole of it becomes `event_details`.
-pub(super) fn map(doc: &Doc<'_>, delivery: &Delivery) -> Result<proto::Event, MappingError> {
-    let object = doc.root();
+/// Maps a parsed LogEvent object (a whole document, or one event of a parsed hook body); the
+/// whole of it becomes `event_details`.
+pub(super) fn map(object: Obj<'_>, delivery: &Delivery) -> Result<proto::Event, MappingError> {
     let uuid = match object.get("uuid") {
         Some(Val::Str(s)) => match super::uuid::check_uuid(s) {
             Ok(()) => s.to_owned(),
