@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::app::{SECRET, delivery, profile_update};
-use common::binary::Service;
+use common::binary::{Service, all_events};
 use common::fake_okta::{FakeAuth, FakeOkta, log_event};
 use okta_stream::proto::{self, event_stream_client::EventStreamClient};
 use rand::Rng;
@@ -89,30 +89,6 @@ async fn post_until_killed(
         task.await.unwrap();
     }
     acked.lock().unwrap().clone()
-}
-
-async fn all_events(grpc: std::net::SocketAddr) -> Vec<proto::Event> {
-    let mut client = EventStreamClient::connect(format!("http://{grpc}"))
-        .await
-        .unwrap();
-    let mut events = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = client
-            .list_events(proto::ListEventsRequest {
-                page_size: 1000,
-                page_token: token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        events.extend(page.events);
-        if page.next_page_token.is_empty() {
-            return events;
-        }
-        token = page.next_page_token;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,9 +13,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::app::{SECRET, delivery, profile_update};
-use common::binary::Service;
+use common::binary::{Service, all_events};
 use common::within;
-use okta_stream::proto::{self, event_stream_client::EventStreamClient};
 
 /// Bound on the test.
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -146,27 +145,7 @@ async fn a_full_disk_that_clears_heals_without_a_restart() {
         wait_ready(&http, &service, true).await;
 
         // Everything acknowledged is stored once, gap-free.
-        let mut client = EventStreamClient::connect(format!("http://{}", service.grpc))
-            .await
-            .unwrap();
-        let mut stored = Vec::new();
-        let mut token = String::new();
-        loop {
-            let page = client
-                .list_events(proto::ListEventsRequest {
-                    page_size: 500,
-                    page_token: token,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            stored.extend(page.events);
-            if page.next_page_token.is_empty() {
-                break;
-            }
-            token = page.next_page_token;
-        }
+        let stored = all_events(service.grpc).await;
         let cursors: Vec<u64> = stored.iter().map(|e| e.cursor).collect();
         assert_eq!(cursors, (1..=stored.len() as u64).collect::<Vec<_>>());
         let stored_uuids: Vec<String> = stored.into_iter().map(|e| e.uuid).collect();

@@ -8,9 +8,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::app::{SECRET, delivery, profile_update};
-use common::binary::Service;
+use common::binary::{Service, all_events};
 use common::fake_okta::{FakeAuth, FakeOkta};
-use okta_stream::proto::{self, event_stream_client::EventStreamClient};
+use okta_stream::proto;
 use rand::Rng;
 use serde_json::json;
 
@@ -19,30 +19,6 @@ const USERS: usize = 5;
 
 fn login(i: usize) -> String {
     format!("user{i}@example.com")
-}
-
-async fn all_events(grpc: std::net::SocketAddr) -> Vec<proto::Event> {
-    let mut client = EventStreamClient::connect(format!("http://{grpc}"))
-        .await
-        .unwrap();
-    let mut events = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = client
-            .list_events(proto::ListEventsRequest {
-                page_size: 1000,
-                page_token: token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        events.extend(page.events);
-        if page.next_page_token.is_empty() {
-            return events;
-        }
-        token = page.next_page_token;
-    }
 }
 
 /// Posts update deliveries until the process is killed at a random moment; returns the

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use okta_stream::proto::{self, event_stream_client::EventStreamClient};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -76,5 +77,30 @@ impl Service {
     /// `kill -9`: no shutdown, no flush.
     pub async fn kill(mut self) {
         self.child.kill().await.unwrap();
+    }
+}
+
+/// Every stored event, in cursor order, paged through `ListEvents` of the service at `grpc`.
+pub async fn all_events(grpc: std::net::SocketAddr) -> Vec<proto::Event> {
+    let mut client = EventStreamClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_events(proto::ListEventsRequest {
+                page_size: 1000,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        events.extend(page.events);
+        if page.next_page_token.is_empty() {
+            return events;
+        }
+        token = page.next_page_token;
     }
 }
