@@ -318,6 +318,7 @@ impl App {
 
     /// Runs until `signal` completes or an essential task fails, then shuts down in order.
     pub async fn run(self, signal: impl Future<Output = ()> + Send) -> Result<(), AppError> {
+        let bound = (self.http_addr(), self.grpc_addr(), self.admin_addr());
         let App {
             config,
             http,
@@ -449,7 +450,8 @@ impl App {
         }
 
         health.set_serving(true).await;
-        tracing::info!(http = %config.http_addr, grpc = %config.grpc_addr, admin = %config.listeners.admin_addr, "serving");
+        let (http_addr, grpc_addr, admin_addr) = bound;
+        tracing::info!(http = %http_addr, grpc = %grpc_addr, admin = %admin_addr, "serving");
 
         let failure = wait_for_stop(signal, &mut tasks).await;
         health.set_serving(false).await;
