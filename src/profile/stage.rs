@@ -31,14 +31,12 @@ use super::released::with_values;
 use super::rules::AttributeRules;
 use super::snapshot::Snapshot;
 use super::store::{SnapshotStore, StoreError, StoredValues, ValuesStore};
-use super::values::{Update, Values, resolve};
+use super::values::{UPDATE_PROFILE, Update, Values, resolve, update_cursors};
 use crate::hub::Hub;
 use crate::journal::{CommitSink, Cursor, JournalError, SharedEvent, SharedJournal};
 use crate::okta::users::{User, UsersClient, UsersError};
 use crate::proto;
 
-/// The event type whose events get profile values.
-pub const UPDATE_PROFILE: &str = "user.account.update_profile";
 
 /// Events read per page when re-reading the unreleased tail at start.
 const BACKLOG_PAGE: usize = 256;
@@ -302,13 +300,13 @@ impl Run {
                 Ok(page) => page,
                 Err(e) => return Err(e.into()),
             };
-            let (Some(first), Some(last)) = (page.first(), page.last()) else {
+            if page.is_empty() {
                 break;
-            };
+            }
             let stored: HashMap<Cursor, Bytes> = self
                 .stage
                 .values
-                .values(first.cursor(), last.cursor())
+                .values_at(&update_cursors(&page))
                 .await?
                 .into_iter()
                 .collect();
@@ -517,16 +515,21 @@ impl Run {
             }
         }
         let through = self.queue[ready - 1].event.cursor();
-        if let Err(e) = self
+        // What is stored is what every replica serves: another replica's values where it
+        // released an event first.
+        let agreed: HashMap<Cursor, Bytes> = match self
             .stage
             .values
-            .release(values, snapshots.clone(), through)
+            .release_agreed(values, snapshots.clone(), through)
             .await
         {
-            tracing::warn!(error = %e, through, "cannot store released profile values; retrying");
-            tokio::time::sleep(RETRY_AFTER).await;
-            return;
-        }
+            Ok(agreed) => agreed.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, through, "cannot store released profile values; retrying");
+                tokio::time::sleep(RETRY_AFTER).await;
+                return;
+            }
+        };
         for (user, snapshot) in &snapshots {
             if self
                 .latest
@@ -538,7 +541,11 @@ impl Run {
         }
         let mut out = Vec::with_capacity(ready);
         for p in self.queue.drain(..ready) {
-            let event = match p.done {
+            let done = match p.done {
+                Some(Some(own)) => Some(Some(agreed.get(&p.event.cursor()).cloned().unwrap_or(own))),
+                other => other,
+            };
+            let event = match done {
                 Some(Some(bytes)) => match with_values(&p.event, &bytes) {
                     Ok(joined) => Arc::new(joined),
                     Err(e) => {
