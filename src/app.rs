@@ -42,11 +42,11 @@ use crate::okta::users::UsersClient;
 use crate::okta::{Credentials, Poller, PollerConfig, PollerError, PollerHealth, PollerStats};
 use crate::ops::{self, Health};
 use crate::profile::released::ReleasedJournal;
-use crate::profile::stage::{ProfileStats, Stage, StageSink};
-use crate::profile::sweep::{Sweep, SweepStats};
 use crate::profile::rules::AttributeRules;
+use crate::profile::stage::{ProfileStats, Stage, StageSink};
 use crate::profile::store::nats_values::NatsValues;
 use crate::profile::store::{SnapshotStore, ValuesStore};
+use crate::profile::sweep::{Sweep, SweepStats};
 use crate::profile::{NatsSnapshots, ProfileSettings, RedactionKey, RedbSnapshots};
 use crate::proto::event_stream_server::EventStreamServer;
 use crate::secret::Secret;
@@ -632,7 +632,11 @@ async fn open_with_profile_values(
             let db = journal
                 .database()
                 .ok_or(crate::journal::JournalError::Closed)?;
-            let store = Arc::new(RedbSnapshots::open(db).await.map_err(|e| profile_error(&e))?);
+            let store = Arc::new(
+                RedbSnapshots::open(db)
+                    .await
+                    .map_err(|e| profile_error(&e))?,
+            );
             let stores = Stores {
                 journal,
                 nats: None,

@@ -37,7 +37,6 @@ use crate::journal::{CommitSink, Cursor, JournalError, SharedEvent, SharedJourna
 use crate::okta::users::{User, UsersClient, UsersError};
 use crate::proto;
 
-
 /// Events read per page when re-reading the unreleased tail at start.
 const BACKLOG_PAGE: usize = 256;
 
@@ -542,7 +541,9 @@ impl Run {
         let mut out = Vec::with_capacity(ready);
         for p in self.queue.drain(..ready) {
             let done = match p.done {
-                Some(Some(own)) => Some(Some(agreed.get(&p.event.cursor()).cloned().unwrap_or(own))),
+                Some(Some(own)) => {
+                    Some(Some(agreed.get(&p.event.cursor()).cloned().unwrap_or(own)))
+                }
                 other => other,
             };
             let event = match done {

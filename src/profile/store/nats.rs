@@ -273,9 +273,9 @@ impl SnapshotStore for NatsSnapshots {
     async fn watermark(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         match self.meta(WATERMARK_KEY).await? {
             None => Ok(None),
-            Some(ms) => DateTime::from_timestamp_millis(ms).map(Some).ok_or_else(|| {
-                StoreError::Storage("the sweep watermark is not a time".to_owned())
-            }),
+            Some(ms) => DateTime::from_timestamp_millis(ms)
+                .map(Some)
+                .ok_or_else(|| StoreError::Storage("the sweep watermark is not a time".to_owned())),
         }
     }
 
