@@ -261,6 +261,7 @@ async fn two_replicas_serve_the_same_values_sweep_once_and_a_restart_loses_nothi
         assert_eq!(changes(&e3), ["title: Manager → Director"]);
         let e4 = next_event(&mut on_a).await;
         assert_eq!(e4.uuid, "n4");
+        let reads = fake.user_requests().len();
         let b = TestApp::start_in(
             b_dir,
             okta_stream::hub::DEFAULT_LIVE_CAPACITY,
@@ -271,6 +272,11 @@ async fn two_replicas_serve_the_same_values_sweep_once_and_a_restart_loses_nothi
         for expected in [&e1_a, &e2_a, &e3, &e4] {
             assert_eq!(&next_event(&mut replay).await, expected);
         }
+        assert_eq!(
+            fake.user_requests().len(),
+            reads,
+            "the restarted replica resolves nothing again: the values are stored once"
+        );
         let mut on_b = subscribe(&b, None).await;
         post(
             &b,

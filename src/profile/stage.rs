@@ -8,10 +8,12 @@
 //!   of that user queued before the request started ([`super::values::resolve`]).
 //! - An update waits at most `timeout` from its commit; then it gets UNAVAILABLE with a reason.
 //! - Releasing writes the values, the snapshots their resolutions produced and the
-//!   `released_through` cursor in one transaction ([`ValuesStore::release`]), then moves the
-//!   released cursor readers are capped at ([`super::released::ReleasedJournal`]) and publishes
-//!   the joined events. A restart re-reads what was committed after `released_through`:
-//!   events with stored values are released at once, the others resolved again.
+//!   `released_through` cursor ([`ValuesStore::release_agreed`]: one transaction in redb; on
+//!   JetStream values first, `released_through` last), then moves the released cursor readers
+//!   are capped at ([`super::released::ReleasedJournal`]) and publishes the joined events with
+//!   the values the store holds: where another replica stored an event's values first, those.
+//!   A restart re-reads what was committed after `released_through`: events with stored
+//!   values are released at once, the others resolved again.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
