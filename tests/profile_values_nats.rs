@@ -43,7 +43,7 @@ fn replica(
         config.nats.stream = stream;
         config.okta.org.org_url = Some(base.parse().unwrap());
         config.okta.org.api_token = Some(okta_stream::secret::Secret::new(TOKEN));
-        config.okta.poll_lease = Duration::from_secs(2);
+        config.okta.poll_lease = Duration::from_secs(4);
         config.profile.enabled = true;
         config.profile.timeout = timeout;
         config.profile.attributes = vec!["title".into(), "mobilePhone".into()];
@@ -191,7 +191,7 @@ async fn two_replicas_serve_the_same_values_sweep_once_and_a_restart_loses_nothi
         }
         // Longer than the lease TTL: the other replica would have taken over by now if the
         // lease did not hold.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
         let (swept_a, swept_b) = (sweeps(&a).await, sweeps(&b).await);
         assert_eq!(swept_a + swept_b, 1, "a: {swept_a}, b: {swept_b}");
         assert_eq!(list_requests(&fake), 2, "one sweep of two pages");
