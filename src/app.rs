@@ -666,7 +666,16 @@ async fn open_with_profile_values(
         snapshots,
         rules,
     } = stores;
-    let (released, released_rx) = tokio::sync::watch::channel(0);
+    // Readers are capped at the stored released cursor from the first request on; the stage
+    // resumes releasing after it.
+    let released_through = match values.released_through().await {
+        Ok(through) => through,
+        Err(e) => {
+            inner.close().await;
+            return Err(profile_error(&e));
+        }
+    };
+    let (released, released_rx) = tokio::sync::watch::channel(released_through);
     let journal: SharedJournal = Arc::new(ReleasedJournal::new(
         inner.clone(),
         values.clone(),

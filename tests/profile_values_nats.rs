@@ -160,6 +160,15 @@ async fn bucket_redaction_key(nats: &str, stream: &str) -> RedactionKey {
     RedactionKey::from_bytes(bytes.as_ref().try_into().expect("32 bytes"))
 }
 
+/// Waits until `app` completed a sweep.
+async fn wait_for_sweep(app: &TestApp, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sweeps(app).await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn list_requests(fake: &FakeOkta) -> usize {
     fake.user_requests()
         .iter()
@@ -180,20 +189,14 @@ async fn two_replicas_serve_the_same_values_sweep_once_and_a_restart_loses_nothi
         );
         fake.add_users((0..250).map(|i| (format!("00u{i:04}"), json!({"title": "Engineer"}))));
 
+        // A starts first and sweeps: 251 users are two pages.
         let a = TestApp::start_with(replica(&fake, &nats, &stream, Duration::from_secs(5))).await;
+        wait_for_sweep(&a, "A's seeding sweep").await;
+        // B starts beside it and does not sweep, also after longer than the lease TTL (it
+        // would have taken the lease over by now if A did not hold it).
         let b = TestApp::start_with(replica(&fake, &nats, &stream, Duration::from_secs(5))).await;
-
-        // One replica sweeps: 251 users are two pages, listed once between the two.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while sweeps(&a).await + sweeps(&b).await == 0 {
-            assert!(tokio::time::Instant::now() < deadline, "no replica swept");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        // Longer than the lease TTL: the other replica would have taken over by now if the
-        // lease did not hold.
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let (swept_a, swept_b) = (sweeps(&a).await, sweeps(&b).await);
-        assert_eq!(swept_a + swept_b, 1, "a: {swept_a}, b: {swept_b}");
+        assert_eq!((sweeps(&a).await, sweeps(&b).await), (1, 0));
         assert_eq!(list_requests(&fake), 2, "one sweep of two pages");
 
         // An update posted to A reaches both with the same values; the redacted phone
@@ -261,7 +264,14 @@ async fn two_replicas_serve_the_same_values_sweep_once_and_a_restart_loses_nothi
         assert_eq!(changes(&e3), ["title: Manager → Director"]);
         let e4 = next_event(&mut on_a).await;
         assert_eq!(e4.uuid, "n4");
-        let reads = fake.user_requests().len();
+        // Reads of single users (a sweep taken over by A may list users meanwhile).
+        let user_reads = || {
+            fake.user_requests()
+                .iter()
+                .filter(|r| r.path.starts_with("/api/v1/users/"))
+                .count()
+        };
+        let reads = user_reads();
         let b = TestApp::start_in(
             b_dir,
             okta_stream::hub::DEFAULT_LIVE_CAPACITY,
@@ -273,7 +283,7 @@ async fn two_replicas_serve_the_same_values_sweep_once_and_a_restart_loses_nothi
             assert_eq!(&next_event(&mut replay).await, expected);
         }
         assert_eq!(
-            fake.user_requests().len(),
+            user_reads(),
             reads,
             "the restarted replica resolves nothing again: the values are stored once"
         );
@@ -292,7 +302,18 @@ async fn two_replicas_serve_the_same_values_sweep_once_and_a_restart_loses_nothi
         assert_eq!(e5_a, e5_b);
         assert_eq!(e5_a.cursor, e4.cursor + 1, "no gap, no duplicate");
         assert_eq!(changes(&e5_a), ["title: Director → VP"]);
-        drop((a, b));
+
+        // A stops and releases the sweep lease: B takes it over and sweeps incrementally.
+        a.stop().await.unwrap();
+        wait_for_sweep(&b, "B's sweep after A stopped").await;
+        let last = fake
+            .user_requests()
+            .into_iter()
+            .filter(|r| r.path == "/api/v1/users")
+            .last()
+            .unwrap();
+        assert!(last.param("search").is_some(), "an incremental sweep");
+        drop(b);
     })
     .await;
 }

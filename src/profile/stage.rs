@@ -182,7 +182,10 @@ pub struct Stage {
     pub timeout: Duration,
     /// Where released events go.
     pub hub: Hub,
-    /// The released cursor readers are capped at.
+    /// The released cursor readers are capped at. Its value when the stage runs is where
+    /// releasing resumes: the store's `released_through`, read before the service answers any
+    /// reader, so no reader sees an event the stage will not hand to the hub after it (a
+    /// lower value only makes the stage release stored values again, which is harmless).
     pub released: watch::Sender<Cursor>,
     /// The counters.
     pub stats: Arc<ProfileStats>,
@@ -277,18 +280,12 @@ struct Run {
 }
 
 impl Run {
-    /// Tells the hub and readers where releasing stopped, and queues the unreleased tail.
+    /// Tells the hub where releasing stopped, and queues the unreleased tail.
     async fn start(&mut self) -> Result<(), StageError> {
-        let released = loop {
-            match self.stage.values.released_through().await {
-                Ok(c) => break c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read released_through; retrying");
-                    tokio::time::sleep(RETRY_AFTER).await;
-                }
-            }
-        };
-        self.stage.released.send_replace(released);
+        // Where readers were capped from the first request on (see [`Stage::released`]), so
+        // every event after it reaches the hub through this stage; with replicas, events
+        // another replica released meanwhile are re-queued and released with its values.
+        let released = *self.stage.released.borrow();
         self.stage.hub.opened(released);
         self.last_queued = released;
         loop {
