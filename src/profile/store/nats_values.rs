@@ -197,7 +197,7 @@ impl NatsValues {
     }
 }
 
-/// Values that are the same bytes at the same cursors.
+/// `values` as (cursor, bytes) pairs, to compare what was stored with what was offered.
 fn bytes_of(values: &[StoredValues]) -> Vec<(u64, &Bytes)> {
     values.iter().map(|(c, b)| (*c, b)).collect()
 }
