@@ -676,6 +676,7 @@ async fn open_with_profile_values(
         }
     };
     let (released, released_rx) = tokio::sync::watch::channel(released_through);
+    crate::journal::CommitSink::opened(&hub, released_through);
     let journal: SharedJournal = Arc::new(ReleasedJournal::new(
         inner.clone(),
         values.clone(),
