@@ -42,9 +42,12 @@ use crate::okta::users::UsersClient;
 use crate::okta::{Credentials, Poller, PollerConfig, PollerError, PollerHealth, PollerStats};
 use crate::ops::{self, Health};
 use crate::profile::released::ReleasedJournal;
+use crate::profile::rules::AttributeRules;
 use crate::profile::stage::{ProfileStats, Stage, StageSink};
+use crate::profile::store::nats_values::NatsValues;
+use crate::profile::store::{SnapshotStore, ValuesStore};
 use crate::profile::sweep::{Sweep, SweepStats};
-use crate::profile::{ProfileSettings, RedactionKey, RedbSnapshots};
+use crate::profile::{NatsSnapshots, ProfileSettings, RedactionKey, RedbSnapshots};
 use crate::proto::event_stream_server::EventStreamServer;
 use crate::secret::Secret;
 use crate::telemetry::Metrics;
@@ -108,6 +111,9 @@ pub enum TaskError {
     /// The profile-values stage cannot release events in order.
     #[error(transparent)]
     Profile(#[from] crate::profile::StageError),
+    /// The profile sweep's lease could not be taken (NATS journal).
+    #[error("profile sweep lease: {0}")]
+    SweepLease(LeaseError),
 }
 
 /// Why the poller task stopped: only what no restart can mend ends it.
@@ -156,6 +162,9 @@ pub struct App {
 struct ProfileStage {
     stage: Stage,
     sweep: Sweep,
+    /// With the NATS journal: the sweep runs only while this replica holds the sweep lease
+    /// (this TTL), so N replicas do not sweep N times.
+    sweep_lease: Option<(Arc<NatsJournal>, Duration)>,
     commits: tokio::sync::mpsc::UnboundedReceiver<Vec<crate::journal::SharedEvent>>,
 }
 
@@ -255,9 +264,9 @@ impl App {
         let metrics = Arc::new(metrics);
         let (journal, hub, nats, profile) = match profile_stats {
             Some((stats, sweep_stats)) => {
-                let (journal, hub, profile) =
+                let (journal, hub, nats, profile) =
                     open_with_profile_values(&config, live_capacity, stats, sweep_stats).await?;
-                (journal, hub, None, Some(profile))
+                (journal, hub, nats, Some(profile))
             }
             None => {
                 let (journal, hub, nats) = open_journal(&config, live_capacity).await?;
@@ -360,6 +369,7 @@ impl App {
         if let Some(ProfileStage {
             stage,
             sweep,
+            sweep_lease,
             commits,
         }) = profile
         {
@@ -370,8 +380,14 @@ impl App {
             });
             let stop = shutdown.clone();
             tasks.spawn(async move {
-                sweep.run(stop).await;
-                ("profile sweep", Ok(()))
+                let result = match sweep_lease {
+                    None => {
+                        sweep.run(stop).await;
+                        Ok(())
+                    }
+                    Some((nats, ttl)) => sweep_while_leader(&sweep, &nats, ttl, stop).await,
+                };
+                ("profile sweep", result.map_err(TaskError::SweepLease))
             });
         }
 
@@ -463,6 +479,41 @@ impl App {
     }
 }
 
+/// Runs the profile sweep while this replica holds the sweep lease (NATS journal), waiting
+/// to hold it again when it is lost, until `shutdown`; the lease is released on shutdown so
+/// another replica takes over at once.
+async fn sweep_while_leader(
+    sweep: &Sweep,
+    nats: &NatsJournal,
+    ttl: Duration,
+    shutdown: CancellationToken,
+) -> Result<(), LeaseError> {
+    let holder = format!("{}-{}", std::process::id(), rand::random::<u32>());
+    loop {
+        let lease = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            lease = nats.acquire_lease(crate::profile::sweep::LEASE_KEY, holder.clone(), ttl) => {
+                lease?
+            }
+        };
+        tracing::info!(holder, "holding the profile sweep lease; sweeping");
+        let run = shutdown.child_token();
+        let lost = lease.lost();
+        let stop = run.clone();
+        let watch = tokio::spawn(async move {
+            lost.cancelled().await;
+            stop.cancel();
+        });
+        sweep.run(run).await;
+        watch.abort();
+        if shutdown.is_cancelled() {
+            let _ = lease.release().await;
+            return Ok(());
+        }
+        tracing::warn!(holder, "profile sweep lease lost; waiting to hold it again");
+    }
+}
+
 /// The poller's configuration from `config.okta`; the hook endpoint always runs beside it, so
 /// events only the poller found count as hook misses.
 fn poller_config(config: &Config) -> Result<Option<PollerConfig>, AppError> {
@@ -541,39 +592,31 @@ async fn drain(mut tasks: Tasks, timeout: Duration) {
 }
 
 /// Opens the journal with the profile-values stage between it and the hub: the journal hands
-/// commits to the stage, readers see the journal capped at the released cursor.
+/// commits to the stage, readers see the journal capped at the released cursor. The stores
+/// live in the journal's backend: redb tables in the embedded journal's file, or JetStream KV
+/// buckets beside the NATS stream (then the JetStream journal is returned too, for the poller
+/// and sweep leases).
 async fn open_with_profile_values(
     config: &Config,
     live_capacity: usize,
     stats: Arc<ProfileStats>,
     sweep_stats: Arc<SweepStats>,
-) -> Result<(SharedJournal, Hub, ProfileStage), AppError> {
+) -> Result<(SharedJournal, Hub, Option<Arc<NatsJournal>>, ProfileStage), AppError> {
     let settings = ProfileSettings {
         attributes: config.profile.attributes.clone(),
         redact: config.profile.redact.clone(),
         timeout: config.profile.timeout,
         rate_limit_share: config.profile.rate_limit_share,
     };
-    let key = RedactionKey::load_or_create(&config.data_dir)
-        .map_err(|e| AppError::Profile(e.to_string()))?;
-    let rules = settings
-        .rules(key)
-        .map_err(|e| AppError::Profile(e.to_string()))?;
-    let org_url = config.okta.org.org_url.as_ref().ok_or_else(|| {
-        crate::config::ConfigError::invalid("profile-values", "needs OKTA_ORG_URL")
-    })?;
-    let credentials = Credentials::from_settings(&config.okta.org.auth()?)?;
-    let users = UsersClient::new(
-        org_url.as_str(),
-        &credentials,
-        settings.timeout,
-        settings.rate_limit_share,
-    )
-    .map_err(|e| AppError::Profile(e.to_string()))?;
+    let profile_error = |e: &dyn std::fmt::Display| AppError::Profile(e.to_string());
     let (sink, commits) = StageSink::new();
     let hub = Hub::new(live_capacity, 0);
-    let (inner, store): (SharedJournal, RedbSnapshots) = match &config.journal {
+    let (stores, users) = match &config.journal {
         JournalKind::Embedded => {
+            let key =
+                RedactionKey::load_or_create(&config.data_dir).map_err(|e| profile_error(&e))?;
+            let rules = settings.rules(key).map_err(|e| profile_error(&e))?;
+            let users = users_client(config, &settings)?;
             let retention = Retention {
                 max_age: Some(config.retention_max_age),
                 max_bytes: config.retention_max_bytes,
@@ -589,37 +632,67 @@ async fn open_with_profile_values(
             let db = journal
                 .database()
                 .ok_or(crate::journal::JournalError::Closed)?;
-            let store = RedbSnapshots::open(db)
-                .await
-                .map_err(|e| AppError::Profile(e.to_string()))?;
-            (journal, store)
+            let store = Arc::new(
+                RedbSnapshots::open(db)
+                    .await
+                    .map_err(|e| profile_error(&e))?,
+            );
+            let stores = Stores {
+                journal,
+                nats: None,
+                values: store.clone(),
+                snapshots: store,
+                rules,
+            };
+            (stores, users)
         }
-        JournalKind::Nats { .. } => {
-            return Err(AppError::Profile(
-                "OKTA_STREAM_PROFILE_VALUES needs the embedded journal in this version \
-                 (the JetStream values bucket is not built yet)"
-                    .to_owned(),
-            ));
+        // The redaction key is in a bucket, so the rules are built after connecting.
+        JournalKind::Nats { servers } => {
+            let users = users_client(config, &settings)?;
+            let nats = NatsJournal::open(nats_config(config, servers), sink).await?;
+            match open_nats_stores(&nats, config, &settings).await {
+                Ok(stores) => (stores, users),
+                Err(e) => {
+                    nats.close().await;
+                    return Err(e);
+                }
+            }
         }
     };
-    let store = Arc::new(store);
-    let (released, released_rx) = tokio::sync::watch::channel(0);
+    let Stores {
+        journal: inner,
+        nats,
+        values,
+        snapshots,
+        rules,
+    } = stores;
+    // Readers are capped at the stored released cursor from the first request on; the stage
+    // resumes releasing after it.
+    let released_through = match values.released_through().await {
+        Ok(through) => through,
+        Err(e) => {
+            inner.close().await;
+            return Err(profile_error(&e));
+        }
+    };
+    let (released, released_rx) = tokio::sync::watch::channel(released_through);
+    crate::journal::CommitSink::opened(&hub, released_through);
     let journal: SharedJournal = Arc::new(ReleasedJournal::new(
         inner.clone(),
-        store.clone(),
+        values.clone(),
         released_rx,
     ));
     let (users, rules) = (Arc::new(users), Arc::new(rules));
     let sweep = Sweep {
         users: users.clone(),
-        snapshots: store.clone(),
+        snapshots: snapshots.clone(),
         rules: rules.clone(),
         stats: sweep_stats,
     };
     let stage = Stage {
         journal: inner,
-        values: store.clone(),
-        snapshots: store,
+        values,
+        snapshots,
         users,
         rules,
         timeout: settings.timeout,
@@ -627,15 +700,97 @@ async fn open_with_profile_values(
         released,
         stats,
     };
+    let sweep_lease = nats.clone().map(|nats| (nats, config.okta.poll_lease));
     Ok((
         journal,
         hub,
+        nats,
         ProfileStage {
             stage,
             sweep,
+            sweep_lease,
             commits,
         },
     ))
+}
+
+/// The Users API client of the profile stage and sweep, from the org settings.
+fn users_client(config: &Config, settings: &ProfileSettings) -> Result<UsersClient, AppError> {
+    let org_url = config.okta.org.org_url.as_ref().ok_or_else(|| {
+        crate::config::ConfigError::invalid("profile-values", "needs OKTA_ORG_URL")
+    })?;
+    let credentials = Credentials::from_settings(&config.okta.org.auth()?)?;
+    UsersClient::new(
+        org_url.as_str(),
+        &credentials,
+        settings.timeout,
+        settings.rate_limit_share,
+    )
+    .map_err(|e| AppError::Profile(e.to_string()))
+}
+
+/// The journal under the profile stage and the stores beside it.
+struct Stores {
+    journal: SharedJournal,
+    nats: Option<Arc<NatsJournal>>,
+    values: Arc<dyn ValuesStore>,
+    snapshots: Arc<dyn SnapshotStore>,
+    rules: AttributeRules,
+}
+
+/// The profile buckets beside the NATS journal's stream (`<stream>_PROFILES`,
+/// `<stream>_VALUES`, replicated and retained as the stream is), and the rules with the
+/// redaction key every replica shares, read from the bucket.
+async fn open_nats_stores(
+    nats: &Arc<NatsJournal>,
+    config: &Config,
+    settings: &ProfileSettings,
+) -> Result<Stores, AppError> {
+    let profile_error = |e: &dyn std::fmt::Display| AppError::Profile(e.to_string());
+    let js = nats.jetstream();
+    let stream = &config.nats.stream;
+    let snapshots = NatsSnapshots::open(&js, stream, config.nats.replicas)
+        .await
+        .map_err(|e| profile_error(&e))?;
+    let key = snapshots
+        .redaction_key()
+        .await
+        .map_err(|e| profile_error(&e))?;
+    let rules = settings.rules(key).map_err(|e| profile_error(&e))?;
+    let values = NatsValues::open(
+        &js,
+        stream,
+        config.nats.replicas,
+        config.retention_max_age,
+        snapshots.clone(),
+    )
+    .await
+    .map_err(|e| profile_error(&e))?;
+    Ok(Stores {
+        journal: nats.clone(),
+        nats: Some(nats.clone()),
+        values: Arc::new(values),
+        snapshots: Arc::new(snapshots),
+        rules,
+    })
+}
+
+/// The NATS journal's settings from `config`.
+fn nats_config(config: &Config, servers: &[String]) -> NatsConfig {
+    let stream = &config.nats.stream;
+    NatsConfig {
+        servers: servers.to_vec(),
+        stream: stream.clone(),
+        // Subjects derive from the stream name, so several okta-stream deployments
+        // (different `OKTA_STREAM_NATS_STREAM`) can share one NATS without overlapping.
+        subject: format!("okta_stream.{stream}"),
+        replicas: config.nats.replicas,
+        max_age: config.retention_max_age,
+        duplicate_window: config.nats.duplicate_window,
+        // Quarantine entries fall under the size limit too (events on JetStream are
+        // retained by age).
+        quarantine_max_bytes: config.retention_max_bytes,
+    }
 }
 
 /// Opens the configured journal and its hub (and the JetStream journal itself when it runs,
@@ -662,22 +817,8 @@ async fn open_journal(
             Ok((journal, hub, None))
         }
         JournalKind::Nats { servers } => {
-            let stream = &config.nats.stream;
-            let nats_config = NatsConfig {
-                servers: servers.clone(),
-                stream: stream.clone(),
-                // Subjects derive from the stream name, so several okta-stream deployments
-                // (different `OKTA_STREAM_NATS_STREAM`) can share one NATS without overlapping.
-                subject: format!("okta_stream.{stream}"),
-                replicas: config.nats.replicas,
-                max_age: config.retention_max_age,
-                duplicate_window: config.nats.duplicate_window,
-                // Quarantine entries fall under the size limit too (events on JetStream are
-                // retained by age).
-                quarantine_max_bytes: config.retention_max_bytes,
-            };
             let hub = Hub::new(live_capacity, 0);
-            let journal = NatsJournal::open(nats_config, hub.clone()).await?;
+            let journal = NatsJournal::open(nats_config(config, servers), hub.clone()).await?;
             Ok((journal.clone(), hub, Some(journal)))
         }
     }

@@ -365,7 +365,7 @@ pub struct OktaSettings {
     /// Share of the System Log rate limit the poller may use
     #[arg(long = "okta-poll-rate-limit-share", env = "OKTA_POLL_RATE_LIMIT_SHARE", default_value = "0.5", value_name = "SHARE", value_parser = parse_share)]
     pub poll_rate_limit_share: f64,
-    /// NATS journal: TTL of the lease that lets one replica at a time poll
+    /// NATS journal: TTL of the leases that let one replica at a time poll and run the profile sweep
     #[arg(long = "okta-poll-lease-secs", env = "OKTA_POLL_LEASE_SECS", default_value = "15", value_name = "SECS", value_parser = positive_secs)]
     pub poll_lease: Duration,
 }

@@ -1,5 +1,6 @@
 //! The profile snapshot store: one suite of behaviour, run on both implementations (a redb
-//! table in a database handed in, and a JetStream KV bucket on the test NATS server).
+//! table in a database handed in, and a JetStream KV bucket on the test NATS server); and the
+//! JetStream values store replicas share (first writer wins, one redaction key).
 
 mod common;
 
@@ -7,11 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use common::within;
 use okta_stream::profile::store::nats::bucket_name;
+use okta_stream::profile::store::nats_values::{NatsValues, bucket_name as values_bucket_name};
 use okta_stream::profile::{
     AttributeRules, NatsSnapshots, RedactionKey, RedbSnapshots, Snapshot, SnapshotStore,
+    ValuesStore,
 };
 use serde_json::json;
 
@@ -114,7 +118,10 @@ struct TestBucket {
 
 impl Drop for TestBucket {
     fn drop(&mut self) {
-        let name = format!("KV_{}", bucket_name(&self.stream));
+        let names = [
+            format!("KV_{}", bucket_name(&self.stream)),
+            format!("KV_{}", values_bucket_name(&self.stream)),
+        ];
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -122,7 +129,10 @@ impl Drop for TestBucket {
                 .unwrap();
             runtime.block_on(async move {
                 if let Ok(client) = async_nats::connect(nats_url()).await {
-                    let _ = jetstream::new(client).delete_stream(name).await;
+                    let js = jetstream::new(client);
+                    for name in names {
+                        let _ = js.delete_stream(name).await;
+                    }
                 }
             });
         })
@@ -196,6 +206,98 @@ async fn a_corrupt_entry_is_an_error_naming_the_user_until_a_fresh_reading_repla
         // A fresh reading heals it.
         assert!(store.put("00uBad", &snapshot(1, "x")).await.unwrap());
         assert_eq!(store.get("00uBad").await.unwrap(), Some(snapshot(1, "x")));
+    })
+    .await;
+}
+
+/// The `max_age` of the values bucket of `stream`.
+async fn bucket_max_age(js: &jetstream::Context, stream: &str) -> Duration {
+    let name = format!("KV_{}", values_bucket_name(stream));
+    let mut bucket = js.get_stream(&name).await.unwrap();
+    bucket.info().await.unwrap().config.max_age
+}
+
+/// Values stored at `cursor`, as a store keeps them (opaque bytes).
+fn values(cursor: u64, by: &str) -> (u64, Bytes) {
+    (cursor, Bytes::from(format!("{by}{cursor}")))
+}
+
+#[tokio::test]
+async fn nats_values_first_writer_wins_and_released_through_never_moves_back() {
+    within(LIMIT, async {
+        let bucket = TestBucket {
+            stream: format!("T_values_{:08x}", rand::random::<u32>()),
+        };
+        let js = jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+        let hour = Duration::from_secs(3600);
+        let open = |max_age| {
+            let js = js.clone();
+            let stream = bucket.stream.clone();
+            async move {
+                let snapshots = NatsSnapshots::open(&js, &stream, 1).await.unwrap();
+                NatsValues::open(&js, &stream, 1, max_age, snapshots)
+                    .await
+                    .unwrap()
+            }
+        };
+        let (a, b) = (open(hour).await, open(hour).await);
+        assert_eq!(a.bucket(), format!("{}_VALUES", bucket.stream));
+        assert_eq!(a.released_through().await.unwrap(), 0);
+
+        // A releases 3 and 5; B resolved 5 too, but A's values were stored first.
+        let agreed = a
+            .release_agreed(vec![values(3, "a"), values(5, "a")], vec![], 5)
+            .await
+            .unwrap();
+        assert_eq!(agreed, vec![values(3, "a"), values(5, "a")]);
+        let agreed = b
+            .release_agreed(
+                vec![values(5, "b"), values(7, "b")],
+                vec![("00u1".to_owned(), snapshot(10, "Engineer"))],
+                7,
+            )
+            .await
+            .unwrap();
+        assert_eq!(agreed, vec![values(5, "a"), values(7, "b")]);
+        assert_eq!(
+            a.values_at(&[3, 4, 5, 7]).await.unwrap(),
+            vec![values(3, "a"), values(5, "a"), values(7, "b")]
+        );
+        assert_eq!(
+            a.values(4, 10).await.unwrap(),
+            a.values_at(&[5, 7]).await.unwrap()
+        );
+        // The snapshots of a release are stored; released_through never moves back.
+        let snapshots = NatsSnapshots::open(&js, &bucket.stream, 1).await.unwrap();
+        assert_eq!(
+            snapshots.get("00u1").await.unwrap(),
+            Some(snapshot(10, "Engineer"))
+        );
+        a.release(vec![], vec![], 4).await.unwrap();
+        assert_eq!(a.released_through().await.unwrap(), 7);
+        assert_eq!(b.released_through().await.unwrap(), 7);
+
+        // One redaction key for every replica: equal values hash equally.
+        let (ka, kb) = (
+            snapshots.redaction_key().await.unwrap(),
+            NatsSnapshots::open(&js, &bucket.stream, 1)
+                .await
+                .unwrap()
+                .redaction_key()
+                .await
+                .unwrap(),
+        );
+        assert_eq!(
+            ka.hash("mobilePhone", &json!("555-0100")),
+            kb.hash("mobilePhone", &json!("555-0100"))
+        );
+        assert_eq!(format!("{ka:?}"), "***");
+
+        // The bucket keeps values as long as the stream keeps events: a new retention is
+        // applied to the bucket at the next open.
+        assert_eq!(bucket_max_age(&js, &bucket.stream).await, hour);
+        let _reopened = open(2 * hour).await;
+        assert_eq!(bucket_max_age(&js, &bucket.stream).await, 2 * hour);
     })
     .await;
 }

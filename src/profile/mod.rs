@@ -9,7 +9,8 @@
 //! - [`snapshot`]: the kept profile of one user and its stored form.
 //! - [`values`]: pure: stored snapshot + profile read + the user's pending events → the changes
 //!   and status of each event, and the snapshot to store.
-//! - [`store`]: where snapshots live: a redb table or a JetStream KV bucket.
+//! - [`store`]: where snapshots and released values live: redb tables, or JetStream KV buckets
+//!   shared by every replica (with the redaction key, so all hash alike).
 //!
 //! - [`stage`]: between the journal and the hub: queues commits in cursor order, reads the
 //!   profiles, releases the front of the queue with its values stored.

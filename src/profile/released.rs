@@ -15,6 +15,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::store::{StoreError, ValuesStore};
+use super::values::update_cursors;
 use crate::journal::{
     Appended, Batch, Bounds, Committed, Cursor, Journal, JournalError, QuarantineId,
     QuarantinePage, Quarantined, SharedEvent, SharedJournal,
@@ -50,15 +51,13 @@ impl ReleasedJournal {
 
     /// Joins each of `events` with its stored values, if it has any.
     async fn join(&self, events: Vec<SharedEvent>) -> Result<Vec<SharedEvent>, JournalError> {
-        let (Some(low), Some(high)) = (
-            events.iter().map(|e| e.cursor()).min(),
-            events.iter().map(|e| e.cursor()).max(),
-        ) else {
+        let cursors = update_cursors(&events);
+        if cursors.is_empty() {
             return Ok(events);
-        };
+        }
         let stored: HashMap<Cursor, Bytes> = self
             .values
-            .values(low, high)
+            .values_at(&cursors)
             .await
             .map_err(values_error)?
             .into_iter()

@@ -7,6 +7,12 @@
 //! key private to the deployment, so equal values still compare equal while the value itself
 //! (a phone number, a salary band) cannot be looked up in a table of likely values. Attribute
 //! names match ignoring ASCII case.
+//!
+//! Where the key lives: with the embedded journal, in the data dir
+//! ([`RedactionKey::load_or_create`]); with the NATS journal, in the `<stream>_PROFILES` bucket
+//! ([`crate::profile::store::nats::NatsSnapshots::redaction_key`]), created once by the first replica and
+//! read by every other, because replicas with different keys would hash equal values
+//! differently. The key is never logged or printed.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -23,7 +29,7 @@ use super::json::{AttributeValue, canonical_json};
 pub const KEY_FILE_NAME: &str = "profile-redaction.key";
 
 /// Length of the redaction key in bytes (HMAC-SHA256's block-size-friendly 256 bits).
-const KEY_LEN: usize = 32;
+pub const KEY_LEN: usize = 32;
 
 /// Prefix of every redacted value.
 pub const REDACTED_PREFIX: &str = "sha256:";

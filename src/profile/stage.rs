@@ -8,10 +8,12 @@
 //!   of that user queued before the request started ([`super::values::resolve`]).
 //! - An update waits at most `timeout` from its commit; then it gets UNAVAILABLE with a reason.
 //! - Releasing writes the values, the snapshots their resolutions produced and the
-//!   `released_through` cursor in one transaction ([`ValuesStore::release`]), then moves the
-//!   released cursor readers are capped at ([`super::released::ReleasedJournal`]) and publishes
-//!   the joined events. A restart re-reads what was committed after `released_through`:
-//!   events with stored values are released at once, the others resolved again.
+//!   `released_through` cursor ([`ValuesStore::release_agreed`]: one transaction in redb; on
+//!   JetStream values first, `released_through` last), then moves the released cursor readers
+//!   are capped at ([`super::released::ReleasedJournal`]) and publishes the joined events with
+//!   the values the store holds: where another replica stored an event's values first, those.
+//!   A restart re-reads what was committed after `released_through`: events with stored
+//!   values are released at once, the others resolved again.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -31,14 +33,11 @@ use super::released::with_values;
 use super::rules::AttributeRules;
 use super::snapshot::Snapshot;
 use super::store::{SnapshotStore, StoreError, StoredValues, ValuesStore};
-use super::values::{Update, Values, resolve};
+use super::values::{UPDATE_PROFILE, Update, Values, resolve, update_cursors};
 use crate::hub::Hub;
 use crate::journal::{CommitSink, Cursor, JournalError, SharedEvent, SharedJournal};
 use crate::okta::users::{User, UsersClient, UsersError};
 use crate::proto;
-
-/// The event type whose events get profile values.
-pub const UPDATE_PROFILE: &str = "user.account.update_profile";
 
 /// Events read per page when re-reading the unreleased tail at start.
 const BACKLOG_PAGE: usize = 256;
@@ -183,7 +182,10 @@ pub struct Stage {
     pub timeout: Duration,
     /// Where released events go.
     pub hub: Hub,
-    /// The released cursor readers are capped at.
+    /// The released cursor readers are capped at. Its value when the stage runs is where
+    /// releasing resumes: the store's `released_through`, read before the service answers any
+    /// reader, so no reader sees an event the stage will not hand to the hub after it (a
+    /// lower value only makes the stage release stored values again, which is harmless).
     pub released: watch::Sender<Cursor>,
     /// The counters.
     pub stats: Arc<ProfileStats>,
@@ -278,18 +280,12 @@ struct Run {
 }
 
 impl Run {
-    /// Tells the hub and readers where releasing stopped, and queues the unreleased tail.
+    /// Tells the hub where releasing stopped, and queues the unreleased tail.
     async fn start(&mut self) -> Result<(), StageError> {
-        let released = loop {
-            match self.stage.values.released_through().await {
-                Ok(c) => break c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read released_through; retrying");
-                    tokio::time::sleep(RETRY_AFTER).await;
-                }
-            }
-        };
-        self.stage.released.send_replace(released);
+        // Where readers were capped from the first request on (see [`Stage::released`]), so
+        // every event after it reaches the hub through this stage; with replicas, events
+        // another replica released meanwhile are re-queued and released with its values.
+        let released = *self.stage.released.borrow();
         self.stage.hub.opened(released);
         self.last_queued = released;
         loop {
@@ -302,13 +298,13 @@ impl Run {
                 Ok(page) => page,
                 Err(e) => return Err(e.into()),
             };
-            let (Some(first), Some(last)) = (page.first(), page.last()) else {
+            if page.is_empty() {
                 break;
-            };
+            }
             let stored: HashMap<Cursor, Bytes> = self
                 .stage
                 .values
-                .values(first.cursor(), last.cursor())
+                .values_at(&update_cursors(&page))
                 .await?
                 .into_iter()
                 .collect();
@@ -517,16 +513,21 @@ impl Run {
             }
         }
         let through = self.queue[ready - 1].event.cursor();
-        if let Err(e) = self
+        // What is stored is what every replica serves: another replica's values where it
+        // released an event first.
+        let agreed: HashMap<Cursor, Bytes> = match self
             .stage
             .values
-            .release(values, snapshots.clone(), through)
+            .release_agreed(values, snapshots.clone(), through)
             .await
         {
-            tracing::warn!(error = %e, through, "cannot store released profile values; retrying");
-            tokio::time::sleep(RETRY_AFTER).await;
-            return;
-        }
+            Ok(agreed) => agreed.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, through, "cannot store released profile values; retrying");
+                tokio::time::sleep(RETRY_AFTER).await;
+                return;
+            }
+        };
         for (user, snapshot) in &snapshots {
             if self
                 .latest
@@ -538,7 +539,13 @@ impl Run {
         }
         let mut out = Vec::with_capacity(ready);
         for p in self.queue.drain(..ready) {
-            let event = match p.done {
+            let done = match p.done {
+                Some(Some(own)) => {
+                    Some(Some(agreed.get(&p.event.cursor()).cloned().unwrap_or(own)))
+                }
+                other => other,
+            };
+            let event = match done {
                 Some(Some(bytes)) => match with_values(&p.event, &bytes) {
                     Ok(joined) => Arc::new(joined),
                     Err(e) => {

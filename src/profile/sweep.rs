@@ -36,6 +36,9 @@ pub const INTERVAL: Duration = Duration::from_secs(300);
 /// millisecond, or written to Okta's index a little late, are read again rather than missed.
 pub const OVERLAP: chrono::Duration = chrono::Duration::seconds(60);
 
+/// The lease (in the NATS journal's state bucket) held by the one replica that sweeps.
+pub const LEASE_KEY: &str = "profile.sweep.lease";
+
 /// Wait before a failed sweep is tried again.
 const RETRY: Duration = Duration::from_secs(30);
 
@@ -83,9 +86,17 @@ pub struct Sweep {
 
 impl Sweep {
     /// Sweeps now, then every [`INTERVAL`], until `shutdown`. Errors are logged and retried.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// With the NATS journal the caller runs this only while it holds [`LEASE_KEY`], so of N
+    /// replicas one sweeps.
+    pub async fn run(&self, shutdown: CancellationToken) {
         loop {
-            let wait = match self.once().await {
+            // Stopping mid-sweep is safe: each page is stored on its own and the watermark
+            // moves only after a whole sweep.
+            let swept = tokio::select! {
+                () = shutdown.cancelled() => return,
+                swept = self.once() => swept,
+            };
+            let wait = match swept {
                 Ok(read) => {
                     self.stats.completed.inc();
                     tracing::info!(users = read, "profile sweep completed");

@@ -27,7 +27,22 @@ use serde_json::Value;
 use super::json::AttributeValue;
 use super::rules::AttributeRules;
 use super::snapshot::Snapshot;
+use crate::journal::{Cursor, SharedEvent};
 use crate::proto;
+
+/// The event type whose events get profile values.
+pub const UPDATE_PROFILE: &str = "user.account.update_profile";
+
+/// The cursors of `events` that can have stored values (update events), ascending.
+pub fn update_cursors(events: &[SharedEvent]) -> Vec<Cursor> {
+    let mut cursors: Vec<Cursor> = events
+        .iter()
+        .filter(|e| e.event.event_type == UPDATE_PROFILE)
+        .map(|e| e.cursor())
+        .collect();
+    cursors.sort_unstable();
+    cursors
+}
 
 /// One pending `user.account.update_profile` event of the user.
 #[derive(Debug, Clone, Copy)]

@@ -85,14 +85,21 @@ impl NatsCluster {
             let store = dir.path().join(&name);
             let log = dir.path().join(format!("{name}.log"));
             let conf = dir.path().join(format!("{name}.conf"));
+            // One node is a standalone server: a cluster of one waits for routes forever.
+            let cluster = if size == 1 {
+                String::new()
+            } else {
+                format!(
+                    "cluster {{\n  name: okta-test\n  listen: \"127.0.0.1:{cluster_port}\"\n  \
+                     routes: [{}]\n}}\n",
+                    routes.join(", ")
+                )
+            };
             std::fs::write(
                 &conf,
                 format!(
                     "server_name: {name}\nlisten: \"127.0.0.1:{port}\"\n\
-                     jetstream {{ store_dir: {store:?} }}\n\
-                     cluster {{\n  name: okta-test\n  listen: \"127.0.0.1:{cluster_port}\"\n  \
-                     routes: [{}]\n}}\n",
-                    routes.join(", ")
+                     jetstream {{ store_dir: {store:?} }}\n{cluster}"
                 ),
             )
             .unwrap();

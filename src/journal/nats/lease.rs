@@ -1,6 +1,7 @@
-//! The poller lease: at most one replica polls Okta at a time.
+//! The poller lease: at most one replica polls Okta at a time. The same mechanism, on its own
+//! key, keeps other once-per-deployment work (the profile sweep) on one replica.
 //!
-//! The lease is one key in the state KV bucket. Its holder renews it every `ttl / 3` with a
+//! A lease is one key in the state KV bucket. Its holder renews it every `ttl / 3` with a
 //! compare-and-set on the revision; a contender takes it over with a compare-and-set once the
 //! revision has not changed for a whole `ttl`, measured on the contender's own monotonic clock
 //! from when it first saw that revision. No wall clocks are compared, so clock skew between
@@ -42,10 +43,12 @@ struct Holder {
     nonce: u64,
 }
 
-/// A held poller lease, renewed in the background until dropped or released.
+/// A held poller lease (or another task's lease, see [`PollerLease::acquire_key`]), renewed in
+/// the background until dropped or released.
 #[derive(Debug)]
 pub struct PollerLease {
     holder: String,
+    key: &'static str,
     kv: kv::Store,
     revision: Arc<AtomicU64>,
     lost: CancellationToken,
@@ -58,6 +61,17 @@ impl PollerLease {
     /// in a background task. Transient errors while waiting are logged and retried.
     pub async fn acquire(
         kv: kv::Store,
+        holder: impl Into<String>,
+        ttl: Duration,
+    ) -> Result<Self, LeaseError> {
+        Self::acquire_key(kv, LEASE_KEY, holder, ttl).await
+    }
+
+    /// [`PollerLease::acquire`] on the lease kept at `key` instead of the poller's, for other
+    /// work that one replica at a time should do.
+    pub async fn acquire_key(
+        kv: kv::Store,
+        key: &'static str,
         holder: impl Into<String>,
         ttl: Duration,
     ) -> Result<Self, LeaseError> {
@@ -77,21 +91,22 @@ impl PollerLease {
         let mut watched: Option<(u64, Instant)> = None;
         let (revision, sent) = loop {
             let sent = Instant::now();
-            match try_take(&kv, &body, &mut watched, ttl).await {
+            match try_take(&kv, key, &body, &mut watched, ttl).await {
                 Ok(Some(revision)) => break (revision, sent),
                 Ok(None) => {}
-                Err(error) => tracing::warn!(%error, "cannot read the poller lease; retrying"),
+                Err(error) => tracing::warn!(%error, key, "cannot read the lease; retrying"),
             }
             tokio::time::sleep(poll).await;
         };
-        tracing::info!(holder = %holder, revision, "poller lease acquired");
+        tracing::info!(holder = %holder, key, revision, "lease acquired");
         let revision = Arc::new(AtomicU64::new(revision));
         let lost = CancellationToken::new();
         let stop = CancellationToken::new();
-        let span = tracing::info_span!("poller_lease_renewal", holder = %holder);
+        let span = tracing::info_span!("lease_renewal", key, holder = %holder);
         let renewer = tokio::spawn(
             renew(
                 kv.clone(),
+                key,
                 body,
                 value,
                 ttl,
@@ -104,6 +119,7 @@ impl PollerLease {
         );
         Ok(Self {
             holder,
+            key,
             kv,
             revision,
             lost,
@@ -142,7 +158,7 @@ impl PollerLease {
         let revision = self.revision.load(Ordering::Acquire);
         match self
             .kv
-            .delete_expect_revision(LEASE_KEY, Some(revision))
+            .delete_expect_revision(self.key, Some(revision))
             .await
         {
             Ok(()) => Ok(()),
@@ -163,11 +179,12 @@ impl Drop for PollerLease {
 /// One acquisition attempt: `Some(revision)` once we hold it.
 async fn try_take(
     kv: &kv::Store,
+    key: &str,
     body: &Bytes,
     watched: &mut Option<(u64, Instant)>,
     ttl: Duration,
 ) -> Result<Option<u64>, String> {
-    let entry = kv.entry(LEASE_KEY).await.map_err(|e| e.to_string())?;
+    let entry = kv.entry(key).await.map_err(|e| e.to_string())?;
     match entry {
         Some(entry) if entry.operation == kv::Operation::Put => {
             let now = Instant::now();
@@ -183,7 +200,7 @@ async fn try_take(
                 }
             }
             // Unchanged for a whole TTL: its holder is gone.
-            match kv.update(LEASE_KEY, body.clone(), entry.revision).await {
+            match kv.update(key, body.clone(), entry.revision).await {
                 Ok(revision) => Ok(Some(revision)),
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     *watched = None;
@@ -193,7 +210,7 @@ async fn try_take(
             }
         }
         // Never taken, or released.
-        _ => match kv.create(LEASE_KEY, body.clone()).await {
+        _ => match kv.create(key, body.clone()).await {
             Ok(revision) => Ok(Some(revision)),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
             Err(e) => Err(e.to_string()),
@@ -206,6 +223,7 @@ async fn try_take(
 #[allow(clippy::too_many_arguments)]
 async fn renew(
     kv: kv::Store,
+    key: &'static str,
     body: Bytes,
     value: Holder,
     ttl: Duration,
@@ -221,7 +239,7 @@ async fn renew(
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep_until(valid_until) => {
-                tracing::warn!("poller lease expired before it could be renewed");
+                tracing::warn!("lease expired before it could be renewed");
                 lost.cancel();
                 return;
             }
@@ -230,7 +248,7 @@ async fn renew(
         let sent = Instant::now();
         let current = revision.load(Ordering::Acquire);
         let attempt =
-            tokio::time::timeout_at(valid_until, kv.update(LEASE_KEY, body.clone(), current)).await;
+            tokio::time::timeout_at(valid_until, kv.update(key, body.clone(), current)).await;
         match attempt {
             Ok(Ok(new)) => {
                 revision.store(new, Ordering::Release);
@@ -239,7 +257,7 @@ async fn renew(
             }
             Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                 // Our own earlier write may have landed although its ack was lost.
-                match kv.entry(LEASE_KEY).await {
+                match kv.entry(key).await {
                     Ok(Some(entry))
                         if entry.operation == kv::Operation::Put
                             && serde_json::from_slice::<Holder>(&entry.value).ok().as_ref()
@@ -249,18 +267,18 @@ async fn renew(
                         wait = Duration::ZERO;
                     }
                     _ => {
-                        tracing::warn!("poller lease was taken by another replica");
+                        tracing::warn!("lease was taken by another replica");
                         lost.cancel();
                         return;
                     }
                 }
             }
             Ok(Err(error)) => {
-                tracing::warn!(%error, "cannot renew the poller lease; retrying");
+                tracing::warn!(%error, "cannot renew the lease; retrying");
                 wait = ttl / 10;
             }
             Err(_) => {
-                tracing::warn!("poller lease renewal did not finish before the lease expired");
+                tracing::warn!("lease renewal did not finish before the lease expired");
                 lost.cancel();
                 return;
             }

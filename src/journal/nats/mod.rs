@@ -208,6 +208,23 @@ impl NatsJournal {
         self.state.clone()
     }
 
+    /// The JetStream context this journal uses, for stores kept beside the stream (the
+    /// profile values' buckets).
+    pub fn jetstream(&self) -> jetstream::Context {
+        self.js.clone()
+    }
+
+    /// Waits until this replica holds the lease at `key` (beside the poller's, for other work
+    /// one replica at a time does); see [`PollerLease::acquire_key`].
+    pub async fn acquire_lease(
+        &self,
+        key: &'static str,
+        holder: impl Into<String>,
+        ttl: Duration,
+    ) -> Result<PollerLease, LeaseError> {
+        PollerLease::acquire_key(self.state.clone(), key, holder, ttl).await
+    }
+
     /// Waits until this replica holds the poller lease; see [`PollerLease::acquire`].
     pub async fn acquire_poller_lease(
         &self,

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use super::snapshot::Snapshot;
 
 pub mod nats;
+pub mod nats_values;
 pub mod redb;
 
 /// Why the snapshot store failed.
@@ -99,4 +100,30 @@ pub trait ValuesStore: std::fmt::Debug + Send + Sync + 'static {
         snapshots: Vec<(String, Snapshot)>,
         through: u64,
     ) -> Result<(), StoreError>;
+
+    /// The stored values of exactly the events at `cursors` (ascending), in cursor order. A
+    /// reader knows which events can have values (update events), so a store whose range
+    /// reads are costly (one lookup per cursor) reads only those.
+    async fn values_at(&self, cursors: &[u64]) -> Result<Vec<StoredValues>, StoreError> {
+        let (Some(&low), Some(&high)) = (cursors.iter().min(), cursors.iter().max()) else {
+            return Ok(Vec::new());
+        };
+        let mut stored = self.values(low, high).await?;
+        stored.retain(|(cursor, _)| cursors.binary_search(cursor).is_ok());
+        Ok(stored)
+    }
+
+    /// [`ValuesStore::release`], answering the values now stored at those cursors. Where
+    /// another writer (another replica resolving the same event) stored an entry first, the
+    /// answer holds that entry, so every replica serves the same values. The default suits a
+    /// store with one writer, where the stored values are the ones given.
+    async fn release_agreed(
+        &self,
+        values: Vec<StoredValues>,
+        snapshots: Vec<(String, Snapshot)>,
+        through: u64,
+    ) -> Result<Vec<StoredValues>, StoreError> {
+        self.release(values.clone(), snapshots, through).await?;
+        Ok(values)
+    }
 }

@@ -2,9 +2,16 @@
 //! stream, so every replica reads and writes the same snapshots.
 //!
 //! Keys: `u.<user id>` (Okta ids are letters and digits; any other id is stored as
-//! `b.<base64url>`), and `meta.sweep_watermark`. Values: [`Snapshot::encode`]. The bucket keeps
-//! one revision per key. Puts are compare-and-set on the revision read, so of two replicas
-//! writing one user the newer reading wins, whatever the order of the writes.
+//! `b.<base64url>`), `meta.sweep_watermark`, `meta.released_through` (see
+//! [`super::nats_values`]) and `meta.redaction_key`. Values: [`Snapshot::encode`]. The bucket
+//! keeps one revision per key and nothing in it expires. Puts are compare-and-set on the
+//! revision read, so of two replicas writing one user the newer reading wins, whatever the
+//! order of the writes.
+//!
+//! The redaction key lives here, not in a replica's data dir: every replica must hash a
+//! redacted value with the same key, or equal values would differ between replicas and the
+//! stored hashes would stop matching after a fail-over. The first replica creates it
+//! (create-only), every other one reads it. Whoever can read this bucket can read the key.
 
 use async_nats::jetstream::{self, kv, stream};
 use async_trait::async_trait;
@@ -13,10 +20,17 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::{SnapshotStore, StoreError, check_user, corrupt};
+use crate::profile::rules::{KEY_LEN, RedactionKey};
 use crate::profile::snapshot::Snapshot;
 
 /// Key of the sweep watermark (Unix milliseconds, decimal).
 const WATERMARK_KEY: &str = "meta.sweep_watermark";
+
+/// Key of the newest cursor released to readers (decimal).
+pub(super) const RELEASED_KEY: &str = "meta.released_through";
+
+/// Key of the redaction key (32 raw bytes).
+const REDACTION_KEY: &str = "meta.redaction_key";
 
 /// Compare-and-set attempts before a put reports [`StoreError::Conflict`]. Every lost attempt
 /// means another writer won, so this bounds how many writers of one user may race.
@@ -90,6 +104,67 @@ impl NatsSnapshots {
     /// The bucket's name.
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    /// The redaction key every replica shares: the stored one, or (first start of the
+    /// deployment) 256 random bits written create-only, so of replicas starting at once the
+    /// first write wins and all use it. Never logged; an error never holds its bytes.
+    pub async fn redaction_key(&self) -> Result<RedactionKey, StoreError> {
+        for _ in 0..CAS_ATTEMPTS {
+            if let Some((stored, _)) = live(self.entry(REDACTION_KEY).await?) {
+                let bytes: [u8; KEY_LEN] = stored.as_ref().try_into().map_err(|_| {
+                    StoreError::Storage(format!(
+                        "the redaction key in {} holds {} bytes, not {KEY_LEN}",
+                        self.bucket,
+                        stored.len()
+                    ))
+                })?;
+                return Ok(RedactionKey::from_bytes(bytes));
+            }
+            let fresh: [u8; KEY_LEN] = rand::random();
+            if self
+                .write_if(REDACTION_KEY, Bytes::copy_from_slice(&fresh), None)
+                .await?
+            {
+                return Ok(RedactionKey::from_bytes(fresh));
+            }
+        }
+        Err(StoreError::Conflict(REDACTION_KEY.to_owned()))
+    }
+
+    /// The number stored at the meta `key`, if any.
+    pub(super) async fn meta(&self, key: &str) -> Result<Option<i64>, StoreError> {
+        match live(self.entry(key).await?) {
+            None => Ok(None),
+            Some((value, _)) => std::str::from_utf8(&value)
+                .ok()
+                .and_then(|t| t.parse::<i64>().ok())
+                .map(Some)
+                .ok_or_else(|| StoreError::Storage(format!("{key} is not a number"))),
+        }
+    }
+
+    /// Raises the number at the meta `key` to `to` (never lowers it), compare-and-set.
+    pub(super) async fn raise(&self, key: &str, to: i64) -> Result<(), StoreError> {
+        let value = Bytes::from(to.to_string());
+        for attempt in 0..CAS_ATTEMPTS {
+            back_off(attempt).await;
+            let entry = live(self.entry(key).await?);
+            if let Some(current) = entry
+                .as_ref()
+                .and_then(|(value, _)| std::str::from_utf8(value).ok())
+                .and_then(|t| t.parse::<i64>().ok())
+            {
+                if current >= to {
+                    return Ok(());
+                }
+            }
+            let revision = entry.map(|(_, revision)| revision);
+            if self.write_if(key, value.clone(), revision).await? {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Conflict(key.to_owned()))
     }
 
     /// The newest entry of `key`, a deletion marker included.
@@ -196,44 +271,16 @@ impl SnapshotStore for NatsSnapshots {
     }
 
     async fn watermark(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        match live(self.entry(WATERMARK_KEY).await?) {
+        match self.meta(WATERMARK_KEY).await? {
             None => Ok(None),
-            Some((value, _)) => {
-                let ms = std::str::from_utf8(&value)
-                    .ok()
-                    .and_then(|t| t.parse::<i64>().ok())
-                    .and_then(DateTime::from_timestamp_millis)
-                    .ok_or_else(|| {
-                        StoreError::Storage("the sweep watermark is not a time".to_owned())
-                    })?;
-                Ok(Some(ms))
-            }
+            Some(ms) => DateTime::from_timestamp_millis(ms)
+                .map(Some)
+                .ok_or_else(|| StoreError::Storage("the sweep watermark is not a time".to_owned())),
         }
     }
 
     async fn set_watermark(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
-        let value = Bytes::from(at.timestamp_millis().to_string());
-        for attempt in 0..CAS_ATTEMPTS {
-            back_off(attempt).await;
-            let entry = live(self.entry(WATERMARK_KEY).await?);
-            if let Some(current) = entry
-                .as_ref()
-                .and_then(|(value, _)| std::str::from_utf8(value).ok())
-                .and_then(|t| t.parse::<i64>().ok())
-            {
-                if current >= at.timestamp_millis() {
-                    return Ok(());
-                }
-            }
-            let revision = entry.map(|(_, revision)| revision);
-            if self
-                .write_if(WATERMARK_KEY, value.clone(), revision)
-                .await?
-            {
-                return Ok(());
-            }
-        }
-        Err(StoreError::Conflict(WATERMARK_KEY.to_owned()))
+        self.raise(WATERMARK_KEY, at.timestamp_millis()).await
     }
 }
 
