@@ -68,6 +68,31 @@ pub(crate) async fn raw_paging(
     ))
 }
 
+/// CPU seconds of this process's threads named `name` (e.g. the journal's `journal-writer`).
+fn thread_cpu_secs(name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
+        })
+        .map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+            // utime and stime, in USER_HZ (100 on Linux).
+            [11, 12]
+                .iter()
+                .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
+                .sum::<f64>()
+                / 100.0
+        })
+        .sum()
+}
+
 /// This process's user + system CPU seconds (all threads: the fake, clients, the runtime).
 fn own_cpu_secs() -> f64 {
     cpu_secs(Some(std::process::id()))
@@ -125,6 +150,85 @@ pub(crate) fn count_uuid_keys(body: &[u8]) -> usize {
     count
 }
 
+/// The in-process poller's journal, timing its appends: how busy the commit stage was (the
+/// append awaits the journal writer's insert and fsync).
+#[derive(Debug)]
+struct TimedJournal {
+    inner: Arc<okta_stream::journal::embedded::RedbJournal>,
+    busy_nanos: AtomicU64,
+    appends: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl okta_stream::journal::Journal for TimedJournal {
+    async fn append(
+        &self,
+        batch: okta_stream::journal::Batch,
+    ) -> Result<okta_stream::journal::Appended, okta_stream::journal::JournalError> {
+        let started = Instant::now();
+        let appended = self.inner.append(batch).await;
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.appends.fetch_add(1, Ordering::Relaxed);
+        appended
+    }
+    async fn read_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<okta_stream::journal::SharedEvent>, okta_stream::journal::JournalError> {
+        self.inner.read_after(after, limit).await
+    }
+    async fn read_before(
+        &self,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<okta_stream::journal::SharedEvent>, okta_stream::journal::JournalError> {
+        self.inner.read_before(before, limit).await
+    }
+    async fn get(
+        &self,
+        uuid: &str,
+    ) -> Result<Option<okta_stream::journal::SharedEvent>, okta_stream::journal::JournalError> {
+        self.inner.get(uuid).await
+    }
+    async fn cursor_before_time(
+        &self,
+        since_micros: i64,
+    ) -> Result<u64, okta_stream::journal::JournalError> {
+        self.inner.cursor_before_time(since_micros).await
+    }
+    async fn bounds(
+        &self,
+    ) -> Result<okta_stream::journal::Bounds, okta_stream::journal::JournalError> {
+        self.inner.bounds().await
+    }
+    async fn state(
+        &self,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, okta_stream::journal::JournalError> {
+        self.inner.state(key).await
+    }
+    async fn quarantine_page(
+        &self,
+        page: okta_stream::journal::QuarantinePage,
+    ) -> Result<
+        Vec<(
+            okta_stream::journal::QuarantineId,
+            okta_stream::journal::Quarantined,
+        )>,
+        okta_stream::journal::JournalError,
+    > {
+        self.inner.quarantine_page(page).await
+    }
+    async fn check(&self) -> Result<(), okta_stream::journal::JournalError> {
+        self.inner.check().await
+    }
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}
+
 /// Drives `okta_stream::okta::Poller` in-process over an embedded journal until it holds
 /// `expected` events.
 pub(crate) async fn poller_in_process(
@@ -142,7 +246,12 @@ pub(crate) async fn poller_in_process(
     )
     .await
     .map_err(|e| e.to_string())?;
-    let shared: okta_stream::journal::SharedJournal = journal.clone();
+    let timed = Arc::new(TimedJournal {
+        inner: journal.clone(),
+        busy_nanos: AtomicU64::new(0),
+        appends: AtomicU64::new(0),
+    });
+    let shared: okta_stream::journal::SharedJournal = timed.clone();
     let mut config =
         PollerConfig::new(fake.base.clone(), Credentials::ApiToken(Secret::new(TOKEN)));
     config.start = StartFrom::Since(chrono::Utc::now() - chrono::Duration::days(1));
@@ -150,6 +259,7 @@ pub(crate) async fn poller_in_process(
     let poller = Poller::new(config, shared.clone()).map_err(|e| e.to_string())?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let cpu = own_cpu_secs();
+    let writer_cpu = thread_cpu_secs("journal-writer");
     let started = Instant::now();
     let task = tokio::spawn(poller.run(shutdown.clone()));
     let head = wait_for(expected as u64, || {
@@ -159,9 +269,18 @@ pub(crate) async fn poller_in_process(
     .await;
     let elapsed = started.elapsed();
     let cpu = own_cpu_secs() - cpu;
+    let writer_cpu = thread_cpu_secs("journal-writer") - writer_cpu;
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     journal.close().await;
+    let busy = timed.busy_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+    let appends = timed.appends.load(Ordering::Relaxed).max(1);
+    println!(
+        "(in-process commit stage: {appends} appends, {:.1} ms each on average, busy {:.0}% of the run; journal writer thread CPU {:.1} ms per append)",
+        1e3 * busy / appends as f64,
+        100.0 * busy / elapsed.as_secs_f64(),
+        1e3 * writer_cpu / appends as f64
+    );
     Ok(Phase::new(head, elapsed, cpu, None))
 }
 
