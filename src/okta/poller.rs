@@ -147,8 +147,9 @@ impl Poller {
     ///
     /// Three stages run at once, each in request order: fetch (one request in flight; page
     /// N+1's URL is known as soon as page N arrived), map (on the blocking pool, a page in
-    /// parallel chunks) and commit (each page with its own `next` URL in one journal append,
-    /// page N+1 only after page N's append succeeded). At most [`PAGES_IN_FLIGHT`] pages are
+    /// parallel chunks) and commit (a page's events with its `next` URL in one journal append,
+    /// page N+1 only after page N's append succeeded or in the same one: pages already mapped
+    /// when a commit starts join it). At most [`PAGES_IN_FLIGHT`] pages are
     /// held, so a crash at any moment re-reads at most the pages after the stored URL, which
     /// were never committed. Pacing, 429 waits and back-off apply to the fetch stage as to a
     /// serial loop: a full page is followed no earlier than the pacing allows, a short page
@@ -267,27 +268,56 @@ impl Poller {
         }
     }
 
-    /// The commit stage: appends each mapped page with its `next` URL, in order, and records
-    /// failures, until shutdown or the map stage ends. A commit under way when shutdown comes
-    /// completes; a failed one stops the poller.
+    /// The commit stage: appends mapped pages in order, each with its `next` URL, and records
+    /// failures, until shutdown or the map stage ends. Pages already mapped when a commit
+    /// starts join it (one transaction, one fsync, stored with the last page's `next` URL), so
+    /// a slow disk costs one fsync per group of pages, not per page. A commit under way when
+    /// shutdown comes completes; a failed one stops the poller.
     async fn commit_pages(
         &self,
         mut input: mpsc::Receiver<Staged<MappedPage>>,
         shutdown: &CancellationToken,
     ) -> Result<(), PollerError> {
+        // A failure taken from the queue while gathering pages: recorded after their commit.
+        let mut held: Option<Staged<MappedPage>> = None;
         loop {
-            let staged = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return Ok(()),
-                staged = input.recv() => match staged {
-                    Some(staged) => staged,
-                    None => return Ok(()),
+            let staged = match held.take() {
+                Some(staged) => staged,
+                None => tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => return Ok(()),
+                    staged = input.recv() => match staged {
+                        Some(staged) => staged,
+                        None => return Ok(()),
+                    },
                 },
             };
-            match staged.step {
-                Ok(page) => self.commit(page, &staged.url).await?,
-                Err(failure) => self.record_failure(failure),
+            let Staged { url, step, _slot } = staged;
+            let page = match step {
+                Ok(page) => page,
+                Err(failure) => {
+                    self.record_failure(failure);
+                    continue;
+                }
+            };
+            let mut group = vec![(page, _slot)];
+            while let Ok(waiting) = input.try_recv() {
+                match waiting.step {
+                    Ok(page) => group.push((page, waiting._slot)),
+                    Err(failure) => {
+                        held = Some(Staged {
+                            url: waiting.url,
+                            step: Err(failure),
+                            _slot: waiting._slot,
+                        });
+                        break;
+                    }
+                }
             }
+            // The pages' slots are given back once the commit returns.
+            let (pages, _slots): (Vec<MappedPage>, Vec<OwnedSemaphorePermit>) =
+                group.into_iter().unzip();
+            self.commit(pages, &url).await?;
         }
     }
 
@@ -375,18 +405,27 @@ impl Poller {
         })
     }
 
-    /// Appends a mapped page's events and its `next` URL (fetched from `requested`) in one
-    /// batch.
-    async fn commit(&self, page: MappedPage, requested: &Url) -> Result<(), PollerError> {
-        let MappedPage {
-            batch,
-            received,
-            next,
-            rate,
-            now,
-        } = page;
-        if next.is_none() {
-            tracing::warn!(org = %self.source, "page without rel=\"next\"; requesting it again");
+    /// Appends consecutive mapped pages' events, in order, with the last `next` URL any of them
+    /// carried, in one batch; `requested` is the URL the first page was fetched from.
+    async fn commit(&self, pages: Vec<MappedPage>, requested: &Url) -> Result<(), PollerError> {
+        let count = pages.len() as u64;
+        let mut batch = ingest::Mapped::default();
+        let mut received = 0;
+        let mut next: Option<Url> = None;
+        let mut last = None;
+        for page in pages {
+            if page.next.is_none() {
+                tracing::warn!(org = %self.source, "page without rel=\"next\"; requesting it again");
+            }
+            received += page.received;
+            if batch.events.is_empty() {
+                batch.events = page.batch.events;
+            } else {
+                batch.events.extend(page.batch.events);
+            }
+            batch.quarantine.extend(page.batch.quarantine);
+            next = page.next.or(next);
+            last = Some((page.rate, page.now));
         }
         let moved = next.as_ref().is_some_and(|n| n != requested);
         if received > 0 || moved {
@@ -408,10 +447,12 @@ impl Poller {
             s.quarantined.inc_by(quarantined as u64);
         }
         let s = &self.stats;
-        s.pages.inc_by(1);
+        s.pages.inc_by(count);
         s.events_received.inc_by(received as u64);
-        s.observe_rate_remaining(rate.remaining);
-        s.observe_success(now);
+        if let Some((rate, now)) = last {
+            s.observe_rate_remaining(rate.remaining);
+            s.observe_success(now);
+        }
         Ok(())
     }
 
