@@ -102,13 +102,7 @@ pub fn map_now(
         let admitted = mapping::map_event(event, delivery)
             .map_err(|error| error.to_string())
             .and_then(|record| NewEvent::within(record, max_event_bytes));
-        admit(
-            &mut mapped,
-            admitted,
-            &String::from_utf8_lossy(event),
-            origin,
-            received,
-        );
+        admit(&mut mapped, admitted, event, origin, received);
     }
     mapped
 }
@@ -196,7 +190,13 @@ fn map_envelope(
             .map(event, delivery)
             .map_err(|error| error.to_string())
             .and_then(|record| NewEvent::within(record, max_event_bytes));
-        admit(&mut mapped, admitted, event.get(), &origin, received);
+        admit(
+            &mut mapped,
+            admitted,
+            event.get().as_bytes(),
+            &origin,
+            received,
+        );
     }
     Ok(MappedBody {
         mapped,
@@ -204,11 +204,12 @@ fn map_envelope(
     })
 }
 
-/// Adds one event's outcome to `mapped`: the record, or `raw` quarantined with the reason.
+/// Adds one event's outcome to `mapped`: the record, or `raw` quarantined with the reason
+/// (turned into text only then: most events map, and a UTF-8 pass each would be wasted).
 fn admit(
     mapped: &mut Mapped,
     admitted: Result<NewEvent, String>,
-    raw: &str,
+    raw: &[u8],
     origin: &str,
     received: DateTime<Utc>,
 ) {
@@ -218,7 +219,7 @@ fn admit(
             tracing::warn!(%origin, %reason, "event quarantined");
             mapped.quarantine.push(Quarantined::new(
                 reason,
-                raw,
+                &String::from_utf8_lossy(raw),
                 origin.to_owned(),
                 received_text(received),
             ));

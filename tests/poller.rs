@@ -100,7 +100,23 @@ type BatchRecord = (Vec<String>, Option<(String, Vec<u8>)>);
 struct TestJournal {
     inner: Arc<RedbJournal>,
     batches: Mutex<Vec<BatchRecord>>,
+    /// How `append` behaves beyond storing: slow, failing, observing the fake.
+    appends: Mutex<AppendHook>,
     _dir: tempfile::TempDir,
+}
+
+/// Optional behaviour of [`TestJournal::append`], for the pipelining tests.
+#[derive(Default)]
+struct AppendHook {
+    /// Each append takes at least this long (a slow disk), so fetching runs ahead.
+    delay: Duration,
+    /// The append attempt (1-based, counted from when this was set) that fails instead.
+    fail_at: Option<usize>,
+    attempts: usize,
+    /// The fake whose answered `/api/v1/logs` requests are counted when an append returns.
+    fake: Option<Arc<FakeOkta>>,
+    /// Per successful append: the requests the fake had answered by then.
+    requests_seen: Vec<usize>,
 }
 
 impl std::fmt::Debug for TestJournal {
@@ -122,8 +138,25 @@ impl TestJournal {
         Arc::new(Self {
             inner,
             batches: Mutex::new(Vec::new()),
+            appends: Mutex::new(AppendHook::default()),
             _dir: dir,
         })
+    }
+
+    /// Slows every append down to `delay`, counts `fake`'s requests at each, and fails the
+    /// `fail_at`-th append attempt from now on.
+    fn hook(&self, delay: Duration, fake: &Arc<FakeOkta>, fail_at: Option<usize>) {
+        *self.appends.lock().unwrap() = AppendHook {
+            delay,
+            fail_at,
+            fake: Some(fake.clone()),
+            ..AppendHook::default()
+        };
+    }
+
+    /// Per successful append since [`TestJournal::hook`]: the fake's answered requests by then.
+    fn requests_seen(&self) -> Vec<usize> {
+        self.appends.lock().unwrap().requests_seen.clone()
     }
 
     /// Every stored event's uuid, in cursor order.
@@ -150,6 +183,15 @@ impl Journal for TestJournal {
         self.inner.close().await
     }
     async fn append(&self, batch: Batch) -> Result<Appended, JournalError> {
+        let (delay, fail) = {
+            let mut hook = self.appends.lock().unwrap();
+            hook.attempts += 1;
+            (hook.delay, hook.fail_at == Some(hook.attempts))
+        };
+        tokio::time::sleep(delay).await;
+        if fail {
+            return Err(JournalError::storage("append", "injected failure"));
+        }
         let record = (
             batch.events.iter().map(|e| e.uuid().to_owned()).collect(),
             batch
@@ -159,6 +201,10 @@ impl Journal for TestJournal {
         );
         let appended = self.inner.append(batch).await?;
         self.batches.lock().unwrap().push(record);
+        let mut hook = self.appends.lock().unwrap();
+        if let Some(fake) = hook.fake.clone() {
+            hook.requests_seen.push(fake.log_requests().len());
+        }
         Ok(appended)
     }
     async fn read_after(
@@ -461,8 +507,8 @@ async fn a_page_and_its_next_url_are_one_journal_append() {
                 requests[i].next_link.clone().unwrap().into_bytes(),
             ))
         };
-        // Each page's events and its next URL went in one append. The empty page's next URL
-        // equals the URL already stored, so it needed no write.
+        // Each page's events and its next URL went in one append (the empty page may join the
+        // second: its next URL equals the URL already stored, so it adds nothing).
         assert_eq!(
             journal.batches(),
             [
@@ -474,6 +520,173 @@ async fn a_page_and_its_next_url_are_one_journal_append() {
             requests[2].next_link,
             next(1).map(|(_, v)| String::from_utf8(v).unwrap())
         );
+    })
+    .await;
+}
+
+/// The position in the fake's log that a `next` URL resumes after (`after=<time>_<position>`).
+fn position(next_url: &str) -> u64 {
+    let url = reqwest::Url::parse(next_url).unwrap();
+    let after = url
+        .query_pairs()
+        .find(|(k, _)| k == "after")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    after.rsplit('_').next().unwrap().parse().unwrap()
+}
+
+async fn stored_next_url(journal: &TestJournal) -> String {
+    String::from_utf8(journal.state(NEXT_URL_STATE_KEY).await.unwrap().unwrap()).unwrap()
+}
+
+fn page_uuids(prefix: &str, page: usize, size: usize) -> Vec<String> {
+    (page * size..(page + 1) * size)
+        .map(|i| format!("{prefix}-{i}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn pages_fetched_ahead_are_committed_in_order_with_the_next_url_of_their_last_page() {
+    within(LIMIT, async {
+        let fake = Arc::new(FakeOkta::start(FakeAuth::Ssws(TOKEN.to_owned())).await);
+        fake.push_many("o", TYPE, 40);
+        let journal = TestJournal::new().await;
+        // A slow journal: fetching and mapping run ahead of the commits as far as allowed,
+        // and pages mapped meanwhile join the next commit.
+        journal.hook(ms(40), &fake, None);
+        let mut cfg = config(&fake, ssws());
+        cfg.limit = 4;
+        cfg.poll_interval = Duration::from_secs(10);
+        let running = start(cfg, journal.clone());
+        wait_for_events(&journal, 40).await;
+        let stats = running.stop().await;
+
+        let requests = fake.log_requests();
+        let batches = journal.batches();
+        let seen = journal.requests_seen();
+        assert_eq!(seen.len(), batches.len());
+        let mut first = 0;
+        for (k, (uuids, state)) in batches.iter().enumerate() {
+            // Whole pages, one or two of them, the next ones in order.
+            let pages = uuids.len() / 4;
+            assert!(
+                uuids.len() % 4 == 0 && (1..=2).contains(&pages),
+                "append {k}: {uuids:?}"
+            );
+            let expected: Vec<String> = (first..first + pages)
+                .flat_map(|page| page_uuids("o", page, 4))
+                .collect();
+            assert_eq!(uuids, &expected, "append {k}");
+            // Stored with the next URL of its last page.
+            let last = first + pages - 1;
+            let next = requests[last].next_link.clone().unwrap().into_bytes();
+            assert_eq!(state, &Some((NEXT_URL_STATE_KEY.to_owned(), next)));
+            // When it returned, at most two pages beyond those already committed before it
+            // and its own first page had been fetched.
+            assert!(seen[k] <= first + 3, "append {k}: {} fetched", seen[k]);
+            first += pages;
+        }
+        assert_eq!(first, 10);
+        assert!(
+            batches.len() < 10 || seen.iter().enumerate().any(|(k, &n)| n >= k + 2),
+            "no page was fetched while another committed: {seen:?}"
+        );
+        assert_eq!(journal.cursors().await, (1..=40).collect::<Vec<u64>>());
+        assert_eq!(journal.uuids().await, page_uuids("o", 0, 40));
+        assert_eq!(stats.duplicates, 0);
+        assert_eq!(stats.pages, 11, "ten full pages and the empty one");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failed_commit_with_pages_fetched_ahead_loses_and_duplicates_nothing() {
+    within(LIMIT, async {
+        let fake = Arc::new(FakeOkta::start(FakeAuth::Ssws(TOKEN.to_owned())).await);
+        fake.push_many("f", TYPE, 40);
+        let journal = TestJournal::new().await;
+        // The 4th append fails (as a crash between fetch and commit would lose it), while
+        // later pages are already fetched and mapped.
+        journal.hook(ms(30), &fake, Some(4));
+        let mut cfg = config(&fake, ssws());
+        cfg.limit = 4;
+        let running = start(cfg.clone(), journal.clone());
+        let stopped = within(LIMIT, running.task).await.unwrap();
+        assert!(
+            matches!(stopped, Err(okta_stream::okta::PollerError::Journal(_))),
+            "{stopped:?}"
+        );
+        let requests = fake.log_requests();
+        // Three appends committed whole pages; the checkpoint is the last one's next URL.
+        let head = journal.bounds().await.unwrap().head;
+        assert!(head >= 12 && head % 4 == 0, "{head}");
+        assert!(requests.len() as u64 > head / 4, "pages were fetched ahead");
+        let stored = stored_next_url(&journal).await;
+        assert_eq!(
+            Some(stored.clone()),
+            requests[head as usize / 4 - 1].next_link
+        );
+        assert_eq!(position(&stored), head);
+        assert_eq!(journal.uuids().await, page_uuids("f", 0, head as usize));
+
+        journal.hook(Duration::ZERO, &fake, None);
+        let before = requests.len();
+        let running = start(cfg, journal.clone());
+        wait_for_events(&journal, 40).await;
+        let stats = running.stop().await;
+        let resumed = &fake.log_requests()[before];
+        assert_eq!(
+            format!(
+                "{}{}?{}",
+                fake.base,
+                resumed.path,
+                resumed.query.clone().unwrap()
+            ),
+            stored,
+            "the restart resumes from the last committed page's next URL"
+        );
+        assert_eq!(journal.uuids().await, page_uuids("f", 0, 40));
+        assert_eq!(journal.cursors().await, (1..=40).collect::<Vec<u64>>());
+        assert_eq!(stats.duplicates, 0, "nothing committed was read again");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_restart_mid_backlog_resumes_exactly_after_the_last_committed_page() {
+    within(LIMIT, async {
+        let fake = Arc::new(FakeOkta::start(FakeAuth::Ssws(TOKEN.to_owned())).await);
+        fake.push_many("m", TYPE, 3000);
+        let journal = TestJournal::new().await;
+        journal.hook(ms(5), &fake, None);
+        let mut cfg = config(&fake, ssws());
+        cfg.limit = 50;
+        let mut stops = 0;
+        // Stop and start again several times while pages are in flight, the fake serving on.
+        while journal.bounds().await.unwrap().head < 3000 {
+            let head = journal.bounds().await.unwrap().head;
+            let running = start(cfg.clone(), journal.clone());
+            if head < 2500 {
+                wait_for_events(&journal, head + 400).await;
+            } else {
+                wait_for_events(&journal, 3000).await;
+            }
+            let stats = running.stop().await;
+            stops += 1;
+            assert_eq!(
+                stats.duplicates, 0,
+                "restart {stops} re-read a committed page"
+            );
+            let head = journal.bounds().await.unwrap().head;
+            assert_eq!(
+                position(&stored_next_url(&journal).await),
+                head,
+                "the stored next URL is exactly after the last committed event"
+            );
+        }
+        assert!(stops >= 5, "{stops}");
+        assert_eq!(journal.uuids().await, page_uuids("m", 0, 3000));
+        assert_eq!(journal.cursors().await, (1..=3000).collect::<Vec<u64>>());
     })
     .await;
 }

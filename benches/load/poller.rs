@@ -1,4 +1,11 @@
 //! `poller` (issue 5, issue 15): System Log catch-up against raw paging.
+//!
+//! Both sides page the same fake Okta (`tests/common/fake_okta.rs`, in this process, on this
+//! process's runtime) through the same backlog with the same query (`limit=1000`, ascending,
+//! the same `eventType` filter), one request at a time over a reused reqwest connection. Raw
+//! paging only counts the events; the poller maps, encodes and durably commits them. The CPU
+//! columns say where the time goes: this process runs the fake (and the raw client or the
+//! in-process poller), the server column is the release binary's own CPU.
 
 #[allow(unused_imports)]
 use super::*;
@@ -10,7 +17,7 @@ pub(crate) const TOKEN: &str = "00SSWS-load-tool-token";
 pub(crate) async fn raw_paging(
     fake: &fake_okta::FakeOkta,
     expected: usize,
-) -> Result<(f64, usize), String> {
+) -> Result<Phase, String> {
     let client = http_client();
     let since = (chrono::Utc::now() - chrono::Duration::days(1))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -24,6 +31,7 @@ pub(crate) async fn raw_paging(
         ],
     )
     .map_err(|e| e.to_string())?;
+    let cpu = own_cpu_secs();
     let started = Instant::now();
     let mut events = 0usize;
     for _ in 0..(expected / 1000 + 10) {
@@ -52,7 +60,78 @@ pub(crate) async fn raw_paging(
         }
         url = reqwest::Url::parse(&next.ok_or("no next link")?).map_err(|e| e.to_string())?;
     }
-    Ok((events as f64 / started.elapsed().as_secs_f64(), events))
+    Ok(Phase::new(
+        events as u64,
+        started.elapsed(),
+        own_cpu_secs() - cpu,
+        None,
+    ))
+}
+
+/// CPU seconds of this process's threads named `name` (e.g. the journal's `journal-writer`).
+fn thread_cpu_secs(name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
+        })
+        .map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+            // utime and stime, in USER_HZ (100 on Linux).
+            [11, 12]
+                .iter()
+                .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
+                .sum::<f64>()
+                / 100.0
+        })
+        .sum()
+}
+
+/// This process's user + system CPU seconds (all threads: the fake, clients, the runtime).
+fn own_cpu_secs() -> f64 {
+    cpu_secs(Some(std::process::id()))
+}
+
+/// One timed phase: events done, their rate, and CPU per event.
+pub(crate) struct Phase {
+    events: u64,
+    rate: f64,
+    /// This process's CPU µs per event.
+    own_cpu_us: f64,
+    /// The server process's CPU µs per event, when a server did the work.
+    server_cpu_us: Option<f64>,
+}
+
+impl Phase {
+    fn new(events: u64, elapsed: Duration, own_cpu: f64, server_cpu: Option<f64>) -> Self {
+        let per_event = |cpu: f64| 1e6 * cpu / events.max(1) as f64;
+        Self {
+            events,
+            rate: events as f64 / elapsed.as_secs_f64(),
+            own_cpu_us: per_event(own_cpu),
+            server_cpu_us: server_cpu.map(per_event),
+        }
+    }
+
+    /// A table row; `raw` is the mean raw rate (none for the raw rows themselves).
+    fn row(&self, name: &str, raw: Option<f64>) -> String {
+        let share = raw.map_or(String::new(), |raw| {
+            format!("{:.0}%", 100.0 * self.rate / raw)
+        });
+        let server = self
+            .server_cpu_us
+            .map_or(String::new(), |us| format!("{us:.1}"));
+        format!(
+            "| {name} | {} | {:.0} | {share} | {:.1} | {server} |",
+            self.events, self.rate, self.own_cpu_us
+        )
+    }
 }
 
 /// Occurrences of `"uuid"` in a page: one per LogEvent (a byte scan, cheaper than parsing).
@@ -71,12 +150,91 @@ pub(crate) fn count_uuid_keys(body: &[u8]) -> usize {
     count
 }
 
+/// The in-process poller's journal, timing its appends: how busy the commit stage was (the
+/// append awaits the journal writer's insert and fsync).
+#[derive(Debug)]
+struct TimedJournal {
+    inner: Arc<okta_stream::journal::embedded::RedbJournal>,
+    busy_nanos: AtomicU64,
+    appends: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl okta_stream::journal::Journal for TimedJournal {
+    async fn append(
+        &self,
+        batch: okta_stream::journal::Batch,
+    ) -> Result<okta_stream::journal::Appended, okta_stream::journal::JournalError> {
+        let started = Instant::now();
+        let appended = self.inner.append(batch).await;
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.appends.fetch_add(1, Ordering::Relaxed);
+        appended
+    }
+    async fn read_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<okta_stream::journal::SharedEvent>, okta_stream::journal::JournalError> {
+        self.inner.read_after(after, limit).await
+    }
+    async fn read_before(
+        &self,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<okta_stream::journal::SharedEvent>, okta_stream::journal::JournalError> {
+        self.inner.read_before(before, limit).await
+    }
+    async fn get(
+        &self,
+        uuid: &str,
+    ) -> Result<Option<okta_stream::journal::SharedEvent>, okta_stream::journal::JournalError> {
+        self.inner.get(uuid).await
+    }
+    async fn cursor_before_time(
+        &self,
+        since_micros: i64,
+    ) -> Result<u64, okta_stream::journal::JournalError> {
+        self.inner.cursor_before_time(since_micros).await
+    }
+    async fn bounds(
+        &self,
+    ) -> Result<okta_stream::journal::Bounds, okta_stream::journal::JournalError> {
+        self.inner.bounds().await
+    }
+    async fn state(
+        &self,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, okta_stream::journal::JournalError> {
+        self.inner.state(key).await
+    }
+    async fn quarantine_page(
+        &self,
+        page: okta_stream::journal::QuarantinePage,
+    ) -> Result<
+        Vec<(
+            okta_stream::journal::QuarantineId,
+            okta_stream::journal::Quarantined,
+        )>,
+        okta_stream::journal::JournalError,
+    > {
+        self.inner.quarantine_page(page).await
+    }
+    async fn check(&self) -> Result<(), okta_stream::journal::JournalError> {
+        self.inner.check().await
+    }
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}
+
 /// Drives `okta_stream::okta::Poller` in-process over an embedded journal until it holds
 /// `expected` events.
 pub(crate) async fn poller_in_process(
     fake: &fake_okta::FakeOkta,
     expected: usize,
-) -> Result<(f64, u64), String> {
+) -> Result<Phase, String> {
     use okta_stream::journal::Retention;
     use okta_stream::journal::embedded::RedbJournal;
     use okta_stream::okta::{Credentials, Poller, PollerConfig, Secret, StartFrom};
@@ -88,13 +246,20 @@ pub(crate) async fn poller_in_process(
     )
     .await
     .map_err(|e| e.to_string())?;
-    let shared: okta_stream::journal::SharedJournal = journal.clone();
+    let timed = Arc::new(TimedJournal {
+        inner: journal.clone(),
+        busy_nanos: AtomicU64::new(0),
+        appends: AtomicU64::new(0),
+    });
+    let shared: okta_stream::journal::SharedJournal = timed.clone();
     let mut config =
         PollerConfig::new(fake.base.clone(), Credentials::ApiToken(Secret::new(TOKEN)));
     config.start = StartFrom::Since(chrono::Utc::now() - chrono::Duration::days(1));
     config.poll_interval = Duration::from_millis(200);
     let poller = Poller::new(config, shared.clone()).map_err(|e| e.to_string())?;
     let shutdown = tokio_util::sync::CancellationToken::new();
+    let cpu = own_cpu_secs();
+    let writer_cpu = thread_cpu_secs("journal-writer");
     let started = Instant::now();
     let task = tokio::spawn(poller.run(shutdown.clone()));
     let head = wait_for(expected as u64, || {
@@ -103,10 +268,20 @@ pub(crate) async fn poller_in_process(
     })
     .await;
     let elapsed = started.elapsed();
+    let cpu = own_cpu_secs() - cpu;
+    let writer_cpu = thread_cpu_secs("journal-writer") - writer_cpu;
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     journal.close().await;
-    Ok((head as f64 / elapsed.as_secs_f64(), head))
+    let busy = timed.busy_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+    let appends = timed.appends.load(Ordering::Relaxed).max(1);
+    println!(
+        "(in-process commit stage: {appends} appends, {:.1} ms each on average, busy {:.0}% of the run; journal writer thread CPU {:.1} ms per append)",
+        1e3 * busy / appends as f64,
+        100.0 * busy / elapsed.as_secs_f64(),
+        1e3 * writer_cpu / appends as f64
+    );
+    Ok(Phase::new(head, elapsed, cpu, None))
 }
 
 /// Polls `progress` every 5 ms until it reaches `expected`, stalls for 15 s, or the phase limit.
@@ -137,12 +312,14 @@ where
 pub(crate) async fn poller_binary(
     fake: &fake_okta::FakeOkta,
     expected: usize,
-) -> Result<(f64, u64), String> {
+) -> Result<Phase, String> {
     let server = Server::start(&[
         ("OKTA_ORG_URL", fake.base.clone()),
         ("OKTA_API_TOKEN", TOKEN.to_owned()),
     ])
     .await?;
+    let server_pid = server.child.id();
+    let (cpu, server_cpu) = (own_cpu_secs(), cpu_secs(server_pid));
     let started = Instant::now();
     let client = http_client();
     let metrics = format!("http://{}/metrics", server.admin);
@@ -163,8 +340,9 @@ pub(crate) async fn poller_binary(
     })
     .await;
     let elapsed = started.elapsed();
+    let (cpu, server_cpu) = (own_cpu_secs() - cpu, cpu_secs(server_pid) - server_cpu);
     server.stop().await;
-    Ok((count as f64 / elapsed.as_secs_f64(), count))
+    Ok(Phase::new(count, elapsed, cpu, Some(server_cpu)))
 }
 
 pub(crate) async fn poller(options: &Options) -> Result<(), String> {
@@ -183,29 +361,30 @@ pub(crate) async fn poller(options: &Options) -> Result<(), String> {
             &published,
         ));
     }
-    println!("| run | events | events/s | % of raw (mean of the raw runs) |");
-    println!("|---|---:|---:|---:|");
-    let (raw1, n1) = raw_paging(&fake, backlog).await?;
-    let (ours, stored) = poller_in_process(&fake, backlog).await?;
-    let (raw2, n2) = raw_paging(&fake, backlog).await?;
-    let raw = (raw1 + raw2) / 2.0;
-    println!("| raw paging (before) | {n1} | {raw1:.0} | |");
     println!(
-        "| poller in-process (redb journal) | {stored} | {ours:.0} | {:.0}% |",
-        100.0 * ours / raw
+        "| run | events | events/s | % of raw (mean of the raw runs) | CPU µs/event, this process (fake + client) | server CPU µs/event |"
     );
-    println!("| raw paging (after) | {n2} | {raw2:.0} | |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let before = raw_paging(&fake, backlog).await?;
+    let ours = poller_in_process(&fake, backlog).await?;
+    let after = raw_paging(&fake, backlog).await?;
+    let raw = (before.rate + after.rate) / 2.0;
+    println!("{}", before.row("raw paging (before)", None));
+    println!(
+        "{}",
+        ours.row("poller in-process (redb journal)", Some(raw))
+    );
+    println!("{}", after.row("raw paging (after)", None));
     match poller_binary(&fake, backlog).await {
-        Ok((rate, count)) if count as usize >= backlog => {
-            println!(
-                "| poller in the release binary (redb journal) | {count} | {rate:.0} | {:.0}% |",
-                100.0 * rate / raw
-            )
-        }
-        Ok((_, count)) => println!(
-            "| poller in the release binary | {count} | n/a | the binary did not poll the backlog (OKTA_ORG_URL not wired in this build?) |"
+        Ok(phase) if phase.events as usize >= backlog => println!(
+            "{}",
+            phase.row("poller in the release binary (redb journal)", Some(raw))
         ),
-        Err(error) => println!("| poller in the release binary | 0 | n/a | {error} |"),
+        Ok(phase) => println!(
+            "| poller in the release binary | {} | n/a | the binary did not poll the backlog (OKTA_ORG_URL not wired in this build?) | | |",
+            phase.events
+        ),
+        Err(error) => println!("| poller in the release binary | 0 | n/a | {error} | | |"),
     }
     Ok(())
 }

@@ -2,9 +2,12 @@
 //!
 //! The loop follows SPEC.md B.2: resume from the `next` URL stored in the journal (or start
 //! with `since` = now − look-back), fetch a page, map its events, and append them together with
-//! the page's `rel="next"` URL in **one** journal transaction, so a crash re-reads at most one
-//! page and the journal's uuid dedupe absorbs it. One request is in flight at a time; a full page
-//! is followed at once, a short page waits the poll interval. Requests are spaced to stay within
+//! the page's `rel="next"` URL in **one** journal transaction, so a crash re-reads at most the
+//! pages not yet committed and the journal's uuid dedupe absorbs any overlap. Fetching, mapping
+//! and committing overlap (page N+1 is fetched and mapped while page N commits), yet pages are
+//! committed strictly in order and at most two run ahead of the stored URL. One request is in
+//! flight at a time; a full page is followed at once, a short page waits the poll interval.
+//! Requests are spaced to stay within
 //! a share of the rate limit; a 429 waits until the reset by the server's clock; 5xx and timeouts
 //! back off exponentially; refused credentials are retried slowly, never in a hot loop.
 
@@ -14,6 +17,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use reqwest::Url;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -53,14 +57,32 @@ impl From<IngestError> for PollerError {
     }
 }
 
-/// The outcome of one request, with the times that pacing and back-off count from.
-struct Fetched {
-    /// When the request was sent: rate-limit pacing spaces request starts.
-    started: Instant,
-    /// When its answer (or failure) arrived: back-off and 429 waits count from here.
-    answered: Instant,
-    /// The page, mapped, or why there is none.
-    result: Result<MappedPage, ClientError>,
+/// Pages held at once: the one being committed, one being mapped and one being fetched. So at
+/// most two pages run ahead of the checkpoint stored in the journal, and a crash loses them
+/// both without harm (the next run re-reads them from the stored `next` URL).
+const PAGES_IN_FLIGHT: usize = 3;
+
+/// A page is mapped in parallel chunks of at least this many events; smaller pages in one.
+const MIN_MAP_CHUNK: usize = 128;
+
+/// One request's outcome on its way through the pipeline, in request order.
+struct Staged<T> {
+    /// The URL that was requested (a page whose `next` equals it stores nothing new).
+    url: Url,
+    /// The page (fetched, then mapped), or the failed request.
+    step: Result<T, Failure>,
+    /// The page's place among [`PAGES_IN_FLIGHT`], given back once it is committed.
+    _slot: OwnedSemaphorePermit,
+}
+
+/// A failed request and the wait the fetch stage chose; recorded (stats, status, log) in
+/// order with the pages, so a failure fetched ahead is not overwritten by the success of an
+/// earlier page committed after it.
+struct Failure {
+    error: ClientError,
+    wait: Duration,
+    /// Consecutive failures so far (for the log line).
+    failures: u32,
 }
 
 /// A page whose events are mapped and encoded, ready to be appended with its `next` URL.
@@ -73,8 +95,6 @@ struct MappedPage {
     next: Option<Url>,
     /// The page's rate-limit headers.
     rate: RateLimit,
-    /// The server's `Date` of the page.
-    server_date: Option<DateTime<Utc>>,
     /// When the page was mapped (the events' `received` time).
     now: DateTime<Utc>,
 }
@@ -87,6 +107,8 @@ pub struct Poller {
     config: PollerConfig,
     source: String,
     stats: Arc<PollerStats>,
+    /// How many chunks a page is mapped in at once: the CPUs available.
+    map_chunks: usize,
 }
 
 impl Poller {
@@ -111,6 +133,7 @@ impl Poller {
             config,
             source,
             stats,
+            map_chunks: std::thread::available_parallelism().map_or(1, |n| n.get()),
         })
     }
 
@@ -122,153 +145,180 @@ impl Poller {
     /// Polls until `shutdown` is cancelled (returns `Ok`) or the journal fails (returns the
     /// error). A page being committed when shutdown comes is committed first.
     ///
-    /// After a full page the next one is fetched and mapped while this one is committed (its
-    /// `next` URL is known once it has arrived): still one request in flight, and page N+1 is
-    /// committed only after page N's commit succeeded, each with its own `next` URL, so a crash
-    /// still re-reads at most one page. A short page is not followed at once: the poll interval
-    /// passes first, as without the overlap.
+    /// Three stages run at once, each in request order: fetch (one request in flight; page
+    /// N+1's URL is known as soon as page N arrived), map (on the blocking pool, a page in
+    /// parallel chunks) and commit (a page's events with its `next` URL in one journal append,
+    /// page N+1 only after page N's append succeeded or in the same one: pages already mapped
+    /// when a commit starts join it). At most [`PAGES_IN_FLIGHT`] pages are
+    /// held, so a crash at any moment re-reads at most the pages after the stored URL, which
+    /// were never committed. Pacing, 429 waits and back-off apply to the fetch stage as to a
+    /// serial loop: a full page is followed no earlier than the pacing allows, a short page
+    /// after the poll interval.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), PollerError> {
-        let mut url = self.resume_url().await?;
+        let url = self.resume_url().await?;
+        let window = Arc::new(Semaphore::new(PAGES_IN_FLIGHT));
+        let (fetched_tx, fetched_rx) = mpsc::channel(PAGES_IN_FLIGHT);
+        let (mapped_tx, mapped_rx) = mpsc::channel(PAGES_IN_FLIGHT);
+        let fetching = async {
+            self.fetch_pages(url, window, fetched_tx, &shutdown).await;
+            Ok(())
+        };
+        tokio::try_join!(
+            fetching,
+            self.map_pages(fetched_rx, mapped_tx, &shutdown),
+            self.commit_pages(mapped_rx, &shutdown),
+        )?;
+        Ok(())
+    }
+
+    /// The fetch stage: requests pages one at a time, following `next` links, until shutdown
+    /// (or until the later stages are gone). Each request first takes a slot of `window`.
+    async fn fetch_pages(
+        &self,
+        mut url: Url,
+        window: Arc<Semaphore>,
+        out: mpsc::Sender<Staged<Page>>,
+        shutdown: &CancellationToken,
+    ) {
         let mut retry: Option<RetryOf> = None;
         let mut failures: u32 = 0;
-        let mut wait = Duration::ZERO;
-        // The answer to `url`, when it was fetched while the previous page was committed.
-        let mut prefetched: Option<Fetched> = None;
+        let mut not_before = Instant::now();
         loop {
-            let fetched = match prefetched.take() {
-                Some(fetched) => fetched,
-                None => match self
-                    .fetch_after(wait, &url, retry.as_ref(), &shutdown)
-                    .await?
-                {
-                    Some(fetched) => fetched,
+            let slot = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                slot = window.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_closed) => return,
+                },
+            };
+            let result = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                result = async {
+                    tokio::time::sleep_until(not_before).await;
+                    let started = Instant::now();
+                    (started, self.client.page(&url, retry.as_ref()).await)
+                } => result,
+            };
+            let requested = url.clone();
+            let step = match result {
+                (started, Ok(page)) => {
+                    retry = None;
+                    failures = 0;
+                    let full = page.events.len() >= self.client.limit() as usize;
+                    let pace =
+                        pacing_delay(&page.rate, self.config.rate_limit_share, page.server_date);
+                    let after_page = if full {
+                        Duration::ZERO
+                    } else {
+                        self.config.poll_interval
+                    };
+                    not_before = (started + pace).max(Instant::now() + after_page);
+                    if let Some(next) = &page.next {
+                        url = next.clone();
+                    }
+                    Ok(page)
+                }
+                (_, Err(error)) => {
+                    let wait = self.retry_wait(&error, &mut retry, &mut failures);
+                    not_before = Instant::now() + wait;
+                    Err(Failure {
+                        error,
+                        wait,
+                        failures,
+                    })
+                }
+            };
+            let staged = Staged {
+                url: requested,
+                step,
+                _slot: slot,
+            };
+            if out.send(staged).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The map stage: maps each fetched page, in order, until shutdown or the fetch stage
+    /// ends. A failure passes through unchanged.
+    async fn map_pages(
+        &self,
+        mut input: mpsc::Receiver<Staged<Page>>,
+        out: mpsc::Sender<Staged<MappedPage>>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), PollerError> {
+        loop {
+            let Staged { url, step, _slot } = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(()),
+                staged = input.recv() => match staged {
+                    Some(staged) => staged,
                     None => return Ok(()),
                 },
             };
-            let Fetched {
-                started,
-                answered,
-                result,
-            } = fetched;
-            match result {
-                Ok(page) => {
-                    retry = None;
-                    failures = 0;
-                    let full = page.received >= self.client.limit() as usize;
-                    let pace =
-                        pacing_delay(&page.rate, self.config.rate_limit_share, page.server_date);
-                    let follow = if full { page.next.clone() } else { None };
-                    let Some(next) = follow else {
-                        if let Some(next) = self.commit(page, &url).await? {
-                            url = next;
-                        }
-                        let after_page = if full {
-                            Duration::ZERO
-                        } else {
-                            self.config.poll_interval
-                        };
-                        wait = after_page.max(pace.saturating_sub(started.elapsed()));
-                        continue;
-                    };
-                    // A full page with a next URL: fetch and map that while this page is
-                    // committed, no earlier than the rate-limit pacing allows.
-                    let Some(fetched) = self
-                        .commit_and_prefetch(page, &url, &next, started + pace, &shutdown)
-                        .await?
-                    else {
-                        return Ok(());
-                    };
-                    url = next;
-                    wait = Duration::ZERO;
-                    prefetched = Some(fetched);
-                }
-                Err(error) => {
-                    // Waits count from the answer: a prefetched failure may have arrived while
-                    // the previous page was still being committed.
-                    wait = self
-                        .on_error(error, &mut retry, &mut failures)
-                        .saturating_sub(answered.elapsed());
-                }
+            let step = match step {
+                Ok(page) => Ok(self.map(page).await?),
+                Err(failure) => Err(failure),
+            };
+            if out.send(Staged { url, step, _slot }).await.is_err() {
+                return Ok(());
             }
         }
     }
 
-    /// Waits `wait`, then fetches and maps `url`; `None` when shutdown comes first.
-    async fn fetch_after(
+    /// The commit stage: appends mapped pages in order, each with its `next` URL, and records
+    /// failures, until shutdown or the map stage ends. Pages already mapped when a commit
+    /// starts join it (one transaction, one fsync, stored with the last page's `next` URL), so
+    /// a slow disk costs one fsync per group of pages, not per page. A commit under way when
+    /// shutdown comes completes; a failed one stops the poller.
+    async fn commit_pages(
         &self,
-        wait: Duration,
-        url: &Url,
-        retry: Option<&RetryOf>,
+        mut input: mpsc::Receiver<Staged<MappedPage>>,
         shutdown: &CancellationToken,
-    ) -> Result<Option<Fetched>, PollerError> {
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => Ok(None),
-            fetched = async {
-                tokio::time::sleep(wait).await;
-                self.fetch(url, retry).await
-            } => fetched.map(Some),
-        }
-    }
-
-    /// Requests `url` (as a retry of `retry` after a 429) and maps the page.
-    async fn fetch(&self, url: &Url, retry: Option<&RetryOf>) -> Result<Fetched, PollerError> {
-        let started = Instant::now();
-        let result = self.client.page(url, retry).await;
-        let answered = Instant::now();
-        let result = match result {
-            Ok(page) => Ok(self.map(page).await?),
-            Err(error) => Err(error),
-        };
-        Ok(Fetched {
-            started,
-            answered,
-            result,
-        })
-    }
-
-    /// Commits `page` (fetched from `url`) while fetching and mapping `next` once `not_before`
-    /// has passed. Returns the fetched next page, or `None` when shutdown came first (the
-    /// commit itself always completes). A failed commit drops the prefetch (its request is
-    /// abandoned); the next run resumes from the URL stored with the last committed page.
-    async fn commit_and_prefetch(
-        &self,
-        page: MappedPage,
-        url: &Url,
-        next: &Url,
-        not_before: Instant,
-        shutdown: &CancellationToken,
-    ) -> Result<Option<Fetched>, PollerError> {
-        let prefetch = async {
-            tokio::time::sleep_until(not_before).await;
-            self.fetch(next, None).await
-        };
-        tokio::pin!(prefetch);
-        let mut early: Option<Result<Fetched, PollerError>> = None;
-        let committed = {
-            let commit = self.commit(page, url);
-            tokio::pin!(commit);
-            loop {
-                tokio::select! {
+    ) -> Result<(), PollerError> {
+        // A failure taken from the queue while gathering pages: recorded after their commit.
+        let mut held: Option<Staged<MappedPage>> = None;
+        loop {
+            let staged = match held.take() {
+                Some(staged) => staged,
+                None => tokio::select! {
                     biased;
-                    committed = &mut commit => break committed,
-                    fetched = &mut prefetch, if early.is_none() => {
-                        early = Some(fetched);
+                    () = shutdown.cancelled() => return Ok(()),
+                    staged = input.recv() => match staged {
+                        Some(staged) => staged,
+                        None => return Ok(()),
+                    },
+                },
+            };
+            let Staged { url, step, _slot } = staged;
+            let page = match step {
+                Ok(page) => page,
+                Err(failure) => {
+                    self.record_failure(failure);
+                    continue;
+                }
+            };
+            let mut group = vec![(page, _slot)];
+            while let Ok(waiting) = input.try_recv() {
+                match waiting.step {
+                    Ok(page) => group.push((page, waiting._slot)),
+                    Err(failure) => {
+                        held = Some(Staged {
+                            url: waiting.url,
+                            step: Err(failure),
+                            _slot: waiting._slot,
+                        });
+                        break;
                     }
                 }
             }
-        };
-        committed?;
-        if shutdown.is_cancelled() {
-            return Ok(None);
+            // The pages' slots are given back once the commit returns.
+            let (pages, _slots): (Vec<MappedPage>, Vec<OwnedSemaphorePermit>) =
+                group.into_iter().unzip();
+            self.commit(pages, &url).await?;
         }
-        Ok(Some(match early {
-            Some(fetched) => fetched?,
-            None => tokio::select! {
-                () = shutdown.cancelled() => return Ok(None),
-                fetched = &mut prefetch => fetched?,
-            },
-        }))
     }
 
     /// The stored `next` URL, or the first request.
@@ -305,15 +355,13 @@ impl Poller {
         Ok(self.client.first_url(since))
     }
 
-    /// Maps and encodes a page's events. Milliseconds of CPU per page: done off the async
-    /// workers, so the other page's request or commit (and the rest of the runtime) proceeds
-    /// meanwhile.
+    /// Maps and encodes a page's events off the async workers (milliseconds of CPU per page),
+    /// in up to `map_chunks` chunks at once; the batch keeps the page's order.
     async fn map(&self, page: Page) -> Result<MappedPage, PollerError> {
         let Page {
-            events: raw_events,
+            events: raw,
             next,
             rate,
-            server_date,
             ..
         } = page;
         let now = Utc::now();
@@ -329,42 +377,55 @@ impl Poller {
             ingest_source: proto::IngestSource::Poller,
             received: Some(timestamp),
         };
-        let received = raw_events.len();
-        let raw = raw_events
-            .into_iter()
-            .map(ingest::raw_event_owned)
-            .collect();
-        let batch = ingest::map(
-            raw,
-            delivery,
-            self.source.clone(),
-            now,
-            self.config.max_event_bytes,
-        )
-        .await?;
+        let received = raw.len();
+        let chunk = received.div_ceil(self.map_chunks).max(MIN_MAP_CHUNK);
+        let chunks = raw.chunks(chunk).map(|events| {
+            ingest::map(
+                events.to_vec(),
+                delivery.clone(),
+                self.source.clone(),
+                now,
+                self.config.max_event_bytes,
+            )
+        });
+        let mut batch = ingest::Mapped {
+            events: Vec::with_capacity(received),
+            quarantine: Vec::new(),
+        };
+        for mapped in futures::future::try_join_all(chunks).await? {
+            batch.events.extend(mapped.events);
+            batch.quarantine.extend(mapped.quarantine);
+        }
         Ok(MappedPage {
             batch,
             received,
             next,
             rate,
-            server_date,
             now,
         })
     }
 
-    /// Appends a mapped page's events and its `next` URL in one batch. Returns the URL to
-    /// request next.
-    async fn commit(&self, page: MappedPage, requested: &Url) -> Result<Option<Url>, PollerError> {
-        let MappedPage {
-            batch,
-            received,
-            next,
-            rate,
-            now,
-            ..
-        } = page;
-        if next.is_none() {
-            tracing::warn!(org = %self.source, "page without rel=\"next\"; requesting it again");
+    /// Appends consecutive mapped pages' events, in order, with the last `next` URL any of them
+    /// carried, in one batch; `requested` is the URL the first page was fetched from.
+    async fn commit(&self, pages: Vec<MappedPage>, requested: &Url) -> Result<(), PollerError> {
+        let count = pages.len() as u64;
+        let mut batch = ingest::Mapped::default();
+        let mut received = 0;
+        let mut next: Option<Url> = None;
+        let mut last = None;
+        for page in pages {
+            if page.next.is_none() {
+                tracing::warn!(org = %self.source, "page without rel=\"next\"; requesting it again");
+            }
+            received += page.received;
+            if batch.events.is_empty() {
+                batch.events = page.batch.events;
+            } else {
+                batch.events.extend(page.batch.events);
+            }
+            batch.quarantine.extend(page.batch.quarantine);
+            next = page.next.or(next);
+            last = Some((page.rate, page.now));
         }
         let moved = next.as_ref().is_some_and(|n| n != requested);
         if received > 0 || moved {
@@ -386,51 +447,39 @@ impl Poller {
             s.quarantined.inc_by(quarantined as u64);
         }
         let s = &self.stats;
-        s.pages.inc_by(1);
+        s.pages.inc_by(count);
         s.events_received.inc_by(received as u64);
-        s.observe_rate_remaining(rate.remaining);
-        s.observe_success(now);
-        Ok(next)
+        if let Some((rate, now)) = last {
+            s.observe_rate_remaining(rate.remaining);
+            s.observe_success(now);
+        }
+        Ok(())
     }
 
-    /// Records a failed request and returns how long to wait before the next one.
-    fn on_error(
+    /// How long to wait after a failed request before the next one; keeps the 429 retry
+    /// headers and the count of consecutive failures.
+    fn retry_wait(
         &self,
-        error: ClientError,
+        error: &ClientError,
         retry: &mut Option<RetryOf>,
         failures: &mut u32,
     ) -> Duration {
-        let s = &self.stats;
-        let reason = error.to_string();
         match error {
             ClientError::RateLimited {
                 retry_after,
                 request_id,
-                rate,
                 ..
             } => {
-                s.rate_limited.inc_by(1);
-                s.observe_rate_remaining(rate.remaining);
                 let count = retry.as_ref().map_or(1, |r| r.count.saturating_add(1));
-                *retry = request_id.map(|request_id| RetryOf { request_id, count });
-                let wait =
-                    retry_after.unwrap_or(RATE_LIMIT_FALLBACK_WAIT) + jitter(RATE_LIMIT_JITTER);
-                tracing::warn!(org = %self.source, wait_ms = wait.as_millis() as u64, "rate limited by Okta");
-                s.set_status(PollerHealth::RateLimited, Some(reason));
-                wait
+                *retry = request_id
+                    .clone()
+                    .map(|request_id| RetryOf { request_id, count });
+                retry_after.unwrap_or(RATE_LIMIT_FALLBACK_WAIT) + jitter(RATE_LIMIT_JITTER)
             }
             ClientError::Unauthorized { .. }
             | ClientError::Forbidden { .. }
             | ClientError::Rejected { .. } => {
                 *retry = None;
-                s.refusals.inc_by(1);
-                tracing::error!(
-                    org = %self.source,
-                    error = %reason,
-                    retry_in_secs = self.config.auth_retry_interval.as_secs(),
-                    "Okta refused the poller's request; check the credentials, scopes and admin role"
-                );
-                s.set_status(PollerHealth::Refused, Some(reason));
                 self.config.auth_retry_interval
             }
             ClientError::Server(_)
@@ -439,19 +488,54 @@ impl Poller {
             | ClientError::BadResponse(_) => {
                 *retry = None;
                 *failures = failures.saturating_add(1);
-                s.failures.inc_by(1);
                 let delay =
                     backoff_delay(*failures, self.config.backoff_base, self.config.backoff_cap);
-                let wait = delay + jitter(delay / 10);
+                delay + jitter(delay / 10)
+            }
+        }
+    }
+
+    /// Counts, logs and shows (health) a failed request.
+    fn record_failure(&self, failure: Failure) {
+        let Failure {
+            error,
+            wait,
+            failures,
+        } = failure;
+        let s = &self.stats;
+        let reason = error.to_string();
+        match error {
+            ClientError::RateLimited { rate, .. } => {
+                s.rate_limited.inc_by(1);
+                s.observe_rate_remaining(rate.remaining);
+                tracing::warn!(org = %self.source, wait_ms = wait.as_millis() as u64, "rate limited by Okta");
+                s.set_status(PollerHealth::RateLimited, Some(reason));
+            }
+            ClientError::Unauthorized { .. }
+            | ClientError::Forbidden { .. }
+            | ClientError::Rejected { .. } => {
+                s.refusals.inc_by(1);
+                tracing::error!(
+                    org = %self.source,
+                    error = %reason,
+                    retry_in_secs = wait.as_secs(),
+                    "Okta refused the poller's request; check the credentials, scopes and admin role"
+                );
+                s.set_status(PollerHealth::Refused, Some(reason));
+            }
+            ClientError::Server(_)
+            | ClientError::Timeout
+            | ClientError::Transport(_)
+            | ClientError::BadResponse(_) => {
+                s.failures.inc_by(1);
                 tracing::warn!(
                     org = %self.source,
                     error = %reason,
-                    failures = *failures,
+                    failures,
                     wait_ms = wait.as_millis() as u64,
                     "System Log request failed; backing off"
                 );
                 s.set_status(PollerHealth::BackingOff, Some(reason));
-                wait
             }
         }
     }
