@@ -223,7 +223,13 @@ async fn ingest_rows(options: &Options, rows: &[(usize, usize)]) -> Result<(), S
         options.secs,
         server.child.id().unwrap_or(0)
     );
-    ingest_table(&server, &floor.url(), rows, Duration::from_secs_f64(options.secs)).await;
+    ingest_table(
+        &server,
+        &floor.url(),
+        rows,
+        Duration::from_secs_f64(options.secs),
+    )
+    .await;
     drop(floor);
     server.stop().await;
     Ok(())
