@@ -18,6 +18,8 @@ use okta_stream::telemetry;
 /// mimalloc instead of glibc malloc: ingest and fan-out allocate and free many short-lived
 /// buffers (delivery bodies, per-event records, per-message encode buffers) across threads,
 /// which glibc handles with arena locks and `malloc_consolidate`; see BENCHMARKS.md for the A/B.
+/// Built without transparent huge pages (`no_thp` in Cargo.toml): faulting in and zeroing 2 MiB
+/// pages as the heap grew cost a third of the server's CPU per ingested event.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

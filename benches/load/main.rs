@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! cargo bench --bench load -- ingest|fanout|poller|jetstream|profile|all [--secs N] [--idle N]
-//!     [--backlog N] [--scale F] [--nats URL] [--users N]
+//!     [--backlog N] [--scale F] [--nats URL] [--users N] [--rows SxE,...]
 //! ```
 //!
 //! The service runs as the real release binary (`okta-stream serve` on 127.0.0.1 port 0, a
@@ -80,6 +80,25 @@ pub(crate) struct Options {
     pub(crate) nats: String,
     /// Users of the fake org in the `profile` scenario.
     pub(crate) users: usize,
+    /// `ingest` closed-loop rows to run instead of the whole scenario (`--rows 16x50,64x50`):
+    /// one shape at a time, long enough to `perf record` the server (its pid is printed).
+    pub(crate) rows: Option<Vec<(usize, usize)>>,
+}
+
+/// Parses `--rows`: comma-separated `SENDERSxEVENTS` pairs, each number at least 1.
+fn parse_rows(text: &str) -> Result<Vec<(usize, usize)>, String> {
+    text.split(',')
+        .map(|row| {
+            let (senders, events) = row
+                .split_once('x')
+                .ok_or_else(|| format!("--rows: {row:?} is not SENDERSxEVENTS"))?;
+            let number = |n: &str| match n.trim().parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(n),
+                _ => Err(format!("--rows: {n:?} in {row:?} is not a number ≥ 1")),
+            };
+            Ok((number(senders)?, number(events)?))
+        })
+        .collect()
 }
 
 fn options() -> Result<Options, String> {
@@ -91,6 +110,7 @@ fn options() -> Result<Options, String> {
         scale: 1.0,
         nats: "nats://127.0.0.1:4222".to_owned(),
         users: 100_000,
+        rows: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -124,6 +144,7 @@ fn options() -> Result<Options, String> {
                     .parse()
                     .map_err(|e| format!("--users: {e}"))?
             }
+            "--rows" => options.rows = Some(parse_rows(&value("--rows")?)?),
             "ingest" | "fanout" | "poller" | "jetstream" | "profile" | "all" => {
                 options.scenario = arg
             }
@@ -149,7 +170,7 @@ fn main() {
         Err(error) => {
             eprintln!("load: {error}");
             eprintln!(
-                "usage: cargo bench --bench load -- ingest|fanout|poller|jetstream|profile|all [--secs N] [--idle N] [--backlog N] [--scale F] [--nats URL] [--users N]"
+                "usage: cargo bench --bench load -- ingest|fanout|poller|jetstream|profile|all [--secs N] [--idle N] [--backlog N] [--scale F] [--nats URL] [--users N] [--rows SxE,...]"
             );
             std::process::exit(64);
         }
@@ -167,8 +188,10 @@ fn main() {
     );
     let all = options.scenario == "all";
     let result = runtime.block_on(async {
-        if all || options.scenario == "ingest" {
-            ingest(&options).await?;
+        match &options.rows {
+            Some(rows) if options.scenario == "ingest" => ingest_rows(&options, rows).await?,
+            _ if all || options.scenario == "ingest" => ingest(&options).await?,
+            _ => {}
         }
         if all || options.scenario == "fanout" {
             fanout(&options).await?;
@@ -189,6 +212,27 @@ fn main() {
         eprintln!("load: {error}");
         std::process::exit(1);
     }
+}
+
+/// `ingest --rows`: only the given closed-loop rows, against a server whose pid is printed.
+async fn ingest_rows(options: &Options, rows: &[(usize, usize)]) -> Result<(), String> {
+    let server = Server::start(&[]).await?;
+    let floor = Floor::start()?;
+    println!(
+        "\n## ingest rows {rows:?}: closed loop, {:.1} s per row, server pid {}",
+        options.secs,
+        server.child.id().unwrap_or(0)
+    );
+    ingest_table(
+        &server,
+        &floor.url(),
+        rows,
+        Duration::from_secs_f64(options.secs),
+    )
+    .await;
+    drop(floor);
+    server.stop().await;
+    Ok(())
 }
 
 pub(crate) fn load_average() -> String {
