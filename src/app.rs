@@ -586,10 +586,7 @@ async fn open_with_profile_values(
                 config.accept_empty_journal,
             )
             .await?;
-            let db = journal
-                .database()
-                .ok_or(crate::journal::JournalError::Closed)?;
-            let store = RedbSnapshots::open(db)
+            let store = RedbSnapshots::in_journal(journal.clone())
                 .await
                 .map_err(|e| AppError::Profile(e.to_string()))?;
             (journal, store)
