@@ -134,6 +134,7 @@ pub(crate) async fn profile(options: &Options) -> Result<(), String> {
     let cpu = cpu_secs(off.child.id());
     let mut run = open_loop(&off.hook_url(), 1, 2000.0, run_for).await;
     let cpu = cpu_secs(off.child.id()) - cpu;
+    let rss_off = off.rss_kib().unwrap_or(0);
     let max = run.p(100.0);
     println!(
         "| off | {:.0} | {:.2} | {:.2} | {max:.2} | {:.1} | {} |",
@@ -219,12 +220,13 @@ pub(crate) async fn profile(options: &Options) -> Result<(), String> {
     );
     println!(
         "Server RSS: {:.1} MiB at start, {:.1} MiB after the sweep (+{:.1} MiB, {:.1} MiB per 100,000 users), \
-         {:.1} MiB after the 2,000/s run",
+         {:.1} MiB after the 2,000/s run (with the feature off: {:.1} MiB after the same run)",
         rss_before as f64 / 1024.0,
         rss_after as f64 / 1024.0,
         rss_after.saturating_sub(rss_before) as f64 / 1024.0,
         rss_after.saturating_sub(rss_before) as f64 / 1024.0 * per,
         rss_end as f64 / 1024.0,
+        rss_off as f64 / 1024.0,
     );
     Ok(())
 }
