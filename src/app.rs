@@ -629,11 +629,8 @@ async fn open_with_profile_values(
                 config.accept_empty_journal,
             )
             .await?;
-            let db = journal
-                .database()
-                .ok_or(crate::journal::JournalError::Closed)?;
             let store = Arc::new(
-                RedbSnapshots::open(db)
+                RedbSnapshots::in_journal(journal.clone())
                     .await
                     .map_err(|e| profile_error(&e))?,
             );

@@ -3,6 +3,9 @@
 //! While full, the hook answers 503 and `/readyz` says not ready; once space is freed, the next
 //! delivery is stored and readiness follows, with nothing acknowledged lost or duplicated.
 //!
+//! The profile store in the same file follows the journal when it reopens the file (in
+//! process, on the same kind of tmpfs).
+//!
 //! Mounting needs root, as CI runs; elsewhere the test fails saying so.
 
 mod common;
@@ -12,9 +15,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use bytes::Bytes;
 use common::app::{SECRET, delivery, profile_update};
 use common::binary::{Service, all_events};
 use common::within;
+use okta_stream::hub::Hub;
+use okta_stream::journal::embedded::RedbJournal;
+use okta_stream::journal::{Batch, Journal, NewEvent, Retention};
+use okta_stream::profile::{
+    AttributeRules, RedactionKey, RedbSnapshots, Snapshot, SnapshotStore, ValuesStore,
+};
+use okta_stream::proto;
 
 /// Bound on the test.
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -151,6 +162,104 @@ async fn a_full_disk_that_clears_heals_without_a_restart() {
         let stored_uuids: Vec<String> = stored.into_iter().map(|e| e.uuid).collect();
         assert_eq!(stored_uuids, acknowledged);
         service.kill().await;
+    })
+    .await;
+}
+
+/// `count` events of about 1 KB with uuids `{prefix}-{n}`, as one append.
+fn kilobyte_events(prefix: &str, count: usize) -> Batch {
+    Batch {
+        events: (0..count)
+            .map(|n| {
+                NewEvent::new(proto::Event {
+                    uuid: format!("{prefix}-{n}"),
+                    message: "x".repeat(1000),
+                    ..Default::default()
+                })
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// A snapshot of a user whose title is `title`.
+fn titled(title: &str) -> Snapshot {
+    let rules = AttributeRules::new(&[], &[], RedactionKey::from_bytes([7; 32])).unwrap();
+    let profile = serde_json::json!({"title": title});
+    let at = chrono::DateTime::from_timestamp(1_764_580_000, 0).unwrap();
+    Snapshot::from_profile(&rules, profile.as_object().unwrap(), at)
+}
+
+#[tokio::test]
+async fn the_profile_store_follows_the_journal_when_it_reopens_its_file_after_a_full_disk() {
+    within(TEST_TIMEOUT, async {
+        let tmpfs = Tmpfs::mount("4m");
+        let data_dir = tmpfs.path().join("data");
+        let journal = RedbJournal::open(&data_dir, Retention::keep_all(), Hub::new(1024, 0))
+            .await
+            .unwrap();
+        let store = RedbSnapshots::in_journal(journal.clone()).await.unwrap();
+        journal.append(kilobyte_events("before", 1)).await.unwrap();
+        assert!(store.put("00uBefore", &titled("Engineer")).await.unwrap());
+        let before = (1, Bytes::from_static(b"values of 1"));
+        store
+            .release(vec![before.clone()], Vec::new(), 1)
+            .await
+            .unwrap();
+
+        // Fill the disk until a commit fails: redb then refuses the file until it is reopened.
+        let filler = fill(tmpfs.path());
+        let mut failed = false;
+        for n in 0..500 {
+            if journal
+                .append(kilobyte_events(&format!("full-{n}"), 50))
+                .await
+                .is_err()
+            {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed, "the journal kept committing on a full disk");
+
+        // Space comes back: the journal reopens its file (which it cannot while another
+        // handle on the old one is held) and commits again.
+        std::fs::remove_file(&filler).unwrap();
+        let after = journal
+            .append(kilobyte_events("after", 1))
+            .await
+            .expect("the journal reopened its file once space came back");
+        let cursor = after.committed[0].cursor();
+
+        // The store is on the reopened file: it reads what it stored before and stores again.
+        assert_eq!(
+            store.get("00uBefore").await.unwrap(),
+            Some(titled("Engineer"))
+        );
+        assert!(store.put("00uAfter", &titled("Manager")).await.unwrap());
+        let later = (cursor, Bytes::from_static(b"values after the reopen"));
+        store
+            .release(vec![later.clone()], Vec::new(), cursor)
+            .await
+            .unwrap();
+        assert_eq!(store.released_through().await.unwrap(), cursor);
+        assert_eq!(
+            store.values(1, cursor).await.unwrap(),
+            vec![before.clone(), later.clone()]
+        );
+
+        // And what it stored is in the journal's file, durably.
+        journal.close().await;
+        let journal = RedbJournal::open(&data_dir, Retention::keep_all(), Hub::new(16, 0))
+            .await
+            .unwrap();
+        let store = RedbSnapshots::in_journal(journal.clone()).await.unwrap();
+        assert_eq!(
+            store.get("00uAfter").await.unwrap(),
+            Some(titled("Manager"))
+        );
+        assert_eq!(store.values(1, cursor).await.unwrap(), vec![before, later]);
+        journal.close().await;
     })
     .await;
 }

@@ -11,12 +11,16 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use common::within;
+use okta_stream::hub::Hub;
+use okta_stream::journal::embedded::RedbJournal;
+use okta_stream::journal::{Batch, Journal, NewEvent, Retention};
 use okta_stream::profile::store::nats::bucket_name;
 use okta_stream::profile::store::nats_values::{NatsValues, bucket_name as values_bucket_name};
 use okta_stream::profile::{
     AttributeRules, NatsSnapshots, RedactionKey, RedbSnapshots, Snapshot, SnapshotStore,
     ValuesStore,
 };
+use okta_stream::proto;
 use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -107,6 +111,92 @@ async fn redb_snapshots_in_a_database_handed_in() {
         // Another handle on the same database (as after a restart) sees the same snapshots.
         let again = RedbSnapshots::open(db).await.unwrap();
         assert_eq!(again.get("00u2").await.unwrap(), Some(snapshot(30, "New")));
+    })
+    .await;
+}
+
+/// An event of about 1 KB, so retention by size removes a known number of them.
+fn sized_event(n: u64) -> NewEvent {
+    NewEvent::new(proto::Event {
+        uuid: format!("event-{n}"),
+        message: "x".repeat(1000),
+        ..Default::default()
+    })
+}
+
+/// Stored values that name their cursor, so a row read back shows whose it is.
+fn values_of(cursors: std::ops::RangeInclusive<u64>) -> Vec<(u64, bytes::Bytes)> {
+    cursors
+        .map(|c| (c, bytes::Bytes::from(format!("values of {c}"))))
+        .collect()
+}
+
+#[tokio::test]
+async fn retention_removes_the_values_of_the_events_it_removes_and_keeps_the_rest() {
+    within(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let one = sized_event(1).commit(1).encoded.len() as u64;
+        // Room for the newest two events.
+        let retention = Retention {
+            max_age: None,
+            max_bytes: Some(2 * one),
+            check_interval: Duration::from_secs(3600),
+        };
+        let journal = RedbJournal::open(dir.path(), retention, Hub::new(16, 0))
+            .await
+            .unwrap();
+        let store = RedbSnapshots::in_journal(journal.clone()).await.unwrap();
+        journal
+            .append(Batch {
+                events: (1..=5).map(sized_event).collect(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        store
+            .release(values_of(1..=5), Vec::new(), 5)
+            .await
+            .unwrap();
+        assert_eq!(store.values(1, 5).await.unwrap(), values_of(1..=5));
+
+        let pruned = journal.prune_now().await.unwrap();
+        assert_eq!(pruned.events, 3);
+        assert_eq!(journal.bounds().await.unwrap().oldest, Some(4));
+        assert_eq!(
+            store.values(1, 5).await.unwrap(),
+            values_of(4..=5),
+            "the removed events' values are gone, the kept events' values stay as stored"
+        );
+
+        // A row written late for an event retention already removed (the stage released it
+        // after the prune) goes with the next prune; the kept rows still stay.
+        store
+            .release(values_of(2..=2), Vec::new(), 5)
+            .await
+            .unwrap();
+        journal
+            .append(Batch {
+                events: (6..=6).map(sized_event).collect(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        store
+            .release(values_of(6..=6), Vec::new(), 6)
+            .await
+            .unwrap();
+        assert_eq!(journal.prune_now().await.unwrap().events, 1);
+        assert_eq!(store.values(1, 6).await.unwrap(), values_of(5..=6));
+        assert_eq!(store.released_through().await.unwrap(), 6);
+
+        // Durable: the file opened again has the same rows.
+        journal.close().await;
+        let journal = RedbJournal::open(dir.path(), Retention::keep_all(), Hub::new(16, 0))
+            .await
+            .unwrap();
+        let store = RedbSnapshots::in_journal(journal.clone()).await.unwrap();
+        assert_eq!(store.values(1, 6).await.unwrap(), values_of(5..=6));
+        journal.close().await;
     })
     .await;
 }

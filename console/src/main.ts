@@ -136,6 +136,22 @@ function badge(text: string, kind: string): HTMLElement {
   return b;
 }
 
+/** What each profile-values status tells the reader (the proto documents them precisely). */
+const VALUES_MEANING: Record<string, string> = {
+  COMPLETE: "old and new values; the profile was not updated after this event",
+  NO_BASELINE: "new values only: no earlier reading of this user (or attribute) was kept",
+  NEWER_THAN_EVENT: "the profile was updated again after this event: new values may include later changes",
+  UNAVAILABLE: "no values: Okta's Users API could not be asked in time",
+};
+
+/** The profile-values status of an event, e.g. "values complete", with its meaning and note. */
+function valuesBadge(status: string, note: string): HTMLElement {
+  const b = badge(status, "values");
+  b.textContent = `values ${b.textContent}`;
+  b.title = [VALUES_MEANING[status] ?? status, note].filter(Boolean).join("; ");
+  return b;
+}
+
 function span(cls: string, text: string, title?: string) {
   const s = document.createElement("span");
   s.className = cls;
@@ -176,7 +192,8 @@ function rowNode(row: Row, index: number): HTMLElement {
     const chip = span("change", "");
     chip.append(span("attr", change.attribute));
     if (change.old !== undefined) {
-      chip.append(span("old mono", change.old), span("arrow", "→"), span("new mono", change.new ?? "∅"));
+      // `∅`: no earlier value known (not a value that was removed), so it is not struck out.
+      chip.append(span(change.old === "∅" ? "old unknown mono" : "old mono", change.old), span("arrow", "→"), span("new mono", change.new ?? "∅"));
       chip.title = `${change.attribute}: ${change.old} → ${change.new}`;
     }
     changes.append(chip);
@@ -184,6 +201,7 @@ function rowNode(row: Row, index: number): HTMLElement {
 
   const result = span("cell badges", "");
   result.setAttribute("role", "gridcell");
+  if (row.values) result.append(valuesBadge(row.values, row.valuesNote));
   if (row.result) result.append(badge(row.result, "result"));
   if (row.severity) result.append(badge(row.severity, "severity"));
   if (row.source) result.append(badge(row.source, "source"));

@@ -2,9 +2,10 @@
 // is fetched with GetEvent when a row is opened.
 import { isMessage, toJson } from "@bufbuild/protobuf";
 import { ValueSchema, timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
-import { IngestSource, Outcome, Severity, type Event } from "./gen/okta/events/v1/events_pb.js";
+import { IngestSource, Outcome, ProfileValuesStatus, Severity, type Event } from "./gen/okta/events/v1/events_pb.js";
 
-/** One changed attribute; `old`/`new` are JSON text when the record carries the values. */
+/** One changed attribute; `old`/`new` are the values as text when the record carries them
+ * (`∅`: no earlier value known). */
 export interface Change {
   attribute: string;
   old?: string;
@@ -23,6 +24,10 @@ export interface Row {
   actor: string;
   user: string;
   changes: Change[];
+  /** How far the values can be trusted (`COMPLETE`, `NO_BASELINE`, ...), "" without values. */
+  values: string;
+  /** What the values status rests on: the reason they are missing, or the profile's time. */
+  valuesNote: string;
   result: string;
   severity: string;
   source: string;
@@ -36,22 +41,23 @@ function enumWord(kind: Record<number, string>, value: number, raw: string): str
   return name;
 }
 
-/** A `google.protobuf.Value` (a message, or already plain JSON) as compact JSON text. */
-function jsonText(value: unknown): string | undefined {
-  if (value === undefined || value === null) return value === null ? "null" : undefined;
-  if (isMessage(value, ValueSchema)) return JSON.stringify(toJson(ValueSchema, value));
-  return JSON.stringify(value);
+/** A `google.protobuf.Value` (a message, or already plain JSON) as a reader writes it, as
+ * `okta-stream tail` does: a non-empty string bare (`Manager`), anything else as compact JSON
+ * (`null`, `""`, `["a","b"]`); `∅` when absent (no earlier value known). */
+export function valueText(value: unknown): string {
+  if (value === undefined) return "∅";
+  const json = isMessage(value, ValueSchema) ? toJson(ValueSchema, value) : value;
+  if (typeof json === "string" && json.trim() !== "") return json;
+  return JSON.stringify(json);
 }
 
 /** The changes of `event`: old → new values from `profileChanges` (when the server sends them),
  * then the other names of `changedAttributes`. */
 export function changesOf(event: Event): Change[] {
   const changes: Change[] = [];
-  const withValues = (event as unknown as { profileChanges?: unknown[] }).profileChanges ?? [];
-  for (const item of withValues) {
-    const c = item as { attribute?: string; oldValue?: unknown; newValue?: unknown };
+  for (const c of event.profileChanges) {
     if (!c.attribute) continue;
-    changes.push({ attribute: c.attribute, old: jsonText(c.oldValue) ?? "∅", new: jsonText(c.newValue) ?? "∅" });
+    changes.push({ attribute: c.attribute, old: valueText(c.oldValue), new: valueText(c.newValue) });
   }
   for (const attribute of event.changedAttributes) {
     if (!changes.some((c) => c.attribute.toLowerCase() === attribute.toLowerCase())) changes.push({ attribute });
@@ -74,6 +80,8 @@ export function rowOf(event: Event): Row {
     actor: who(event.actor),
     user: who(event.oktaUser) || (target ? target.alternateId || target.displayName : ""),
     changes: changesOf(event),
+    values: enumWord(ProfileValuesStatus, event.profileValuesStatus, ""),
+    valuesNote: event.profileValuesReason || (event.profileAsOf ? `profile as of ${timestampDate(event.profileAsOf).toISOString()}` : ""),
     result: enumWord(Outcome, event.result, event.resultRaw),
     severity: enumWord(Severity, event.severity, event.severityRaw),
     source: enumWord(IngestSource, event.ingestSource, ""),

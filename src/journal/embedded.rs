@@ -16,6 +16,11 @@
 //! | `quarantine` | id (ascending)              | (commit time µs, JSON of [`Quarantined`])    |
 //! | `meta`       | name                        | head cursor, retained bytes, format version, ... |
 //!
+//! Other stores may keep tables of their own in the file (the profile values and snapshots of
+//! `crate::profile::store::redb`), written in their own transactions. A table keyed by cursor
+//! that is attached with [`RedbJournal::attach_cursor_table`] lives exactly as long as the
+//! events: retention removes its rows in the transaction that removes the events.
+//!
 //! # Loud, never silent
 //! - At open, a file that exists but is empty, truncated or not a journal is refused
 //!   ([`JournalError::Damaged`]) instead of being initialised over; a data dir whose journal
@@ -120,7 +125,17 @@ pub struct RedbJournal {
     requests: mpsc::Sender<Request>,
     commits: Arc<AtomicU64>,
     retention_task: Mutex<Option<JoinHandle<()>>>,
+    /// Tables keyed by cursor whose rows retention removes with the events (shared with the
+    /// writer).
+    cursor_tables: CursorTables,
 }
+
+/// Tables keyed by cursor that retention prunes with the events
+/// ([`RedbJournal::attach_cursor_table`]).
+type CursorTables = Arc<Mutex<Vec<CursorTable>>>;
+
+/// A table whose rows belong to the event at their cursor (such as its profile values).
+pub type CursorTable = TableDefinition<'static, Cursor, &'static [u8]>;
 
 impl fmt::Debug for RedbJournal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -202,8 +217,10 @@ impl RedbJournal {
         }));
         sink.opened(recovered.head);
         let commits = Arc::new(AtomicU64::new(0));
+        let cursor_tables = CursorTables::default();
         let (requests, queue) = mpsc::channel(QUEUE_CAPACITY);
         let writer = Writer {
+            cursor_tables: cursor_tables.clone(),
             db: Some(db),
             slot: slot.clone(),
             path: path.clone(),
@@ -240,11 +257,26 @@ impl RedbJournal {
             requests,
             commits,
             retention_task: Mutex::new(retention_task),
+            cursor_tables,
         }))
     }
 
+    /// Has retention remove the rows of `table` (created if missing) for cursors it no longer
+    /// retains, in the same transaction that removes those events, so data stored beside an
+    /// event (its profile values) never outlives it. Rows left behind by an earlier version go
+    /// with the next prune that removes events. Attaching a table twice is harmless.
+    pub fn attach_cursor_table(&self, table: CursorTable) {
+        let mut tables = lock(&self.cursor_tables);
+        if !tables.iter().any(|t| t.name() == table.name()) {
+            tables.push(table);
+        }
+    }
+
     /// The open database, for stores that keep their tables in the journal's file (profile
-    /// values and snapshots, written in their own transactions); `None` while closed.
+    /// values and snapshots, written in their own transactions); `None` while closed or while
+    /// the writer reopens the file. The handle changes when the file is reopened after a failed
+    /// commit, and a reopen waits for every handle to be let go: ask for it on each use and
+    /// hold it no longer than one transaction.
     pub fn database(&self) -> Option<Arc<Database>> {
         lock(&self.db).db.clone()
     }
@@ -692,6 +724,8 @@ struct Writer {
     /// Where committed events go, in cursor order.
     sink: SharedSink,
     retention: Retention,
+    /// Tables whose rows are pruned with the events at their cursors.
+    cursor_tables: CursorTables,
     commits: Arc<AtomicU64>,
     /// The newest cursor assigned (committed).
     head: Cursor,
@@ -1079,14 +1113,26 @@ impl Writer {
             }
             pruned.events = doomed.len() as u64;
             // Commit rows of fully removed commits go; the oldest retained event's commit stays.
-            match events.first().map_err(storage)? {
-                Some((_, value)) => {
-                    let oldest_commit = value.value().1;
+            let oldest = events.first().map_err(storage)?.map(|(cursor, value)| {
+                let oldest_commit = value.value().1;
+                (cursor.value(), oldest_commit)
+            });
+            match oldest {
+                Some((_, oldest_commit)) => {
                     commits
                         .retain_in(..oldest_commit, |_, _| false)
                         .map_err(storage)?;
                 }
                 None => commits.retain(|_, _| false).map_err(storage)?,
+            }
+            // Rows beside the events go with them: every cursor below the oldest retained one
+            // (none is above the head: they are written after their event committed).
+            let retained_from = oldest.map_or(self.head.saturating_add(1), |(cursor, _)| cursor);
+            for table in lock(&self.cursor_tables).iter() {
+                txn.open_table(*table)
+                    .map_err(storage)?
+                    .retain_in(..retained_from, |_, _| false)
+                    .map_err(storage)?;
             }
             txn.open_table(META)
                 .map_err(storage)?

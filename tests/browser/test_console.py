@@ -1,7 +1,9 @@
 """The browser console, tested in a real browser (Debian's chromium, driven by Playwright)
 against the real `okta-stream` binary: events posted to the hook appear, filters hide what does
 not match and survive a reload through the URL, a server restart is followed by a resume with
-no gap and no duplicate, and the token prompt works with OKTA_STREAM_GRPC_TOKENS.
+no gap and no duplicate, the token prompt works with OKTA_STREAM_GRPC_TOKENS, and with
+OKTA_STREAM_PROFILE_VALUES on (against a small fake of Okta's Users API in this file) an update
+event shows its old → new values and how far they can be trusted.
 
 Run by scripts/test: `python3 -m pytest tests/browser -v`. OKTA_STREAM_BIN names the binary
 (default target/debug/okta-stream); screenshots go to target/console-screenshots/.
@@ -13,7 +15,10 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -39,11 +44,13 @@ class Server:
     """A running `okta-stream serve` on loopback, found by its `listening` lines."""
 
     def __init__(self, data_dir, env=None, http="127.0.0.1:0", grpc="127.0.0.1:0"):
+        self.admin = None
         environment = {
             "PATH": os.environ.get("PATH", ""),
             "OKTA_STREAM_DATA_DIR": str(data_dir),
             "OKTA_STREAM_HTTP_ADDR": http,
             "OKTA_STREAM_GRPC_ADDR": grpc,
+            "OKTA_STREAM_ADMIN_ADDR": "127.0.0.1:0",
             "OKTA_STREAM_HOOK_SECRETS": SECRET,
             "OKTA_STREAM_HEARTBEAT_SECS": "1",
             "RUST_LOG": "warn",
@@ -58,7 +65,7 @@ class Server:
         )
         self.http = self.grpc = None
         deadline = time.monotonic() + 30
-        while self.http is None or self.grpc is None:
+        while self.http is None or self.grpc is None or self.admin is None:
             assert time.monotonic() < deadline, "okta-stream did not start within 30 s"
             line = self.process.stdout.readline()
             assert line, "okta-stream exited before listening"
@@ -66,6 +73,8 @@ class Server:
                 self.http = line.strip().split("=", 1)[1]
             elif line.startswith("listening grpc="):
                 self.grpc = line.strip().split("=", 1)[1]
+            elif line.startswith("listening admin="):
+                self.admin = line.strip().split("=", 1)[1]
         threading.Thread(target=self._drain, daemon=True).start()
 
     def _drain(self):
@@ -76,9 +85,94 @@ class Server:
     def url(self):
         return f"http://{self.grpc}/"
 
+    def metric(self, name):
+        """The value of the unlabelled sample `name` on the admin listener's /metrics, or None."""
+        with urllib.request.urlopen(f"http://{self.admin}/metrics", timeout=10) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+        return None
+
     def kill(self):
         self.process.kill()
         self.process.wait(timeout=10)
+
+
+def okta_time(at):
+    """`2026-12-05T13:40:00.123Z`, as Okta writes its times."""
+    return at.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class FakeUsersApi:
+    """A small fake of Okta's Users API (../shared/okta/SPEC.md, section I) on loopback:
+    `GET /api/v1/users` (every user on one page), `GET /api/v1/users/{id}` (404 E0000007 for an
+    unknown id), SSWS token auth (401 otherwise), rate-limit headers, and an empty System Log for
+    the poller, which runs whenever OKTA_ORG_URL is set. Records the paths it was asked."""
+
+    TOKEN = "browser-test-api-token"
+
+    def __init__(self):
+        self.users = {}
+        self.asked = []
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                fake.answer(self)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def set_user(self, user_id, login, **profile):
+        """Creates or changes a user as an admin would; `lastUpdated` moves to now."""
+        with self.lock:
+            user = self.users.get(user_id)
+            now = datetime.now(timezone.utc)
+            if user is None:
+                user = {"id": user_id, "status": "ACTIVE", "created": okta_time(now), "profile": {"login": login}}
+                self.users[user_id] = user
+            else:
+                # Strictly later than before, at Okta's millisecond precision.
+                before = datetime.fromisoformat(user["lastUpdated"].replace("Z", "+00:00"))
+                now = max(now, before + timedelta(milliseconds=1))
+            user["profile"].update(profile)
+            user["lastUpdated"] = okta_time(now)
+            return now
+
+    def answer(self, request):
+        url = urllib.parse.urlsplit(request.path)
+        with self.lock:
+            self.asked.append(url.path)
+            if request.headers.get("Authorization") != f"SSWS {self.TOKEN}":
+                status, body = 401, {"errorCode": "E0000011", "errorSummary": "Invalid token provided"}
+            elif url.path == "/api/v1/logs":
+                status, body = 200, []
+            elif url.path == "/api/v1/users":
+                status, body = 200, list(self.users.values())
+            elif url.path.startswith("/api/v1/users/"):
+                user = self.users.get(urllib.parse.unquote(url.path.rsplit("/", 1)[1]))
+                status, body = (200, user) if user else (404, {"errorCode": "E0000007", "errorSummary": "Not found: Resource not found"})
+            else:
+                status, body = 404, {"errorCode": "E0000022", "errorSummary": "The endpoint does not exist."}
+            data = json.dumps(body).encode()
+        request.send_response(status)
+        request.send_header("Content-Type", "application/json")
+        request.send_header("Content-Length", str(len(data)))
+        request.send_header("Link", f'<{self.url}{request.path}>; rel="self"')
+        request.send_header("X-Rate-Limit-Limit", "600")
+        request.send_header("X-Rate-Limit-Remaining", "599")
+        request.send_header("X-Rate-Limit-Reset", str(int(time.time()) + 60))
+        request.end_headers()
+        request.wfile.write(data)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def profile_update(uuid, login, changed, event_type="user.account.update_profile"):
@@ -377,3 +471,73 @@ def test_the_console_can_be_turned_off(data_dir):
         assert refused.value.code != 200
     finally:
         server.kill()
+
+
+def test_with_profile_values_on_an_update_shows_old_and_new_values_and_their_status(page, data_dir):
+    okta = FakeUsersApi()
+    okta.set_user("00uTHOR", "thor@avengers.org", title="Engineer", department="R&D")
+    server = Server(
+        data_dir,
+        env={
+            "OKTA_ORG_URL": okta.url,
+            "OKTA_API_TOKEN": FakeUsersApi.TOKEN,
+            "OKTA_STREAM_PROFILE_VALUES": "true",
+            "OKTA_STREAM_PROFILE_VALUES_TIMEOUT_SECS": "5",
+        },
+    )
+    try:
+        # The seeding sweep reads every user once: Thor's title is known to be Engineer.
+        deadline = time.monotonic() + 15
+        while (server.metric("okta_stream_profile_sweeps_total") or 0) < 1:
+            assert time.monotonic() < deadline, "the seeding sweep did not complete within 15 s"
+            time.sleep(0.1)
+        assert "/api/v1/users" in okta.asked
+
+        page.goto(server.url)
+        expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=10_000)
+
+        # An admin promotes Thor; Okta's event names the attribute, the Users API has the value.
+        okta.set_user("00uTHOR", "thor@avengers.org", title="Manager")
+        # A user created after the sweep: okta-stream has no earlier reading of her.
+        okta.set_user("00uNEW", "jane@example.com", title="Designer")
+        published = okta_time(datetime.now(timezone.utc) + timedelta(milliseconds=1))
+        promoted = profile_update("pv-1", "thor@avengers.org", "title")
+        promoted["target"][0]["id"] = "00uTHOR"
+        promoted["published"] = published
+        newcomer = profile_update("pv-2", "jane@example.com", "title")
+        newcomer["target"][0]["id"] = "00uNEW"
+        newcomer["published"] = published
+        post(server, promoted, newcomer)
+
+        row = page.locator('[data-uuid="pv-1"]')
+        expect(row).to_be_visible(timeout=5_000)
+        change = row.locator(".change")
+        expect(change).to_have_count(1)
+        expect(change).to_have_attribute("title", "title: Engineer → Manager")
+        expect(change.locator(".attr")).to_have_text("title")
+        expect(change.locator(".old")).to_have_text("Engineer")
+        expect(change.locator(".new")).to_have_text("Manager")
+        status = row.locator(".badge.values-complete")
+        expect(status).to_have_text("values complete")
+        expect(status).to_have_attribute("title", "old and new values; the profile was not updated after this event; profile as of " + okta.users["00uTHOR"]["lastUpdated"])
+
+        # No baseline: the new value only, the old one shown as unknown, and the status says so.
+        row = page.locator('[data-uuid="pv-2"]')
+        expect(row).to_be_visible(timeout=5_000)
+        expect(row.locator(".change")).to_have_attribute("title", "title: ∅ → Designer")
+        expect(row.locator(".change .old.unknown")).to_have_text("∅")
+        expect(row.locator(".badge.values-no_baseline")).to_have_text("values no baseline")
+        assert "/api/v1/users/00uTHOR" in okta.asked and "/api/v1/users/00uNEW" in okta.asked
+
+        # The whole record carries the same values (GetEvent), as a subscriber sees them.
+        row.focus()
+        page.keyboard.press("Enter")
+        expect(page.locator("#tree")).to_contain_text("PROFILE_VALUES_STATUS_NO_BASELINE")
+        expect(page.locator("#tree")).to_contain_text('"Designer"')
+        page.keyboard.press("Escape")
+
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "console-profile-values.png"))
+    finally:
+        server.kill()
+        okta.close()

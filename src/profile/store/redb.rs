@@ -1,6 +1,12 @@
 //! Profile snapshots in a redb database: the table `profile_snapshots` (user id → stored
-//! snapshot) and `profile_meta` (the sweep watermark), in a [`redb::Database`] the caller
-//! hands in, so they can live in the embedded journal's own file.
+//! snapshot), `profile_meta` (the sweep watermark, the released cursor) and `profile_values`
+//! (cursor → the event's values), in the embedded journal's own file.
+//!
+//! The database is asked of the journal on each call ([`RedbJournal::database`]) and held
+//! only for that call's transaction: after a failed commit the journal reopens its file, and
+//! the store then follows the new handle instead of keeping the refused one (which would also
+//! keep the journal from reopening). `profile_values` is attached to the journal's retention
+//! ([`RedbJournal::attach_cursor_table`]), so an event's values go when the event goes.
 //!
 //! Each put is one durable write transaction (read, compare `as_of`, write); `put_many` writes
 //! a whole sweep page in one. Calls run on the blocking pool.
@@ -12,20 +18,44 @@ use chrono::{DateTime, Utc};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::{SnapshotStore, StoreError, StoredValues, ValuesStore, check_user, corrupt};
+use crate::journal::embedded::{CursorTable, RedbJournal};
 use crate::profile::snapshot::Snapshot;
 
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("profile_snapshots");
 const META: TableDefinition<&str, i64> = TableDefinition::new("profile_meta");
 const WATERMARK: &str = "sweep_watermark_ms";
 /// Cursor → encoded profile fields of the event at that cursor.
-const VALUES: TableDefinition<u64, &[u8]> = TableDefinition::new("profile_values");
+const VALUES: CursorTable = TableDefinition::new("profile_values");
 /// The newest cursor released to readers, kept in [`META`] (a cursor fits an i64).
 const RELEASED: &str = "released_through";
 
 /// Snapshots in a shared redb database. See the module docs.
 #[derive(Clone)]
 pub struct RedbSnapshots {
-    db: Arc<Database>,
+    db: Source,
+}
+
+/// Where each call finds the database.
+#[derive(Clone)]
+enum Source {
+    /// The embedded journal's current database (it changes when the journal reopens).
+    Journal(Arc<RedbJournal>),
+    /// A database nobody reopens.
+    Fixed(Arc<Database>),
+}
+
+impl Source {
+    /// The database for one call, or why there is none right now.
+    fn database(&self) -> Result<Arc<Database>, StoreError> {
+        match self {
+            Source::Fixed(db) => Ok(db.clone()),
+            Source::Journal(journal) => journal.database().ok_or_else(|| {
+                StoreError::Storage(
+                    "the journal is closed or reopening its file after a storage error".to_owned(),
+                )
+            }),
+        }
+    }
 }
 
 impl std::fmt::Debug for RedbSnapshots {
@@ -35,9 +65,27 @@ impl std::fmt::Debug for RedbSnapshots {
 }
 
 impl RedbSnapshots {
-    /// Uses `db`, creating the tables if missing.
+    /// Keeps its tables in `journal`'s file, following the journal when it reopens the file,
+    /// with `profile_values` pruned by the journal's retention; creates the tables if missing.
+    pub async fn in_journal(journal: Arc<RedbJournal>) -> Result<Self, StoreError> {
+        journal.attach_cursor_table(VALUES);
+        Self::create_tables(Self {
+            db: Source::Journal(journal),
+        })
+        .await
+    }
+
+    /// Uses `db`, a database nobody else reopens (tests, tools), creating the tables if
+    /// missing. Within the service use [`RedbSnapshots::in_journal`]: this handle is held for
+    /// the store's life, which would keep the journal from reopening its file.
     pub async fn open(db: Arc<Database>) -> Result<Self, StoreError> {
-        let store = Self { db };
+        Self::create_tables(Self {
+            db: Source::Fixed(db),
+        })
+        .await
+    }
+
+    async fn create_tables(store: Self) -> Result<Self, StoreError> {
         store
             .write(|txn| {
                 txn.open_table(SNAPSHOTS).map_err(storage)?;
@@ -54,7 +102,7 @@ impl RedbSnapshots {
         T: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     {
-        let db = self.db.clone();
+        let db = self.db.database()?;
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_write().map_err(storage)?;
             let out = f(&txn)?;
@@ -97,7 +145,7 @@ fn put_in(txn: &WriteTransaction, user: &str, snapshot: &Snapshot) -> Result<boo
 impl SnapshotStore for RedbSnapshots {
     async fn get(&self, user: &str) -> Result<Option<Snapshot>, StoreError> {
         check_user(user)?;
-        let db = self.db.clone();
+        let db = self.db.database()?;
         let user = user.to_owned();
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_read().map_err(storage)?;
@@ -135,7 +183,7 @@ impl SnapshotStore for RedbSnapshots {
     }
 
     async fn watermark(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let db = self.db.clone();
+        let db = self.db.database()?;
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_read().map_err(storage)?;
             let table = txn.open_table(META).map_err(storage)?;
@@ -163,7 +211,7 @@ impl SnapshotStore for RedbSnapshots {
 #[async_trait]
 impl ValuesStore for RedbSnapshots {
     async fn released_through(&self) -> Result<u64, StoreError> {
-        let db = self.db.clone();
+        let db = self.db.database()?;
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_read().map_err(storage)?;
             let table = txn.open_table(META).map_err(storage)?;
@@ -178,7 +226,7 @@ impl ValuesStore for RedbSnapshots {
         if from > to {
             return Ok(Vec::new());
         }
-        let db = self.db.clone();
+        let db = self.db.database()?;
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_read().map_err(storage)?;
             let table = txn.open_table(VALUES).map_err(storage)?;
