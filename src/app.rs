@@ -1057,6 +1057,8 @@ fn grpc_router(
     // Tokens guard the API and reflection alike (gRPC-Web is translated before them);
     // `grpc.health.v1` stays open for probes.
     let tokens = TokenCheck::new(config.grpc.tokens.clone(), config.grpc.admin_tokens.clone());
+    // Plain HTTP/2 gRPC Subscribe bypasses tonic's per-stream encode buffer (issue 15).
+    let fast_subscribe = crate::grpc::subscribe::Layer::new(service.clone(), tokens.clone());
     let routes = Routes::new(EventStreamServer::with_interceptor(service, tokens.clone()))
         .add_service(health.service())
         .add_service(InterceptedService::new(reflection_v1, tokens.clone()))
@@ -1067,6 +1069,7 @@ fn grpc_router(
         .into_axum_router()
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(cors_layer(&config.grpc.cors_origins))
+        .layer(fast_subscribe)
         // Outermost: the console page answers its own GETs before gRPC-Web sees them.
         .layer(crate::console::Layer::new(config.console)))
 }

@@ -5,12 +5,45 @@
 //! falls behind the broadcast buffer (`Lagged`) or sees a hole re-reads from the journal by
 //! itself, so a slow subscriber never slows ingestion and is never silently skipped past
 //! events, and its memory stays bounded by one catch-up page.
+//!
+//! Each live event travels with its Subscribe message already framed for gRPC, built once per
+//! event here, so N subscribers send the same bytes instead of encoding N copies.
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
 use tokio::sync::{broadcast, watch};
 
 use crate::journal::{CommitSink, Cursor, JournalError, SharedEvent, SharedJournal};
+use crate::proto::SubscribeResponse;
+
+/// A committed event as a follower yields it, with its Subscribe message as one gRPC message
+/// (see [`SubscribeResponse::grpc_frame`]): shared by all live followers, built on demand for
+/// an event replayed from the journal.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// The event.
+    pub event: SharedEvent,
+    frame: Option<Bytes>,
+}
+
+impl Delivery {
+    fn live(event: SharedEvent) -> Self {
+        let frame = SubscribeResponse::event(event.encoded.clone()).grpc_frame();
+        Self {
+            event,
+            frame: Some(frame),
+        }
+    }
+
+    /// The event's Subscribe message, length-prefixed for the gRPC wire.
+    pub fn into_frame(self) -> Bytes {
+        match self.frame {
+            Some(frame) => frame,
+            None => SubscribeResponse::event(self.event.encoded.clone()).grpc_frame(),
+        }
+    }
+}
 
 /// How many committed events the live broadcast buffers before slow receivers lag.
 pub const DEFAULT_LIVE_CAPACITY: usize = 4096;
@@ -21,7 +54,7 @@ const CATCH_UP_PAGE: usize = 64;
 /// Fans committed events out to followers. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Hub {
-    live: broadcast::Sender<SharedEvent>,
+    live: broadcast::Sender<Delivery>,
     head: watch::Sender<Cursor>,
 }
 
@@ -47,9 +80,13 @@ impl Hub {
                 newer
             });
         }
+        if self.live.receiver_count() == 0 {
+            // Nobody is subscribed right now: nothing to frame.
+            return;
+        }
         for event in events {
-            // No receiver is not an error: nobody is subscribed right now.
-            let _ = self.live.send(event.clone());
+            // No receiver is not an error: the last subscriber may just have left.
+            let _ = self.live.send(Delivery::live(event.clone()));
         }
     }
 
@@ -125,7 +162,7 @@ pub enum FollowError {
 #[derive(Debug)]
 pub struct Follower {
     journal: SharedJournal,
-    live: broadcast::Receiver<SharedEvent>,
+    live: broadcast::Receiver<Delivery>,
     /// The cursor this follower yields next.
     next: Cursor,
     /// Events read from the journal and not yielded yet (at most one page).
@@ -142,10 +179,15 @@ impl Follower {
 
     /// The next committed event, waiting for one if the follower is at the head.
     pub async fn next(&mut self) -> Result<SharedEvent, FollowError> {
+        self.next_delivery().await.map(|delivery| delivery.event)
+    }
+
+    /// The next committed event with its framed Subscribe message (see [`Follower::next`]).
+    pub async fn next_delivery(&mut self) -> Result<Delivery, FollowError> {
         loop {
             if let Some(event) = self.backlog.pop_front() {
                 self.next = event.cursor() + 1;
-                return Ok(event);
+                return Ok(Delivery { event, frame: None });
             }
             if self.catching_up {
                 let page = self
@@ -165,10 +207,10 @@ impl Follower {
                 continue;
             }
             match self.live.recv().await {
-                Ok(event) if event.cursor() < self.next => continue, // already yielded from the journal
-                Ok(event) if event.cursor() == self.next => {
+                Ok(live) if live.event.cursor() < self.next => continue, // already yielded from the journal
+                Ok(live) if live.event.cursor() == self.next => {
                     self.next += 1;
-                    return Ok(event);
+                    return Ok(live);
                 }
                 // A hole: something between was committed before we subscribed or was missed.
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.catching_up = true,

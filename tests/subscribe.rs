@@ -682,3 +682,91 @@ async fn grpc_web_answers_browser_preflights_only_for_configured_origins() {
     })
     .await
 }
+
+/// Reads gRPC-Web response chunks into `body` until one whole message is in; takes that
+/// message off the front of `body` and returns it.
+async fn next_grpc_web_message(response: &mut reqwest::Response, body: &mut Vec<u8>) -> Vec<u8> {
+    loop {
+        if body.len() >= 5 {
+            let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+            if body.len() >= 5 + len {
+                assert_eq!(body[0], 0, "a data frame, not trailers");
+                let message = body[5..5 + len].to_vec();
+                body.drain(..5 + len);
+                return message;
+            }
+        }
+        let chunk = response
+            .chunk()
+            .await
+            .unwrap()
+            .expect("the stream stays open");
+        body.extend_from_slice(&chunk);
+    }
+}
+
+/// Native gRPC clients are served by the copy-free Subscribe path, browsers (gRPC-Web over
+/// HTTP/1.1) by tonic: both see the same message bytes for a replayed and for a live event.
+#[tokio::test]
+async fn grpc_web_and_native_subscribers_get_the_same_messages() {
+    use prost::Message as _;
+    within(WAIT, async {
+        let app = TestApp::start().await;
+        let first = vec![profile_update("w1", "thor@avengers.org", "lastName")];
+        assert_eq!(app.post_hook(&delivery("d1", first)).await.status(), 204);
+
+        let filter = EventFilter {
+            start: Some(Start::FromOldest(true)),
+            ..Default::default()
+        };
+        let mut native = app
+            .client()
+            .await
+            .subscribe(filter.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        let mut request = vec![0u8];
+        let encoded = filter.encode_to_vec();
+        request.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+        request.extend_from_slice(&encoded);
+        let mut web = reqwest::Client::new()
+            .post(format!(
+                "http://{}/okta.events.v1.EventStream/Subscribe",
+                app.grpc_addr
+            ))
+            .header("content-type", "application/grpc-web+proto")
+            .header("x-grpc-web", "1")
+            .body(request)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(web.status(), 200);
+        let mut web_body = Vec::new();
+
+        let second = vec![profile_update("w2", "loki@asgard.org", "mobilePhone")];
+        assert_eq!(app.post_hook(&delivery("d2", second)).await.status(), 204);
+        for uuid in ["w1", "w2"] {
+            let native_message = loop {
+                let message = native.message().await.unwrap().expect("stream open");
+                if matches!(message.kind, Some(Kind::Event(_))) {
+                    break message;
+                }
+            };
+            let web_message = loop {
+                let bytes = next_grpc_web_message(&mut web, &mut web_body).await;
+                let message = SubscribeResponse::decode(&bytes[..]).unwrap();
+                if matches!(message.kind, Some(Kind::Event(_))) {
+                    assert_eq!(
+                        bytes,
+                        native_message.encode_to_vec(),
+                        "same bytes both ways"
+                    );
+                    break message;
+                }
+            };
+            assert_eq!(web_message.decode_event().unwrap().unwrap().uuid, uuid);
+        }
+    })
+    .await
+}

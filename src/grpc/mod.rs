@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod filter;
 pub mod service;
+pub mod subscribe;
 
 pub use crate::proto::{Kind, SubscribeResponse};
 pub use service::{EventStreamService, StreamSettings};

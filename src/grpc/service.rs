@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use super::auth::Scope;
 use super::filter::Filter;
 use crate::error::{ApiError, Code};
-use crate::hub::{FollowError, Follower, Hub};
+use crate::hub::{Delivery, FollowError, Follower, Hub};
 use crate::journal::{
     Cursor, JournalError, QuarantineId, QuarantinePage, SharedEvent, SharedJournal,
 };
@@ -207,13 +207,39 @@ fn out_of_range(after: Cursor, oldest: Cursor) -> ApiError {
 /// at the token directly after this many loop turns.
 const SHUTDOWN_CHECK_EVERY: u32 = 64;
 
+/// One message a Subscribe stream sends.
+pub enum Outgoing {
+    /// A matching event, with its message framed for the wire.
+    Event(Delivery),
+    /// Nothing was sent for a heartbeat interval.
+    Heartbeat(proto::Heartbeat),
+}
+
+impl Outgoing {
+    /// The message as tonic's encoder takes it.
+    fn into_response(self) -> SubscribeResponse {
+        match self {
+            Outgoing::Event(delivery) => SubscribeResponse::event(delivery.event.encoded.clone()),
+            Outgoing::Heartbeat(heartbeat) => SubscribeResponse::heartbeat(heartbeat),
+        }
+    }
+
+    /// The message as one length-prefixed gRPC message (shared bytes for a live event).
+    pub fn into_frame(self) -> bytes::Bytes {
+        match self {
+            Outgoing::Event(delivery) => delivery.into_frame(),
+            Outgoing::Heartbeat(heartbeat) => SubscribeResponse::heartbeat(heartbeat).grpc_frame(),
+        }
+    }
+}
+
 /// Everything one Subscribe stream owns; dropping it frees the subscriber's slot.
 ///
 /// The hot path is one delivered event per subscriber: the heartbeat timer and the shutdown
 /// future are created once per stream and polled only when no event is ready, so a busy
 /// subscriber does not register and deregister a timer and a shutdown waiter per event (with
 /// many subscribers on two cores that was a measurable share of the fan-out CPU).
-struct Subscriber {
+pub struct Subscriber {
     follower: Follower,
     filter: Filter,
     hub: Hub,
@@ -266,20 +292,20 @@ impl Subscriber {
         }
     }
 
-    fn end(&mut self, status: Status) -> Option<Result<SubscribeResponse, Status>> {
+    fn end(&mut self, status: Status) -> Option<Result<Outgoing, Status>> {
         self.done = true;
         Some(Err(status))
     }
 
-    fn shutting_down(&mut self) -> Option<Result<SubscribeResponse, Status>> {
+    fn shutting_down(&mut self) -> Option<Result<Outgoing, Status>> {
         let last = self.follower.last_delivered();
         self.end(StreamError::ShuttingDown { last }.into())
     }
 
-    fn heartbeat_message(&mut self, now: Instant) -> SubscribeResponse {
+    fn heartbeat_message(&mut self, now: Instant) -> Outgoing {
         self.last_sent = now;
         self.heartbeat_timer.as_mut().reset(now + self.heartbeat);
-        SubscribeResponse::heartbeat(proto::Heartbeat {
+        Outgoing::Heartbeat(proto::Heartbeat {
             head_cursor: self.hub.head(),
             time: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
         })
@@ -295,7 +321,8 @@ impl Subscriber {
         self.live && lag > self.max_lag
     }
 
-    async fn next_message(&mut self) -> Option<Result<SubscribeResponse, Status>> {
+    /// The next message to send; `Some(Err)` ends the stream with that status, `None` after.
+    pub async fn next_message(&mut self) -> Option<Result<Outgoing, Status>> {
         if self.done {
             return None;
         }
@@ -309,9 +336,10 @@ impl Subscriber {
             }
             tokio::select! {
                 biased;
-                next = self.follower.next() => match next {
-                    Ok(event) => {
-                        if self.too_far_behind(&event) {
+                next = self.follower.next_delivery() => match next {
+                    Ok(delivery) => {
+                        let event = &delivery.event;
+                        if self.too_far_behind(event) {
                             self.metrics.slow_consumer_disconnects.inc();
                             let last = event.cursor() - 1;
                             let max_lag = self.max_lag;
@@ -319,7 +347,7 @@ impl Subscriber {
                         }
                         if self.filter.matches(&event.event) {
                             self.last_sent = Instant::now();
-                            return Some(Ok(SubscribeResponse::event(event.encoded.clone())));
+                            return Some(Ok(Outgoing::Event(delivery)));
                         }
                     }
                     Err(FollowError::Pruned { last_delivered, oldest }) => {
@@ -381,16 +409,11 @@ fn parse_page_token(token: &str) -> Result<Option<Cursor>, ApiError> {
         .ok_or_else(|| ApiError::invalid("page_token", "is not a token returned by ListEvents"))
 }
 
-#[tonic::async_trait]
-impl proto::event_stream_server::EventStream for EventStreamService {
-    type SubscribeStream = SubscribeStream;
-
-    async fn subscribe(
-        &self,
-        request: Request<proto::EventFilter>,
-    ) -> Result<Response<SubscribeStream>, Status> {
-        let filter = request.into_inner();
-        let compiled = Filter::compile(&filter)?;
+impl EventStreamService {
+    /// Starts a Subscribe stream for `filter` (checked, counted against the subscriber limit,
+    /// its start resolved), or says why not. Both ways of serving Subscribe start here.
+    pub async fn open_subscriber(&self, filter: &proto::EventFilter) -> Result<Subscriber, Status> {
+        let compiled = Filter::compile(filter)?;
         let slot = self.slots.clone().try_acquire_owned().map_err(|_| {
             StreamError::TooManySubscribers {
                 limit: self.settings.max_subscribers,
@@ -399,10 +422,24 @@ impl proto::event_stream_server::EventStream for EventStreamService {
         let after = self.start_after(filter.start.as_ref()).await?;
         self.metrics.subscribers.inc();
         let follower = self.hub.follow(self.journal.clone(), after);
-        let subscriber = Subscriber::new(follower, compiled, self, slot);
+        Ok(Subscriber::new(follower, compiled, self, slot))
+    }
+}
+
+#[tonic::async_trait]
+impl proto::event_stream_server::EventStream for EventStreamService {
+    type SubscribeStream = SubscribeStream;
+
+    /// Served by tonic for gRPC-Web (the console); plain HTTP/2 gRPC takes
+    /// `super::subscribe`, which sends the same messages without copying them.
+    async fn subscribe(
+        &self,
+        request: Request<proto::EventFilter>,
+    ) -> Result<Response<SubscribeStream>, Status> {
+        let subscriber = self.open_subscriber(request.get_ref()).await?;
         let stream = futures::stream::unfold(subscriber, |mut subscriber| async move {
             let message = subscriber.next_message().await?;
-            Some((message, subscriber))
+            Some((message.map(Outgoing::into_response), subscriber))
         });
         Ok(Response::new(Box::pin(stream)))
     }

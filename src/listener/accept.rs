@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::coalesce::Coalescing;
 use super::connection::Connection;
 use super::limits::Limits;
 use super::metrics::{CloseReason, ListenerLabels, ListenerMetrics, LogLimiter};
@@ -113,16 +115,19 @@ pub async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
+/// The listener whose connections carry many streams each, so its writes are gathered.
+const GATHERED_LISTENER: &str = "grpc";
+
 /// One connection: the TLS handshake (within the first request's deadline), then HTTP.
 async fn run(connection: Connection, stream: TcpStream, tls: Option<&ReloadableTls>) {
     let _ = stream.set_nodelay(true);
     let Some(tls) = tls else {
-        connection.serve(stream).await;
+        serve_io(connection, stream).await;
         return;
     };
     let deadline = connection.first_request_deadline();
     match tokio::time::timeout_at(deadline, tls.acceptor().accept(stream)).await {
-        Ok(Ok(stream)) => connection.serve(stream).await,
+        Ok(Ok(stream)) => serve_io(connection, stream).await,
         Ok(Err(error)) => {
             tracing::debug!(listener = connection.listener, %error, "TLS handshake failed");
             connection
@@ -132,6 +137,19 @@ async fn run(connection: Connection, stream: TcpStream, tls: Option<&ReloadableT
         Err(_) => connection
             .metrics
             .close(connection.listener, CloseReason::HeaderTimeout),
+    }
+}
+
+/// Serves `io`, through a [`Coalescing`] write buffer on the gRPC listener: there one
+/// connection carries up to a hundred Subscribe streams, whose frames it writes together.
+async fn serve_io<I>(connection: Connection, io: I)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if connection.listener == GATHERED_LISTENER {
+        connection.serve(Coalescing::new(io)).await;
+    } else {
+        connection.serve(io).await;
     }
 }
 

@@ -7,6 +7,7 @@
 //! at most once per interval, with how many were refused since.
 
 mod accept;
+mod coalesce;
 mod connection;
 mod limits;
 mod metrics;

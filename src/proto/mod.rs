@@ -31,7 +31,7 @@ pub use encoded_struct::EncodedStruct;
 // is byte-for-byte what the generated encoder would produce. Decoding (for Rust clients)
 // keeps the event's bytes and decodes them on demand.
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::DecodeError;
 use prost::encoding::{self, DecodeContext, WireType};
 
@@ -54,6 +54,10 @@ pub enum Kind {
 const EVENT_TAG: u32 = 1;
 const HEARTBEAT_TAG: u32 = 2;
 
+/// Length of the prefix of a gRPC message on the wire: a compression flag and a big-endian
+/// `u32` length.
+pub const GRPC_PREFIX_LEN: usize = 5;
+
 impl SubscribeResponse {
     /// A response carrying an encoded event.
     pub fn event(encoded: Bytes) -> Self {
@@ -67,6 +71,19 @@ impl SubscribeResponse {
         Self {
             kind: Some(Kind::Heartbeat(heartbeat)),
         }
+    }
+
+    /// This message as one uncompressed gRPC length-prefixed message, ready to be sent as
+    /// the body of an HTTP/2 DATA frame: built once per live event and shared by every
+    /// subscriber, so no stream copies the event into a buffer of its own.
+    pub fn grpc_frame(&self) -> Bytes {
+        let len = prost::Message::encoded_len(self);
+        let mut buf = BytesMut::with_capacity(GRPC_PREFIX_LEN + len);
+        buf.put_u8(0);
+        // Records are bounded far below 4 GiB (`OKTA_STREAM_MAX_EVENT_BYTES`).
+        buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+        prost::Message::encode_raw(self, &mut buf);
+        buf.freeze()
     }
 
     /// Decodes the carried event, if this response carries one.
@@ -141,8 +158,34 @@ impl prost::Message for SubscribeResponse {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use prost::Message;
     use prost_types::FileDescriptorSet;
+
+    use super::{Heartbeat, SubscribeResponse};
+
+    /// A Subscribe message framed once for the wire is exactly what tonic's encoder writes:
+    /// no compression flag, the big-endian length, then the message; it decodes back.
+    #[test]
+    fn a_framed_message_is_the_grpc_wire_format() {
+        for message in [
+            SubscribeResponse::event(Bytes::from(vec![7u8; 300])),
+            SubscribeResponse::heartbeat(Heartbeat {
+                head_cursor: 42,
+                time: None,
+            }),
+        ] {
+            let frame = message.grpc_frame();
+            let body = message.encode_to_vec();
+            assert_eq!(frame[0], 0, "not compressed");
+            assert_eq!(
+                u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize,
+                body.len()
+            );
+            assert_eq!(&frame[5..], &body[..]);
+            assert_eq!(SubscribeResponse::decode(&frame[5..]).unwrap(), message);
+        }
+    }
 
     /// The descriptor set that gRPC reflection serves describes the contract clients rely on:
     /// service `okta.events.v1.EventStream` with its three methods, and the record's fields.
