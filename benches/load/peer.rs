@@ -114,7 +114,10 @@ impl Peer {
             tasks.push(tokio::spawn(async move {
                 let mut run = Run::default();
                 let js = match async_nats::connect(url).await {
-                    Ok(client) => async_nats::jetstream::new(client),
+                    // Acks wait as long as the phase may last: a slow ack is a figure, not an error.
+                    Ok(client) => async_nats::jetstream::ContextBuilder::new()
+                        .timeout(PHASE_LIMIT)
+                        .build(client),
                     Err(error) => {
                         run.errors += 1;
                         run.first_error = Some(format!("connect: {error}"));
