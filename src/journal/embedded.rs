@@ -719,6 +719,18 @@ pub(crate) fn apply_wal(db: &Database, path: &Path) -> Result<Wal, JournalError>
             path: wal_dir(path).join(super::wal::FILE_NAME),
             reason: e.to_string(),
         })?;
+    // Records that do not continue this file's last one belong to another copy of it (a
+    // journal.redb restored from a backup beside a newer journal.wal): never guess.
+    if let Some((first, _)) = records.first()
+        && *first != durable + 1
+    {
+        return Err(JournalError::Damaged {
+            path: wal_dir(path).join(super::wal::FILE_NAME),
+            reason: format!(
+                "its records start at {first} but the journal file's last one is {durable}; if                  journal.redb was restored from a backup without it, move journal.wal away"
+            ),
+        });
+    }
     let count = records.len();
     for (sequence, record) in records {
         let txn = begin_durable(db)?;
