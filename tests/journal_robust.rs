@@ -157,6 +157,27 @@ async fn a_truncated_journal_is_refused() {
 }
 
 #[tokio::test]
+async fn a_journal_restored_without_its_write_ahead_file_is_refused_not_guessed() {
+    within(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        // Killed: the acknowledged groups are in journal.wal, not yet checkpointed.
+        journal_with_events(dir.path(), 200).await;
+        let backup = tempfile::tempdir().unwrap();
+        std::fs::copy(dir.path().join(FILE_NAME), backup.path().join(FILE_NAME)).unwrap();
+        // A later run applies those, then acknowledges more groups into a restarted journal.wal.
+        journal_with_events(dir.path(), 300).await;
+        // journal.redb from the backup beside the newer journal.wal: its records do not continue
+        // the file, so neither a start nor a check applies them.
+        std::fs::copy(backup.path().join(FILE_NAME), dir.path().join(FILE_NAME)).unwrap();
+        assert_start_refused(dir.path(), &["journal.wal", "move journal.wal away"]).await;
+        let check = run(dir.path(), &["journal", "check"], &[]).await;
+        assert_eq!(check.code, Some(1), "{}", check.stderr);
+        assert!(check.stderr.contains("journal.wal"), "{}", check.stderr);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_vanished_journal_is_refused_unless_starting_empty_is_accepted() {
     within(TEST_TIMEOUT, async {
         let dir = tempfile::tempdir().unwrap();

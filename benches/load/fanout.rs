@@ -389,7 +389,19 @@ pub(crate) struct NatsServer {
 }
 
 impl NatsServer {
+    /// NATS core (no JetStream): `NATS_SERVER_BIN` or Debian's `/usr/sbin/nats-server`.
     pub(crate) async fn start() -> Result<NatsServer, String> {
+        let bin =
+            std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "/usr/sbin/nats-server".to_owned());
+        NatsServer::start_with(&bin, |_| String::new()).await
+    }
+
+    /// A private server from `bin` on a free loopback port; `extra` returns more configuration
+    /// given the server's temp dir (e.g. a JetStream block storing there).
+    pub(crate) async fn start_with(
+        bin: &str,
+        extra: impl FnOnce(&std::path::Path) -> String,
+    ) -> Result<NatsServer, String> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| e.to_string())?
@@ -400,12 +412,13 @@ impl NatsServer {
         let config = dir.path().join("nats.conf");
         std::fs::write(
             &config,
-            "max_pending: 1GB\nwrite_deadline: \"60s\"\nmax_payload: 8MB\n",
+            format!(
+                "max_pending: 1GB\nwrite_deadline: \"60s\"\nmax_payload: 8MB\n{}",
+                extra(dir.path())
+            ),
         )
         .map_err(|e| e.to_string())?;
-        let bin =
-            std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "/usr/sbin/nats-server".to_owned());
-        let child = Command::new(&bin)
+        let child = Command::new(bin)
             .arg("-c")
             .arg(&config)
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
@@ -422,7 +435,7 @@ impl NatsServer {
             .is_err()
         {
             if Instant::now() > deadline {
-                return Err("nats-server did not start within 10 s".to_owned());
+                return Err(format!("{bin} did not start within 10 s"));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

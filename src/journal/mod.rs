@@ -18,6 +18,7 @@ use crate::proto;
 pub mod embedded;
 pub mod nats;
 pub mod verify;
+pub mod wal;
 
 /// A position in the journal; the `cursor` field of the record. Starts at 1.
 pub type Cursor = u64;

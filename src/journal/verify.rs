@@ -46,6 +46,15 @@ pub fn verify(path: &Path) -> Result<Report, JournalError> {
         ),
         other => damaged(format!("redb cannot open it: {other}")),
     })?;
+    // Groups acknowledged since the file's last durable commit are in the write-ahead file:
+    // write them into the file first, as opening the journal would.
+    let wal = path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(crate::journal::wal::FILE_NAME);
+    if wal.exists() {
+        crate::journal::embedded::apply_wal(&db, path)?;
+    }
     // On damage, still read every record: the first bad cursor is what the operator needs.
     let integrity = match db.check_integrity() {
         Ok(true) => None,
