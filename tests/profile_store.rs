@@ -159,8 +159,9 @@ async fn retention_removes_the_values_of_the_events_it_removes_and_keeps_the_res
             .unwrap();
         assert_eq!(store.values(1, 5).await.unwrap(), values_of(1..=5));
 
-        let pruned = journal.prune_now().await.unwrap();
-        assert_eq!(pruned.events, 3);
+        // The retention task's first check (at open) may already have pruned: the outcome, not
+        // which of the two did it, is what counts.
+        journal.prune_now().await.unwrap();
         assert_eq!(journal.bounds().await.unwrap().oldest, Some(4));
         assert_eq!(
             store.values(1, 5).await.unwrap(),
