@@ -120,6 +120,12 @@ pub(crate) const META_FORMAT_VERSION: &str = "format_version";
 /// Sequence of the newest write-ahead record whose group is in this file.
 const META_WAL_SEQUENCE: &str = "wal_sequence";
 
+/// redb's page cache. redb's default (1 GiB) fills under sustained ingest and keeps the heap
+/// growing for minutes; committed events are served from the hub's live buffer and replays
+/// read sequentially, so a small cache costs nothing measurable and keeps the service at a
+/// few hundred MiB (BENCHMARKS.md, issue 15).
+const CACHE_BYTES: usize = 64 << 20;
+
 /// The embedded, durable journal. See the module docs.
 ///
 /// Open it with [`RedbJournal::open`], handing it the [`CommitSink`] its commits go to (told
@@ -653,26 +659,29 @@ fn open_database(path: &Path) -> Result<(Database, Recovered, Wal), JournalError
         path: path.to_owned(),
         reason,
     };
-    let db = Database::create(path).map_err(|e| match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => JournalError::storage(
-            format!("open {}", path.display()),
-            "another process (or journal) has it open",
-        ),
-        // A short read is a truncated file and invalid data (redb: "magic number mismatch")
-        // a foreign one; other I/O errors (permissions, a full disk) say nothing about the
-        // file, and moving it away would be the wrong advice.
-        redb::DatabaseError::Storage(redb::StorageError::Io(io))
-            if !existed
-                || !matches!(
-                    io.kind(),
-                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
-                ) =>
-        {
-            JournalError::storage(format!("open {}", path.display()), io)
-        }
-        other if existed => damaged(format!("redb cannot open it: {other}")),
-        other => JournalError::storage(format!("open {}", path.display()), other),
-    })?;
+    let db = Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => JournalError::storage(
+                format!("open {}", path.display()),
+                "another process (or journal) has it open",
+            ),
+            // A short read is a truncated file and invalid data (redb: "magic number mismatch")
+            // a foreign one; other I/O errors (permissions, a full disk) say nothing about the
+            // file, and moving it away would be the wrong advice.
+            redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                if !existed
+                    || !matches!(
+                        io.kind(),
+                        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+                    ) =>
+            {
+                JournalError::storage(format!("open {}", path.display()), io)
+            }
+            other if existed => damaged(format!("redb cannot open it: {other}")),
+            other => JournalError::storage(format!("open {}", path.display()), other),
+        })?;
     let txn = begin_durable(&db)?;
     if existed {
         let tables: Vec<String> = txn
