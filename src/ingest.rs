@@ -291,6 +291,41 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn small_and_large_hook_bodies_map_alike_inline_or_on_the_blocking_pool() {
+        let received = DateTime::UNIX_EPOCH;
+        let max = crate::journal::DEFAULT_MAX_EVENT_BYTES;
+        let body = |events: usize| {
+            let events: Vec<String> = (0..events)
+                .map(|i| format!(r#"{{"uuid":"u-{i}","published":"2026-01-02T03:04:05Z"}}"#))
+                .collect();
+            let json = format!(
+                r#"{{"eventId":"e","source":"s","data":{{"events":[{},{{"published":"x"}}]}}}}"#,
+                events.join(",")
+            );
+            Bytes::from(json)
+        };
+        for events in [1, 1000] {
+            let body = body(events);
+            assert_eq!(body.len() > INLINE_MAP_BYTES, events == 1000);
+            let mapped = map_body(body, Delivery::default(), received, max)
+                .await
+                .expect("an envelope");
+            assert_eq!(mapped.mapped.events.len(), events);
+            assert_eq!(
+                mapped.mapped.events[events - 1].uuid(),
+                format!("u-{}", events - 1)
+            );
+            assert_eq!(mapped.mapped.quarantine.len(), 1);
+        }
+        let not_an_envelope = Bytes::from_static(br#"{"data": [1]}"#);
+        let refused = map_body(not_an_envelope, Delivery::default(), received, max).await;
+        assert!(
+            matches!(refused, Err(BodyError::Envelope(_))),
+            "{refused:?}"
+        );
+    }
+
     #[test]
     fn an_event_that_does_not_map_is_quarantined_with_one_received_format() {
         let received = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.678901234Z")
