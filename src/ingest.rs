@@ -18,18 +18,12 @@ use std::cell::Cell;
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::value::RawValue;
 
 use crate::journal::{Appended, Batch, Journal, JournalError, NewEvent, Quarantined, StateWrite};
 use crate::mapping::{self, Buffers, Delivery, EnvelopeError};
 
 /// One LogEvent's JSON as received from the poller's page, shared, never copied.
 pub type RawEvent = Bytes;
-
-/// A raw event that owns its JSON (a System Log page's element), without copying it.
-pub fn raw_event_owned(event: Box<RawValue>) -> RawEvent {
-    Bytes::from(String::from(Box::<str>::from(event)))
-}
 
 /// Why raw events could not be ingested. Nothing of the batch was committed.
 #[derive(Debug, thiserror::Error)]
