@@ -190,6 +190,14 @@ async fn retention_removes_the_values_of_the_events_it_removes_and_keeps_the_res
         assert_eq!(store.values(1, 6).await.unwrap(), values_of(5..=6));
         assert_eq!(store.released_through().await.unwrap(), 6);
 
+        // A late row goes at the next check also when that check removes no event.
+        store
+            .release(values_of(3..=3), Vec::new(), 6)
+            .await
+            .unwrap();
+        assert_eq!(journal.prune_now().await.unwrap().events, 0);
+        assert_eq!(store.values(1, 6).await.unwrap(), values_of(5..=6));
+
         // Durable: the file opened again has the same rows.
         journal.close().await;
         let journal = RedbJournal::open(dir.path(), Retention::keep_all(), Hub::new(16, 0))

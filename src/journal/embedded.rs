@@ -1287,7 +1287,23 @@ impl Writer {
                 }
                 doomed_quarantine.push(id.value());
             }
-            if doomed.is_empty() && doomed_quarantine.is_empty() {
+            // Rows beside events written after their event was removed (a late writer) go at
+            // the next check even when it removes no event.
+            let late_rows = || -> Result<bool, JournalError> {
+                let retained_from = match events.first().map_err(storage)? {
+                    Some((cursor, _)) => cursor.value(),
+                    None => self.head.saturating_add(1),
+                };
+                for table in lock(&self.cursor_tables).iter() {
+                    let rows = txn.open_table(*table).map_err(storage)?;
+                    let first = rows.first().map_err(storage)?.map(|(c, _)| c.value());
+                    if first.is_some_and(|cursor| cursor < retained_from) {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            };
+            if doomed.is_empty() && doomed_quarantine.is_empty() && !late_rows()? {
                 drop((events, uuids, commits, quarantine));
                 txn.abort().map_err(storage)?;
                 return Ok(pruned);
