@@ -28,28 +28,12 @@ pub(crate) async fn closed_loop(
                     uuid(tag, lane as u16, n)
                 }));
                 let sent = Instant::now();
-                match post(&client, &url, body).await {
-                    Ok(()) => {
-                        run.latencies.push(sent.elapsed());
-                        run.events += per_delivery as u64;
-                    }
-                    Err(error) => {
-                        run.errors += 1;
-                        run.first_error.get_or_insert(error);
-                    }
-                }
+                run.record(post(&client, &url, body).await, sent, per_delivery);
             }
             run
         }));
     }
-    let mut total = Run::default();
-    for task in tasks {
-        if let Ok(run) = task.await {
-            total.merge(run);
-        }
-    }
-    total.elapsed = started.elapsed();
-    total
+    Run::join(tasks, started).await
 }
 
 /// Deliveries of `per_delivery` events at `per_second` deliveries/s for `run_for`, each sent on

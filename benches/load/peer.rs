@@ -151,27 +151,11 @@ impl Peer {
                             Err(error) => outcome = outcome.and(Err(format!("ack: {error}"))),
                         }
                     }
-                    match outcome {
-                        Ok(()) => {
-                            run.latencies.push(sent.elapsed());
-                            run.events += per_delivery as u64;
-                        }
-                        Err(error) => {
-                            run.errors += 1;
-                            run.first_error.get_or_insert(error);
-                        }
-                    }
+                    run.record(outcome, sent, per_delivery);
                 }
                 run
             }));
         }
-        let mut total = Run::default();
-        for task in tasks {
-            if let Ok(run) = task.await {
-                total.merge(run);
-            }
-        }
-        total.elapsed = started.elapsed();
-        total
+        Run::join(tasks, started).await
     }
 }

@@ -37,6 +37,30 @@ impl Run {
         }
         self.latencies.extend(other.latencies);
     }
+    /// Records one delivery: its latency and events if it succeeded, else its error.
+    pub(crate) fn record(&mut self, outcome: Result<(), String>, sent: Instant, events: usize) {
+        match outcome {
+            Ok(()) => {
+                self.latencies.push(sent.elapsed());
+                self.events += events as u64;
+            }
+            Err(error) => {
+                self.errors += 1;
+                self.first_error.get_or_insert(error);
+            }
+        }
+    }
+    /// The senders' runs as one, timed from `started`.
+    pub(crate) async fn join(tasks: Vec<tokio::task::JoinHandle<Run>>, started: Instant) -> Run {
+        let mut total = Run::default();
+        for task in tasks {
+            if let Ok(run) = task.await {
+                total.merge(run);
+            }
+        }
+        total.elapsed = started.elapsed();
+        total
+    }
     pub(crate) fn error_note(&self) -> String {
         match &self.first_error {
             Some(e) => format!("{} errors (first: {e})", self.errors),
