@@ -63,6 +63,50 @@ pub fn bucket_name(stream: &str) -> String {
     format!("{stream}_PROFILES")
 }
 
+/// The stream behind a KV bucket named `bucket`: one entry per key, keys never deleted, on
+/// file, `replicas` times. Buckets are created from this directly rather than with
+/// `create_key_value`, whose account-info query does not parse on nats-server 2.9.
+pub(super) fn bucket_stream(bucket: &str, description: &str, replicas: usize) -> stream::Config {
+    stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some(description.to_owned()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    }
+}
+
+/// Creates the stream `wanted` of the bucket `bucket`; another replica creating it meanwhile
+/// is success too.
+pub(super) async fn create_bucket_stream(
+    js: &jetstream::Context,
+    wanted: &stream::Config,
+    bucket: &str,
+) -> Result<(), StoreError> {
+    if let Err(create) = js.create_stream(wanted.clone()).await {
+        js.get_stream(&wanted.name).await.map_err(|_| {
+            StoreError::Storage(format!("cannot create the bucket {bucket}: {create}"))
+        })?;
+    }
+    Ok(())
+}
+
+/// The KV view of the bucket `bucket`, whose stream exists.
+pub(super) async fn open_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+) -> Result<kv::Store, StoreError> {
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| StoreError::Storage(format!("cannot open the bucket {bucket}: {e}")))
+}
+
 impl NatsSnapshots {
     /// Opens (creating if missing) the bucket of the journal stream `stream`, replicated
     /// `replicas` times. The bucket's stream is created directly rather than with
@@ -73,31 +117,15 @@ impl NatsSnapshots {
         replicas: usize,
     ) -> Result<Self, StoreError> {
         let bucket = bucket_name(stream);
-        let wanted = stream::Config {
-            name: format!("KV_{bucket}"),
-            description: Some("okta-stream profile snapshots (last known profile per user)".into()),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: stream::DiscardPolicy::New,
-            storage: stream::StorageType::File,
-            num_replicas: replicas,
-            ..Default::default()
-        };
+        let wanted = bucket_stream(
+            &bucket,
+            "okta-stream profile snapshots (last known profile per user)",
+            replicas,
+        );
         if js.get_stream(&wanted.name).await.is_err() {
-            if let Err(create) = js.create_stream(wanted.clone()).await {
-                // Another replica may have created it meanwhile.
-                js.get_stream(&wanted.name).await.map_err(|_| {
-                    StoreError::Storage(format!("cannot create the bucket {bucket}: {create}"))
-                })?;
-            }
+            create_bucket_stream(js, &wanted, &bucket).await?;
         }
-        let kv = js
-            .get_key_value(&bucket)
-            .await
-            .map_err(|e| StoreError::Storage(format!("cannot open the bucket {bucket}: {e}")))?;
+        let kv = open_bucket(js, &bucket).await?;
         Ok(Self { kv, bucket })
     }
 

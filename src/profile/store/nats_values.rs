@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::join_all;
 
-use super::nats::{NatsSnapshots, RELEASED_KEY};
+use super::nats::{NatsSnapshots, RELEASED_KEY, bucket_stream, create_bucket_stream, open_bucket};
 use super::{SnapshotStore, StoreError, StoredValues, ValuesStore};
 use crate::profile::snapshot::Snapshot;
 
@@ -70,22 +70,14 @@ impl NatsValues {
     ) -> Result<Self, StoreError> {
         let bucket = bucket_name(stream);
         let wanted = stream::Config {
-            name: format!("KV_{bucket}"),
-            description: Some(
-                "okta-stream profile values (per event cursor, kept as long as the events)".into(),
-            ),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
             max_age,
             // The server refuses a duplicate window longer than max_age.
             duplicate_window: max_age.min(Duration::from_secs(120)),
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: stream::DiscardPolicy::New,
-            storage: stream::StorageType::File,
-            num_replicas: replicas,
-            ..Default::default()
+            ..bucket_stream(
+                &bucket,
+                "okta-stream profile values (per event cursor, kept as long as the events)",
+                replicas,
+            )
         };
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             StoreError::Storage(format!("cannot {what} the bucket {bucket}: {e}"))
@@ -110,19 +102,9 @@ impl NatsValues {
                     tracing::info!(bucket, ?max_age, "profile values retention updated");
                 }
             }
-            Err(_) => {
-                if let Err(create) = js.create_stream(wanted.clone()).await {
-                    // Another replica may have created it meanwhile.
-                    js.get_stream(&wanted.name)
-                        .await
-                        .map_err(|_| fail("create", &create))?;
-                }
-            }
+            Err(_) => create_bucket_stream(js, &wanted, &bucket).await?,
         }
-        let kv = js
-            .get_key_value(&bucket)
-            .await
-            .map_err(|e| fail("open", &e))?;
+        let kv = open_bucket(js, &bucket).await?;
         Ok(Self {
             kv,
             bucket,
