@@ -54,6 +54,16 @@ pub enum WalError {
     },
 }
 
+/// The error of `action` on the file at `path`, for `map_err`.
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> WalError {
+    let path = path.to_owned();
+    move |source| WalError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
 /// One event row of a group, as the `events` table stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRow {
@@ -204,14 +214,7 @@ impl Wal {
     /// The caller applies them durably and then calls [`Wal::restart`].
     pub fn open(dir: &Path, durable: u64) -> Result<(Wal, Vec<(u64, GroupRecord)>), WalError> {
         let path = dir.join(FILE_NAME);
-        let io = |action: &'static str| {
-            let path = path.clone();
-            move |source| WalError::Io {
-                action,
-                path,
-                source,
-            }
-        };
+        let io = |action| io_error(action, &path);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -330,14 +333,7 @@ impl Wal {
                 source: std::io::Error::other("the record does not fit"),
             });
         }
-        let io = |action: &'static str| {
-            let path = self.path.clone();
-            move |source| WalError::Io {
-                action,
-                path,
-                source,
-            }
-        };
+        let io = |action| io_error(action, &self.path);
         self.file
             .write_all_at(&self.frame, self.offset)
             .map_err(io("write"))?;
@@ -354,14 +350,7 @@ impl Wal {
         let Some(offset) = self.last.take() else {
             return Ok(());
         };
-        let io = |action: &'static str| {
-            let path = self.path.clone();
-            move |source| WalError::Io {
-                action,
-                path,
-                source,
-            }
-        };
+        let io = |action| io_error(action, &self.path);
         self.file
             .write_all_at(&[0u8; HEADER], offset)
             .map_err(io("retract a record in"))?;
