@@ -7,16 +7,14 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use common::app::{TestApp, WAIT, delivery};
+use common::app::{TestApp, WAIT, delivery, next_event};
 use common::fake_okta::{FakeAuth, FakeOkta, log_event};
 use common::within;
 use okta_stream::config::Config;
 use okta_stream::grpc::SubscribeResponse;
 use okta_stream::okta::{Credentials, PollerConfig, Secret, StartFrom};
 use okta_stream::proto::event_filter::Start;
-use okta_stream::proto::{
-    self, EventFilter, GetEventRequest, ListEventsRequest, ProfileValuesStatus as Status,
-};
+use okta_stream::proto::{self, EventFilter, ListEventsRequest, ProfileValuesStatus as Status};
 use serde_json::{Value, json};
 use tonic::Streaming;
 
@@ -77,31 +75,6 @@ async fn subscribe_with(app: &TestApp, filter: EventFilter) -> Streaming<Subscri
         .into_inner()
 }
 
-async fn next_event(stream: &mut Streaming<SubscribeResponse>) -> proto::Event {
-    loop {
-        let message = within(WAIT, stream.message())
-            .await
-            .expect("stream ok")
-            .expect("stream open");
-        if let Some(event) = message.decode_event() {
-            return event.unwrap();
-        }
-    }
-}
-
-async fn get(app: &TestApp, uuid: &str) -> proto::Event {
-    app.client()
-        .await
-        .get_event(GetEventRequest {
-            uuid: uuid.to_owned(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .event
-        .unwrap()
-}
-
 fn from_oldest() -> EventFilter {
     EventFilter {
         start: Some(Start::FromOldest(true)),
@@ -155,7 +128,7 @@ async fn never_seen_then_complete_then_newer_than_event_and_everyone_sees_the_sa
         // Never seen before: new values only.
         let t1 = fake.update_user("00uJANE", json!({"title": "Manager"}));
         post(&app, update("e1", "00uJANE", t1, "title")).await;
-        let e1 = next_event(&mut stream).await;
+        let e1 = next_event(&mut stream, WAIT).await;
         assert_eq!(e1.uuid, "e1");
         assert_eq!(status(&e1), Status::NoBaseline);
         assert_eq!(changes(&e1), ["title: - → Manager"]);
@@ -164,7 +137,7 @@ async fn never_seen_then_complete_then_newer_than_event_and_everyone_sees_the_sa
         // The snapshot of that read is the baseline of the next update.
         let t2 = fake.update_user("00uJANE", json!({"title": "Director", "department": null}));
         post(&app, update("e2", "00uJANE", t2, "title,department")).await;
-        let e2 = next_event(&mut stream).await;
+        let e2 = next_event(&mut stream, WAIT).await;
         assert_eq!(e2.uuid, "e2");
         assert_eq!(status(&e2), Status::Complete);
         assert_eq!(
@@ -176,14 +149,14 @@ async fn never_seen_then_complete_then_newer_than_event_and_everyone_sees_the_sa
         let t3 = fake.update_user("00uJANE", json!({"title": "VP"}));
         fake.update_user("00uJANE", json!({"title": "CEO"}));
         post(&app, update("e3", "00uJANE", t3, "title")).await;
-        let e3 = next_event(&mut stream).await;
+        let e3 = next_event(&mut stream, WAIT).await;
         assert_eq!(status(&e3), Status::NewerThanEvent);
         assert_eq!(changes(&e3), ["title: Director → CEO"]);
         assert!(as_of(&e3) > t3);
 
         // GetEvent, ListEvents and a replay show the very same values.
         for event in [&e1, &e2, &e3] {
-            assert_eq!(&get(&app, &event.uuid).await, event);
+            assert_eq!(&app.get_event(&event.uuid).await, event);
         }
         let listed = app
             .client()
@@ -200,7 +173,7 @@ async fn never_seen_then_complete_then_newer_than_event_and_everyone_sees_the_sa
         assert_eq!(listed, vec![e1.clone(), e2.clone(), e3.clone()]);
         let mut replay = subscribe_with(&app, from_oldest()).await;
         for event in [&e1, &e2, &e3] {
-            assert_eq!(&next_event(&mut replay).await, event);
+            assert_eq!(&next_event(&mut replay, WAIT).await, event);
         }
 
         // A restart reads nothing again and shows the same values.
@@ -218,7 +191,7 @@ async fn never_seen_then_complete_then_newer_than_event_and_everyone_sees_the_sa
         .await;
         let mut replay = subscribe_with(&app, from_oldest()).await;
         for event in [&e1, &e2, &e3] {
-            assert_eq!(&next_event(&mut replay).await, event);
+            assert_eq!(&next_event(&mut replay, WAIT).await, event);
         }
         assert_eq!(user_reads(), requests, "values are stored once");
         let metrics = app.metrics().await;
@@ -263,7 +236,7 @@ async fn the_seeding_sweep_makes_the_first_update_complete_and_pages_every_user(
         let mut stream = subscribe(&app).await;
         let t1 = fake.update_user("00u0042", json!({"title": "Manager"}));
         post(&app, update("s1", "00u0042", t1, "title")).await;
-        let event = next_event(&mut stream).await;
+        let event = next_event(&mut stream, WAIT).await;
         assert_eq!(status(&event), Status::Complete);
         assert_eq!(changes(&event), ["title: Engineer → Manager"]);
 
@@ -302,7 +275,7 @@ async fn only_allowlisted_attributes_and_redacted_ones_as_hashes() {
         let mut stream = subscribe(&app).await;
         let t1 = fake.update_user("00uRED", json!({"title": "Manager"}));
         post(&app, update("r1", "00uRED", t1, "title")).await;
-        let first = next_event(&mut stream).await;
+        let first = next_event(&mut stream, WAIT).await;
         assert_eq!(first.profile_changes.len(), 1);
         assert_eq!(
             text(&first.profile_changes[0].new_value).unwrap(),
@@ -311,7 +284,7 @@ async fn only_allowlisted_attributes_and_redacted_ones_as_hashes() {
 
         let t2 = fake.update_user("00uRED", json!({"mobilePhone": "555-0199", "ssn": "2"}));
         post(&app, update("r2", "00uRED", t2, "ssn,mobilePhone")).await;
-        let event = next_event(&mut stream).await;
+        let event = next_event(&mut stream, WAIT).await;
         assert_eq!(status(&event), Status::Complete);
         assert_eq!(event.profile_changes.len(), 1, "ssn is not allowlisted");
         let phone = &event.profile_changes[0];
@@ -345,7 +318,7 @@ async fn users_api_down_gives_unavailable_after_the_timeout_and_neighbours_wait_
         let mut neighbour = log_event("d2", "user.session.start", &millis(t1));
         neighbour["debugContext"]["debugData"] = json!({});
         post(&app, neighbour).await;
-        let first = next_event(&mut stream).await;
+        let first = next_event(&mut stream, WAIT).await;
         let waited = started.elapsed();
         assert_eq!(first.uuid, "d1", "cursor order is kept");
         assert_eq!(status(&first), Status::Unavailable);
@@ -360,7 +333,7 @@ async fn users_api_down_gives_unavailable_after_the_timeout_and_neighbours_wait_
             waited >= Duration::from_secs(2) && waited < Duration::from_secs(6),
             "{waited:?}"
         );
-        let second = next_event(&mut stream).await;
+        let second = next_event(&mut stream, WAIT).await;
         assert_eq!(second.uuid, "d2");
         assert_eq!(second.profile_values_status, 0, "not an update event");
         assert!(!fake.user_requests().is_empty());
@@ -392,7 +365,7 @@ async fn poller_events_get_values_too() {
         })
         .await;
         let mut stream = subscribe(&app).await;
-        let event = next_event(&mut stream).await;
+        let event = next_event(&mut stream, WAIT).await;
         assert_eq!(event.uuid, "p1");
         assert_eq!(status(&event), Status::NoBaseline);
         assert_eq!(changes(&event), ["lastName: - → Roe", "mobilePhone: - → 1"]);
@@ -425,7 +398,10 @@ async fn tail_and_get_print_the_changes() {
         let mut stream = subscribe(&app).await;
         let t1 = fake.update_user("00uCLI", json!({"title": "Manager"}));
         post(&app, update("c1", "00uCLI", t1, "title")).await;
-        assert_eq!(status(&next_event(&mut stream).await), Status::Complete);
+        assert_eq!(
+            status(&next_event(&mut stream, WAIT).await),
+            Status::Complete
+        );
 
         let grpc_url = format!("http://{}", app.grpc_addr);
         let env = [("OKTA_STREAM_GRPC_URL", grpc_url.as_str())];

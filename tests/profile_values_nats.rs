@@ -10,7 +10,7 @@ mod nats_cluster;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use common::app::{TestApp, delivery};
+use common::app::{TestApp, delivery, next_event};
 use common::fake_okta::{FakeAuth, FakeOkta, log_event};
 use common::within;
 use nats_cluster::NatsCluster;
@@ -18,7 +18,7 @@ use okta_stream::config::{Config, JournalKind};
 use okta_stream::grpc::SubscribeResponse;
 use okta_stream::profile::RedactionKey;
 use okta_stream::proto::event_filter::Start;
-use okta_stream::proto::{self, EventFilter, GetEventRequest, ProfileValuesStatus as Status};
+use okta_stream::proto::{self, EventFilter, ProfileValuesStatus as Status};
 use serde_json::{Value, json};
 use tonic::Streaming;
 
@@ -77,31 +77,6 @@ async fn subscribe(app: &TestApp, start: Option<Start>) -> Streaming<SubscribeRe
         .await
         .unwrap()
         .into_inner()
-}
-
-async fn next_event(stream: &mut Streaming<SubscribeResponse>) -> proto::Event {
-    loop {
-        let message = within(EVENT_WAIT, stream.message())
-            .await
-            .expect("stream ok")
-            .expect("stream open");
-        if let Some(event) = message.decode_event() {
-            return event.unwrap();
-        }
-    }
-}
-
-async fn get(app: &TestApp, uuid: &str) -> proto::Event {
-    app.client()
-        .await
-        .get_event(GetEventRequest {
-            uuid: uuid.to_owned(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .event
-        .unwrap()
 }
 
 fn text(value: &Option<prost_types::Value>) -> String {
@@ -208,7 +183,10 @@ async fn two_replicas_serve_the_same_values_sweep_once_and_a_restart_loses_nothi
             json!({"title": "Manager", "mobilePhone": "555-0199"}),
         );
         post(&a, update("n1", "00uJANE", t1, "title,mobilePhone")).await;
-        let (e1_a, e1_b) = (next_event(&mut on_a).await, next_event(&mut on_b).await);
+        let (e1_a, e1_b) = (
+            next_event(&mut on_a, EVENT_WAIT).await,
+            next_event(&mut on_b, EVENT_WAIT).await,
+        );
         assert_eq!(e1_a.uuid, "n1");
         assert_eq!(status(&e1_a), Status::Complete);
         let shown = changes(&e1_a);
@@ -232,13 +210,16 @@ async fn two_replicas_serve_the_same_values_sweep_once_and_a_restart_loses_nothi
             assert!(!file.exists(), "no key in a replica's data dir");
         }
         assert_eq!(e1_a, e1_b, "both replicas serve the same record");
-        assert_eq!(get(&a, "n1").await, e1_a);
-        assert_eq!(get(&b, "n1").await, e1_a);
+        assert_eq!(a.get_event("n1").await, e1_a);
+        assert_eq!(b.get_event("n1").await, e1_a);
 
         // The same phone set again, through B: its hash equals the one A computed.
         let t2 = fake.update_user("00uJANE", json!({"mobilePhone": "555-0100"}));
         post(&b, update("n2", "00uJANE", t2, "mobilePhone")).await;
-        let (e2_a, e2_b) = (next_event(&mut on_a).await, next_event(&mut on_b).await);
+        let (e2_a, e2_b) = (
+            next_event(&mut on_a, EVENT_WAIT).await,
+            next_event(&mut on_b, EVENT_WAIT).await,
+        );
         assert_eq!(e2_a, e2_b);
         assert_eq!(status(&e2_a), Status::Complete);
         let phone = &e2_a.profile_changes[0];
@@ -260,9 +241,9 @@ async fn two_replicas_serve_the_same_values_sweep_once_and_a_restart_loses_nothi
         let mut neighbour = log_event("n4", "user.session.start", "2026-12-01T00:00:00.000Z");
         neighbour["debugContext"]["debugData"] = json!({});
         post(&a, neighbour).await;
-        let e3 = next_event(&mut on_a).await;
+        let e3 = next_event(&mut on_a, EVENT_WAIT).await;
         assert_eq!(changes(&e3), ["title: Manager → Director"]);
-        let e4 = next_event(&mut on_a).await;
+        let e4 = next_event(&mut on_a, EVENT_WAIT).await;
         assert_eq!(e4.uuid, "n4");
         // Reads of single users (a sweep taken over by A may list users meanwhile).
         let user_reads = || {
@@ -280,7 +261,7 @@ async fn two_replicas_serve_the_same_values_sweep_once_and_a_restart_loses_nothi
         .await;
         let mut replay = subscribe(&b, Some(Start::FromOldest(true))).await;
         for expected in [&e1_a, &e2_a, &e3, &e4] {
-            assert_eq!(&next_event(&mut replay).await, expected);
+            assert_eq!(&next_event(&mut replay, EVENT_WAIT).await, expected);
         }
         assert_eq!(
             user_reads(),
@@ -298,7 +279,10 @@ async fn two_replicas_serve_the_same_values_sweep_once_and_a_restart_loses_nothi
             ),
         )
         .await;
-        let (e5_a, e5_b) = (next_event(&mut on_a).await, next_event(&mut on_b).await);
+        let (e5_a, e5_b) = (
+            next_event(&mut on_a, EVENT_WAIT).await,
+            next_event(&mut on_b, EVENT_WAIT).await,
+        );
         assert_eq!(e5_a, e5_b);
         assert_eq!(e5_a.cursor, e4.cursor + 1, "no gap, no duplicate");
         assert_eq!(changes(&e5_a), ["title: Director → VP"]);
@@ -337,16 +321,16 @@ async fn a_replica_that_loses_the_race_serves_the_values_stored_first() {
         fake.set_users_down(true);
         let t1 = fake.update_user("00uRACE", json!({"title": "Manager"}));
         post(&a, update("r1", "00uRACE", t1, "title")).await;
-        let first = next_event(&mut on_a).await;
+        let first = next_event(&mut on_a, EVENT_WAIT).await;
         assert_eq!(status(&first), Status::Unavailable);
         fake.set_users_down(false);
-        let on_b_first = next_event(&mut on_b).await;
+        let on_b_first = next_event(&mut on_b, EVENT_WAIT).await;
         assert_eq!(on_b_first, first, "B serves the values A stored first");
         assert!(
             counter(&b.metrics().await, "profile_fetches_ok_total") >= 1,
             "B did read the profile itself"
         );
-        assert_eq!(get(&b, "r1").await, first);
+        assert_eq!(b.get_event("r1").await, first);
         drop((a, b));
     })
     .await;

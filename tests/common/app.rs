@@ -6,14 +6,17 @@ use std::time::Duration;
 
 use okta_stream::app::{App, AppError};
 use okta_stream::config::Config;
+use okta_stream::grpc::SubscribeResponse;
 use okta_stream::journal::SharedJournal;
 use okta_stream::okta::PollerConfig;
 use okta_stream::proto::event_stream_client::EventStreamClient;
+use okta_stream::proto::{self, GetEventRequest};
 use okta_stream::secret::Secret;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::Streaming;
 use tonic::transport::Channel;
 
 /// The hook secret every test app accepts.
@@ -152,6 +155,20 @@ impl TestApp {
     }
 
     /// The Prometheus text of `/metrics` (on the admin listener).
+    /// The stored event `uuid`, as GetEvent answers it.
+    pub async fn get_event(&self, uuid: &str) -> proto::Event {
+        self.client()
+            .await
+            .get_event(GetEventRequest {
+                uuid: uuid.to_owned(),
+            })
+            .await
+            .expect("GetEvent")
+            .into_inner()
+            .event
+            .expect("an event")
+    }
+
     pub async fn metrics(&self) -> String {
         let response = self
             .http_client
@@ -202,6 +219,19 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+    }
+}
+
+/// The next event of a Subscribe stream, heartbeats skipped, waiting at most `wait`.
+pub async fn next_event(stream: &mut Streaming<SubscribeResponse>, wait: Duration) -> proto::Event {
+    loop {
+        let message = super::within(wait, stream.message())
+            .await
+            .expect("stream ok")
+            .expect("stream open");
+        if let Some(event) = message.decode_event() {
+            return event.expect("an event that decodes");
         }
     }
 }
