@@ -8,6 +8,14 @@
 //! redb commit) makes those commits durable in the file; then the write-ahead file starts over.
 //! At open, records newer than the file's last durable commit are applied again.
 //!
+//! Records are written with `O_DIRECT` where the filesystem allows it, in whole blocks (the
+//! live bytes before the record in its first block are written again with it, the rest of its
+//! last block is zeros): the bytes go from the record's buffer to the device with no copy into
+//! the page cache, and the sync that follows only flushes the device's cache. On this project's
+//! machine that is about a fifth less time per sync than a buffered write and `fdatasync`
+//! (BENCHMARKS.md, issue 15). Elsewhere (tmpfs, filesystems without direct I/O) records are
+//! written through the page cache as before; the file's layout is the same either way.
+//!
 //! Record: `magic u32 | payload length u32 | crc32 u32 (of sequence and payload) |
 //! sequence u64 | payload`, little endian. Sequences of the live records ascend by one from
 //! offset 0; replay stops at the first record that does not continue the chain (a stale one
@@ -15,7 +23,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
-use std::os::unix::fs::FileExt as _;
+use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -33,6 +41,10 @@ pub const MIN_CAPACITY: u64 = 1 << 20;
 
 const MAGIC: u32 = 0x4c57_4b4f; // "OKWL"
 const HEADER: usize = 4 + 4 + 4 + 8;
+
+/// Direct writes cover whole blocks of this size at offsets that are multiples of it (the
+/// largest logical block size of common devices and the page size).
+const BLOCK: u64 = 4096;
 
 /// What can go wrong with the write-ahead file.
 #[derive(Debug, Error)]
@@ -206,6 +218,93 @@ pub struct Wal {
     frame: Vec<u8>,
     /// Offset of the last record written, until the next is staged (see [`Wal::retract`]).
     last: Option<u64>,
+    /// The direct (`O_DIRECT`) writer, when the filesystem takes direct I/O.
+    direct: Option<Direct>,
+}
+
+/// Writes records with `O_DIRECT`, a block at a time (see the module docs).
+#[derive(Debug)]
+struct Direct {
+    /// The same file, opened with `O_DIRECT`.
+    file: File,
+    /// The bytes of the block holding the write offset that precede it: written again, unchanged,
+    /// in front of the next record.
+    tail: Vec<u8>,
+    /// What `tail` becomes once the record just written is synced ([`Direct::advance`]).
+    next_tail: Vec<u8>,
+    /// Room for one write, with a block-aligned run inside (see [`aligned`]).
+    buffer: Vec<u8>,
+}
+
+impl Direct {
+    /// Opens `path` for direct writes positioned at `offset`, reading the live bytes of its
+    /// block; `None` where the filesystem refuses direct I/O.
+    fn open(path: &Path, file: &File, offset: u64) -> Result<Option<Direct>, WalError> {
+        let direct = match OpenOptions::new()
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+            .open(path)
+        {
+            Ok(direct) => direct,
+            Err(error) => {
+                tracing::debug!(path = %path.display(), %error, "no direct I/O for the write-ahead file; writing through the page cache");
+                return Ok(None);
+            }
+        };
+        let mut direct = Direct {
+            file: direct,
+            tail: Vec::new(),
+            next_tail: Vec::new(),
+            buffer: Vec::new(),
+        };
+        direct.reposition(file, offset, path)?;
+        Ok(Some(direct))
+    }
+
+    /// Reads the live bytes of the block holding `offset` (through `file`, the buffered handle).
+    fn reposition(&mut self, file: &File, offset: u64, path: &Path) -> Result<(), WalError> {
+        let start = offset - offset % BLOCK;
+        self.tail.resize((offset - start) as usize, 0);
+        file.read_exact_at(&mut self.tail, start)
+            .map_err(io_error("read", path))
+    }
+
+    /// Writes `frame` at `offset` in whole blocks. Returns `Ok(false)`, writing nothing, when
+    /// the blocks would end past `capacity` (the caller writes through the page cache instead).
+    fn write(&mut self, frame: &[u8], offset: u64, capacity: u64) -> std::io::Result<bool> {
+        let start = offset - offset % BLOCK;
+        let prefix = self.tail.len();
+        let end = prefix + frame.len();
+        let padded = end.div_ceil(BLOCK as usize) * BLOCK as usize;
+        if start + padded as u64 > capacity {
+            return Ok(false);
+        }
+        let blocks = aligned(&mut self.buffer, padded);
+        blocks[..prefix].copy_from_slice(&self.tail);
+        blocks[prefix..end].copy_from_slice(frame);
+        blocks[end..].fill(0);
+        self.file.write_all_at(blocks, start)?;
+        let kept = end % BLOCK as usize;
+        self.next_tail.clear();
+        self.next_tail.extend_from_slice(&blocks[end - kept..end]);
+        Ok(true)
+    }
+
+    /// The record written by [`Direct::write`] is durable: the next one follows it.
+    fn advance(&mut self) {
+        std::mem::swap(&mut self.tail, &mut self.next_tail);
+    }
+}
+
+/// A run of `len` bytes of `buffer` starting at a multiple of [`BLOCK`] in memory, as direct
+/// I/O requires; `buffer` grows to make room.
+fn aligned(buffer: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    let room = len + BLOCK as usize;
+    if buffer.len() < room {
+        *buffer = vec![0; room];
+    }
+    let skip = buffer.as_ptr().align_offset(BLOCK as usize);
+    &mut buffer[skip..skip + len]
 }
 
 impl Wal {
@@ -287,6 +386,11 @@ impl Wal {
             previous = Some(sequence);
             offset += HEADER as u64 + length;
         }
+        let direct = if capacity % BLOCK == 0 {
+            Direct::open(&path, &file, offset)?
+        } else {
+            None
+        };
         let wal = Wal {
             file,
             path,
@@ -295,6 +399,7 @@ impl Wal {
             next_sequence: last_sequence + 1,
             frame: Vec::new(),
             last: None,
+            direct,
         };
         Ok((wal, records))
     }
@@ -334,12 +439,37 @@ impl Wal {
             });
         }
         let io = |action| io_error(action, &self.path);
-        self.file
-            .write_all_at(&self.frame, self.offset)
-            .map_err(io("write"))?;
+        let written = match &mut self.direct {
+            Some(direct) => match direct.write(&self.frame, self.offset, self.capacity) {
+                Ok(written) => written,
+                // The device wants larger blocks than ours: write through the page cache from
+                // now on.
+                Err(error) if error.kind() == ErrorKind::InvalidInput => {
+                    tracing::warn!(path = %self.path.display(), %error, "direct I/O refused; writing the write-ahead file through the page cache");
+                    self.direct = None;
+                    false
+                }
+                Err(error) => return Err(io("write")(error)),
+            },
+            None => false,
+        };
+        if !written {
+            self.file
+                .write_all_at(&self.frame, self.offset)
+                .map_err(io("write"))?;
+        }
         self.file.sync_data().map_err(io("sync"))?;
         self.last = Some(self.offset);
         self.offset += self.frame.len() as u64;
+        if let Some(direct) = &mut self.direct {
+            if written {
+                direct.advance();
+            } else if let Err(error) = direct.reposition(&self.file, self.offset, &self.path) {
+                // The record is durable; only the next direct write would be wrong.
+                tracing::warn!(%error, "writing the write-ahead file through the page cache from now on");
+                self.direct = None;
+            }
+        }
         self.next_sequence += 1;
         Ok(())
     }
@@ -355,6 +485,12 @@ impl Wal {
             .write_all_at(&[0u8; HEADER], offset)
             .map_err(io("retract a record in"))?;
         self.file.sync_data().map_err(io("sync"))?;
+        if let Some(direct) = &mut self.direct
+            && let Err(error) = direct.reposition(&self.file, offset, &self.path)
+        {
+            tracing::warn!(%error, "writing the write-ahead file through the page cache from now on");
+            self.direct = None;
+        }
         self.offset = offset;
         self.next_sequence -= 1;
         Ok(())
@@ -365,6 +501,9 @@ impl Wal {
     pub fn restart(&mut self) {
         self.offset = 0;
         self.last = None;
+        if let Some(direct) = &mut self.direct {
+            direct.tail.clear();
+        }
     }
 }
 
@@ -450,6 +589,60 @@ mod tests {
         drop(wal);
         let (_, replay) = Wal::open(dir.path(), 1).unwrap();
         assert_eq!(replay, vec![(2, record(3))]);
+    }
+
+    /// A record whose payload is `len` bytes of `n`.
+    fn sized(n: u64, len: usize) -> GroupRecord {
+        let mut record = record(n);
+        record.events[0].encoded = vec![n as u8; len];
+        record
+    }
+
+    #[test]
+    fn records_of_any_size_straddle_blocks_and_survive_reopening_mid_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        // Where the filesystem takes direct I/O, the write-ahead file uses it.
+        let direct_possible = OpenOptions::new()
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+            .open(dir.path().join(FILE_NAME))
+            .is_ok();
+        assert_eq!(wal.direct.is_some(), direct_possible);
+        let sizes = [1, 4000, 17, 4096, 9000, 3, 4076, 12_288, 500];
+        let mut expected = Vec::new();
+        for (i, len) in sizes.iter().enumerate() {
+            let n = i as u64 + 1;
+            assert!(wal.stage(&sized(n, *len)));
+            wal.append_staged().unwrap();
+            expected.push((n, sized(n, *len)));
+            if i == 4 {
+                // Reopened with the write offset inside a block: the next record keeps the
+                // live bytes before it.
+                drop(wal);
+                let (reopened, replay) = Wal::open(dir.path(), 0).unwrap();
+                assert_eq!(replay, expected);
+                wal = reopened;
+            }
+        }
+        // A retracted record's spot is reused without harming the ones before it.
+        assert!(wal.stage(&sized(99, 5000)));
+        wal.append_staged().unwrap();
+        wal.retract().unwrap();
+        assert!(wal.stage(&sized(10, 70)));
+        wal.append_staged().unwrap();
+        expected.push((10, sized(10, 70)));
+        drop(wal);
+        let (mut wal, replay) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(replay, expected);
+
+        // After a checkpoint the chain starts over at offset 0.
+        wal.restart();
+        assert!(wal.stage(&sized(11, 6000)));
+        wal.append_staged().unwrap();
+        drop(wal);
+        let (_, replay) = Wal::open(dir.path(), 10).unwrap();
+        assert_eq!(replay, vec![(11, sized(11, 6000))]);
     }
 
     #[test]
