@@ -784,7 +784,7 @@ pub(crate) fn apply_wal(db: &Database, path: &Path) -> Result<Wal, JournalError>
             let mut meta_table = txn.open_table(META).map_err(storage)?;
             for e in &record.events {
                 events
-                    .insert(e.cursor, (e.uuid.as_str(), e.micros, e.encoded.as_slice()))
+                    .insert(e.cursor, (e.uuid.as_str(), e.micros, e.encoded.as_ref()))
                     .map_err(storage)?;
                 uuids.insert(e.uuid.as_str(), e.cursor).map_err(storage)?;
             }
@@ -1100,9 +1100,12 @@ impl Writer {
             for batch in batches {
                 let mut appended = Appended::default();
                 for event in batch.events {
-                    // The index sees this transaction's own inserts, so a uuid repeated within
-                    // the batch or the group is a duplicate too.
-                    if uuids.get(event.uuid()).map_err(storage)?.is_some() {
+                    // One descent of the index both claims the uuid and finds a duplicate; it
+                    // sees this transaction's own inserts, so a uuid repeated within the batch
+                    // or the group is a duplicate too (and keeps its first cursor).
+                    let claimed = uuids.insert(event.uuid(), head + 1).map_err(storage)?;
+                    if let Some(first) = claimed.map(|cursor| cursor.value()) {
+                        uuids.insert(event.uuid(), first).map_err(storage)?;
                         appended.duplicates += 1;
                         continue;
                     }
@@ -1112,12 +1115,11 @@ impl Writer {
                     events
                         .insert(head, (uuid, commit_micros, committed.encoded.as_ref()))
                         .map_err(storage)?;
-                    uuids.insert(uuid, head).map_err(storage)?;
                     record.events.push(EventRow {
                         cursor: head,
                         uuid: uuid.to_owned(),
                         micros: commit_micros,
-                        encoded: committed.encoded.to_vec(),
+                        encoded: committed.encoded.clone(),
                     });
                     bytes += committed.encoded.len() as u64;
                     appended.committed.push(Arc::new(committed));

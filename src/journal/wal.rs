@@ -26,6 +26,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use thiserror::Error;
 
 /// File name of the write-ahead file inside the data dir.
@@ -82,7 +83,8 @@ pub struct EventRow {
     pub cursor: u64,
     pub uuid: String,
     pub micros: i64,
-    pub encoded: Vec<u8>,
+    /// The committed record's bytes, shared with it (never copied to be logged).
+    pub encoded: Bytes,
 }
 
 /// Everything one group commit wrote, enough to write it again into redb.
@@ -184,7 +186,7 @@ impl GroupRecord {
                 cursor,
                 micros,
                 uuid: string_(input)?,
-                encoded: bytes_(input)?,
+                encoded: Bytes::from(bytes_(input)?),
             });
         }
         for _ in 0..u32_(input)? {
@@ -522,7 +524,7 @@ mod tests {
                 cursor: n,
                 uuid: format!("uuid-{n}"),
                 micros: 1_000 + n as i64,
-                encoded: vec![n as u8; 100],
+                encoded: Bytes::from(vec![n as u8; 100]),
             }],
             quarantine: vec![(1, 5, b"{}".to_vec())],
             state: vec![("poller".to_owned(), b"state".to_vec())],
@@ -594,7 +596,7 @@ mod tests {
     /// A record whose payload is `len` bytes of `n`.
     fn sized(n: u64, len: usize) -> GroupRecord {
         let mut record = record(n);
-        record.events[0].encoded = vec![n as u8; len];
+        record.events[0].encoded = Bytes::from(vec![n as u8; len]);
         record
     }
 
@@ -650,7 +652,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
         let mut big = record(1);
-        big.events[0].encoded = vec![7; MAX_CAPACITY as usize + 1];
+        big.events[0].encoded = Bytes::from(vec![7; MAX_CAPACITY as usize + 1]);
         assert!(!wal.stage(&big));
         assert!(wal.append_staged().is_err());
         drop(wal);
