@@ -307,11 +307,22 @@ async fn a_damaged_record_ends_streams_with_data_loss_and_turns_readiness_off() 
         let sound = run(dir.path(), &["journal", "check"], &[]).await;
         assert_eq!(sound.code, Some(0), "{}", sound.stderr);
 
-        // 64 bytes flipped in the middle of the file, as a bad disk or a stray write would.
+        // 64 bytes flipped where event e-0500 is stored, as a bad disk or a stray write would
+        // (at every copy of it in the file: a stale one may linger in free space).
         let mut bytes = std::fs::read(&path).unwrap();
-        let middle = bytes.len() / 2;
-        for byte in &mut bytes[middle..middle + 64] {
-            *byte ^= 0xff;
+        let needle = b"e-0500";
+        let spots: Vec<usize> = bytes
+            .windows(needle.len())
+            .enumerate()
+            .filter(|(_, w)| w == needle)
+            .map(|(at, _)| at)
+            .collect();
+        assert!(!spots.is_empty(), "e-0500 is not in the journal file");
+        for at in spots {
+            let end = (at + 64).min(bytes.len());
+            for byte in &mut bytes[at..end] {
+                *byte ^= 0xff;
+            }
         }
         std::fs::write(&path, bytes).unwrap();
 

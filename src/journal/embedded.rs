@@ -9,7 +9,7 @@
 //! # Layout of `journal.redb`
 //! | table        | key                         | value                                        |
 //! |--------------|-----------------------------|----------------------------------------------|
-//! | `events`     | cursor                      | (uuid, commit time µs, encoded `Event` with its cursor) |
+//! | `event_chunks` | first cursor of the chunk | consecutive events of one commit ([`crate::journal::chunk`]): uuid and encoded `Event` with its cursor each |
 //! | `uuids`      | LogEvent uuid               | cursor (lives exactly as long as the record) |
 //! | `commits`    | commit time µs (monotonic)  | first cursor of that commit                  |
 //! | `state`      | key                         | bytes ([`crate::journal::Batch::state`])     |
@@ -69,6 +69,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::chunk::{Chunk, ChunkBuilder};
 use super::wal::{EventRow, GroupRecord, Wal};
 use super::{
     Appended, Batch, Bounds, CommitSink, Committed, Corruption, Cursor, Journal, JournalError,
@@ -88,7 +89,8 @@ pub const MARKER_FILE_NAME: &str = "journal.marker";
 /// of a table or value layout, and migrate older files in `migrate`.
 /// Version 2 adds the write-ahead file (`journal.wal`) and `meta.wal_sequence`: an older binary
 /// would ignore records not yet checkpointed, so it must refuse the file.
-pub const FORMAT_VERSION: u64 = 2;
+/// Version 3 stores events in chunks (`event_chunks`) instead of a row each (`events`).
+pub const FORMAT_VERSION: u64 = 3;
 
 /// How long a reopen waits for in-flight reads to let go of the old database.
 const REOPEN_WAIT: Duration = Duration::from_secs(5);
@@ -104,8 +106,10 @@ const MAX_GROUP_BYTES: usize = 16 << 20;
 /// the writer (and thus appenders) for long; [`RedbJournal::prune_now`] repeats until done.
 const PRUNE_CHUNK: usize = 20_000;
 
-pub(crate) const EVENTS: TableDefinition<Cursor, (&str, i64, &[u8])> =
-    TableDefinition::new("events");
+pub(crate) const EVENT_CHUNKS: TableDefinition<Cursor, &[u8]> =
+    TableDefinition::new("event_chunks");
+/// Versions 1 and 2 kept a row per event here; opening such a file moves them into chunks.
+const EVENTS_V2: TableDefinition<Cursor, (&str, i64, &[u8])> = TableDefinition::new("events");
 pub(crate) const UUIDS: TableDefinition<&str, Cursor> = TableDefinition::new("uuids");
 const COMMITS: TableDefinition<i64, Cursor> = TableDefinition::new("commits");
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
@@ -426,27 +430,8 @@ impl Journal for RedbJournal {
             return Ok(Vec::new());
         };
         self.read(move |txn| {
-            let events = txn.open_table(EVENTS).map_err(storage)?;
-            // Cursors are gap-free after the oldest retained one, so a row that cannot be read
-            // is the one after the last that could.
-            let mut expected = first;
-            let mut read = Vec::new();
-            let rows = events.range(first..).map_err(|e| unreadable(e, expected))?;
-            for row in rows.take(limit) {
-                let event = row
-                    .map_err(|e| unreadable(e, expected))
-                    .and_then(|(cursor, value)| decode_at(cursor.value(), value.value()));
-                match event {
-                    Ok(event) => {
-                        expected = event.cursor().saturating_add(1);
-                        read.push(event);
-                    }
-                    // Hand out what precedes the damage; the next read reports it.
-                    Err(JournalError::Unreadable { .. }) if !read.is_empty() => break,
-                    Err(error) => return Err(error),
-                }
-            }
-            Ok(read)
+            let chunks = txn.open_table(EVENT_CHUNKS).map_err(storage)?;
+            read_forward(&chunks, first, limit)
         })
         .await
     }
@@ -457,27 +442,8 @@ impl Journal for RedbJournal {
         limit: usize,
     ) -> Result<Vec<SharedEvent>, JournalError> {
         self.read(move |txn| {
-            let events = txn.open_table(EVENTS).map_err(storage)?;
-            let mut expected = before.saturating_sub(1);
-            let mut read = Vec::new();
-            let rows = events
-                .range(..before)
-                .map_err(|e| unreadable(e, expected))?;
-            for row in rows.rev().take(limit) {
-                let event = row
-                    .map_err(|e| unreadable(e, expected))
-                    .and_then(|(cursor, value)| decode_at(cursor.value(), value.value()));
-                match event {
-                    Ok(event) => {
-                        expected = event.cursor().saturating_sub(1);
-                        read.push(event);
-                    }
-                    // Hand out what precedes the damage; the next read reports it.
-                    Err(JournalError::Unreadable { .. }) if !read.is_empty() => break,
-                    Err(error) => return Err(error),
-                }
-            }
-            Ok(read)
+            let chunks = txn.open_table(EVENT_CHUNKS).map_err(storage)?;
+            read_backward(&chunks, before, limit)
         })
         .await
     }
@@ -489,10 +455,13 @@ impl Journal for RedbJournal {
             let Some(cursor) = uuids.get(uuid.as_str()).map_err(storage)? else {
                 return Ok(None);
             };
-            let events = txn.open_table(EVENTS).map_err(storage)?;
+            let chunks = txn.open_table(EVENT_CHUNKS).map_err(storage)?;
             let cursor = cursor.value();
-            match events.get(cursor).map_err(|e| unreadable(e, cursor))? {
-                Some(value) => decode_at(cursor, value.value()).map(Some),
+            match chunk_holding(&chunks, cursor)? {
+                Some(chunk) => {
+                    let index = (cursor - chunk.first) as usize;
+                    decode_at(cursor, chunk.uuid(index), chunk.record(index)).map(Some)
+                }
                 None => Err(Corruption::DanglingIndex { cursor }.into()),
             }
         })
@@ -515,8 +484,8 @@ impl Journal for RedbJournal {
     async fn bounds(&self) -> Result<Bounds, JournalError> {
         self.read(|txn| {
             let head = meta(&txn.open_table(META).map_err(storage)?, META_HEAD)?;
-            let events = txn.open_table(EVENTS).map_err(storage)?;
-            let oldest = events.first().map_err(storage)?.map(|(k, _)| k.value());
+            let chunks = txn.open_table(EVENT_CHUNKS).map_err(storage)?;
+            let oldest = chunks.first().map_err(storage)?.map(|(k, _)| k.value());
             Ok(Bounds { oldest, head })
         })
         .await
@@ -689,7 +658,8 @@ fn open_database(path: &Path) -> Result<(Database, Recovered, Wal), JournalError
             .map_err(storage)?
             .map(|t| t.name().to_owned())
             .collect();
-        if !tables.iter().any(|t| t == "meta") || !tables.iter().any(|t| t == "events") {
+        let has = |name: &str| tables.iter().any(|t| t == name);
+        if !has("meta") || !(has(EVENT_CHUNKS.name()) || has(EVENTS_V2.name())) {
             return Err(damaged(
                 "a redb file without the journal's tables".to_owned(),
             ));
@@ -697,7 +667,7 @@ fn open_database(path: &Path) -> Result<(Database, Recovered, Wal), JournalError
     }
     {
         // Opening a table in a write transaction creates it, so readers never miss one.
-        txn.open_table(EVENTS).map_err(storage)?;
+        txn.open_table(EVENT_CHUNKS).map_err(storage)?;
         txn.open_table(UUIDS).map_err(storage)?;
         txn.open_table(COMMITS).map_err(storage)?;
         txn.open_table(STATE).map_err(storage)?;
@@ -715,7 +685,7 @@ fn open_database(path: &Path) -> Result<(Database, Recovered, Wal), JournalError
                 supported: FORMAT_VERSION,
             });
         }
-        migrate(version)?;
+        migrate(&txn, version, path)?;
         meta_table
             .insert(META_FORMAT_VERSION, FORMAT_VERSION)
             .map_err(storage)?;
@@ -724,10 +694,16 @@ fn open_database(path: &Path) -> Result<(Database, Recovered, Wal), JournalError
     let wal = apply_wal(&db, path)?;
     let recovered = {
         let txn = db.begin_read().map_err(storage)?;
-        let events = txn.open_table(EVENTS).map_err(storage)?;
+        let chunks = txn.open_table(EVENT_CHUNKS).map_err(storage)?;
         let quarantine = txn.open_table(QUARANTINE).map_err(storage)?;
         let meta_table = txn.open_table(META).map_err(storage)?;
-        let last_event = events.last().map_err(storage)?.map(|(k, _)| k.value());
+        // A chunk that does not decode still says where it starts; reads report its damage.
+        let last_event = match chunks.last().map_err(storage)? {
+            Some((key, value)) => {
+                Some(chunk_at(key.value(), value.value()).map_or(key.value(), |chunk| chunk.last()))
+            }
+            None => None,
+        };
         let last_quarantine = quarantine.last().map_err(storage)?.map(|(k, _)| k.value());
         Recovered {
             head: meta(&meta_table, META_HEAD)?.max(last_event.unwrap_or(0)),
@@ -776,17 +752,25 @@ pub(crate) fn apply_wal(db: &Database, path: &Path) -> Result<Wal, JournalError>
     for (sequence, record) in records {
         let txn = begin_durable(db)?;
         {
-            let mut events = txn.open_table(EVENTS).map_err(storage)?;
+            let mut chunks = txn.open_table(EVENT_CHUNKS).map_err(storage)?;
             let mut uuids = txn.open_table(UUIDS).map_err(storage)?;
             let mut commits = txn.open_table(COMMITS).map_err(storage)?;
             let mut quarantine = txn.open_table(QUARANTINE).map_err(storage)?;
             let mut state = txn.open_table(STATE).map_err(storage)?;
             let mut meta_table = txn.open_table(META).map_err(storage)?;
+            let mut builder = None;
             for e in &record.events {
-                events
-                    .insert(e.cursor, (e.uuid.as_str(), e.micros, e.encoded.as_ref()))
-                    .map_err(storage)?;
+                chunk_event(
+                    &mut chunks,
+                    &mut builder,
+                    (e.cursor, e.micros),
+                    &e.uuid,
+                    &e.encoded,
+                )?;
                 uuids.insert(e.uuid.as_str(), e.cursor).map_err(storage)?;
+            }
+            if let Some(builder) = &mut builder {
+                insert_chunk(&mut chunks, builder)?;
             }
             if let Some((micros, first)) = record.commit {
                 commits.insert(micros, first).map_err(storage)?;
@@ -837,15 +821,107 @@ fn write_counters(
     Ok(())
 }
 
-/// Brings a file of format `from` to [`FORMAT_VERSION`], inside the open transaction. Version
-/// 1 is the only format so far: nothing to do. A later version adds an arm per step, so a file
-/// of any older version is carried forward one step at a time.
-fn migrate(from: u64) -> Result<(), JournalError> {
+/// Brings an older file to [`FORMAT_VERSION`] in one durable transaction, as opening it would
+/// (for `journal check`, which reads the file without opening the journal). A newer file is
+/// [`JournalError::TooNew`] and left as it is.
+pub(crate) fn upgrade(db: &Database, path: &Path) -> Result<(), JournalError> {
+    let txn = begin_durable(db)?;
+    {
+        let mut meta_table = txn.open_table(META).map_err(storage)?;
+        let version = meta_table
+            .get(META_FORMAT_VERSION)
+            .map_err(storage)?
+            .map_or(1, |v| v.value());
+        if version > FORMAT_VERSION {
+            return Err(JournalError::TooNew {
+                path: path.to_owned(),
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if version == FORMAT_VERSION {
+            drop(meta_table);
+            txn.abort().map_err(storage)?;
+            return Ok(());
+        }
+        migrate(&txn, version, path)?;
+        meta_table
+            .insert(META_FORMAT_VERSION, FORMAT_VERSION)
+            .map_err(storage)?;
+    }
+    txn.commit().map_err(storage)
+}
+
+/// Brings a file of format `from` to [`FORMAT_VERSION`], inside the open transaction: an arm
+/// per step, so a file of any older version is carried forward one step at a time.
+fn migrate(txn: &WriteTransaction, from: u64, path: &Path) -> Result<(), JournalError> {
     match from {
-        // 1 → 2 adds the write-ahead file and `meta.wal_sequence` (absent means 0): no rows change.
-        1 | FORMAT_VERSION => Ok(()),
+        // 1 → 2 adds the write-ahead file and `meta.wal_sequence` (absent means 0): no rows
+        // change. 2 → 3 moves the events into chunks.
+        1 | 2 => {
+            let moved = move_events_into_chunks(txn)?;
+            tracing::info!(events = moved, path = %path.display(), from, to = FORMAT_VERSION, "journal format upgraded");
+            Ok(())
+        }
+        FORMAT_VERSION => Ok(()),
         other => Err(Corruption::UnknownFormat { version: other }.into()),
     }
+}
+
+/// Rewrites the one-row-per-event table of versions 1 and 2 as chunks, then drops it.
+fn move_events_into_chunks(txn: &WriteTransaction) -> Result<u64, JournalError> {
+    let mut moved = 0;
+    {
+        let old = txn.open_table(EVENTS_V2).map_err(storage)?;
+        let mut chunks = txn.open_table(EVENT_CHUNKS).map_err(storage)?;
+        let mut builder = None;
+        for row in old.range::<Cursor>(..).map_err(storage)? {
+            let (cursor, value) = row.map_err(storage)?;
+            let (uuid, micros, encoded) = value.value();
+            chunk_event(
+                &mut chunks,
+                &mut builder,
+                (cursor.value(), micros),
+                uuid,
+                encoded,
+            )?;
+            moved += 1;
+        }
+        if let Some(builder) = &mut builder {
+            insert_chunk(&mut chunks, builder)?;
+        }
+    }
+    txn.delete_table(EVENTS_V2).map_err(storage)?;
+    Ok(moved)
+}
+
+/// Adds the event at `cursor`, committed at `micros`, to the chunk being built, first writing
+/// that chunk as a row when the event cannot join it (full, another commit, not the next
+/// cursor).
+fn chunk_event(
+    chunks: &mut redb::Table<Cursor, &'static [u8]>,
+    builder: &mut Option<ChunkBuilder>,
+    (cursor, micros): (Cursor, i64),
+    uuid: &str,
+    record: &[u8],
+) -> Result<(), JournalError> {
+    let current = builder.get_or_insert_with(|| ChunkBuilder::new(micros));
+    if !current.accepts(cursor, micros, uuid.len() + record.len()) {
+        insert_chunk(chunks, current)?;
+    }
+    current.push(cursor, micros, uuid, record);
+    Ok(())
+}
+
+/// Writes the chunk built so far as a row (nothing when empty).
+fn insert_chunk(
+    chunks: &mut redb::Table<Cursor, &'static [u8]>,
+    builder: &mut ChunkBuilder,
+) -> Result<(), JournalError> {
+    if let Some((first, row)) = builder.take() {
+        chunks.insert(first, row.as_slice()).map_err(storage)?;
+    }
+    Ok(())
 }
 
 /// The single writer; runs on its own OS thread and owns the write side of the file.
@@ -938,12 +1014,8 @@ impl Writer {
                 "a commit reported as failed reached the disk; publishing its events"
             );
             let txn = db.begin_read().map_err(storage)?;
-            let events = txn.open_table(EVENTS).map_err(storage)?;
-            let mut published = Vec::new();
-            for row in events.range(self.head + 1..).map_err(storage)? {
-                let (cursor, value) = row.map_err(storage)?;
-                published.push(decode_at(cursor.value(), value.value())?);
-            }
+            let chunks = txn.open_table(EVENT_CHUNKS).map_err(storage)?;
+            let published = read_forward(&chunks, self.head + 1, usize::MAX)?;
             self.sink.committed(&published);
         }
         self.head = recovered.head;
@@ -1093,10 +1165,11 @@ impl Writer {
         let mut next_quarantine = self.next_quarantine;
         let mut results = Vec::with_capacity(batches.len());
         let logged = {
-            let mut events = txn.open_table(EVENTS).map_err(storage)?;
+            let mut chunks = txn.open_table(EVENT_CHUNKS).map_err(storage)?;
             let mut uuids = txn.open_table(UUIDS).map_err(storage)?;
             let mut quarantine = txn.open_table(QUARANTINE).map_err(storage)?;
             let mut state = txn.open_table(STATE).map_err(storage)?;
+            let mut builder = None;
             for batch in batches {
                 let mut appended = Appended::default();
                 for event in batch.events {
@@ -1112,9 +1185,13 @@ impl Writer {
                     head += 1;
                     let committed = event.commit(head);
                     let uuid = committed.event.uuid.as_str();
-                    events
-                        .insert(head, (uuid, commit_micros, committed.encoded.as_ref()))
-                        .map_err(storage)?;
+                    chunk_event(
+                        &mut chunks,
+                        &mut builder,
+                        (head, commit_micros),
+                        uuid,
+                        &committed.encoded,
+                    )?;
                     record.events.push(EventRow {
                         cursor: head,
                         uuid: uuid.to_owned(),
@@ -1142,6 +1219,9 @@ impl Writer {
                     record.state.push((write.key, write.value));
                 }
                 results.push(appended);
+            }
+            if let Some(builder) = &mut builder {
+                insert_chunk(&mut chunks, builder)?;
             }
             let mut meta_table = txn.open_table(META).map_err(storage)?;
             if head > self.head {
@@ -1231,7 +1311,7 @@ impl Writer {
         let mut pruned = Pruned::default();
         let mut retained = self.bytes;
         {
-            let mut events = txn.open_table(EVENTS).map_err(storage)?;
+            let mut chunks = txn.open_table(EVENT_CHUNKS).map_err(storage)?;
             let mut uuids = txn.open_table(UUIDS).map_err(storage)?;
             let mut commits = txn.open_table(COMMITS).map_err(storage)?;
             let mut quarantine = txn.open_table(QUARANTINE).map_err(storage)?;
@@ -1251,19 +1331,35 @@ impl Writer {
                 }
             };
             let max_bytes = self.retention.max_bytes.unwrap_or(u64::MAX);
-            let mut doomed: Vec<(Cursor, String)> = Vec::new();
-            for row in events.range::<Cursor>(..).map_err(storage)? {
-                if doomed.len() >= limit {
-                    break;
+            // Whole chunks removed, their events' uuids, and what is left of a chunk whose
+            // older events go (its first cursor, and the row of the rest).
+            let mut doomed_chunks: Vec<Cursor> = Vec::new();
+            let mut doomed_uuids: Vec<String> = Vec::new();
+            let mut rest: Option<(Cursor, Cursor, Vec<u8>)> = None;
+            for row in chunks.range::<Cursor>(..).map_err(storage)? {
+                let (key, value) = row.map_err(storage)?;
+                let chunk = chunk_at(key.value(), value.value())?;
+                let mut kept_from = None;
+                for index in 0..chunk.len() {
+                    let cursor = chunk.first + index as u64;
+                    if doomed_uuids.len() >= limit || (cursor > too_old && retained <= max_bytes) {
+                        kept_from = Some(index);
+                        break;
+                    }
+                    let size = chunk.record(index).len() as u64;
+                    retained = retained.saturating_sub(size);
+                    pruned.bytes += size;
+                    doomed_uuids.push(chunk.uuid(index).to_owned());
                 }
-                let (cursor, value) = row.map_err(storage)?;
-                let (cursor, (uuid, _, encoded)) = (cursor.value(), value.value());
-                if cursor > too_old && retained <= max_bytes {
-                    break;
+                match kept_from {
+                    None => doomed_chunks.push(chunk.first),
+                    Some(0) => break,
+                    Some(index) => {
+                        let (first, row) = chunk.keep_from(index);
+                        rest = Some((chunk.first, first, row));
+                        break;
+                    }
                 }
-                retained = retained.saturating_sub(encoded.len() as u64);
-                pruned.bytes += encoded.len() as u64;
-                doomed.push((cursor, uuid.to_owned()));
             }
             // Quarantine entries age like events (ids ascend with commit time), and are kept
             // within `max_bytes` of their own: every id up to `size_cut` is beyond it.
@@ -1292,7 +1388,7 @@ impl Writer {
             // Rows beside events written after their event was removed (a late writer) go at
             // the next check even when it removes no event.
             let late_rows = || -> Result<bool, JournalError> {
-                let retained_from = match events.first().map_err(storage)? {
+                let retained_from = match chunks.first().map_err(storage)? {
                     Some((cursor, _)) => cursor.value(),
                     None => self.head.saturating_add(1),
                 };
@@ -1305,8 +1401,8 @@ impl Writer {
                 }
                 Ok(false)
             };
-            if doomed.is_empty() && doomed_quarantine.is_empty() && !late_rows()? {
-                drop((events, uuids, commits, quarantine));
+            if doomed_uuids.is_empty() && doomed_quarantine.is_empty() && !late_rows()? {
+                drop((chunks, uuids, commits, quarantine));
                 txn.abort().map_err(storage)?;
                 return Ok(pruned);
             }
@@ -1314,16 +1410,25 @@ impl Writer {
                 quarantine.remove(id).map_err(storage)?;
             }
             pruned.quarantined = doomed_quarantine.len() as u64;
-            for (cursor, uuid) in &doomed {
-                events.remove(cursor).map_err(storage)?;
+            for first in &doomed_chunks {
+                chunks.remove(first).map_err(storage)?;
+            }
+            if let Some((old_first, first, row)) = &rest {
+                chunks.remove(old_first).map_err(storage)?;
+                chunks.insert(first, row.as_slice()).map_err(storage)?;
+            }
+            for uuid in &doomed_uuids {
                 uuids.remove(uuid.as_str()).map_err(storage)?;
             }
-            pruned.events = doomed.len() as u64;
+            pruned.events = doomed_uuids.len() as u64;
             // Commit rows of fully removed commits go; the oldest retained event's commit stays.
-            let oldest = events.first().map_err(storage)?.map(|(cursor, value)| {
-                let oldest_commit = value.value().1;
-                (cursor.value(), oldest_commit)
-            });
+            let oldest = match chunks.first().map_err(storage)? {
+                Some((key, value)) => {
+                    let chunk = chunk_at(key.value(), value.value())?;
+                    Some((chunk.first, chunk.micros))
+                }
+                None => None,
+            };
             match oldest {
                 Some((_, oldest_commit)) => {
                     commits
@@ -1425,15 +1530,15 @@ fn meta(table: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64,
     Ok(table.get(key).map_err(storage)?.map_or(0, |v| v.value()))
 }
 
-/// Decodes the record stored at `cursor` (its `events` row); a record that does not decode or
-/// names another cursor or uuid than its row is [`JournalError::Unreadable`] there.
+/// Decodes the record stored at `cursor` with `uuid` in its chunk; a record that does not
+/// decode or names another cursor or uuid is [`JournalError::Unreadable`] there.
 pub(crate) fn decode_at(
     cursor: Cursor,
-    (uuid, _, encoded): (&str, i64, &[u8]),
+    uuid: &str,
+    record: Bytes,
 ) -> Result<SharedEvent, JournalError> {
     let unreadable = |reason: String| JournalError::Unreadable { cursor, reason };
-    let committed = Committed::decode(Bytes::copy_from_slice(encoded))
-        .map_err(|e| unreadable(e.to_string()))?;
+    let committed = Committed::decode(record).map_err(|e| unreadable(e.to_string()))?;
     if committed.cursor() != cursor {
         return Err(unreadable(format!(
             "the stored record says cursor {}",
@@ -1446,6 +1551,119 @@ pub(crate) fn decode_at(
         ));
     }
     Ok(Arc::new(committed))
+}
+
+/// Splits the chunk row at `first`; one that does not parse is [`JournalError::Unreadable`]
+/// at `first`.
+pub(crate) fn chunk_at(first: Cursor, row: &[u8]) -> Result<Chunk, JournalError> {
+    Chunk::decode(first, Bytes::copy_from_slice(row)).map_err(|reason| JournalError::Unreadable {
+        cursor: first,
+        reason: format!("its chunk is damaged: {reason}"),
+    })
+}
+
+/// The chunk holding `cursor`, if one does.
+fn chunk_holding(
+    chunks: &impl ReadableTable<Cursor, &'static [u8]>,
+    cursor: Cursor,
+) -> Result<Option<Chunk>, JournalError> {
+    let Some(row) = chunks
+        .range(..=cursor)
+        .map_err(|e| unreadable(e, cursor))?
+        .next_back()
+    else {
+        return Ok(None);
+    };
+    let (first, value) = row.map_err(|e| unreadable(e, cursor))?;
+    let chunk = chunk_at(first.value(), value.value())?;
+    Ok(chunk.holds(cursor).then_some(chunk))
+}
+
+/// Up to `limit` events from cursor `first` on, in cursor order. Damage after the first event
+/// ends the read early (the next read, starting there, reports it); damage at the start is the
+/// error, [`JournalError::Unreadable`] at the first cursor that cannot be read.
+pub(crate) fn read_forward(
+    chunks: &impl ReadableTable<Cursor, &'static [u8]>,
+    first: Cursor,
+    limit: usize,
+) -> Result<Vec<SharedEvent>, JournalError> {
+    // Cursors are gap-free after the oldest retained one, so a chunk that cannot be read
+    // starts after the last event that could.
+    let mut expected = first;
+    let mut read = Vec::new();
+    let start = match chunks
+        .range(..=first)
+        .map_err(|e| unreadable(e, first))?
+        .next_back()
+    {
+        Some(row) => row.map_err(|e| unreadable(e, first))?.0.value(),
+        None => first,
+    };
+    for row in chunks.range(start..).map_err(|e| unreadable(e, expected))? {
+        if read.len() >= limit {
+            break;
+        }
+        let outcome = row
+            .map_err(|e| unreadable(e, expected))
+            .and_then(|(key, value)| chunk_at(key.value(), value.value()))
+            .and_then(|chunk| {
+                for index in 0..chunk.len() {
+                    let cursor = chunk.first + index as u64;
+                    if cursor < first || read.len() >= limit {
+                        continue;
+                    }
+                    read.push(decode_at(cursor, chunk.uuid(index), chunk.record(index))?);
+                    expected = cursor.saturating_add(1);
+                }
+                Ok(())
+            });
+        match outcome {
+            Ok(()) => {}
+            // Hand out what precedes the damage; the next read reports it.
+            Err(JournalError::Unreadable { .. }) if !read.is_empty() => break,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(read)
+}
+
+/// Up to `limit` events before cursor `before`, newest first; damage as [`read_forward`].
+fn read_backward(
+    chunks: &impl ReadableTable<Cursor, &'static [u8]>,
+    before: Cursor,
+    limit: usize,
+) -> Result<Vec<SharedEvent>, JournalError> {
+    let mut expected = before.saturating_sub(1);
+    let mut read = Vec::new();
+    for row in chunks
+        .range(..before)
+        .map_err(|e| unreadable(e, expected))?
+        .rev()
+    {
+        if read.len() >= limit {
+            break;
+        }
+        let outcome = row
+            .map_err(|e| unreadable(e, expected))
+            .and_then(|(key, value)| chunk_at(key.value(), value.value()))
+            .and_then(|chunk| {
+                for index in (0..chunk.len()).rev() {
+                    let cursor = chunk.first + index as u64;
+                    if cursor >= before || read.len() >= limit {
+                        continue;
+                    }
+                    read.push(decode_at(cursor, chunk.uuid(index), chunk.record(index))?);
+                    expected = cursor.saturating_sub(1);
+                }
+                Ok(())
+            });
+        match outcome {
+            Ok(()) => {}
+            Err(JournalError::Unreadable { .. }) if !read.is_empty() => break,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(read)
 }
 
 /// A read error at `cursor`: damage (redb's checksums or structure) is

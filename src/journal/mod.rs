@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 use crate::proto;
 
+pub mod chunk;
 pub mod embedded;
 pub mod nats;
 pub mod verify;

@@ -4,9 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase};
+use redb::{Database, ReadableDatabase, TableHandle as _};
 
-use super::embedded::{EVENTS, FORMAT_VERSION, META, META_FORMAT_VERSION, UUIDS, decode_at};
+use super::embedded::{
+    EVENT_CHUNKS, FORMAT_VERSION, META, META_FORMAT_VERSION, UUIDS, chunk_at, decode_at,
+};
 use super::{Cursor, JournalError};
 
 /// What a sound journal holds.
@@ -46,8 +48,21 @@ pub fn verify(path: &Path) -> Result<Report, JournalError> {
         ),
         other => damaged(format!("redb cannot open it: {other}")),
     })?;
-    // Groups acknowledged since the file's last durable commit are in the write-ahead file:
-    // write them into the file first, as opening the journal would.
+    // An older format is upgraded first, and groups acknowledged since the file's last
+    // durable commit (in the write-ahead file) written into it, as opening the journal would.
+    // A file that is not a journal is left alone: the read below says what it is.
+    let is_journal = db
+        .begin_read()
+        .ok()
+        .and_then(|txn| {
+            txn.list_tables()
+                .ok()
+                .map(|mut t| t.any(|t| t.name() == "meta"))
+        })
+        .unwrap_or(false);
+    if is_journal {
+        crate::journal::embedded::upgrade(&db, path)?;
+    }
     let wal = path
         .parent()
         .unwrap_or(Path::new("."))
@@ -92,7 +107,7 @@ fn read_every_record(db: &Database, path: &Path) -> Result<Report, JournalError>
         .map_err(|e| damaged(format!("cannot read it: {e}")))?;
     let not_a_journal = |e: redb::TableError| damaged(format!("not a journal: {e}"));
     let meta = txn.open_table(META).map_err(not_a_journal)?;
-    let events = txn.open_table(EVENTS).map_err(not_a_journal)?;
+    let chunks = txn.open_table(EVENT_CHUNKS).map_err(not_a_journal)?;
     let uuids = txn.open_table(UUIDS).map_err(not_a_journal)?;
     let format_version = meta
         .get(META_FORMAT_VERSION)
@@ -113,35 +128,38 @@ fn read_every_record(db: &Database, path: &Path) -> Result<Report, JournalError>
         format_version,
     };
     let unreadable = |cursor: Cursor, reason: String| JournalError::Unreadable { cursor, reason };
-    let rows = events
+    let rows = chunks
         .range::<Cursor>(..)
         .map_err(|e| unreadable(1, e.to_string()))?;
     for row in rows {
         let expected = report.newest.map_or(1, |c| c + 1);
-        let (cursor, value) = row.map_err(|e| unreadable(expected, e.to_string()))?;
-        let cursor = cursor.value();
-        if report.newest.is_some() && cursor != expected {
+        let (first, value) = row.map_err(|e| unreadable(expected, e.to_string()))?;
+        let first = first.value();
+        if report.newest.is_some() && first != expected {
             return Err(unreadable(
                 expected,
-                format!("missing (next stored is {cursor})"),
+                format!("missing (next stored is {first})"),
             ));
         }
-        let row = value.value();
-        let uuid = row.0;
-        decode_at(cursor, row)?;
-        let indexed = uuids
-            .get(uuid)
-            .map_err(|e| unreadable(cursor, format!("its uuid index row: {e}")))?
-            .map(|c| c.value());
-        if indexed != Some(cursor) {
-            return Err(unreadable(
-                cursor,
-                format!("the uuid index points at {indexed:?} instead"),
-            ));
+        let chunk = chunk_at(first, value.value())?;
+        for index in 0..chunk.len() {
+            let cursor = first + index as u64;
+            let uuid = chunk.uuid(index);
+            decode_at(cursor, uuid, chunk.record(index))?;
+            let indexed = uuids
+                .get(uuid)
+                .map_err(|e| unreadable(cursor, format!("its uuid index row: {e}")))?
+                .map(|c| c.value());
+            if indexed != Some(cursor) {
+                return Err(unreadable(
+                    cursor,
+                    format!("the uuid index points at {indexed:?} instead"),
+                ));
+            }
+            report.oldest.get_or_insert(cursor);
+            report.newest = Some(cursor);
+            report.events += 1;
         }
-        report.oldest.get_or_insert(cursor);
-        report.newest = Some(cursor);
-        report.events += 1;
     }
     Ok(report)
 }
