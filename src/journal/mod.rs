@@ -26,6 +26,8 @@ pub type Cursor = u64;
 
 /// Field number of `Event.cursor` in `events.proto`.
 const CURSOR_FIELD_KEY: u8 = 1 << 3; // field 1, wire type varint
+/// The cursor field's most bytes: its key and a varint of up to 10 bytes.
+const CURSOR_FIELD_MAX_BYTES: usize = 11;
 
 /// An event that is mapped and encoded, waiting to be appended.
 #[derive(Debug, Clone)]
@@ -40,8 +42,14 @@ impl NewEvent {
     /// Encodes `event` (whose cursor must still be 0) for appending.
     pub fn new(event: proto::Event) -> Self {
         debug_assert_eq!(event.cursor, 0, "the journal assigns cursors");
-        let encoded = Bytes::from(prost::Message::encode_to_vec(&event));
-        Self { event, encoded }
+        // Room for the cursor field, so committing appends it without copying the record.
+        let len = prost::Message::encoded_len(&event);
+        let mut buf = Vec::with_capacity(len + CURSOR_FIELD_MAX_BYTES);
+        prost::Message::encode_raw(&event, &mut buf);
+        Self {
+            event,
+            encoded: Bytes::from(buf),
+        }
     }
 
     /// The dedupe key: the LogEvent `uuid`.
@@ -55,7 +63,7 @@ impl NewEvent {
     pub fn within(event: proto::Event, max_bytes: usize) -> Result<Self, String> {
         let event = Self::new(event);
         // The committed record adds the cursor field: a key byte and up to 10 varint bytes.
-        let size = event.encoded.len() + 11;
+        let size = event.encoded.len() + CURSOR_FIELD_MAX_BYTES;
         if size > max_bytes {
             return Err(format!(
                 "event: its record would be {size} bytes, larger than the {max_bytes} bytes \
@@ -70,13 +78,18 @@ impl NewEvent {
     pub fn commit(self, cursor: Cursor) -> Committed {
         let mut event = self.event;
         event.cursor = cursor;
-        let mut buf = Vec::with_capacity(self.encoded.len() + 11);
-        buf.extend_from_slice(&self.encoded);
-        buf.push(CURSOR_FIELD_KEY);
+        // In place when this holds the only handle on the bytes (and [`NewEvent::new`] left
+        // room): no copy of the record.
+        let mut buf = match self.encoded.try_into_mut() {
+            Ok(buf) => buf,
+            Err(shared) => bytes::BytesMut::from(&shared[..]),
+        };
+        buf.reserve(CURSOR_FIELD_MAX_BYTES);
+        buf.extend_from_slice(&[CURSOR_FIELD_KEY]);
         prost::encoding::encode_varint(cursor, &mut buf);
         Committed {
             event,
-            encoded: Bytes::from(buf),
+            encoded: buf.freeze(),
         }
     }
 }
