@@ -1587,10 +1587,7 @@ pub(crate) fn read_forward(
     first: Cursor,
     limit: usize,
 ) -> Result<Vec<SharedEvent>, JournalError> {
-    // Cursors are gap-free after the oldest retained one, so a chunk that cannot be read
-    // starts after the last event that could.
-    let mut expected = first;
-    let mut read = Vec::new();
+    // The chunk holding `first` starts at or before it.
     let start = match chunks
         .range(..=first)
         .map_err(|e| unreadable(e, first))?
@@ -1599,32 +1596,8 @@ pub(crate) fn read_forward(
         Some(row) => row.map_err(|e| unreadable(e, first))?.0.value(),
         None => first,
     };
-    for row in chunks.range(start..).map_err(|e| unreadable(e, expected))? {
-        if read.len() >= limit {
-            break;
-        }
-        let outcome = row
-            .map_err(|e| unreadable(e, expected))
-            .and_then(|(key, value)| chunk_at(key.value(), value.value()))
-            .and_then(|chunk| {
-                for index in 0..chunk.len() {
-                    let cursor = chunk.first + index as u64;
-                    if cursor < first || read.len() >= limit {
-                        continue;
-                    }
-                    read.push(decode_at(cursor, chunk.uuid(index), chunk.record(index))?);
-                    expected = cursor.saturating_add(1);
-                }
-                Ok(())
-            });
-        match outcome {
-            Ok(()) => {}
-            // Hand out what precedes the damage; the next read reports it.
-            Err(JournalError::Unreadable { .. }) if !read.is_empty() => break,
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(read)
+    let rows = chunks.range(start..).map_err(|e| unreadable(e, first))?;
+    collect_events(rows, first, limit, Direction::Forward)
 }
 
 /// Up to `limit` events before cursor `before`, newest first; damage as [`read_forward`].
@@ -1633,13 +1606,42 @@ fn read_backward(
     before: Cursor,
     limit: usize,
 ) -> Result<Vec<SharedEvent>, JournalError> {
-    let mut expected = before.saturating_sub(1);
-    let mut read = Vec::new();
-    for row in chunks
+    let newest = before.saturating_sub(1);
+    let rows = chunks
         .range(..before)
-        .map_err(|e| unreadable(e, expected))?
-        .rev()
-    {
+        .map_err(|e| unreadable(e, newest))?
+        .rev();
+    collect_events(rows, newest, limit, Direction::Backward)
+}
+
+/// Which way [`collect_events`] reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Forward,
+    Backward,
+}
+
+/// Decodes the events of chunk `rows` (in `direction`) from cursor `from` on, up to `limit`.
+/// Cursors are gap-free after the oldest retained one, so a chunk that cannot be read holds the
+/// cursor after the last event that could.
+fn collect_events<'t>(
+    rows: impl Iterator<
+        Item = Result<
+            (
+                redb::AccessGuard<'t, Cursor>,
+                redb::AccessGuard<'t, &'static [u8]>,
+            ),
+            redb::StorageError,
+        >,
+    >,
+    from: Cursor,
+    limit: usize,
+    direction: Direction,
+) -> Result<Vec<SharedEvent>, JournalError> {
+    let forward = direction == Direction::Forward;
+    let mut expected = from;
+    let mut read = Vec::new();
+    for row in rows {
         if read.len() >= limit {
             break;
         }
@@ -1647,18 +1649,34 @@ fn read_backward(
             .map_err(|e| unreadable(e, expected))
             .and_then(|(key, value)| chunk_at(key.value(), value.value()))
             .and_then(|chunk| {
-                for index in (0..chunk.len()).rev() {
+                let indexes = 0..chunk.len();
+                let ordered: Box<dyn Iterator<Item = usize>> = if forward {
+                    Box::new(indexes)
+                } else {
+                    Box::new(indexes.rev())
+                };
+                for index in ordered {
                     let cursor = chunk.first + index as u64;
-                    if cursor >= before || read.len() >= limit {
+                    let wanted = if forward {
+                        cursor >= from
+                    } else {
+                        cursor <= from
+                    };
+                    if !wanted || read.len() >= limit {
                         continue;
                     }
                     read.push(decode_at(cursor, chunk.uuid(index), chunk.record(index))?);
-                    expected = cursor.saturating_sub(1);
+                    expected = if forward {
+                        cursor.saturating_add(1)
+                    } else {
+                        cursor.saturating_sub(1)
+                    };
                 }
                 Ok(())
             });
         match outcome {
             Ok(()) => {}
+            // Hand out what precedes the damage; the next read reports it.
             Err(JournalError::Unreadable { .. }) if !read.is_empty() => break,
             Err(error) => return Err(error),
         }
