@@ -672,23 +672,8 @@ fn open_database(path: &Path) -> Result<(Database, Recovered, Wal), JournalError
         txn.open_table(COMMITS).map_err(storage)?;
         txn.open_table(STATE).map_err(storage)?;
         txn.open_table(QUARANTINE).map_err(storage)?;
-        let mut meta_table = txn.open_table(META).map_err(storage)?;
-        // No row: a new file, or one written before versions were stored (version 1).
-        let version = meta_table
-            .get(META_FORMAT_VERSION)
-            .map_err(storage)?
-            .map_or(1, |v| v.value());
-        if version > FORMAT_VERSION {
-            return Err(JournalError::TooNew {
-                path: path.to_owned(),
-                found: version,
-                supported: FORMAT_VERSION,
-            });
-        }
-        migrate(&txn, version, path)?;
-        meta_table
-            .insert(META_FORMAT_VERSION, FORMAT_VERSION)
-            .map_err(storage)?;
+        txn.open_table(META).map_err(storage)?;
+        upgrade_in(&txn, path)?;
     }
     txn.commit().map_err(storage)?;
     let wal = apply_wal(&db, path)?;
@@ -826,30 +811,37 @@ fn write_counters(
 /// [`JournalError::TooNew`] and left as it is.
 pub(crate) fn upgrade(db: &Database, path: &Path) -> Result<(), JournalError> {
     let txn = begin_durable(db)?;
-    {
-        let mut meta_table = txn.open_table(META).map_err(storage)?;
-        let version = meta_table
-            .get(META_FORMAT_VERSION)
-            .map_err(storage)?
-            .map_or(1, |v| v.value());
-        if version > FORMAT_VERSION {
-            return Err(JournalError::TooNew {
-                path: path.to_owned(),
-                found: version,
-                supported: FORMAT_VERSION,
-            });
-        }
-        if version == FORMAT_VERSION {
-            drop(meta_table);
-            txn.abort().map_err(storage)?;
-            return Ok(());
-        }
-        migrate(&txn, version, path)?;
-        meta_table
-            .insert(META_FORMAT_VERSION, FORMAT_VERSION)
-            .map_err(storage)?;
+    if upgrade_in(&txn, path)? {
+        txn.commit().map_err(storage)
+    } else {
+        txn.abort().map_err(storage)
     }
-    txn.commit().map_err(storage)
+}
+
+/// Reads the file's format version (no row: a new file, or one written before versions were
+/// stored, version 1), refuses a newer one, and migrates an older one inside `txn`. Says
+/// whether it changed anything.
+fn upgrade_in(txn: &WriteTransaction, path: &Path) -> Result<bool, JournalError> {
+    let mut meta_table = txn.open_table(META).map_err(storage)?;
+    let version = meta_table
+        .get(META_FORMAT_VERSION)
+        .map_err(storage)?
+        .map_or(1, |v| v.value());
+    if version > FORMAT_VERSION {
+        return Err(JournalError::TooNew {
+            path: path.to_owned(),
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if version == FORMAT_VERSION {
+        return Ok(false);
+    }
+    migrate(txn, version, path)?;
+    meta_table
+        .insert(META_FORMAT_VERSION, FORMAT_VERSION)
+        .map_err(storage)?;
+    Ok(true)
 }
 
 /// Brings a file of format `from` to [`FORMAT_VERSION`], inside the open transaction: an arm
@@ -860,7 +852,10 @@ fn migrate(txn: &WriteTransaction, from: u64, path: &Path) -> Result<(), Journal
         // change. 2 → 3 moves the events into chunks.
         1 | 2 => {
             let moved = move_events_into_chunks(txn)?;
-            tracing::info!(events = moved, path = %path.display(), from, to = FORMAT_VERSION, "journal format upgraded");
+            // A new file reads as version 1 too: nothing to say about it.
+            if moved > 0 {
+                tracing::info!(events = moved, path = %path.display(), from, to = FORMAT_VERSION, "journal format upgraded");
+            }
             Ok(())
         }
         FORMAT_VERSION => Ok(()),
