@@ -133,28 +133,51 @@ async fn an_embedded_journal_written_by_0_1_0_serves_the_same_events() {
         service.kill().await;
 
         // Opened once, it carries the current format version, and `journal check` finds it sound.
-        let check = tokio::process::Command::new(env!("CARGO_BIN_EXE_okta-stream"))
-            .args(["journal", "check", "--data-dir"])
-            .arg(dir.path())
-            .env_clear()
-            .output()
-            .await
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&check.stdout);
-        assert!(
-            check.status.success(),
-            "{stdout} {}",
-            String::from_utf8_lossy(&check.stderr)
-        );
-        assert!(
-            stdout.contains(&format!(
-                "sound: 21 events, cursors 1 to 21, format version {}",
-                okta_stream::journal::embedded::FORMAT_VERSION
-            )),
-            "{stdout}"
-        );
+        assert_checks_sound(dir.path(), 21).await;
     })
     .await;
+}
+
+#[tokio::test]
+async fn journal_check_upgrades_an_embedded_journal_written_by_0_1_0_as_opening_would() {
+    within(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&fixtures().join("embedded"), dir.path());
+        assert_checks_sound(dir.path(), 20).await;
+
+        let env = [
+            ("OKTA_STREAM_HOOK_SECRETS", SECRET),
+            ("OKTA_STREAM_RETENTION_DAYS", RETENTION_DAYS),
+        ];
+        let service = Service::start(dir.path(), &env).await;
+        assert_serves_the_fixture(&service).await;
+        service.kill().await;
+    })
+    .await;
+}
+
+/// `journal check` on `data_dir` succeeds, finding cursors 1 to `events` in the current format.
+async fn assert_checks_sound(data_dir: &std::path::Path, events: u64) {
+    let check = tokio::process::Command::new(env!("CARGO_BIN_EXE_okta-stream"))
+        .args(["journal", "check", "--data-dir"])
+        .arg(data_dir)
+        .env_clear()
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "sound: {events} events, cursors 1 to {events}, format version {}",
+            okta_stream::journal::embedded::FORMAT_VERSION
+        )),
+        "{stdout}"
+    );
 }
 
 /// A private `nats-server` on a free loopback port serving `store`; killed on drop.
