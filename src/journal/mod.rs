@@ -529,3 +529,41 @@ pub struct Pruned {
 
 /// A journal shared by the app's parts.
 pub type SharedJournal = Arc<dyn Journal>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_event() -> NewEvent {
+        NewEvent::new(proto::Event {
+            uuid: "u-1".to_owned(),
+            message: "m".repeat(300),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_committed_record_decodes_to_the_event_at_its_cursor_whoever_holds_the_bytes() {
+        let expected = |cursor| proto::Event {
+            cursor,
+            ..new_event().event
+        };
+        // The only handle: the cursor is appended in place.
+        let alone = new_event().commit(300);
+        assert_eq!(
+            Committed::decode(alone.encoded.clone()).unwrap().event,
+            expected(300)
+        );
+        assert_eq!(alone.event, expected(300));
+        // Shared with another handle: the record is copied, the other's bytes stay as they were.
+        let event = new_event();
+        let before = event.encoded.clone();
+        let shared = event.clone().commit(u64::MAX);
+        assert_eq!(shared.event.cursor, u64::MAX);
+        assert_eq!(
+            Committed::decode(shared.encoded).unwrap().event,
+            expected(u64::MAX)
+        );
+        assert_eq!(event.encoded, before);
+    }
+}
