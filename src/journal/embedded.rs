@@ -683,12 +683,9 @@ fn open_database(path: &Path) -> Result<(Database, Recovered, Wal), JournalError
         let quarantine = txn.open_table(QUARANTINE).map_err(storage)?;
         let meta_table = txn.open_table(META).map_err(storage)?;
         // A chunk that does not decode still says where it starts; reads report its damage.
-        let last_event = match chunks.last().map_err(storage)? {
-            Some((key, value)) => {
-                Some(chunk_at(key.value(), value.value()).map_or(key.value(), |chunk| chunk.last()))
-            }
-            None => None,
-        };
+        let last_event = chunks.last().map_err(storage)?.map(|(key, value)| {
+            chunk_at(key.value(), value.value()).map_or(key.value(), |chunk| chunk.last())
+        });
         let last_quarantine = quarantine.last().map_err(storage)?.map(|(k, _)| k.value());
         Recovered {
             head: meta(&meta_table, META_HEAD)?.max(last_event.unwrap_or(0)),
