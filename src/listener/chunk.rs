@@ -1,12 +1,12 @@
-//! Response data that leaves as one HTTP/2 DATA frame while staying in its own shared buffers.
+//! Response data handed to HTTP/2 at once while staying in its own shared buffers.
 //!
 //! hyper sends each data chunk of a response body as (at least) one DATA frame, and h2 spends
 //! about as much on a frame as the kernel spends copying a 3.4 KB event into the socket: a slab
 //! entry and the stream's send queue, four locks of the connection's stream state, a wake of
 //! the connection task, the frame's encoding. A Subscribe stream with several events ready
-//! hands them over as one [`Chunk`]: one frame, whose payload h2 writes as the events' own
-//! shared bytes (`chunks_vectored`), so the only copy before the kernel's is still the gathered
-//! write's (`super::coalesce`).
+//! hands them over as one [`Chunk`]: one hand-over to h2 and as few frames as the client's frame
+//! size allows, whose payload h2 writes as the events' own shared bytes (`chunks_vectored`), so
+//! the only copy before the kernel's is still the gathered write's (`super::coalesce`).
 //!
 //! Bodies in the router yield `Bytes`, so a handler with a chunked body puts it in its
 //! response's extensions as [`Chunked`], and the listener sends that instead of the response's
