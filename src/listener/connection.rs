@@ -24,6 +24,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
+use super::chunk::{Chunk, ChunkBody, Chunked};
 use super::limits::Limits;
 use super::metrics::{CloseReason, ListenerMetrics};
 use crate::error::{ApiError, Code};
@@ -187,9 +188,9 @@ struct Tracked {
 }
 
 impl hyper::service::Service<Request<Incoming>> for Tracked {
-    type Response = Response<Body>;
+    type Response = Response<TrackedBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<TrackedBody>, Infallible>> + Send>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let in_flight = self.activity.begin();
@@ -207,7 +208,7 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
         let metrics = self.metrics.clone();
         let listener = self.listener;
         Box::pin(async move {
-            let Ok(response) = router.oneshot(request).await;
+            let Ok(mut response) = router.oneshot(request).await;
             if expired.load(Ordering::Relaxed) {
                 metrics.close(listener, CloseReason::BodyTimeout);
                 let message = format!(
@@ -219,13 +220,22 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
                     http::header::CONNECTION,
                     http::HeaderValue::from_static("close"),
                 );
-                return Ok(response);
+                return Ok(response.map(|body| TrackedBody {
+                    inner: Inner::Router(body),
+                    _in_flight: None,
+                }));
             }
-            Ok(response.map(|body| {
-                Body::new(TrackedBody {
-                    inner: body,
-                    _in_flight: in_flight,
-                })
+            // A body with chunks to give replaces the response's own (see `chunk`).
+            let chunked = response
+                .extensions_mut()
+                .remove::<Chunked>()
+                .and_then(|chunked| chunked.take());
+            Ok(response.map(|body| TrackedBody {
+                inner: match chunked {
+                    Some(chunked) => Inner::Chunked(chunked),
+                    None => Inner::Router(body),
+                },
+                _in_flight: Some(in_flight),
             }))
         })
     }
@@ -274,28 +284,48 @@ impl http_body::Body for DeadlineBody {
     }
 }
 
-/// A response body that keeps its request counted as in flight until it ends.
-struct TrackedBody {
-    inner: Body,
-    _in_flight: InFlight,
+/// A response body that keeps its request counted as in flight until it ends: the router's,
+/// or the chunked body its response carried.
+pub(super) struct TrackedBody {
+    inner: Inner,
+    _in_flight: Option<InFlight>,
+}
+
+enum Inner {
+    Router(Body),
+    Chunked(ChunkBody),
 }
 
 impl http_body::Body for TrackedBody {
-    type Data = Bytes;
+    type Data = Chunk;
     type Error = axum::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+    ) -> Poll<Option<Result<Frame<Chunk>, axum::Error>>> {
+        match &mut self.inner {
+            Inner::Router(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|frame| frame.map(|frame| frame.map_data(Chunk::from)))),
+            Inner::Chunked(body) => body
+                .as_mut()
+                .poll_frame(cx)
+                .map(|frame| frame.map(|frame| frame.map_err(|never| match never {}))),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Router(body) => body.is_end_stream(),
+            Inner::Chunked(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Router(body) => body.size_hint(),
+            Inner::Chunked(body) => body.size_hint(),
+        }
     }
 }

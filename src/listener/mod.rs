@@ -7,6 +7,7 @@
 //! at most once per interval, with how many were refused since.
 
 mod accept;
+mod chunk;
 mod coalesce;
 mod connection;
 mod limits;
@@ -14,6 +15,7 @@ mod metrics;
 mod tls;
 
 pub use accept::{Listener, serve};
+pub use chunk::{Chunk, ChunkBody, Chunked, Joined};
 pub use limits::Limits;
 pub use metrics::ListenerMetrics;
 pub use tls::{ReloadableTls, TlsError, TlsFile, TlsFiles};
