@@ -7,7 +7,7 @@
 //! event (BENCHMARKS.md, issue 15). Cursors inside a chunk follow each other (a group assigns
 //! them without gaps), so a row stores them implicitly.
 //!
-//! Layout, little endian: `commit time µs i64 | count u32 | count × (uuid length u16 |
+//! Layout, little endian: `commit time µs i64 | count u32 | count × (uuid length u32 |
 //! record length u32 | uuid | record)`, where a record is the committed `Event` encoding,
 //! cursor included.
 
@@ -22,7 +22,7 @@ use super::Cursor;
 pub const MAX_CHUNK_BYTES: usize = 126 << 10;
 
 const HEADER: usize = 8 + 4;
-const ENTRY_HEADER: usize = 2 + 4;
+const ENTRY_HEADER: usize = 4 + 4;
 
 /// Builds the rows of one group's events, in cursor order.
 #[derive(Debug)]
@@ -66,10 +66,10 @@ impl ChunkBuilder {
         }
         self.count += 1;
         self.bytes[8..12].copy_from_slice(&self.count.to_le_bytes());
-        // The uuid is at most MAX_UUID_BYTES (checked at mapping); a record at most what the
-        // gRPC limit allows; both fit their length fields.
+        // A uuid is at most MAX_UUID_BYTES (checked at mapping) and a record at most what the
+        // gRPC limit allows, and redb refuses a row of 3 GiB or more: both fit 32 bits.
         self.bytes
-            .extend_from_slice(&(uuid.len().min(u16::MAX as usize) as u16).to_le_bytes());
+            .extend_from_slice(&(uuid.len().min(u32::MAX as usize) as u32).to_le_bytes());
         self.bytes
             .extend_from_slice(&(record.len().min(u32::MAX as usize) as u32).to_le_bytes());
         self.bytes.extend_from_slice(uuid.as_bytes());
@@ -127,11 +127,12 @@ impl Chunk {
             let lengths = bytes
                 .get(at..at + ENTRY_HEADER)
                 .ok_or("an entry's header is truncated")?;
-            let uuid_len = u16::from_le_bytes([lengths[0], lengths[1]]) as usize;
+            let uuid_len =
+                u32::from_le_bytes(lengths[..4].try_into().map_err(|_| "truncated")?) as usize;
             let record_len =
-                u32::from_le_bytes(lengths[2..6].try_into().map_err(|_| "truncated")?) as usize;
-            let uuid = at + ENTRY_HEADER..at + ENTRY_HEADER + uuid_len;
-            let record = uuid.end..uuid.end + record_len;
+                u32::from_le_bytes(lengths[4..8].try_into().map_err(|_| "truncated")?) as usize;
+            let uuid = at + ENTRY_HEADER..(at + ENTRY_HEADER).saturating_add(uuid_len);
+            let record = uuid.end..uuid.end.saturating_add(record_len);
             if record.end > bytes.len() {
                 return Err("an entry is truncated");
             }
