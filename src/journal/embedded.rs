@@ -62,8 +62,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use redb::{
-    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
-    TableHandle, WriteTransaction,
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, TableHandle, WriteTransaction,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -865,6 +865,14 @@ fn move_events_into_chunks(txn: &WriteTransaction) -> Result<u64, JournalError> 
     let mut moved = 0;
     {
         let old = txn.open_table(EVENTS_V2).map_err(storage)?;
+        let rows = old.len().map_err(storage)?;
+        if rows > 0 {
+            // Once per journal, and as long as reading and writing the journal once takes.
+            tracing::info!(
+                events = rows,
+                "upgrading the journal format: moving its events into chunks"
+            );
+        }
         let mut chunks = txn.open_table(EVENT_CHUNKS).map_err(storage)?;
         let mut builder = None;
         for row in old.range::<Cursor>(..).map_err(storage)? {
