@@ -600,17 +600,27 @@ mod tests {
         record
     }
 
-    #[test]
-    fn records_of_any_size_straddle_blocks_and_survive_reopening_mid_block() {
+    /// How the scenario below writes: as the filesystem allows, through the page cache only,
+    /// or switching to the page cache after the first records (as a refused direct write does).
+    #[derive(Clone, Copy, PartialEq)]
+    enum Writes {
+        AsAllowed,
+        Buffered,
+        SwitchingToBuffered,
+    }
+
+    /// Records of sizes that straddle blocks, a reopen mid-block, a retract and a restart,
+    /// each followed by the replay that must find exactly the live records.
+    fn straddling_records_replay_exactly(writes: Writes) {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
-        // Where the filesystem takes direct I/O, the write-ahead file uses it.
-        let direct_possible = OpenOptions::new()
-            .write(true)
-            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-            .open(dir.path().join(FILE_NAME))
-            .is_ok();
-        assert_eq!(wal.direct.is_some(), direct_possible);
+        let open = |durable| {
+            let (mut wal, replay) = Wal::open(dir.path(), durable).unwrap();
+            if writes == Writes::Buffered {
+                wal.direct = None;
+            }
+            (wal, replay)
+        };
+        let (mut wal, _) = open(0);
         let sizes = [1, 4000, 17, 4096, 9000, 3, 4076, 12_288, 500];
         let mut expected = Vec::new();
         for (i, len) in sizes.iter().enumerate() {
@@ -618,11 +628,14 @@ mod tests {
             assert!(wal.stage(&sized(n, *len)));
             wal.append_staged().unwrap();
             expected.push((n, sized(n, *len)));
+            if i == 2 && writes == Writes::SwitchingToBuffered {
+                wal.direct = None;
+            }
             if i == 4 {
                 // Reopened with the write offset inside a block: the next record keeps the
                 // live bytes before it.
                 drop(wal);
-                let (reopened, replay) = Wal::open(dir.path(), 0).unwrap();
+                let (reopened, replay) = open(0);
                 assert_eq!(replay, expected);
                 wal = reopened;
             }
@@ -635,7 +648,7 @@ mod tests {
         wal.append_staged().unwrap();
         expected.push((10, sized(10, 70)));
         drop(wal);
-        let (mut wal, replay) = Wal::open(dir.path(), 0).unwrap();
+        let (mut wal, replay) = open(0);
         assert_eq!(replay, expected);
 
         // After a checkpoint the chain starts over at offset 0.
@@ -643,8 +656,29 @@ mod tests {
         assert!(wal.stage(&sized(11, 6000)));
         wal.append_staged().unwrap();
         drop(wal);
-        let (_, replay) = Wal::open(dir.path(), 10).unwrap();
+        let (_, replay) = open(10);
         assert_eq!(replay, vec![(11, sized(11, 6000))]);
+    }
+
+    #[test]
+    fn records_of_any_size_straddle_blocks_and_survive_reopening_mid_block() {
+        // Where the filesystem takes direct I/O, the write-ahead file uses it.
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), 0).unwrap();
+        let direct_possible = OpenOptions::new()
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+            .open(dir.path().join(FILE_NAME))
+            .is_ok();
+        assert_eq!(wal.direct.is_some(), direct_possible);
+
+        straddling_records_replay_exactly(Writes::AsAllowed);
+    }
+
+    #[test]
+    fn through_the_page_cache_or_switching_to_it_the_records_are_the_same() {
+        straddling_records_replay_exactly(Writes::Buffered);
+        straddling_records_replay_exactly(Writes::SwitchingToBuffered);
     }
 
     #[test]
