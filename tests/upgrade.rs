@@ -124,13 +124,7 @@ async fn an_embedded_journal_written_by_0_1_0_serves_the_same_events() {
     within(TEST_TIMEOUT, async {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(&fixtures().join("embedded"), dir.path());
-        let env = [
-            ("OKTA_STREAM_HOOK_SECRETS", SECRET),
-            ("OKTA_STREAM_RETENTION_DAYS", RETENTION_DAYS),
-        ];
-        let service = Service::start(dir.path(), &env).await;
-        assert_serves_the_fixture(&service).await;
-        service.kill().await;
+        assert_the_service_serves_the_fixture(dir.path()).await;
 
         // Opened once, it carries the current format version, and `journal check` finds it sound.
         assert_checks_sound(dir.path(), 21).await;
@@ -145,15 +139,21 @@ async fn journal_check_upgrades_an_embedded_journal_written_by_0_1_0_as_opening_
         copy_dir(&fixtures().join("embedded"), dir.path());
         assert_checks_sound(dir.path(), 20).await;
 
-        let env = [
-            ("OKTA_STREAM_HOOK_SECRETS", SECRET),
-            ("OKTA_STREAM_RETENTION_DAYS", RETENTION_DAYS),
-        ];
-        let service = Service::start(dir.path(), &env).await;
-        assert_serves_the_fixture(&service).await;
-        service.kill().await;
+        assert_the_service_serves_the_fixture(dir.path()).await;
     })
     .await;
+}
+
+/// The service started on the embedded fixture copied to `data_dir` serves its events (and
+/// stores one more), then is killed.
+async fn assert_the_service_serves_the_fixture(data_dir: &std::path::Path) {
+    let env = [
+        ("OKTA_STREAM_HOOK_SECRETS", SECRET),
+        ("OKTA_STREAM_RETENTION_DAYS", RETENTION_DAYS),
+    ];
+    let service = Service::start(data_dir, &env).await;
+    assert_serves_the_fixture(&service).await;
+    service.kill().await;
 }
 
 /// `journal check` on `data_dir` succeeds, finding cursors 1 to `events` in the current format.
