@@ -789,14 +789,14 @@ fn state_bucket(config: &NatsConfig) -> String {
 
 /// Creates (or opens) the state bucket. The bucket's stream is made here rather than with
 /// `create_key_value`, whose account-info query does not parse on nats-server 2.9.
-async fn ensure_state_bucket(
-    js: &jetstream::Context,
-    config: &NatsConfig,
-) -> Result<kv::Store, JournalError> {
-    let bucket = state_bucket(config);
-    let wanted = stream::Config {
+/// The stream behind a KV bucket named `bucket`: one entry per key, keys never deleted, on
+/// file, `replicas` times. Buckets are created from this directly rather than with
+/// `create_key_value`, whose account-info query does not parse on nats-server 2.9. Shared by
+/// the journal's state bucket and the profile stores' buckets.
+pub fn kv_bucket_stream(bucket: &str, description: &str, replicas: usize) -> stream::Config {
+    stream::Config {
         name: format!("KV_{bucket}"),
-        description: Some("okta-stream state (poller cursor, lease)".to_owned()),
+        description: Some(description.to_owned()),
         subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,
         allow_rollup: true,
@@ -804,9 +804,21 @@ async fn ensure_state_bucket(
         allow_direct: true,
         discard: stream::DiscardPolicy::New,
         storage: stream::StorageType::File,
-        num_replicas: config.replicas,
+        num_replicas: replicas,
         ..Default::default()
-    };
+    }
+}
+
+async fn ensure_state_bucket(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+) -> Result<kv::Store, JournalError> {
+    let bucket = state_bucket(config);
+    let wanted = kv_bucket_stream(
+        &bucket,
+        "okta-stream state (poller cursor, lease)",
+        config.replicas,
+    );
     match js.get_stream(&wanted.name).await {
         Ok(_) => {}
         Err(e) if is_stream_not_found(&e) => {

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::{SnapshotStore, StoreError, check_user, corrupt};
+use crate::journal::nats::kv_bucket_stream;
 use crate::profile::rules::{KEY_LEN, RedactionKey};
 use crate::profile::snapshot::Snapshot;
 
@@ -63,25 +64,6 @@ pub fn bucket_name(stream: &str) -> String {
     format!("{stream}_PROFILES")
 }
 
-/// The stream behind a KV bucket named `bucket`: one entry per key, keys never deleted, on
-/// file, `replicas` times. Buckets are created from this directly rather than with
-/// `create_key_value`, whose account-info query does not parse on nats-server 2.9.
-pub(super) fn bucket_stream(bucket: &str, description: &str, replicas: usize) -> stream::Config {
-    stream::Config {
-        name: format!("KV_{bucket}"),
-        description: Some(description.to_owned()),
-        subjects: vec![format!("$KV.{bucket}.>")],
-        max_messages_per_subject: 1,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::New,
-        storage: stream::StorageType::File,
-        num_replicas: replicas,
-        ..Default::default()
-    }
-}
-
 /// Creates the stream `wanted` of the bucket `bucket`; another replica creating it meanwhile
 /// is success too.
 pub(super) async fn create_bucket_stream(
@@ -117,7 +99,7 @@ impl NatsSnapshots {
         replicas: usize,
     ) -> Result<Self, StoreError> {
         let bucket = bucket_name(stream);
-        let wanted = bucket_stream(
+        let wanted = kv_bucket_stream(
             &bucket,
             "okta-stream profile snapshots (last known profile per user)",
             replicas,

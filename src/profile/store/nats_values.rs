@@ -21,8 +21,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::join_all;
 
-use super::nats::{NatsSnapshots, RELEASED_KEY, bucket_stream, create_bucket_stream, open_bucket};
+use super::nats::{NatsSnapshots, RELEASED_KEY, create_bucket_stream, open_bucket};
 use super::{SnapshotStore, StoreError, StoredValues, ValuesStore};
+use crate::journal::nats::kv_bucket_stream;
 use crate::profile::snapshot::Snapshot;
 
 /// Most lookups a read keeps in flight at once.
@@ -73,7 +74,7 @@ impl NatsValues {
             max_age,
             // The server refuses a duplicate window longer than max_age.
             duplicate_window: max_age.min(Duration::from_secs(120)),
-            ..bucket_stream(
+            ..kv_bucket_stream(
                 &bucket,
                 "okta-stream profile values (per event cursor, kept as long as the events)",
                 replicas,
