@@ -4,10 +4,9 @@
 //! delivery and each line of the NDJSON files), concatenated. One iteration processes the whole
 //! workload.
 //! - `floor`: `serde_json::from_slice::<serde_json::Value>` of each event's bytes;
-//! - `map_encode`: `map_event` + `prost::Message::encode_to_vec` of each event (JSON bytes in,
-//!   encoded protobuf bytes out);
-//! - breakdown of `map_encode`: `map_only` (`map_event`, record dropped) and `encode_only`
-//!   (`encode_to_vec` of records mapped beforehand);
+//! - `map_encode`: `map_event_with` of each event (JSON bytes in, the encoded record out; the
+//!   mapping writes the protobuf bytes as it reads, and the delivery's fields are encoded once,
+//!   as the hook and the poller do);
 //! - the whole hook body: `body_floor` (`serde_json::Value` of each sample delivery, as is)
 //!   against `hook_body` (`ingest::map_body_now`: the body parsed once, envelope checked, each
 //!   event mapped and encoded, or quarantined).
@@ -26,7 +25,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use okta_stream::ingest::map_body_now;
 use okta_stream::journal::DEFAULT_MAX_EVENT_BYTES;
-use okta_stream::mapping::{Buffers, Delivery, map_event, parse_envelope};
+use okta_stream::mapping::{Buffers, Delivery, DeliveryFields, map_event_with, parse_envelope};
 use okta_stream::proto::IngestSource;
 
 /// The sample LogEvents, each as its own JSON bytes. Events the mapping rejects (Okta's doc
@@ -58,7 +57,7 @@ fn workload() -> Vec<Vec<u8>> {
         }
     }
     let delivery = delivery();
-    events.retain(|e| map_event(e, &delivery).is_ok());
+    events.retain(|e| map_event_with(e, &DeliveryFields::new(&delivery)).is_ok());
     events
 }
 
@@ -109,17 +108,18 @@ fn delivery() -> Delivery {
 fn mapping(c: &mut Criterion) {
     let events = workload();
     let delivery = delivery();
+    let fields = DeliveryFields::new(&delivery);
     let bytes: usize = events.iter().map(Vec::len).sum();
     let encoded: usize = events
         .iter()
-        .map(|e| prost::Message::encoded_len(&map_event(e, &delivery).expect("maps")))
+        .map(|e| map_event_with(e, &fields).expect("maps").len())
         .sum();
     eprintln!(
         "workload: {} events, {bytes} bytes of JSON in, {encoded} bytes of protobuf out",
         events.len()
     );
 
-    interleaved(&events, &delivery);
+    interleaved(&events, &fields);
 
     let mut group = c.benchmark_group("mapping");
     group
@@ -128,25 +128,7 @@ fn mapping(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
     group.bench_function("floor", |b| b.iter(|| floor_pass(&events)));
     group.bench_function("map_encode", |b| {
-        b.iter(|| map_encode_pass(&events, &delivery))
-    });
-    group.bench_function("map_only", |b| {
-        b.iter(|| {
-            for event in &events {
-                black_box(map_event(black_box(event), &delivery).ok());
-            }
-        })
-    });
-    let records: Vec<_> = events
-        .iter()
-        .map(|e| map_event(e, &delivery).expect("maps"))
-        .collect();
-    group.bench_function("encode_only", |b| {
-        b.iter(|| {
-            for record in &records {
-                black_box(prost::Message::encode_to_vec(black_box(record)));
-            }
-        })
+        b.iter(|| map_encode_pass(&events, &fields))
     });
     group.finish();
 
@@ -211,15 +193,14 @@ fn floor_pass(events: &[Vec<u8>]) {
 }
 
 /// One pass of the mapping (JSON bytes in, protobuf bytes out) over the workload.
-fn map_encode_pass(events: &[Vec<u8>], delivery: &Delivery) {
+fn map_encode_pass(events: &[Vec<u8>], delivery: &DeliveryFields) {
     for event in events {
-        let record = map_event(black_box(event), delivery);
-        black_box(record.map(|r| prost::Message::encode_to_vec(&r)).ok());
+        black_box(map_event_with(black_box(event), delivery).ok());
     }
 }
 
 /// Floor and mapping alternating, fastest of `ROUNDS` rounds each (see the module doc).
-fn interleaved(events: &[Vec<u8>], delivery: &Delivery) {
+fn interleaved(events: &[Vec<u8>], delivery: &DeliveryFields) {
     const ROUNDS: usize = 3000;
     let mut floor = Duration::MAX;
     let mut mapping = Duration::MAX;

@@ -27,7 +27,9 @@ use base64::Engine as _;
 use okta_stream::hub::Hub;
 use okta_stream::journal::embedded::RedbJournal;
 use okta_stream::journal::nats::{NatsConfig, NatsJournal};
-use okta_stream::journal::{Batch, Journal, NewEvent, Quarantined, Retention, StateWrite};
+use okta_stream::journal::{
+    Batch, DEFAULT_MAX_EVENT_BYTES, Journal, NewEvent, Quarantined, Retention, StateWrite,
+};
 use okta_stream::mapping::{Delivery, map_event};
 use okta_stream::proto;
 
@@ -107,7 +109,7 @@ fn batches() -> Result<Vec<Batch>, Error> {
             // An example the mapper refuses (one has a 31 September) is quarantined, as the
             // hook does.
             match map_event(raw.as_bytes(), &delivery) {
-                Ok(event) => events.push(NewEvent::new(event)),
+                Ok(event) => events.push(NewEvent::within(event, DEFAULT_MAX_EVENT_BYTES)?),
                 Err(error) => refused.push(Quarantined {
                     reason: error.to_string(),
                     raw,
@@ -149,7 +151,7 @@ async fn append_all(journal: &dyn Journal, batches: Vec<Batch>) -> Result<Stored
         .read_after(0, 10_000)
         .await?
         .iter()
-        .map(|e| (e.cursor(), e.event.uuid.clone(), e.encoded.to_vec()))
+        .map(|e| (e.cursor(), e.facts.uuid.clone(), e.encoded.to_vec()))
         .collect())
 }
 

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::journal::{Appended, Batch, Journal, JournalError, NewEvent, Quarantined, StateWrite};
-use crate::mapping::{self, Buffers, Delivery, EnvelopeError};
+use crate::mapping::{self, Buffers, Delivery, DeliveryFields, EnvelopeError};
 
 /// One LogEvent's JSON as received from the poller's page, shared, never copied.
 pub type RawEvent = Bytes;
@@ -93,8 +93,9 @@ pub fn map_now(
         events: Vec::with_capacity(raw.len()),
         quarantine: Vec::new(),
     };
+    let fields = DeliveryFields::new(delivery);
     for event in raw {
-        let admitted = mapping::map_event(event, delivery)
+        let admitted = mapping::map_event_with(event, &fields)
             .map_err(|error| error.to_string())
             .and_then(|record| NewEvent::within(record, max_event_bytes));
         admit(&mut mapped, admitted, event, origin, received);
@@ -189,9 +190,10 @@ fn map_envelope(
         events: Vec::with_capacity(envelope.events.len()),
         quarantine: Vec::new(),
     };
+    let fields = DeliveryFields::new(delivery);
     for event in &envelope.events {
         let admitted = envelope
-            .map(event, delivery)
+            .map(event, &fields)
             .map_err(|error| error.to_string())
             .and_then(|record| NewEvent::within(record, max_event_bytes));
         admit(

@@ -162,7 +162,7 @@ impl TestJournal {
     /// Every stored event's uuid, in cursor order.
     async fn uuids(&self) -> Vec<String> {
         let stored = self.inner.read_after(0, usize::MAX).await.unwrap();
-        stored.iter().map(|e| e.event.uuid.clone()).collect()
+        stored.iter().map(|e| e.facts.uuid.clone()).collect()
     }
 
     /// Every stored event's cursor, in order.
@@ -1070,7 +1070,9 @@ async fn events_the_hook_already_stored_are_duplicates_and_the_rest_are_hook_mis
         let mut events = Vec::new();
         for uuid in ["h-1", "h-3"] {
             let raw = log_event(uuid, TYPE, "2026-11-28T10:00:00.000Z").to_string();
-            events.push(NewEvent::new(map_event(raw.as_bytes(), &hook).unwrap()));
+            events.push(
+                NewEvent::within(map_event(raw.as_bytes(), &hook).unwrap(), usize::MAX).unwrap(),
+            );
         }
         journal
             .append(Batch {
@@ -1092,10 +1094,13 @@ async fn events_the_hook_already_stored_are_duplicates_and_the_rest_are_hook_mis
         assert_eq!(stats.events_received, 5);
         let polled = journal.get("h-0").await.unwrap().unwrap();
         assert_eq!(
-            polled.event.ingest_source,
+            polled.facts.ingest_source,
             proto::IngestSource::Poller as i32
         );
-        assert_eq!(polled.event.source.as_ref().unwrap().uri, fake.base);
+        assert_eq!(
+            polled.record().unwrap().source.as_ref().unwrap().uri,
+            fake.base
+        );
     })
     .await;
 }

@@ -622,7 +622,7 @@ async fn secret_bearing_headers_are_stored_redacted() {
             .unwrap();
         assert_eq!(response.status(), 204);
         let event = app.journal.get("headers-1").await.unwrap().unwrap();
-        let headers = &event.event.headers;
+        let headers = &event.record().unwrap().headers;
         for name in [
             "x-okta-hook-auth",
             "authorization",

@@ -5,6 +5,7 @@
 //! and event types exactly.
 
 use crate::error::ApiError;
+use crate::journal::EventFacts;
 use crate::proto::{self, EventFilter, IngestSource, Outcome, Severity};
 
 /// Most values in one repeated filter field.
@@ -151,7 +152,7 @@ impl Filter {
     }
 
     /// Whether `event` passes every criterion.
-    pub fn matches(&self, event: &proto::Event) -> bool {
+    pub fn matches(&self, event: &EventFacts) -> bool {
         self.matches_event_type(&event.event_type)
             && self.matches_user(event)
             && self.matches_actor(event)
@@ -172,7 +173,7 @@ impl Filter {
                 .any(|p| event_type.starts_with(p.as_str()))
     }
 
-    fn matches_user(&self, event: &proto::Event) -> bool {
+    fn matches_user(&self, event: &EventFacts) -> bool {
         if self.okta_users.is_empty() {
             return true;
         }
@@ -189,7 +190,7 @@ impl Filter {
         candidates.any(|(id, alt)| self.okta_users.iter().any(|p| p.matches(id, alt)))
     }
 
-    fn matches_actor(&self, event: &proto::Event) -> bool {
+    fn matches_actor(&self, event: &EventFacts) -> bool {
         self.actors.is_empty()
             || event.actor.as_ref().is_some_and(|a| {
                 self.actors
@@ -198,7 +199,7 @@ impl Filter {
             })
     }
 
-    fn matches_attributes(&self, event: &proto::Event) -> bool {
+    fn matches_attributes(&self, event: &EventFacts) -> bool {
         self.changed_attributes.is_empty()
             || event.changed_attributes.iter().any(|name| {
                 self.changed_attributes
@@ -207,7 +208,7 @@ impl Filter {
             })
     }
 
-    fn matches_severity(&self, event: &proto::Event) -> bool {
+    fn matches_severity(&self, event: &EventFacts) -> bool {
         let unrecognised =
             event.severity == Severity::Unspecified as i32 && !event.severity_raw.is_empty();
         self.min_severity == Severity::Unspecified as i32
@@ -215,7 +216,7 @@ impl Filter {
             || event.severity >= self.min_severity
     }
 
-    fn matches_published(&self, event: &proto::Event) -> bool {
+    fn matches_published(&self, event: &EventFacts) -> bool {
         match (&self.published_since, &event.published) {
             (None, _) => true,
             (Some(since), Some(published)) => {
@@ -231,8 +232,8 @@ impl Filter {
 mod tests {
     use super::*;
 
-    fn event() -> proto::Event {
-        proto::Event {
+    fn event() -> EventFacts {
+        EventFacts::of(&proto::Event {
             uuid: "u1".into(),
             event_type: "user.account.update_profile".into(),
             severity: Severity::Info as i32,
@@ -260,7 +261,7 @@ mod tests {
                 nanos: 0,
             }),
             ..Default::default()
-        }
+        })
     }
 
     fn filter(f: EventFilter) -> Filter {
@@ -270,7 +271,7 @@ mod tests {
     #[test]
     fn an_empty_filter_matches_everything() {
         assert!(filter(EventFilter::default()).matches(&event()));
-        assert!(filter(EventFilter::default()).matches(&proto::Event::default()));
+        assert!(filter(EventFilter::default()).matches(&EventFacts::default()));
     }
 
     #[test]

@@ -345,7 +345,7 @@ impl Subscriber {
                             let max_lag = self.max_lag;
                             return self.end(StreamError::TooFarBehind { max_lag, last }.into());
                         }
-                        if self.filter.matches(&event.event) {
+                        if self.filter.matches(&event.facts) {
                             self.last_sent = Instant::now();
                             return Some(Ok(Outgoing::Event(delivery)));
                         }
@@ -452,7 +452,7 @@ impl proto::event_stream_server::EventStream for EventStreamService {
         crate::mapping::check_uuid(&uuid).map_err(|problem| ApiError::invalid("uuid", problem))?;
         match self.journal.get(&uuid).await.map_err(ApiError::from)? {
             Some(event) => Ok(Response::new(proto::GetEventResponse {
-                event: Some(event.event.clone()),
+                event: Some(event.record().map_err(ApiError::from)?),
             })),
             None => Err(ApiError::new(
                 Code::NotFound,
@@ -520,8 +520,8 @@ impl proto::event_stream_server::EventStream for EventStreamService {
                 }
                 position = event.cursor();
                 scanned += 1;
-                if compiled.matches(&event.event) {
-                    events.push(event.event.clone());
+                if compiled.matches(&event.facts) {
+                    events.push(event.record().map_err(ApiError::from)?);
                     if events.len() == page_size {
                         break 'scan;
                     }

@@ -1184,7 +1184,7 @@ impl Writer {
                     }
                     head += 1;
                     let committed = event.commit(head);
-                    let uuid = committed.event.uuid.as_str();
+                    let uuid = committed.facts.uuid.as_str();
                     chunk_event(
                         &mut chunks,
                         &mut builder,
@@ -1545,7 +1545,7 @@ pub(crate) fn decode_at(
             committed.cursor()
         )));
     }
-    if committed.event.uuid != uuid {
+    if committed.facts.uuid != uuid {
         return Err(unreadable(
             "the stored record's uuid differs from its row's".into(),
         ));

@@ -15,8 +15,11 @@ use bytes::Bytes;
 
 use crate::proto;
 
+pub use facts::{EventFacts, Principal, TargetFacts};
+
 pub mod chunk;
 pub mod embedded;
+mod facts;
 pub mod nats;
 pub mod verify;
 pub mod wal;
@@ -32,14 +35,15 @@ const CURSOR_FIELD_MAX_BYTES: usize = 11;
 /// An event that is mapped and encoded, waiting to be appended.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    /// The record, without its cursor (the journal assigns it).
-    pub event: proto::Event,
-    /// `event` encoded once, without its cursor.
+    /// What the service reads of the record (cursor 0: the journal assigns it).
+    pub facts: EventFacts,
+    /// The record encoded once, without its cursor.
     pub encoded: Bytes,
 }
 
 impl NewEvent {
-    /// Encodes `event` (whose cursor must still be 0) for appending.
+    /// Encodes `event` (whose cursor must still be 0) for appending: for records built by
+    /// hand, in tests and tools; the mapping hands over its encoding ([`NewEvent::within`]).
     pub fn new(event: proto::Event) -> Self {
         debug_assert_eq!(event.cursor, 0, "the journal assigns cursors");
         // Room for the cursor field, so committing appends it without copying the record.
@@ -47,39 +51,47 @@ impl NewEvent {
         let mut buf = Vec::with_capacity(len + CURSOR_FIELD_MAX_BYTES);
         prost::Message::encode_raw(&event, &mut buf);
         Self {
-            event,
+            facts: EventFacts::of(&event),
             encoded: Bytes::from(buf),
         }
     }
 
     /// The dedupe key: the LogEvent `uuid`.
     pub fn uuid(&self) -> &str {
-        &self.event.uuid
+        &self.facts.uuid
     }
 
-    /// Encodes `event` for appending, or says (as a quarantine reason) why it is not stored:
-    /// its record, cursor included, would be larger than `max_bytes`, more than a default
-    /// gRPC client accepts in one message.
-    pub fn within(event: proto::Event, max_bytes: usize) -> Result<Self, String> {
-        let event = Self::new(event);
+    /// Takes a mapped record (an `Event` encoded without its cursor) for appending, or says (as
+    /// a quarantine reason) why it is not stored: it does not decode, or its record, cursor
+    /// included, would be larger than `max_bytes`, more than a default gRPC client accepts in
+    /// one message.
+    pub fn within(encoded: Vec<u8>, max_bytes: usize) -> Result<Self, String> {
         // The committed record adds the cursor field: a key byte and up to 10 varint bytes.
-        let size = event.encoded.len() + CURSOR_FIELD_MAX_BYTES;
+        let size = encoded.len() + CURSOR_FIELD_MAX_BYTES;
         if size > max_bytes {
             return Err(format!(
                 "event: its record would be {size} bytes, larger than the {max_bytes} bytes \
                  allowed (OKTA_STREAM_MAX_EVENT_BYTES), so no gRPC client could receive it"
             ));
         }
-        Ok(event)
+        let facts = <EventFacts as prost::Message>::decode(encoded.as_slice())
+            .map_err(|e| format!("event: its record does not decode: {e}"))?;
+        if facts.cursor != 0 {
+            return Err("event: its record already carries a cursor".to_owned());
+        }
+        Ok(Self {
+            facts,
+            encoded: Bytes::from(encoded),
+        })
     }
 
     /// Turns this into a committed event at `cursor` without re-encoding the record: protobuf
     /// merges concatenated messages, so the cursor field is appended to the encoded bytes.
     pub fn commit(self, cursor: Cursor) -> Committed {
-        let mut event = self.event;
-        event.cursor = cursor;
-        // In place when this holds the only handle on the bytes (and [`NewEvent::new`] left
-        // room): no copy of the record.
+        let mut facts = self.facts;
+        facts.cursor = cursor;
+        // In place when this holds the only handle on the bytes (and the encoder left room):
+        // no copy of the record.
         let mut buf = match self.encoded.try_into_mut() {
             Ok(buf) => buf,
             Err(shared) => bytes::BytesMut::from(&shared[..]),
@@ -88,39 +100,39 @@ impl NewEvent {
         buf.extend_from_slice(&[CURSOR_FIELD_KEY]);
         prost::encoding::encode_varint(cursor, &mut buf);
         Committed {
-            event,
+            facts,
             encoded: buf.freeze(),
         }
     }
 }
 
-/// A committed event: the record with its cursor, and its encoding shared by every reader.
+/// A committed event: its encoding, shared by every reader, and the facts read from it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Committed {
-    /// The decoded record (`cursor` set), used to match filters without decoding again.
-    pub event: proto::Event,
+    /// What filters, dedupe and the profile stage read (`cursor` set), decoded once.
+    pub facts: EventFacts,
     /// The record encoded as an `okta.events.v1.Event`, cursor included.
     pub encoded: Bytes,
 }
 
 impl Committed {
-    /// Decodes a stored encoding.
+    /// Reads a stored encoding (cursor included).
     pub fn decode(encoded: Bytes) -> Result<Self, JournalError> {
-        let event = <proto::Event as prost::Message>::decode(encoded.clone())
+        let facts = <EventFacts as prost::Message>::decode(&encoded[..])
             .map_err(|source| Corruption::Undecodable { cursor: 0, source })?;
-        Ok(Self { event, encoded })
+        Ok(Self { facts, encoded })
     }
 
     /// Rebuilds a committed event from a stored body (the encoding without its cursor, as
     /// [`NewEvent::encoded`]) and the cursor it was stored at.
     pub fn from_stored(payload: Bytes, cursor: Cursor) -> Result<Self, JournalError> {
-        let event = <proto::Event as prost::Message>::decode(payload.clone())
+        let facts = <EventFacts as prost::Message>::decode(&payload[..])
             .map_err(|source| Corruption::Undecodable { cursor, source })?;
-        if event.cursor != 0 {
+        if facts.cursor != 0 {
             return Err(Corruption::ForeignCursor { cursor }.into());
         }
         Ok(NewEvent {
-            event,
+            facts,
             encoded: payload,
         }
         .commit(cursor))
@@ -128,7 +140,19 @@ impl Committed {
 
     /// This event's position in the journal.
     pub fn cursor(&self) -> Cursor {
-        self.event.cursor
+        self.facts.cursor
+    }
+
+    /// The whole record, decoded: for the calls that answer with one (`GetEvent`,
+    /// `ListEvents`). A record the journal wrote always decodes.
+    pub fn record(&self) -> Result<proto::Event, JournalError> {
+        <proto::Event as prost::Message>::decode(&self.encoded[..]).map_err(|source| {
+            Corruption::Undecodable {
+                cursor: self.cursor(),
+                source,
+            }
+            .into()
+        })
     }
 }
 
@@ -546,24 +570,42 @@ mod tests {
     fn a_committed_record_decodes_to_the_event_at_its_cursor_whoever_holds_the_bytes() {
         let expected = |cursor| proto::Event {
             cursor,
-            ..new_event().event
+            uuid: "u-1".to_owned(),
+            message: "m".repeat(300),
+            ..Default::default()
         };
         // The only handle: the cursor is appended in place.
         let alone = new_event().commit(300);
-        assert_eq!(
-            Committed::decode(alone.encoded.clone()).unwrap().event,
-            expected(300)
-        );
-        assert_eq!(alone.event, expected(300));
+        assert_eq!(alone.record().unwrap(), expected(300));
+        assert_eq!(alone.facts, EventFacts::of(&expected(300)));
+        assert_eq!(Committed::decode(alone.encoded.clone()).unwrap(), alone);
         // Shared with another handle: the record is copied, the other's bytes stay as they were.
         let event = new_event();
         let before = event.encoded.clone();
         let shared = event.clone().commit(u64::MAX);
-        assert_eq!(shared.event.cursor, u64::MAX);
-        assert_eq!(
-            Committed::decode(shared.encoded).unwrap().event,
-            expected(u64::MAX)
-        );
+        assert_eq!(shared.facts.cursor, u64::MAX);
+        assert_eq!(shared.record().unwrap(), expected(u64::MAX));
         assert_eq!(event.encoded, before);
+    }
+
+    #[test]
+    fn a_mapped_record_is_refused_when_too_large_or_not_a_record() {
+        let encoded = |event: proto::Event| prost::Message::encode_to_vec(&event);
+        let small = encoded(proto::Event {
+            uuid: "u-1".to_owned(),
+            ..Default::default()
+        });
+        let admitted = NewEvent::within(small.clone(), 64).unwrap();
+        assert_eq!(admitted.uuid(), "u-1");
+        let error = NewEvent::within(small, 8).unwrap_err();
+        assert!(error.contains("OKTA_STREAM_MAX_EVENT_BYTES"), "{error}");
+        let error = NewEvent::within(vec![0x12, 0x05, b'u'], 64).unwrap_err();
+        assert!(error.contains("does not decode"), "{error}");
+        let with_cursor = encoded(proto::Event {
+            cursor: 3,
+            ..Default::default()
+        });
+        let error = NewEvent::within(with_cursor, 64).unwrap_err();
+        assert!(error.contains("cursor"), "{error}");
     }
 }

@@ -70,3 +70,46 @@ pub fn is_secret_header(name: &str, auth_header: &str) -> bool {
 
 /// What a secret header's value is replaced by in the record.
 pub const REDACTED: &str = "[REDACTED]";
+
+/// The record fields a delivery gives each of its events (`event_id`, `event_time`,
+/// `headers`, `source`, `ingest_source`, `received`), encoded once and appended to every
+/// record of the delivery.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFields {
+    encoded: Vec<u8>,
+}
+
+impl DeliveryFields {
+    /// Encodes what `delivery` knew.
+    pub fn new(delivery: &Delivery) -> Self {
+        let fields = proto::Event {
+            event_id: delivery.event_id.clone(),
+            event_time: delivery.event_time,
+            headers: delivery
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            source: Some(proto::Source {
+                uri: delivery.source.clone(),
+                ingest_source: delivery.ingest_source as i32,
+            }),
+            ingest_source: delivery.ingest_source as i32,
+            received: delivery.received,
+            ..Default::default()
+        };
+        Self {
+            encoded: prost::Message::encode_to_vec(&fields),
+        }
+    }
+
+    /// The encoded fields.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.encoded
+    }
+
+    /// Their length in bytes.
+    pub(super) fn len(&self) -> usize {
+        self.encoded.len()
+    }
+}

@@ -11,12 +11,11 @@
 
 use prost_types::Timestamp;
 
-use super::delivery::Delivery;
+use super::delivery::DeliveryFields;
 use super::error::MappingError;
 use super::parse::{self, Buffers, Doc, EventItem, ParseError, Val};
 use super::record;
 use super::time::parse_rfc3339;
-use crate::proto;
 
 /// A delivery parsed and split into its parts. The events borrow from the body.
 #[derive(Debug)]
@@ -60,8 +59,8 @@ impl Envelope<'_> {
     pub fn map(
         &self,
         event: &LogEvent<'_>,
-        delivery: &Delivery,
-    ) -> Result<proto::Event, MappingError> {
+        delivery: &DeliveryFields,
+    ) -> Result<Vec<u8>, MappingError> {
         if event.item.too_deep {
             return Err(MappingError {
                 field: "event",

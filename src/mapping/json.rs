@@ -4,6 +4,8 @@
 //! or a panic, because Okta sends numbers where strings are documented, `"null"` strings,
 //! nulls and absences alike (SPEC.md H).
 
+use std::borrow::Cow;
+
 use super::parse::{Arr, Obj, Val};
 
 impl<'d> Obj<'d> {
@@ -24,17 +26,22 @@ impl<'d> Obj<'d> {
     }
 
     /// The member `key` as text: strings as they are, numbers and booleans written out
-    /// (`version: 0` reads as `"0"`), anything else empty.
-    pub fn text(&self, key: &str) -> String {
-        self.get(key).map(scalar_text).unwrap_or_default()
+    /// (`version: 0` reads as `"0"`), anything else (absent, null, containers) empty.
+    pub fn text(&self, key: &str) -> Cow<'d, str> {
+        match self.get(key) {
+            Some(Val::Str(s)) => Cow::Borrowed(s),
+            Some(Val::Number(n)) => Cow::Owned(number_text(n)),
+            Some(Val::Bool(b)) => Cow::Borrowed(if b { "true" } else { "false" }),
+            Some(Val::Object(_) | Val::Array(_)) | None => Cow::Borrowed(""),
+        }
     }
 
     /// Like [`Obj::text`], but the string `"null"` (Okta's spelling of "no value" in
     /// `client.zone` and `client.ipAddress`) reads as empty too.
-    pub fn text_not_null(&self, key: &str) -> String {
+    pub fn text_not_null(&self, key: &str) -> Cow<'d, str> {
         match self.get(key) {
-            Some(Val::Str("null")) => String::new(),
-            value => value.map(scalar_text).unwrap_or_default(),
+            Some(Val::Str("null")) => Cow::Borrowed(""),
+            _ => self.text(key),
         }
     }
 
@@ -55,16 +62,6 @@ impl<'d> Obj<'d> {
             Some(Val::Str(s)) if s.eq_ignore_ascii_case("false") => Some(false),
             _ => None,
         }
-    }
-}
-
-/// A scalar as text; containers as empty.
-fn scalar_text(value: Val<'_>) -> String {
-    match value {
-        Val::Str(s) => s.to_owned(),
-        Val::Number(n) => number_text(n),
-        Val::Bool(b) => b.to_string(),
-        Val::Object(_) | Val::Array(_) => String::new(),
     }
 }
 

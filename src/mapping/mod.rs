@@ -9,7 +9,8 @@
 //!
 //! The bytes are parsed once, into a flat document that borrows them (`parse`); the typed
 //! fields are read out of it (`json`, `record`), and `event_details` and the other
-//! `google.protobuf.Struct` fields are written from it as encoded bytes ([`EncodedStruct`]).
+//! `google.protobuf.Struct` fields are written from it as encoded bytes, straight into the
+//! record's encoding (`record`, `wire`): no `Event` of owned strings is built.
 //! A hook body is parsed once as a whole by [`parse_envelope`]; each of its events is then
 //! mapped from that parse ([`Envelope::map`]), never scanned again.
 
@@ -21,13 +22,12 @@ mod parse;
 mod record;
 mod time;
 mod uuid;
+mod wire;
 
 use std::cell::Cell;
 
-use crate::proto;
-
 pub use crate::proto::EncodedStruct;
-pub use delivery::{Delivery, REDACTED, is_secret_header, redact_headers};
+pub use delivery::{Delivery, DeliveryFields, REDACTED, is_secret_header, redact_headers};
 pub use envelope::{Envelope, EnvelopeError, LogEvent, parse_envelope};
 pub use error::MappingError;
 pub use parse::{Buffers, MAX_BODY_DEPTH, MAX_DEPTH};
@@ -35,13 +35,22 @@ pub use time::parse_rfc3339;
 pub use uuid::{MAX_UUID_BYTES, check_uuid};
 
 /// Maps one LogEvent (the JSON of one element of `data.events[]`, or of one System Log API
-/// result) to the record. The cursor is left 0 for the journal to assign.
+/// result) to the record, encoded as an `okta.events.v1.Event` without its cursor (the
+/// journal assigns it).
 ///
 /// Errors (field named in [`MappingError::field`]):
 /// - `event`: not JSON, not a JSON object, or nested deeper than [`MAX_DEPTH`] levels;
 /// - `uuid`: missing, not a string, blank, or longer than [`MAX_UUID_BYTES`] bytes;
 /// - `published`: missing, not a string, or not an RFC 3339 date-time.
-pub fn map_event(log_event: &[u8], delivery: &Delivery) -> Result<proto::Event, MappingError> {
+pub fn map_event(log_event: &[u8], delivery: &Delivery) -> Result<Vec<u8>, MappingError> {
+    map_event_with(log_event, &DeliveryFields::new(delivery))
+}
+
+/// [`map_event`] for one of several events of a delivery, whose fields are encoded once.
+pub fn map_event_with(
+    log_event: &[u8],
+    delivery: &DeliveryFields,
+) -> Result<Vec<u8>, MappingError> {
     thread_local! {
         /// Parse buffers reused from event to event on this thread.
         static BUFFERS: Cell<parse::Buffers> = Cell::default();
@@ -54,12 +63,12 @@ pub fn map_event(log_event: &[u8], delivery: &Delivery) -> Result<proto::Event, 
     mapped
 }
 
-/// [`map_event`] with the parse buffers to use.
+/// [`map_event_with`] with the parse buffers to use.
 fn map_with(
     log_event: &[u8],
-    delivery: &Delivery,
+    delivery: &DeliveryFields,
     buffers: &mut parse::Buffers,
-) -> Result<proto::Event, MappingError> {
+) -> Result<Vec<u8>, MappingError> {
     let doc = parse::parse_object(log_event, buffers)
         .map_err(|e| MappingError {
             field: "event",

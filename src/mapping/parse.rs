@@ -1,7 +1,7 @@
 //! A JSON parser that reads a LogEvent into a flat, borrowing document ([`Doc`]).
 //!
 //! The record keeps the whole LogEvent as an encoded `google.protobuf.Struct`
-//! (`event_details`, see [`crate::proto::EncodedStruct`]) and reads the typed card fields out of it.
+//! (`event_details`) and reads the typed card fields out of it.
 //! So the bytes are parsed exactly once, into a document that owns no per-value allocations:
 //! strings are spans of the input (or of one buffer for the few strings with escapes),
 //! objects and arrays are ranges of two flat vectors. Each object's members are sorted by key
@@ -15,8 +15,6 @@
 //! input): no comments, no trailing commas, no lone surrogates in `\u` escapes, no control
 //! characters in strings; duplicate keys keep the last value. Numbers are `f64`, correctly
 //! rounded (the only number type a `Struct` has); a number too large for `f64` is an error.
-
-use crate::proto::EncodedStruct;
 
 /// Deepest object/array nesting accepted in a LogEvent (the top-level object is level 1).
 ///
@@ -346,11 +344,17 @@ impl<'d> Obj<'d> {
         doc.val(member.value)
     }
 
-    /// The object as an encoded `google.protobuf.Struct`, written straight from the document.
-    pub fn encode(&self) -> EncodedStruct {
-        let mut out = Vec::with_capacity(self.range.size);
-        self.doc.write_struct(self.range, &mut out);
-        EncodedStruct::from_encoded(out)
+    /// Appends the object as a `google.protobuf.Struct` field numbered `field`, written
+    /// straight from the document.
+    pub fn write_field(&self, field: u32, out: &mut Vec<u8>) {
+        prost::encoding::encode_key(field, prost::encoding::WireType::LengthDelimited, out);
+        varint(self.range.size, out);
+        self.doc.write_struct(self.range, out);
+    }
+
+    /// The length of the object encoded as a `Struct` message body.
+    pub fn encoded_len(&self) -> usize {
+        self.range.size
     }
 }
 

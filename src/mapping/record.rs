@@ -1,22 +1,32 @@
-//! The field-by-field mapping from a parsed LogEvent to `proto::Event`.
+//! The field-by-field mapping from a parsed LogEvent to the encoded `okta.events.v1.Event`.
 //!
 //! Sources follow DESIGN.md "The record" and SPEC.md C/E. A sub-object Okta sent as an object
 //! (even `{}`) becomes a set message; one that is absent or null stays unset. Scalars of an
-//! unexpected type read as empty (see [`Read`]).
+//! unexpected type read as empty (see [`Obj::text`]). The record is written field by field as the
+//! LogEvent is read ([`wire`]); the delivery's fields, the same for each of its events, are
+//! appended as encoded once ([`DeliveryFields`]). Field numbers are those of `events.proto`.
 
-use super::delivery::Delivery;
+use std::borrow::Cow;
+
+use super::delivery::DeliveryFields;
 use super::error::MappingError;
 use super::json::{number_text, saturating_i64};
 use super::parse::{Obj, Val};
 use super::time::parse_rfc3339;
+use super::wire::{self, bool_present, double, int, message, string};
 use crate::proto;
 
-/// Maps a parsed LogEvent object (a whole document, or one event of a parsed hook body); the
-/// whole of it becomes `event_details`.
-pub(super) fn map(object: Obj<'_>, delivery: &Delivery) -> Result<proto::Event, MappingError> {
+/// Room kept at the end of a record for the cursor field the journal appends (its key and a
+/// varint of up to 10 bytes), so committing never copies the record.
+const CURSOR_ROOM: usize = 11;
+
+/// Maps a parsed LogEvent object (a whole document, or one event of a parsed hook body) to
+/// the record's encoding, without its cursor; the whole of the object becomes
+/// `event_details`.
+pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<Vec<u8>, MappingError> {
     let uuid = match object.get("uuid") {
         Some(Val::Str(s)) => match super::uuid::check_uuid(s) {
-            Ok(()) => s.to_owned(),
+            Ok(()) => s,
             Err(problem) => return Err(error("uuid", problem)),
         },
         Some(_) => return Err(error("uuid", "is not a string")),
@@ -31,74 +41,101 @@ pub(super) fn map(object: Obj<'_>, delivery: &Delivery) -> Result<proto::Event, 
         None => return Err(error("published", "is missing or null")),
     };
 
+    // `event_details` holds the whole LogEvent again, so the typed fields take about half
+    // as much besides.
+    let details = object.encoded_len();
+    let out = &mut Vec::with_capacity(details * 3 / 2 + delivery.len() + CURSOR_ROOM + 64);
+    string(out, 2, uuid);
+    wire::timestamp(out, 3, &published);
+    string(out, 4, &object.text("displayMessage"));
+    string(out, 6, &object.text("eventType"));
+    string(out, 7, &object.text("legacyEventType"));
+    string(out, 9, &object.text("version"));
+
     let severity_raw = object.text("severity");
+    int(out, 10, severity(&severity_raw) as i64);
+    string(out, 11, &severity_raw);
     let outcome = object.object("outcome");
     let result_raw = outcome.map(|o| o.text("result")).unwrap_or_default();
+    int(out, 12, outcome_result(&result_raw) as i64);
+    string(out, 13, &result_raw);
+    if let Some(outcome) = outcome {
+        string(out, 14, &outcome.text("reason"));
+    }
+
     let debug_context = object.object("debugContext");
     let debug_data = debug_context.and_then(|d| d.object("debugData"));
-    let (changed_attributes, changed_attributes_raw) = changed_attributes(debug_data);
-    let targets: Vec<proto::Target> = object
-        .array("target")
-        .map(|a| a.iter().filter_map(as_object).map(target).collect())
-        .unwrap_or_default();
-    let okta_user = targets
-        .iter()
-        .find(|t| t.r#type.trim().eq_ignore_ascii_case("User"))
-        .map(|t| proto::OktaUser {
-            id: t.id.clone(),
-            alternate_id: t.alternate_id.clone(),
-            display_name: t.display_name.clone(),
-            r#type: t.r#type.clone(),
-        });
+    let changed_raw = changed_attributes(debug_data);
+    for name in changed_raw.split(',').map(str::trim) {
+        string(out, 15, name);
+    }
+    string(out, 16, &changed_raw);
 
-    let event = proto::Event {
-        cursor: 0,
-        uuid,
-        published: Some(published),
-        message: object.text("displayMessage"),
-        event_id: delivery.event_id.clone(),
-        event_type: object.text("eventType"),
-        legacy_event_type: object.text("legacyEventType"),
-        event_time: delivery.event_time,
-        version: object.text("version"),
-        severity: severity(&severity_raw) as i32,
-        severity_raw,
-        result: outcome_result(&result_raw) as i32,
-        result_raw,
-        result_reason: outcome.map(|o| o.text("reason")).unwrap_or_default(),
-        changed_attributes,
-        changed_attributes_raw,
-        actor: object.object("actor").map(actor),
-        okta_user,
-        targets,
-        client: client(object.object("client"), object.object("request")),
-        transaction: object.object("transaction").map(transaction),
-        debug_context: debug_context.map(|_| proto::DebugContext {
-            debug_data: debug_data.map(|d| d.encode()),
-        }),
-        authentication_context: object
-            .object("authenticationContext")
-            .map(authentication_context),
-        security_context: object.object("securityContext").map(security_context),
-        event_details: Some(object.encode()),
-        headers: delivery
-            .headers
+    if let Some(actor) = object.object("actor") {
+        message(out, 17, |out| {
+            string(out, 1, &actor.text("id"));
+            string(out, 2, &actor.text("alternateId"));
+            string(out, 3, &actor.text("displayName"));
+            string(out, 4, &actor.text("type"));
+            write_struct(out, 5, actor.object("detailEntry"));
+        });
+    }
+    let target_array = object.array("target");
+    let targets = || {
+        target_array
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        source: Some(proto::Source {
-            uri: delivery.source.clone(),
-            ingest_source: delivery.ingest_source as i32,
-        }),
-        ingest_source: delivery.ingest_source as i32,
-        received: delivery.received,
-        // Attached after the journal commits the event, by the profile-values stage.
-        profile_changes: Vec::new(),
-        profile_values_status: proto::ProfileValuesStatus::Unspecified as i32,
-        profile_values_reason: String::new(),
-        profile_as_of: None,
+            .flat_map(|a| a.iter())
+            .filter_map(as_object)
     };
-    Ok(event)
+    let okta_user = targets().find(|t| t.text("type").trim().eq_ignore_ascii_case("User"));
+    if let Some(user) = okta_user {
+        message(out, 18, |out| {
+            string(out, 1, &user.text("id"));
+            string(out, 2, &user.text("alternateId"));
+            string(out, 3, &user.text("displayName"));
+            string(out, 4, &user.text("type"));
+        });
+    }
+    for target in targets() {
+        message(out, 19, |out| {
+            string(out, 1, &target.text("id"));
+            string(out, 2, &target.text("type"));
+            string(out, 3, &target.text("alternateId"));
+            string(out, 4, &target.text("displayName"));
+            write_struct(out, 5, target.object("detailEntry"));
+            write_struct(out, 6, target.object("changeDetails"));
+        });
+    }
+
+    client(out, object.object("client"), object.object("request"));
+    if let Some(transaction) = object.object("transaction") {
+        message(out, 21, |out| {
+            string(out, 1, &transaction.text("id"));
+            string(out, 2, &transaction.text("type"));
+            write_struct(out, 3, transaction.object("detail"));
+        });
+    }
+    if debug_context.is_some() {
+        message(out, 22, |out| write_struct(out, 1, debug_data));
+    }
+    if let Some(authentication) = object.object("authenticationContext") {
+        message(out, 23, |out| authentication_context(out, authentication));
+    }
+    if let Some(security) = object.object("securityContext") {
+        message(out, 24, |out| security_context(out, security));
+    }
+    object.write_field(25, out);
+    // `event_id`, `event_time`, `headers`, `source`, `ingest_source`, `received`. The profile
+    // fields (30-33) are attached after the journal commits the event, by the profile stage.
+    out.extend_from_slice(delivery.as_bytes());
+    Ok(std::mem::take(out))
+}
+
+/// Appends a free-form sub-object as a `google.protobuf.Struct` field, when it is an object.
+fn write_struct(out: &mut Vec<u8>, field: u32, object: Option<Obj<'_>>) {
+    if let Some(object) = object {
+        object.write_field(field, out);
+    }
 }
 
 fn error(field: &'static str, problem: &str) -> MappingError {
@@ -156,152 +193,125 @@ fn outcome_result(raw: &str) -> proto::Outcome {
         .map_or(O::Unspecified, |(_, o)| *o)
 }
 
-/// `debugData.changedAttributes`: the names (split on commas, trimmed, empty names dropped)
-/// and the value as sent. Okta sends a string; an array of names is accepted too.
-fn changed_attributes(debug_data: Option<Obj<'_>>) -> (Vec<String>, String) {
-    let split = |raw: &str| -> Vec<String> {
-        raw.split(',')
-            .map(str::trim)
-            .filter(|name| !name.is_empty())
-            .map(str::to_owned)
-            .collect()
-    };
+/// `debugData.changedAttributes` as sent: the record's names are this split on commas,
+/// trimmed, empty names dropped. Okta sends a string; an array of names is accepted too.
+fn changed_attributes(debug_data: Option<Obj<'_>>) -> Cow<'_, str> {
     match debug_data.and_then(|d| d.get("changedAttributes")) {
-        Some(Val::Str(raw)) => (split(raw), raw.to_owned()),
-        Some(Val::Array(list)) => {
-            let raw = list
-                .iter()
+        Some(Val::Str(raw)) => Cow::Borrowed(raw),
+        Some(Val::Array(list)) => Cow::Owned(
+            list.iter()
                 .filter_map(|v| match v {
                     Val::Str(s) => Some(s),
                     _ => None,
                 })
                 .collect::<Vec<_>>()
-                .join(",");
-            (split(&raw), raw)
-        }
-        Some(Val::Number(n)) => {
-            let raw = number_text(n);
-            (split(&raw), raw)
-        }
-        _ => (Vec::new(), String::new()),
+                .join(","),
+        ),
+        Some(Val::Number(n)) => Cow::Owned(number_text(n)),
+        _ => Cow::Borrowed(""),
     }
 }
 
-fn actor(a: Obj<'_>) -> proto::Actor {
-    proto::Actor {
-        id: a.text("id"),
-        alternate_id: a.text("alternateId"),
-        display_name: a.text("displayName"),
-        r#type: a.text("type"),
-        detail_entry: a.object("detailEntry").map(|o| o.encode()),
-    }
-}
-
-fn target(t: Obj<'_>) -> proto::Target {
-    proto::Target {
-        id: t.text("id"),
-        r#type: t.text("type"),
-        alternate_id: t.text("alternateId"),
-        display_name: t.text("displayName"),
-        detail_entry: t.object("detailEntry").map(|o| o.encode()),
-        change_details: t.object("changeDetails").map(|o| o.encode()),
-    }
-}
-
-/// `client`, with the IP chain from `client.ipChain` (hook deliveries) or, when that is absent
-/// or empty, `request.ipChain` (System Log API). A client is set when either object exists.
-fn client(client: Option<Obj<'_>>, request: Option<Obj<'_>>) -> Option<proto::Client> {
+/// `client` (20), with the IP chain from `client.ipChain` (hook deliveries) or, when that is
+/// absent or empty, `request.ipChain` (System Log API). A client is set when either object
+/// exists.
+fn client(out: &mut Vec<u8>, client: Option<Obj<'_>>, request: Option<Obj<'_>>) {
     let chain = client
         .and_then(|c| c.array("ipChain"))
         .filter(|chain| !chain.is_empty())
         .or_else(|| request.and_then(|r| r.array("ipChain")));
-    let ip_chain: Vec<proto::IpAddress> = chain
-        .map(|a| a.iter().filter_map(as_object).map(ip_address).collect())
-        .unwrap_or_default();
-    let Some(c) = client else {
-        return (!ip_chain.is_empty()).then(|| proto::Client {
-            ip_chain,
-            ..Default::default()
-        });
+    let ip_chain = || chain.iter().flat_map(|a| a.iter()).filter_map(as_object);
+    let write_chain = |out: &mut Vec<u8>| {
+        for address in ip_chain() {
+            message(out, 7, |out| ip_address(out, address));
+        }
     };
-    Some(proto::Client {
-        user_agent: c.object("userAgent").map(|u| proto::UserAgent {
-            raw_user_agent: u.text("rawUserAgent"),
-            os: u.text("os"),
-            browser: u.text("browser"),
-        }),
-        zone: c.text_not_null("zone"),
-        ip_address: c.text_not_null("ipAddress"),
-        device: c.text("device"),
-        id: c.text("id"),
-        geographical_context: c.object("geographicalContext").map(geographical_context),
-        ip_chain,
-    })
+    let Some(c) = client else {
+        if ip_chain().next().is_some() {
+            message(out, 20, write_chain);
+        }
+        return;
+    };
+    message(out, 20, |out| {
+        if let Some(agent) = c.object("userAgent") {
+            message(out, 1, |out| {
+                string(out, 1, &agent.text("rawUserAgent"));
+                string(out, 2, &agent.text("os"));
+                string(out, 3, &agent.text("browser"));
+            });
+        }
+        string(out, 2, &c.text_not_null("zone"));
+        string(out, 3, &c.text_not_null("ipAddress"));
+        string(out, 4, &c.text("device"));
+        string(out, 5, &c.text("id"));
+        if let Some(geo) = c.object("geographicalContext") {
+            message(out, 6, |out| geographical_context(out, geo));
+        }
+        write_chain(out);
+    });
 }
 
-fn geographical_context(g: Obj<'_>) -> proto::GeographicalContext {
-    proto::GeographicalContext {
-        city: g.text("city"),
-        state: g.text("state"),
-        country: g.text("country"),
-        postal_code: g.text("postalCode"),
-        geolocation: g.object("geolocation").map(|l| proto::Geolocation {
-            lat: l.number("lat").unwrap_or_default(),
-            lon: l.number("lon").unwrap_or_default(),
-        }),
+fn geographical_context(out: &mut Vec<u8>, g: Obj<'_>) {
+    string(out, 1, &g.text("city"));
+    string(out, 2, &g.text("state"));
+    string(out, 3, &g.text("country"));
+    string(out, 4, &g.text("postalCode"));
+    if let Some(location) = g.object("geolocation") {
+        message(out, 5, |out| {
+            double(out, 1, location.number("lat").unwrap_or_default());
+            double(out, 2, location.number("lon").unwrap_or_default());
+        });
     }
 }
 
-fn ip_address(a: Obj<'_>) -> proto::IpAddress {
-    proto::IpAddress {
-        ip: a.text_not_null("ip"),
-        geographical_context: a.object("geographicalContext").map(geographical_context),
-        version: a.text("version"),
-        source: a.text("source"),
-        ip_details: a.object("ipDetails").map(|o| o.encode()),
+fn ip_address(out: &mut Vec<u8>, a: Obj<'_>) {
+    string(out, 1, &a.text_not_null("ip"));
+    if let Some(geo) = a.object("geographicalContext") {
+        message(out, 2, |out| geographical_context(out, geo));
     }
+    string(out, 3, &a.text("version"));
+    string(out, 4, &a.text("source"));
+    write_struct(out, 5, a.object("ipDetails"));
 }
 
-fn transaction(t: Obj<'_>) -> proto::Transaction {
-    proto::Transaction {
-        id: t.text("id"),
-        r#type: t.text("type"),
-        detail: t.object("detail").map(|o| o.encode()),
+fn authentication_context(out: &mut Vec<u8>, a: Obj<'_>) {
+    string(out, 1, &a.text("authenticationProvider"));
+    string(out, 2, &a.text("credentialProvider"));
+    string(out, 3, &a.text("credentialType"));
+    if let Some(issuer) = a.object("issuer") {
+        message(out, 4, |out| {
+            string(out, 1, &issuer.text("id"));
+            string(out, 2, &issuer.text("type"));
+        });
     }
+    string(out, 5, &a.text("externalSessionId"));
+    string(out, 6, &a.text("interface"));
+    let step = a
+        .number("authenticationStep")
+        .map(|n| saturating_i64(n).clamp(i64::from(i32::MIN), i64::from(i32::MAX)))
+        .unwrap_or_default();
+    int(out, 7, step);
+    string(out, 8, &a.text("rootSessionId"));
 }
 
-fn authentication_context(a: Obj<'_>) -> proto::AuthenticationContext {
-    proto::AuthenticationContext {
-        authentication_provider: a.text("authenticationProvider"),
-        credential_provider: a.text("credentialProvider"),
-        credential_type: a.text("credentialType"),
-        issuer: a.object("issuer").map(|i| proto::Issuer {
-            id: i.text("id"),
-            r#type: i.text("type"),
-        }),
-        external_session_id: a.text("externalSessionId"),
-        interface: a.text("interface"),
-        authentication_step: a
-            .number("authenticationStep")
-            .map(|n| saturating_i64(n).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32)
-            .unwrap_or_default(),
-        root_session_id: a.text("rootSessionId"),
+fn security_context(out: &mut Vec<u8>, s: Obj<'_>) {
+    int(
+        out,
+        1,
+        s.number("asNumber").map(saturating_i64).unwrap_or_default(),
+    );
+    string(out, 2, &s.text("asOrg"));
+    string(out, 3, &s.text("isp"));
+    string(out, 4, &s.text("domain"));
+    if let Some(is_proxy) = s.bool("isProxy") {
+        bool_present(out, 5, is_proxy);
     }
-}
-
-fn security_context(s: Obj<'_>) -> proto::SecurityContext {
-    proto::SecurityContext {
-        as_number: s.number("asNumber").map(saturating_i64).unwrap_or_default(),
-        as_org: s.text("asOrg"),
-        isp: s.text("isp"),
-        domain: s.text("domain"),
-        is_proxy: s.bool("isProxy"),
-        ip_details: s.object("ipDetails").map(|o| o.encode()),
-        risk: s.object("risk").map(|o| o.encode()),
-        bot_protection: s.object("botProtection").map(|o| o.encode()),
-        user_behaviors: s
-            .array("userBehaviors")
-            .map(|a| a.iter().filter_map(as_object).map(|o| o.encode()).collect())
-            .unwrap_or_default(),
+    write_struct(out, 6, s.object("ipDetails"));
+    write_struct(out, 7, s.object("risk"));
+    write_struct(out, 8, s.object("botProtection"));
+    if let Some(behaviors) = s.array("userBehaviors") {
+        for behavior in behaviors.iter().filter_map(as_object) {
+            behavior.write_field(9, out);
+        }
     }
 }

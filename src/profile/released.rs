@@ -72,24 +72,19 @@ impl ReleasedJournal {
     }
 }
 
-/// `event` with its encoded profile `fields` appended (and decoded into the record).
+/// `event` with its encoded profile `fields` appended; the fields must decode as the record's.
 pub fn with_values(event: &Committed, fields: &Bytes) -> Result<Committed, JournalError> {
-    let values = <proto::Event as prost::Message>::decode(fields.clone()).map_err(|e| {
+    <proto::Event as prost::Message>::decode(fields.clone()).map_err(|e| {
         JournalError::Unreadable {
             cursor: event.cursor(),
             reason: format!("stored profile values do not decode: {e}"),
         }
     })?;
-    let mut record = event.event.clone();
-    record.profile_changes = values.profile_changes;
-    record.profile_values_status = values.profile_values_status;
-    record.profile_values_reason = values.profile_values_reason;
-    record.profile_as_of = values.profile_as_of;
     let mut encoded = Vec::with_capacity(event.encoded.len() + fields.len());
     encoded.extend_from_slice(&event.encoded);
     encoded.extend_from_slice(fields);
     Ok(Committed {
-        event: record,
+        facts: event.facts.clone(),
         encoded: Bytes::from(encoded),
     })
 }

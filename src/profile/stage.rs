@@ -38,7 +38,7 @@ use super::snapshot::Snapshot;
 use super::store::{SnapshotStore, StoreError, StoredValues, ValuesStore};
 use super::values::{UPDATE_PROFILE, Update, Values, resolve, update_cursors};
 use crate::hub::Hub;
-use crate::journal::{CommitSink, Cursor, JournalError, SharedEvent, SharedJournal};
+use crate::journal::{CommitSink, Cursor, EventFacts, JournalError, SharedEvent, SharedJournal};
 use crate::okta::users::{User, UsersClient, UsersError};
 use crate::proto;
 
@@ -342,7 +342,7 @@ impl Run {
                 continue; // already queued from the re-read tail
             }
             self.last_queued = event.cursor();
-            let user = target_user(&event.event);
+            let user = target_user(&event.facts);
             let done = match (stored.and_then(|s| s.get(&event.cursor())), &user) {
                 (Some(values), _) => Some(Some(values.clone())),
                 (None, None) => Some(None),
@@ -462,7 +462,7 @@ impl Run {
         let updates: Vec<Update<'_>> = indexes
             .iter()
             .map(|&i| {
-                let event = &self.queue[i].event.event;
+                let event = &self.queue[i].event.facts;
                 Update {
                     published: published(event),
                     changed_attributes: &event.changed_attributes,
@@ -584,7 +584,7 @@ impl Run {
 }
 
 /// The user an update event's values are about: its `okta_user` (first User target).
-fn target_user(event: &proto::Event) -> Option<String> {
+fn target_user(event: &EventFacts) -> Option<String> {
     if event.event_type != UPDATE_PROFILE {
         return None;
     }
@@ -596,7 +596,7 @@ fn target_user(event: &proto::Event) -> Option<String> {
 }
 
 /// The event's `published` time (the epoch when absent: then any snapshot is newer).
-fn published(event: &proto::Event) -> DateTime<Utc> {
+fn published(event: &EventFacts) -> DateTime<Utc> {
     event
         .published
         .as_ref()

@@ -4,8 +4,8 @@
 //! `Struct`s. Building them as `prost_types::Struct` trees and encoding those trees was most of
 //! the mapping's cost (BENCHMARKS.md "Mapping"), while the service only ever stores and sends
 //! them encoded. So `build.rs` maps the type `.google.protobuf.Struct` to [`EncodedStruct`]:
-//! the mapping writes the `Struct` wire bytes straight from the JSON, and encoding an `Event`
-//! copies them. The wire format is unchanged; code that wants the tree calls
+//! the mapping writes the `Struct` wire bytes straight from the JSON into the record, a decoded
+//! `Event` keeps them as bytes, and encoding one copies them. The wire format is unchanged; code that wants the tree calls
 //! [`EncodedStruct::to_struct`].
 
 use std::collections::BTreeMap;
@@ -26,11 +26,6 @@ pub struct EncodedStruct {
 }
 
 impl EncodedStruct {
-    /// Wraps bytes the mapping encoded (a `Struct` message body).
-    pub(crate) fn from_encoded(bytes: Vec<u8>) -> Self {
-        Self { bytes }
-    }
-
     /// The encoded message body.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
