@@ -3,8 +3,8 @@
 //!
 //! Each raw event is mapped once, off the async worker threads (mapping a 10 MiB delivery or a
 //! 1000-event page is milliseconds of CPU: it runs on the blocking pool so the runtime keeps
-//! serving meanwhile), except a small hook body, which maps faster than a hand-off to the pool
-//! and back ([`INLINE_MAP_BYTES`]). An event that does not map, or whose record would be larger than the
+//! serving meanwhile), except a hook body of at most a full Okta delivery, which maps in less
+//! time than a hand-off to the pool and back costs ([`INLINE_MAP_BYTES`]). An event that does not map, or whose record would be larger than the
 //! limit every gRPC client can receive (`OKTA_STREAM_MAX_EVENT_BYTES`), is quarantined — one
 //! record format whatever brought it — instead of failing its batch. The batch is then
 //! appended whole.
@@ -123,10 +123,12 @@ pub struct MappedBody {
     pub event_id: String,
 }
 
-/// Largest hook body mapped on the calling async worker instead of the blocking pool: a few
-/// events, tens of microseconds of CPU, less than the two thread switches of a hand-off to the
-/// pool and back (the 1 sender × 1 event delivery is latency-bound by its thread hops).
-pub const INLINE_MAP_BYTES: usize = 16 * 1024;
+/// Largest hook body mapped on the calling async worker instead of the blocking pool: Okta's
+/// fullest delivery (50 events, about 100 KB) maps in a few hundred microseconds, and the two
+/// thread switches of a hand-off to the pool and back cost more than they buy when the runtime
+/// has a worker per core (16 senders × 50 events: 16.0 → 14.1 µs of server CPU per event,
+/// BENCHMARKS.md, issue 15). A larger body holds a worker for at most about 1.5 ms here.
+pub const INLINE_MAP_BYTES: usize = 256 * 1024;
 
 /// Parses a whole (decoded) hook body once, checks its envelope, and maps each of its events
 /// from that one parse: a body of at most [`INLINE_MAP_BYTES`] on the calling task, a larger
@@ -301,9 +303,9 @@ mod tests {
             );
             Bytes::from(json)
         };
-        for events in [1, 1000] {
+        for events in [1, 5000] {
             let body = body(events);
-            assert_eq!(body.len() > INLINE_MAP_BYTES, events == 1000);
+            assert_eq!(body.len() > INLINE_MAP_BYTES, events == 5000);
             let mapped = map_body(body, Delivery::default(), received, max)
                 .await
                 .expect("an envelope");

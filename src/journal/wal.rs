@@ -11,9 +11,11 @@
 //! Records are written with `O_DIRECT` where the filesystem allows it, in whole blocks (the
 //! live bytes before the record in its first block are written again with it, the rest of its
 //! last block is zeros): the bytes go from the record's buffer to the device with no copy into
-//! the page cache, and the sync that follows only flushes the device's cache. On this project's
-//! machine that is about a fifth less time per sync than a buffered write and `fdatasync`
-//! (BENCHMARKS.md, issue 15). Elsewhere (tmpfs, filesystems without direct I/O) records are
+//! the page cache, and with `O_DSYNC` the write returns once they are durable (a write with
+//! force-unit-access where the device has it, else the write and a cache flush), with no
+//! separate `fdatasync` call. On this project's machine that is about a fifth less time per
+//! append than a buffered write and `fdatasync`, and 10-15 µs less than `O_DIRECT` followed by
+//! `fdatasync` (BENCHMARKS.md, issue 15; `python3 benches/sync_modes.py`). Elsewhere (tmpfs, filesystems without direct I/O) records are
 //! written through the page cache as before; the file's layout is the same either way.
 //!
 //! Record: `magic u32 | payload length u32 | crc32 u32 (of sequence and payload) |
@@ -36,6 +38,13 @@ pub const FILE_NAME: &str = "journal.wal";
 /// metadata). Bigger means fewer checkpoints: one per this many bytes of records.
 /// Records are applied one durable commit each after a crash, so this also bounds that work.
 pub const MAX_CAPACITY: u64 = 4 << 20;
+
+/// Most records between two checkpoints, however small. Each commit leaves its own copies of
+/// the redb pages it changed for the checkpoint to flush, so a checkpoint after many small
+/// commits stalls appends for long: at 2,000 one-event deliveries a second, 1,600 records (4
+/// MiB) between checkpoints put stalls of 10-20 ms into the 99th percentile, about 400 kept it
+/// at 5 ms (`cargo bench --bench load -- ingest`, BENCHMARKS.md, issue 15).
+pub const MAX_RECORDS: u64 = 384;
 
 /// Smallest size: a new file takes an eighth of the free space, but at least this much.
 pub const MIN_CAPACITY: u64 = 1 << 20;
@@ -214,6 +223,8 @@ pub struct Wal {
     capacity: u64,
     /// Where the next record goes.
     offset: u64,
+    /// Records written since the file last started over (at most [`MAX_RECORDS`]).
+    live: u64,
     /// The next record's sequence.
     next_sequence: u64,
     /// The staged record's frame (header and payload), written by [`Wal::append_staged`].
@@ -227,7 +238,7 @@ pub struct Wal {
 /// Writes records with `O_DIRECT`, a block at a time (see the module docs).
 #[derive(Debug)]
 struct Direct {
-    /// The same file, opened with `O_DIRECT`.
+    /// The same file, opened with `O_DIRECT | O_DSYNC`: a write returns once durable.
     file: File,
     /// The bytes of the block holding the write offset that precede it: written again, unchanged,
     /// in front of the next record.
@@ -244,7 +255,7 @@ impl Direct {
     fn open(path: &Path, file: &File, offset: u64) -> Result<Option<Direct>, WalError> {
         let direct = match OpenOptions::new()
             .write(true)
-            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+            .custom_flags((rustix::fs::OFlags::DIRECT | rustix::fs::OFlags::DSYNC).bits() as i32)
             .open(path)
         {
             Ok(direct) => direct,
@@ -398,6 +409,7 @@ impl Wal {
             path,
             capacity,
             offset,
+            live: records.len() as u64,
             next_sequence: last_sequence + 1,
             frame: Vec::new(),
             last: None,
@@ -411,8 +423,8 @@ impl Wal {
         self.next_sequence
     }
 
-    /// Encodes `record` as the next record and says whether it fits after the live ones; if it
-    /// does, [`Wal::append_staged`] writes it.
+    /// Encodes `record` as the next record and says whether it may follow the live ones (it fits,
+    /// and fewer than [`MAX_RECORDS`] are live); if it may, [`Wal::append_staged`] writes it.
     pub fn stage(&mut self, record: &GroupRecord) -> bool {
         self.last = None;
         self.frame.clear();
@@ -427,7 +439,7 @@ impl Wal {
         self.frame[4..8].copy_from_slice(&length.to_le_bytes());
         self.frame[8..12].copy_from_slice(&hasher.finalize().to_le_bytes());
         self.frame[12..20].copy_from_slice(&sequence.to_le_bytes());
-        self.offset + self.frame.len() as u64 <= self.capacity
+        self.live < MAX_RECORDS && self.offset + self.frame.len() as u64 <= self.capacity
     }
 
     /// Writes the staged record and syncs it: durable when this returns `Ok`. On error nothing
@@ -455,14 +467,16 @@ impl Wal {
             },
             None => false,
         };
+        // A direct write is durable when it returns (`O_DSYNC`); a buffered one once synced.
         if !written {
             self.file
                 .write_all_at(&self.frame, self.offset)
                 .map_err(io("write"))?;
+            self.file.sync_data().map_err(io("sync"))?;
         }
-        self.file.sync_data().map_err(io("sync"))?;
         self.last = Some(self.offset);
         self.offset += self.frame.len() as u64;
+        self.live += 1;
         if let Some(direct) = &mut self.direct {
             if written {
                 direct.advance();
@@ -494,6 +508,7 @@ impl Wal {
             self.direct = None;
         }
         self.offset = offset;
+        self.live -= 1;
         self.next_sequence -= 1;
         Ok(())
     }
@@ -502,6 +517,7 @@ impl Wal {
     /// start. Stale records after it never continue its chain, so replay ignores them.
     pub fn restart(&mut self) {
         self.offset = 0;
+        self.live = 0;
         self.last = None;
         if let Some(direct) = &mut self.direct {
             direct.tail.clear();
@@ -571,6 +587,25 @@ mod tests {
         let (wal, replay) = Wal::open(dir.path(), 5).unwrap();
         assert!(replay.is_empty());
         assert_eq!(wal.next_sequence(), 6);
+    }
+
+    #[test]
+    fn after_max_records_small_records_wait_for_a_checkpoint_though_bytes_would_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        for n in 1..=MAX_RECORDS {
+            assert!(wal.stage(&record(n)), "record {n} of {MAX_RECORDS}");
+            wal.append_staged().unwrap();
+        }
+        // A retracted record frees its place.
+        wal.retract().unwrap();
+        assert!(wal.stage(&record(MAX_RECORDS)));
+        wal.append_staged().unwrap();
+        assert!(wal.offset + 1000 < wal.capacity, "room for more bytes");
+        assert!(!wal.stage(&record(MAX_RECORDS + 1)), "a checkpoint is due");
+        // A checkpoint frees them all.
+        wal.restart();
+        assert!(wal.stage(&record(MAX_RECORDS + 1)));
     }
 
     #[test]
@@ -667,7 +702,7 @@ mod tests {
         let (wal, _) = Wal::open(dir.path(), 0).unwrap();
         let direct_possible = OpenOptions::new()
             .write(true)
-            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+            .custom_flags((rustix::fs::OFlags::DIRECT | rustix::fs::OFlags::DSYNC).bits() as i32)
             .open(dir.path().join(FILE_NAME))
             .is_ok();
         assert_eq!(wal.direct.is_some(), direct_possible);
