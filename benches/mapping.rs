@@ -112,7 +112,7 @@ fn mapping(c: &mut Criterion) {
     let bytes: usize = events.iter().map(Vec::len).sum();
     let encoded: usize = events
         .iter()
-        .map(|e| map_event_with(e, &fields).expect("maps").len())
+        .map(|e| map_event_with(e, &fields).expect("maps").encoded.len())
         .sum();
     eprintln!(
         "workload: {} events, {bytes} bytes of JSON in, {encoded} bytes of protobuf out",

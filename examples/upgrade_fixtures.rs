@@ -109,7 +109,11 @@ fn batches() -> Result<Vec<Batch>, Error> {
             // An example the mapper refuses (one has a 31 September) is quarantined, as the
             // hook does.
             match map_event(raw.as_bytes(), &delivery) {
-                Ok(event) => events.push(NewEvent::within(event, DEFAULT_MAX_EVENT_BYTES)?),
+                Ok(mapped) => events.push(NewEvent::within(
+                    mapped.encoded,
+                    mapped.facts,
+                    DEFAULT_MAX_EVENT_BYTES,
+                )?),
                 Err(error) => refused.push(Quarantined {
                     reason: error.to_string(),
                     raw,

@@ -97,7 +97,7 @@ pub fn map_now(
     for event in raw {
         let admitted = mapping::map_event_with(event, &fields)
             .map_err(|error| error.to_string())
-            .and_then(|record| NewEvent::within(record, max_event_bytes));
+            .and_then(|mapped| NewEvent::within(mapped.encoded, mapped.facts, max_event_bytes));
         admit(&mut mapped, admitted, event, origin, received);
     }
     mapped
@@ -197,7 +197,7 @@ fn map_envelope(
         let admitted = envelope
             .map(event, &fields)
             .map_err(|error| error.to_string())
-            .and_then(|record| NewEvent::within(record, max_event_bytes));
+            .and_then(|mapped| NewEvent::within(mapped.encoded, mapped.facts, max_event_bytes));
         admit(
             &mut mapped,
             admitted,

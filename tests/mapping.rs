@@ -12,9 +12,10 @@ use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use okta_stream::journal::EventFacts;
 use okta_stream::mapping::{
     Buffers, Delivery, DeliveryFields, EncodedStruct, EnvelopeError, MAX_BODY_DEPTH, MAX_DEPTH,
-    MappingError, REDACTED, map_event, parse_envelope, redact_headers,
+    MappedEvent, MappingError, REDACTED, map_event, parse_envelope, redact_headers,
 };
 use okta_stream::proto::{self, Event, IngestSource, Outcome, Severity};
 use proptest::prelude::*;
@@ -110,9 +111,12 @@ fn mapped(fixture: &str, index: usize) -> Event {
     record(map_event(events[index].as_bytes(), &delivery).expect("sample maps"))
 }
 
-/// The record the mapping wrote, decoded as a subscriber decodes it.
-fn record(encoded: Vec<u8>) -> Event {
-    Event::decode(encoded.as_slice()).expect("the record decodes")
+/// The record the mapping wrote, decoded as a subscriber decodes it. The facts the mapping
+/// keeps beside it (what filters match on) must be exactly what a decode of the record reads.
+fn record(mapped: MappedEvent) -> Event {
+    let decoded = EventFacts::decode(mapped.encoded.as_slice()).expect("the facts decode");
+    assert_eq!(mapped.facts, decoded, "the facts kept are the record's");
+    Event::decode(mapped.encoded.as_slice()).expect("the record decodes")
 }
 
 fn ts(text: &str) -> Timestamp {

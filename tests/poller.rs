@@ -1070,9 +1070,8 @@ async fn events_the_hook_already_stored_are_duplicates_and_the_rest_are_hook_mis
         let mut events = Vec::new();
         for uuid in ["h-1", "h-3"] {
             let raw = log_event(uuid, TYPE, "2026-11-28T10:00:00.000Z").to_string();
-            events.push(
-                NewEvent::within(map_event(raw.as_bytes(), &hook).unwrap(), usize::MAX).unwrap(),
-            );
+            let mapped = map_event(raw.as_bytes(), &hook).unwrap();
+            events.push(NewEvent::within(mapped.encoded, mapped.facts, usize::MAX).unwrap());
         }
         journal
             .append(Batch {

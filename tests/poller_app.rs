@@ -158,7 +158,7 @@ async fn hook_and_poller_store_each_event_once_and_count_what_only_the_poller_fo
             assert_eq!(event.source.as_ref().unwrap().uri, uri, "{}", event.uuid);
             // Whichever path brought it, the record is the mapping of the same LogEvent.
             let mapped = map_event(raw.to_string().as_bytes(), &Delivery::default()).unwrap();
-            let mapped = prost::Message::decode(mapped.as_slice()).unwrap();
+            let mapped = prost::Message::decode(mapped.encoded.as_slice()).unwrap();
             assert_eq!(content(event.clone()), content(mapped), "{}", event.uuid);
         }
         // A filter on the ingest path treats polled events like any others.

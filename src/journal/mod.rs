@@ -61,11 +61,12 @@ impl NewEvent {
         &self.facts.uuid
     }
 
-    /// Takes a mapped record (an `Event` encoded without its cursor) for appending, or says (as
-    /// a quarantine reason) why it is not stored: it does not decode, or its record, cursor
+    /// Takes a mapped record (an `Event` encoded without its cursor, and its facts) for
+    /// appending, or says (as a quarantine reason) why it is not stored: its record, cursor
     /// included, would be larger than `max_bytes`, more than a default gRPC client accepts in
     /// one message.
-    pub fn within(encoded: Vec<u8>, max_bytes: usize) -> Result<Self, String> {
+    pub fn within(encoded: Vec<u8>, facts: EventFacts, max_bytes: usize) -> Result<Self, String> {
+        debug_assert_eq!(facts.cursor, 0, "the journal assigns cursors");
         // The committed record adds the cursor field: a key byte and up to 10 varint bytes.
         let size = encoded.len() + CURSOR_FIELD_MAX_BYTES;
         if size > max_bytes {
@@ -73,11 +74,6 @@ impl NewEvent {
                 "event: its record would be {size} bytes, larger than the {max_bytes} bytes \
                  allowed (OKTA_STREAM_MAX_EVENT_BYTES), so no gRPC client could receive it"
             ));
-        }
-        let facts = <EventFacts as prost::Message>::decode(encoded.as_slice())
-            .map_err(|e| format!("event: its record does not decode: {e}"))?;
-        if facts.cursor != 0 {
-            return Err("event: its record already carries a cursor".to_owned());
         }
         Ok(Self {
             facts,
@@ -589,23 +585,16 @@ mod tests {
     }
 
     #[test]
-    fn a_mapped_record_is_refused_when_too_large_or_not_a_record() {
-        let encoded = |event: proto::Event| prost::Message::encode_to_vec(&event);
-        let small = encoded(proto::Event {
+    fn a_mapped_record_is_refused_when_too_large() {
+        let event = proto::Event {
             uuid: "u-1".to_owned(),
             ..Default::default()
-        });
-        let admitted = NewEvent::within(small.clone(), 64).unwrap();
+        };
+        let encoded = prost::Message::encode_to_vec(&event);
+        let facts = EventFacts::of(&event);
+        let admitted = NewEvent::within(encoded.clone(), facts.clone(), 64).unwrap();
         assert_eq!(admitted.uuid(), "u-1");
-        let error = NewEvent::within(small, 8).unwrap_err();
+        let error = NewEvent::within(encoded, facts, 8).unwrap_err();
         assert!(error.contains("OKTA_STREAM_MAX_EVENT_BYTES"), "{error}");
-        let error = NewEvent::within(vec![0x12, 0x05, b'u'], 64).unwrap_err();
-        assert!(error.contains("does not decode"), "{error}");
-        let with_cursor = encoded(proto::Event {
-            cursor: 3,
-            ..Default::default()
-        });
-        let error = NewEvent::within(with_cursor, 64).unwrap_err();
-        assert!(error.contains("cursor"), "{error}");
     }
 }

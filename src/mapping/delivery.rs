@@ -77,6 +77,7 @@ pub const REDACTED: &str = "[REDACTED]";
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryFields {
     encoded: Vec<u8>,
+    ingest_source: i32,
 }
 
 impl DeliveryFields {
@@ -100,12 +101,18 @@ impl DeliveryFields {
         };
         Self {
             encoded: prost::Message::encode_to_vec(&fields),
+            ingest_source: delivery.ingest_source as i32,
         }
     }
 
     /// The encoded fields.
     pub fn as_bytes(&self) -> &[u8] {
         &self.encoded
+    }
+
+    /// `ingest_source`, which filters read.
+    pub(super) fn ingest_source(&self) -> i32 {
+        self.ingest_source
     }
 
     /// Their length in bytes.

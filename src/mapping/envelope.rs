@@ -14,7 +14,7 @@ use prost_types::Timestamp;
 use super::delivery::DeliveryFields;
 use super::error::MappingError;
 use super::parse::{self, Buffers, Doc, EventItem, ParseError, Val};
-use super::record;
+use super::record::{self, MappedEvent};
 use super::time::parse_rfc3339;
 
 /// A delivery parsed and split into its parts. The events borrow from the body.
@@ -60,7 +60,7 @@ impl Envelope<'_> {
         &self,
         event: &LogEvent<'_>,
         delivery: &DeliveryFields,
-    ) -> Result<Vec<u8>, MappingError> {
+    ) -> Result<MappedEvent, MappingError> {
         if event.item.too_deep {
             return Err(MappingError {
                 field: "event",

@@ -31,18 +31,18 @@ pub use delivery::{Delivery, DeliveryFields, REDACTED, is_secret_header, redact_
 pub use envelope::{Envelope, EnvelopeError, LogEvent, parse_envelope};
 pub use error::MappingError;
 pub use parse::{Buffers, MAX_BODY_DEPTH, MAX_DEPTH};
+pub use record::MappedEvent;
 pub use time::parse_rfc3339;
 pub use uuid::{MAX_UUID_BYTES, check_uuid};
 
 /// Maps one LogEvent (the JSON of one element of `data.events[]`, or of one System Log API
-/// result) to the record, encoded as an `okta.events.v1.Event` without its cursor (the
-/// journal assigns it).
+/// result) to the record.
 ///
 /// Errors (field named in [`MappingError::field`]):
 /// - `event`: not JSON, not a JSON object, or nested deeper than [`MAX_DEPTH`] levels;
 /// - `uuid`: missing, not a string, blank, or longer than [`MAX_UUID_BYTES`] bytes;
 /// - `published`: missing, not a string, or not an RFC 3339 date-time.
-pub fn map_event(log_event: &[u8], delivery: &Delivery) -> Result<Vec<u8>, MappingError> {
+pub fn map_event(log_event: &[u8], delivery: &Delivery) -> Result<MappedEvent, MappingError> {
     map_event_with(log_event, &DeliveryFields::new(delivery))
 }
 
@@ -50,7 +50,7 @@ pub fn map_event(log_event: &[u8], delivery: &Delivery) -> Result<Vec<u8>, Mappi
 pub fn map_event_with(
     log_event: &[u8],
     delivery: &DeliveryFields,
-) -> Result<Vec<u8>, MappingError> {
+) -> Result<MappedEvent, MappingError> {
     thread_local! {
         /// Parse buffers reused from event to event on this thread.
         static BUFFERS: Cell<parse::Buffers> = Cell::default();
@@ -68,7 +68,7 @@ fn map_with(
     log_event: &[u8],
     delivery: &DeliveryFields,
     buffers: &mut parse::Buffers,
-) -> Result<Vec<u8>, MappingError> {
+) -> Result<MappedEvent, MappingError> {
     let doc = parse::parse_object(log_event, buffers)
         .map_err(|e| MappingError {
             field: "event",

@@ -14,16 +14,28 @@ use super::json::{number_text, saturating_i64};
 use super::parse::{Obj, Val};
 use super::time::parse_rfc3339;
 use super::wire::{self, bool_present, double, int, message, string};
+use crate::journal::{EventFacts, Principal, TargetFacts};
 use crate::proto;
+
+/// One LogEvent mapped: the record, and what the journal keeps of it to match filters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappedEvent {
+    /// The record encoded as an `okta.events.v1.Event` without its cursor (the journal
+    /// assigns it), with room left at the end for the cursor field.
+    pub encoded: Vec<u8>,
+    /// The fields filters, dedupe and the profile stage read, as a decode of `encoded` reads
+    /// them.
+    pub facts: EventFacts,
+}
 
 /// Room kept at the end of a record for the cursor field the journal appends (its key and a
 /// varint of up to 10 bytes), so committing never copies the record.
 const CURSOR_ROOM: usize = 11;
 
 /// Maps a parsed LogEvent object (a whole document, or one event of a parsed hook body) to
-/// the record's encoding, without its cursor; the whole of the object becomes
-/// `event_details`.
-pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<Vec<u8>, MappingError> {
+/// the record's encoding, without its cursor, and the facts the journal keeps beside it; the
+/// whole of the object becomes `event_details`.
+pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<MappedEvent, MappingError> {
     let uuid = match object.get("uuid") {
         Some(Val::Str(s)) => match super::uuid::check_uuid(s) {
             Ok(()) => s,
@@ -48,16 +60,19 @@ pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<Vec<u8>,
     string(out, 2, uuid);
     wire::timestamp(out, 3, &published);
     string(out, 4, &object.text("displayMessage"));
-    string(out, 6, &object.text("eventType"));
+    let event_type = object.text("eventType");
+    string(out, 6, &event_type);
     string(out, 7, &object.text("legacyEventType"));
     string(out, 9, &object.text("version"));
 
     let severity_raw = object.text("severity");
-    int(out, 10, severity(&severity_raw) as i64);
+    let severity = severity(&severity_raw) as i32;
+    int(out, 10, severity.into());
     string(out, 11, &severity_raw);
     let outcome = object.object("outcome");
     let result_raw = outcome.map(|o| o.text("result")).unwrap_or_default();
-    int(out, 12, outcome_result(&result_raw) as i64);
+    let result = outcome_result(&result_raw) as i32;
+    int(out, 12, result.into());
     string(out, 13, &result_raw);
     if let Some(outcome) = outcome {
         string(out, 14, &outcome.text("reason"));
@@ -66,12 +81,18 @@ pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<Vec<u8>,
     let debug_context = object.object("debugContext");
     let debug_data = debug_context.and_then(|d| d.object("debugData"));
     let changed_raw = changed_attributes(debug_data);
-    for name in changed_raw.split(',').map(str::trim) {
+    let changed: Vec<&str> = changed_raw
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .collect();
+    for name in &changed {
         string(out, 15, name);
     }
     string(out, 16, &changed_raw);
 
-    if let Some(actor) = object.object("actor") {
+    let actor = object.object("actor");
+    if let Some(actor) = actor {
         message(out, 17, |out| {
             string(out, 1, &actor.text("id"));
             string(out, 2, &actor.text("alternateId"));
@@ -128,7 +149,35 @@ pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<Vec<u8>,
     // `event_id`, `event_time`, `headers`, `source`, `ingest_source`, `received`. The profile
     // fields (30-33) are attached after the journal commits the event, by the profile stage.
     out.extend_from_slice(delivery.as_bytes());
-    Ok(std::mem::take(out))
+
+    let principal = |o: Obj<'_>| Principal {
+        id: o.text("id").into_owned(),
+        alternate_id: o.text("alternateId").into_owned(),
+    };
+    let facts = EventFacts {
+        cursor: 0,
+        uuid: uuid.to_owned(),
+        published: Some(published),
+        event_type: event_type.into_owned(),
+        severity,
+        severity_raw: severity_raw.into_owned(),
+        result,
+        changed_attributes: changed.iter().map(|&name| name.to_owned()).collect(),
+        actor: actor.map(principal),
+        okta_user: okta_user.map(principal),
+        targets: targets()
+            .map(|t| TargetFacts {
+                id: t.text("id").into_owned(),
+                r#type: t.text("type").into_owned(),
+                alternate_id: t.text("alternateId").into_owned(),
+            })
+            .collect(),
+        ingest_source: delivery.ingest_source(),
+    };
+    Ok(MappedEvent {
+        encoded: std::mem::take(out),
+        facts,
+    })
 }
 
 /// Appends a free-form sub-object as a `google.protobuf.Struct` field, when it is an object.
