@@ -46,6 +46,11 @@ pub const MAX_CAPACITY: u64 = 4 << 20;
 /// at 5 ms (`cargo bench --bench load -- ingest`, BENCHMARKS.md, issue 15).
 pub const MAX_RECORDS: u64 = 384;
 
+/// A record may take at most this share of the file. A larger group (a poller page of 1,000
+/// events is 2.5 MB) is its own checkpoint instead: logging it would write most of a file's
+/// worth again for one commit, and the next one would be a checkpoint anyway.
+pub const LARGEST_SHARE: u64 = 4;
+
 /// Smallest size: a new file takes an eighth of the free space, but at least this much.
 pub const MIN_CAPACITY: u64 = 1 << 20;
 
@@ -424,7 +429,8 @@ impl Wal {
     }
 
     /// Encodes `record` as the next record and says whether it may follow the live ones (it fits,
-    /// and fewer than [`MAX_RECORDS`] are live); if it may, [`Wal::append_staged`] writes it.
+    /// takes at most a [`LARGEST_SHARE`] of the file, and fewer than [`MAX_RECORDS`] are live); if
+    /// it may, [`Wal::append_staged`] writes it.
     pub fn stage(&mut self, record: &GroupRecord) -> bool {
         self.last = None;
         self.frame.clear();
@@ -439,7 +445,10 @@ impl Wal {
         self.frame[4..8].copy_from_slice(&length.to_le_bytes());
         self.frame[8..12].copy_from_slice(&hasher.finalize().to_le_bytes());
         self.frame[12..20].copy_from_slice(&sequence.to_le_bytes());
-        self.live < MAX_RECORDS && self.offset + self.frame.len() as u64 <= self.capacity
+        let len = self.frame.len() as u64;
+        self.live < MAX_RECORDS
+            && len <= self.capacity / LARGEST_SHARE
+            && self.offset + len <= self.capacity
     }
 
     /// Writes the staged record and syncs it: durable when this returns `Ok`. On error nothing
@@ -606,6 +615,19 @@ mod tests {
         // A checkpoint frees them all.
         wal.restart();
         assert!(wal.stage(&record(MAX_RECORDS + 1)));
+    }
+
+    #[test]
+    fn a_record_larger_than_its_share_of_the_file_is_left_to_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        let share = (wal.capacity / LARGEST_SHARE) as usize;
+        assert!(
+            !wal.stage(&sized(1, share)),
+            "the frame's header makes it too large"
+        );
+        assert!(wal.stage(&sized(1, share - 512)));
+        wal.append_staged().unwrap();
     }
 
     #[test]
