@@ -13,11 +13,11 @@ use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use http::HeaderMap;
 use reqwest::{StatusCode, Url};
-use serde_json::value::RawValue;
 
 use super::auth::{AuthError, Authorizer};
 use super::org::{ConfigError, http_client, parse_org_url, same_origin};
 use super::settings::PollerConfig;
+use super::split::split_array;
 use super::stats::PollerStats;
 
 /// The System Log endpoint path.
@@ -339,16 +339,6 @@ impl Client {
     }
 }
 
-/// The elements of a JSON array, each the slice of `body` that holds it. serde_json checks the
-/// whole array; borrowing the elements (`&RawValue`) spares an allocation and a copy per event.
-fn split_array(body: &Bytes) -> Result<Vec<Bytes>, serde_json::Error> {
-    let elements: Vec<&RawValue> = serde_json::from_slice(body)?;
-    Ok(elements
-        .into_iter()
-        .map(|element| body.slice_ref(element.get().as_bytes()))
-        .collect())
-}
-
 /// `Reset − Date + 1 s` (the Okta SDKs' formula): how long to wait after a 429, by the server's
 /// clock. `None` when either header is missing.
 pub fn rate_limit_wait(reset: Option<i64>, server_date: Option<DateTime<Utc>>) -> Option<Duration> {
@@ -644,23 +634,6 @@ mod tests {
             "https://o.okta.com/api/v1/logs?after=1627500044869_1"
         );
         assert_eq!(next_link(&HeaderMap::new(), &base).unwrap(), None);
-    }
-
-    #[test]
-    fn a_page_body_is_split_into_its_events_without_copies() {
-        let body = Bytes::from_static(br#" [ {"uuid":"a","x":[1,{"y":"]"}]} ,{"uuid":"b\"}"}] "#);
-        let events = split_array(&body).unwrap();
-        assert_eq!(events.len(), 2);
-        assert_eq!(&events[0][..], br#"{"uuid":"a","x":[1,{"y":"]"}]}"#);
-        assert_eq!(&events[1][..], br#"{"uuid":"b\"}"}"#);
-        let inside = body.as_ptr_range();
-        assert!(
-            inside.contains(&events[1].as_ptr()),
-            "a slice of the body, not a copy"
-        );
-        assert!(split_array(&Bytes::from_static(b"[]")).unwrap().is_empty());
-        assert!(split_array(&Bytes::from_static(br#"{"uuid":"a"}"#)).is_err());
-        assert!(split_array(&Bytes::from_static(br#"[{"uuid":"a"}"#)).is_err());
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! - [`org`]: the org URL, checked once, and the HTTP client every call uses (the floor).
 //! - [`settings`]: the poller's settings and defaults, read by the client and the loop, and
 //!   built by `serve` from [`crate::config`].
+//! - [`split`]: a page's body split into its events' bytes, reading only the array's
+//!   structure (each event is parsed strictly when it is mapped).
 //! - [`stats`]: what the poller did, as metrics in the service's registry, and its health.
 //! - [`poller`]: the loop: resume from the stored `next` URL, map, append the page and the new
 //!   `next` URL in one journal transaction, pace within the rate limit, back off on failures.
@@ -23,6 +25,7 @@ pub mod hooks;
 pub mod org;
 pub mod poller;
 pub mod settings;
+pub mod split;
 pub mod stats;
 pub mod users;
 
