@@ -177,12 +177,16 @@ pub async fn watch_journal(
                 health.set_journal_ok(false).await;
             }
         }
-        if let Ok(bounds) = journal.bounds().await {
-            metrics.journal_head.set(bounds.head);
-            metrics.journal_oldest.set(bounds.oldest.unwrap_or(0));
-        }
-        if let Ok(Some(bytes)) = journal.stored_bytes().await {
+        // Both read before either is set, and the head set last: a scrape that sees the new
+        // head sees the size and oldest cursor of the same moment, not the previous tick's.
+        let bounds = journal.bounds().await;
+        let bytes = journal.stored_bytes().await;
+        if let Ok(Some(bytes)) = bytes {
             metrics.journal_bytes.set(bytes);
+        }
+        if let Ok(bounds) = bounds {
+            metrics.journal_oldest.set(bounds.oldest.unwrap_or(0));
+            metrics.journal_head.set(bounds.head);
         }
     }
 }
