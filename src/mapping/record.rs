@@ -149,6 +149,8 @@ pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<MappedEv
     // `event_id`, `event_time`, `headers`, `source`, `ingest_source`, `received`. The profile
     // fields (30-33) are attached after the journal commits the event, by the profile stage.
     out.extend_from_slice(delivery.as_bytes());
+    // A no-op unless the estimate above fell short.
+    out.reserve(CURSOR_ROOM);
 
     let principal = |o: Obj<'_>| Principal {
         id: o.text("id").into_owned(),
