@@ -1,15 +1,16 @@
 //! [`EventFacts`]: the few fields of an `okta.events.v1.Event` that the service itself reads.
 //!
 //! A committed event is held as its encoding, shared by every subscriber. Subscribe filters,
-//! the journal's dedupe and the profile-values stage read only a dozen of its fields, so they
-//! read those, decoded from the same bytes by a partial message (protobuf skips the fields a
-//! message does not name): the nested `Struct`s that make up most of a record are never
-//! decoded to be streamed or matched. Field numbers are those of `events.proto`.
+//! the journal's dedupe and the profile-values stage read only a dozen of its fields, so those
+//! are kept beside it: the mapping fills them as it writes the record, and a stored record is
+//! decoded into them by this partial message (protobuf skips the fields a message does not
+//! name), so the nested `Struct`s that make up most of a record are never decoded to be
+//! streamed or matched. Field numbers are those of `events.proto`.
 
 use crate::proto::{Event, Target};
 
-/// What filters, dedupe and the profile stage read of a record; decoded from its encoding,
-/// the rest of which is stepped over.
+/// What filters, dedupe and the profile stage read of a record: filled by the mapping, or
+/// decoded from a stored encoding, the rest of which is stepped over.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct EventFacts {
     /// `Event.cursor`: 0 until the journal commits the event.
