@@ -91,13 +91,10 @@ pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<MappedEv
     }
     string(out, 16, &changed_raw);
 
-    let actor = object.object("actor");
-    if let Some(actor) = actor {
+    let mut actor_facts = None;
+    if let Some(actor) = object.object("actor") {
         message(out, 17, |out| {
-            string(out, 1, &actor.text("id"));
-            string(out, 2, &actor.text("alternateId"));
-            string(out, 3, &actor.text("displayName"));
-            string(out, 4, &actor.text("type"));
+            actor_facts = Some(identity(out, actor));
             write_struct(out, 5, actor.object("detailEntry"));
         });
     }
@@ -108,23 +105,29 @@ pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<MappedEv
             .flat_map(|a| a.iter())
             .filter_map(as_object)
     };
-    let okta_user = targets().find(|t| t.text("type").trim().eq_ignore_ascii_case("User"));
-    if let Some(user) = okta_user {
-        message(out, 18, |out| {
-            string(out, 1, &user.text("id"));
-            string(out, 2, &user.text("alternateId"));
-            string(out, 3, &user.text("displayName"));
-            string(out, 4, &user.text("type"));
-        });
+    let mut okta_user_facts = None;
+    if let Some(user) = targets().find(|t| t.text("type").trim().eq_ignore_ascii_case("User")) {
+        message(out, 18, |out| okta_user_facts = Some(identity(out, user)));
     }
+    let mut target_facts = Vec::new();
     for target in targets() {
+        let (id, kind, login) = (
+            target.text("id"),
+            target.text("type"),
+            target.text("alternateId"),
+        );
         message(out, 19, |out| {
-            string(out, 1, &target.text("id"));
-            string(out, 2, &target.text("type"));
-            string(out, 3, &target.text("alternateId"));
+            string(out, 1, &id);
+            string(out, 2, &kind);
+            string(out, 3, &login);
             string(out, 4, &target.text("displayName"));
             write_struct(out, 5, target.object("detailEntry"));
             write_struct(out, 6, target.object("changeDetails"));
+        });
+        target_facts.push(TargetFacts {
+            id: id.into_owned(),
+            r#type: kind.into_owned(),
+            alternate_id: login.into_owned(),
         });
     }
 
@@ -152,10 +155,6 @@ pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<MappedEv
     // A no-op unless the estimate above fell short.
     out.reserve(CURSOR_ROOM);
 
-    let principal = |o: Obj<'_>| Principal {
-        id: o.text("id").into_owned(),
-        alternate_id: o.text("alternateId").into_owned(),
-    };
     let facts = EventFacts {
         cursor: 0,
         uuid: uuid.to_owned(),
@@ -165,21 +164,29 @@ pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<MappedEv
         severity_raw: severity_raw.into_owned(),
         result,
         changed_attributes: changed.iter().map(|&name| name.to_owned()).collect(),
-        actor: actor.map(principal),
-        okta_user: okta_user.map(principal),
-        targets: targets()
-            .map(|t| TargetFacts {
-                id: t.text("id").into_owned(),
-                r#type: t.text("type").into_owned(),
-                alternate_id: t.text("alternateId").into_owned(),
-            })
-            .collect(),
+        actor: actor_facts,
+        okta_user: okta_user_facts,
+        targets: target_facts,
         ingest_source: delivery.ingest_source(),
     };
     Ok(MappedEvent {
         encoded: std::mem::take(out),
         facts,
     })
+}
+
+/// Writes the fields `Actor` and `OktaUser` share (`id`, `alternate_id`, `display_name`,
+/// `type`: 1-4) and returns the id and login the facts keep, each read once.
+fn identity(out: &mut Vec<u8>, o: Obj<'_>) -> Principal {
+    let (id, login) = (o.text("id"), o.text("alternateId"));
+    string(out, 1, &id);
+    string(out, 2, &login);
+    string(out, 3, &o.text("displayName"));
+    string(out, 4, &o.text("type"));
+    Principal {
+        id: id.into_owned(),
+        alternate_id: login.into_owned(),
+    }
 }
 
 /// Appends a free-form sub-object as a `google.protobuf.Struct` field, when it is an object.
