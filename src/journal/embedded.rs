@@ -824,13 +824,7 @@ fn upgrade_in(txn: &WriteTransaction, path: &Path) -> Result<bool, JournalError>
         .get(META_FORMAT_VERSION)
         .map_err(storage)?
         .map_or(1, |v| v.value());
-    if version > FORMAT_VERSION {
-        return Err(JournalError::TooNew {
-            path: path.to_owned(),
-            found: version,
-            supported: FORMAT_VERSION,
-        });
-    }
+    refuse_newer(version, path)?;
     if version == FORMAT_VERSION {
         return Ok(false);
     }
@@ -839,6 +833,18 @@ fn upgrade_in(txn: &WriteTransaction, path: &Path) -> Result<bool, JournalError>
         .insert(META_FORMAT_VERSION, FORMAT_VERSION)
         .map_err(storage)?;
     Ok(true)
+}
+
+/// A file of a newer format than this binary writes is refused, never read or changed.
+pub(crate) fn refuse_newer(version: u64, path: &Path) -> Result<(), JournalError> {
+    if version > FORMAT_VERSION {
+        return Err(JournalError::TooNew {
+            path: path.to_owned(),
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(())
 }
 
 /// Brings a file of format `from` to [`FORMAT_VERSION`], inside the open transaction: an arm

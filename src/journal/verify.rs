@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, TableHandle as _};
 
 use super::embedded::{
-    EVENT_CHUNKS, FORMAT_VERSION, META, META_FORMAT_VERSION, UUIDS, chunk_at, decode_at,
+    EVENT_CHUNKS, META, META_FORMAT_VERSION, UUIDS, chunk_at, decode_at, refuse_newer,
 };
 use super::{Cursor, JournalError};
 
@@ -113,13 +113,7 @@ fn read_every_record(db: &Database, path: &Path) -> Result<Report, JournalError>
         .get(META_FORMAT_VERSION)
         .map_err(|e| damaged(format!("cannot read the format version: {e}")))?
         .map_or(1, |v| v.value());
-    if format_version > FORMAT_VERSION {
-        return Err(JournalError::TooNew {
-            path: path.to_owned(),
-            found: format_version,
-            supported: FORMAT_VERSION,
-        });
-    }
+    refuse_newer(format_version, path)?;
     let mut report = Report {
         path: path.to_owned(),
         events: 0,
