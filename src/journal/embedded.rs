@@ -4,7 +4,8 @@
 //! fsync. A dedicated OS thread takes *every* request waiting in its queue, commits them all in
 //! one durable transaction and then answers each one, so concurrent hook deliveries share an
 //! fsync instead of queueing for one each. Retention pruning goes through the same writer, so
-//! there is never a second writer.
+//! there is never a second writer. While requests follow each other closely, the writer spins
+//! briefly for the next one instead of sleeping ([`crate::journal::idle`]).
 //!
 //! # Layout of `journal.redb`
 //! | table        | key                         | value                                        |
@@ -70,6 +71,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::chunk::{Chunk, ChunkBuilder};
+use super::idle::{Pace, next_request};
 use super::wal::{EventRow, GroupRecord, Wal};
 use super::{
     Appended, Batch, Bounds, CommitSink, Committed, Corruption, Cursor, Journal, JournalError,
@@ -1039,7 +1041,8 @@ impl Writer {
     fn run(self, mut queue: mpsc::Receiver<Request>) {
         let mut writer = self;
         let mut closed: Option<oneshot::Sender<()>> = None;
-        while let Some(first) = queue.blocking_recv() {
+        let mut pace = Pace::default();
+        while let Some(first) = next_request(&mut queue, &mut pace) {
             let mut group = Vec::new();
             let mut prunes = Vec::new();
             let mut group_bytes = 0;
