@@ -62,9 +62,6 @@ impl From<IngestError> for PollerError {
 /// both without harm (the next run re-reads them from the stored `next` URL).
 const PAGES_IN_FLIGHT: usize = 3;
 
-/// A page is mapped in parallel chunks of at least this many events; smaller pages in one.
-const MIN_MAP_CHUNK: usize = 128;
-
 /// One request's outcome on its way through the pipeline, in request order.
 struct Staged<T> {
     /// The URL that was requested (a page whose `next` equals it stores nothing new).
@@ -107,8 +104,6 @@ pub struct Poller {
     config: PollerConfig,
     source: String,
     stats: Arc<PollerStats>,
-    /// How many chunks a page is mapped in at once: the CPUs available.
-    map_chunks: usize,
 }
 
 impl Poller {
@@ -133,7 +128,6 @@ impl Poller {
             config,
             source,
             stats,
-            map_chunks: std::thread::available_parallelism().map_or(1, |n| n.get()),
         })
     }
 
@@ -146,8 +140,8 @@ impl Poller {
     /// error). A page being committed when shutdown comes is committed first.
     ///
     /// Three stages run at once, each in request order: fetch (one request in flight; page
-    /// N+1's URL is known as soon as page N arrived), map (on the blocking pool, a page in
-    /// parallel chunks) and commit (a page's events with its `next` URL in one journal append,
+    /// N+1's URL is known as soon as page N arrived), map (on the blocking pool, a page at a
+    /// time on one thread) and commit (a page's events with its `next` URL in one journal append,
     /// page N+1 only after page N's append succeeded or in the same one: pages already mapped
     /// when a commit starts join it). At most [`PAGES_IN_FLIGHT`] pages are
     /// held, so a crash at any moment re-reads at most the pages after the stored URL, which
@@ -356,7 +350,13 @@ impl Poller {
     }
 
     /// Maps and encodes a page's events off the async workers (milliseconds of CPU per page),
-    /// in up to `map_chunks` chunks at once; the batch keeps the page's order.
+    /// in the page's order, on one thread.
+    ///
+    /// Why one: a page of 1,000 events maps in about 3 ms, far less than Okta takes to serve
+    /// it, so mapping is never what catch-up waits for; what it waits for is the next page.
+    /// Mapping in parallel chunks (one per CPU, as before) took the CPU the fetch chain needed
+    /// when both ran at once: catch-up was 76-77% of the raw paging rate with two chunks
+    /// against 80-81% with one (`load poller`, interleaved, BENCHMARKS.md, issue 15).
     async fn map(&self, page: Page) -> Result<MappedPage, PollerError> {
         let Page {
             events: raw,
@@ -378,24 +378,14 @@ impl Poller {
             received: Some(timestamp),
         };
         let received = raw.len();
-        let chunk = received.div_ceil(self.map_chunks).max(MIN_MAP_CHUNK);
-        let chunks = raw.chunks(chunk).map(|events| {
-            ingest::map(
-                events.to_vec(),
-                delivery.clone(),
-                self.source.clone(),
-                now,
-                self.config.max_event_bytes,
-            )
-        });
-        let mut batch = ingest::Mapped {
-            events: Vec::with_capacity(received),
-            quarantine: Vec::new(),
-        };
-        for mapped in futures::future::try_join_all(chunks).await? {
-            batch.events.extend(mapped.events);
-            batch.quarantine.extend(mapped.quarantine);
-        }
+        let batch = ingest::map(
+            raw,
+            delivery,
+            self.source.clone(),
+            now,
+            self.config.max_event_bytes,
+        )
+        .await?;
         Ok(MappedPage {
             batch,
             received,

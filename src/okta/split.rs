@@ -2,7 +2,7 @@
 //!
 //! The poller fetches pages one after another, each request waiting for the previous page,
 //! so whatever the fetch does with a page delays the next one. Each element is parsed
-//! strictly later, when it is mapped (off that chain, pages in parallel); here only the
+//! strictly later, when it is mapped (off that chain, while the next page is fetched); here only the
 //! array's structure is read: strings are skipped to their closing quote, brackets counted,
 //! and the top-level commas found. This is a few times faster than a validating parse of the
 //! whole page, which measured about 6% of the poller's CPU (BENCHMARKS.md, issue 15). An
