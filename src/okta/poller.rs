@@ -21,7 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{Client, ClientError, Page, RateLimit, RetryOf, pacing_delay};
+use super::client::{Client, ClientError, Page, RateLimit, RetryOf, pacing_delay, wait_until};
 use super::org::{ConfigError, origin};
 use super::settings::{PollerConfig, StartFrom};
 use super::stats::{PollerHealth, PollerStats};
@@ -190,7 +190,7 @@ impl Poller {
                 biased;
                 () = shutdown.cancelled() => return,
                 result = async {
-                    tokio::time::sleep_until(not_before).await;
+                    wait_until(not_before).await;
                     let started = Instant::now();
                     (started, self.client.page(&url, retry.as_ref()).await)
                 } => result,

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use super::auth::{AuthError, Authorizer, Credentials};
 use super::client::{
     RateLimit, RetryOf, next_link, pacing_delay, percent_encode, rate_limit_wait, reason,
+    wait_until,
 };
 use super::org::{ConfigError, http_client, parse_org_url, same_origin};
 
@@ -279,7 +280,7 @@ impl UsersClient {
             pacer.next_slot = start + pacer.spacing;
             (start, pacer.retry.take())
         };
-        tokio::time::sleep_until(start).await;
+        wait_until(start).await;
         (start, retry)
     }
 
