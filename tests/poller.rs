@@ -1126,6 +1126,40 @@ async fn an_event_that_does_not_map_is_quarantined_not_dropped() {
 }
 
 #[tokio::test]
+async fn a_page_element_that_is_not_json_is_quarantined_and_the_rest_of_its_page_is_stored() {
+    within(LIMIT, async {
+        let fake = FakeOkta::start(FakeAuth::Ssws(TOKEN.to_owned())).await;
+        fake.push_many("ok", TYPE, 3);
+        let broken = r#"{"uuid":"broken","eventType":}"#;
+        fake.inject(Inject::RawElement(broken.to_owned()));
+        let journal = TestJournal::new().await;
+        let running = start(config(&fake, ssws()), journal.clone());
+        wait_for_events(&journal, 3).await;
+        let stats = running.stop().await;
+        let quarantined = journal.quarantined(10).await.unwrap();
+        assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+        assert_eq!(quarantined[0].raw, broken);
+        assert!(
+            quarantined[0].reason.contains("not JSON"),
+            "{}",
+            quarantined[0].reason
+        );
+        assert_eq!(quarantined[0].origin, fake.base);
+        assert_eq!(stats.quarantined, 1);
+        let first = &fake.log_requests()[0];
+        assert_eq!(first.status, 200);
+        assert!(
+            fake.log_requests()
+                .iter()
+                .skip(1)
+                .all(|r| r.query != first.query),
+            "the page was not fetched again"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn no_secret_appears_in_config_errors_or_stats() {
     within(LIMIT, async {
         let fake = FakeOkta::start(FakeAuth::Ssws("other".to_owned())).await;

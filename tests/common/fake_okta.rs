@@ -73,6 +73,8 @@ pub enum Inject {
     RateLimited(Duration),
     /// Wait this long before answering normally.
     Delay(Duration),
+    /// Answer normally, with this text (JSON or not) as the page's first element (logs only).
+    RawElement(String),
 }
 
 /// One request as the fake received it.
@@ -1171,12 +1173,15 @@ async fn logs(
     })();
 
     let (status, body, links, error) = match outcome {
-        Ok((events, links)) => (
-            StatusCode::OK,
-            Value::Array(events).to_string(),
-            links,
-            None,
-        ),
+        Ok((events, links)) => {
+            let mut body = Value::Array(events).to_string();
+            if let Some(Inject::RawElement(raw)) = &injection {
+                let rest = &body[1..];
+                let separator = if rest == "]" { "" } else { "," };
+                body = format!("[{raw}{separator}{rest}");
+            }
+            (StatusCode::OK, body, links, None)
+        }
         Err((status, body, reason)) => (status, body, Vec::new(), Some(reason)),
     };
     state.requests.push(Recorded {
