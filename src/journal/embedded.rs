@@ -5,7 +5,7 @@
 //! one durable transaction and then answers each one, so concurrent hook deliveries share an
 //! fsync instead of queueing for one each. Retention pruning goes through the same writer, so
 //! there is never a second writer. While requests follow each other closely, the writer spins
-//! briefly for the next one instead of sleeping ([`crate::journal::idle`]).
+//! briefly for the next one instead of sleeping (`journal/idle.rs`).
 //!
 //! # Layout of `journal.redb`
 //! | table        | key                         | value                                        |
