@@ -170,6 +170,8 @@ pub(crate) struct Fanout {
     pub(crate) subscriber_error: Option<String>,
     /// CPU seconds the server process (ours or nats-server) used during the phase.
     pub(crate) server_cpu: f64,
+    /// CPU seconds this process (publisher and subscribers) used during the phase.
+    pub(crate) tool_cpu: f64,
 }
 
 impl Fanout {
@@ -180,6 +182,11 @@ impl Fanout {
     /// Server CPU microseconds per delivery (less sensitive to other load than the rate).
     pub(crate) fn cpu_us(&self) -> f64 {
         self.server_cpu * 1e6 / (self.deliveries.max(1)) as f64
+    }
+
+    /// This process's CPU microseconds per delivery: what its clients spent on each.
+    pub(crate) fn tool_cpu_us(&self) -> f64 {
+        self.tool_cpu * 1e6 / (self.deliveries.max(1)) as f64
     }
 
     pub(crate) fn summarise(
@@ -198,6 +205,7 @@ impl Fanout {
             publish_errors,
             subscriber_error: None,
             server_cpu: 0.0,
+            tool_cpu: 0.0,
         };
         let first_sent = board
             .sent
@@ -358,6 +366,7 @@ pub(crate) async fn fanout_ours(
     }
     let tag: u32 = rand::random();
     let cpu_before = cpu_secs(server.child.id());
+    let tool_before = cpu_secs(Some(std::process::id()));
     let errors = publish_hook(
         &server.hook_url(),
         board.clone(),
@@ -378,6 +387,7 @@ pub(crate) async fn fanout_ours(
     board.abort.store(true, Ordering::Relaxed);
     let mut out = Fanout::summarise(&board, seen, events * subscribers as u64, errors);
     out.server_cpu = cpu_secs(server.child.id()) - cpu_before;
+    out.tool_cpu = cpu_secs(Some(std::process::id())) - tool_before;
     Ok(out)
 }
 
@@ -521,6 +531,7 @@ pub(crate) async fn fanout_nats(
     let publisher = connect().await.map_err(|e| format!("NATS connect: {e}"))?;
     let mut errors = 0u64;
     let cpu_before = cpu_secs(nats.child.id());
+    let tool_before = cpu_secs(Some(std::process::id()));
     let started = Instant::now();
     for n in 0..events {
         match per_second {
@@ -558,6 +569,7 @@ pub(crate) async fn fanout_nats(
     board.abort.store(true, Ordering::Relaxed);
     let mut out = Fanout::summarise(&board, seen, events * subscribers as u64, errors);
     out.server_cpu = cpu_secs(nats.child.id()) - cpu_before;
+    out.tool_cpu = cpu_secs(Some(std::process::id())) - tool_before;
     Ok(out)
 }
 
@@ -647,6 +659,27 @@ pub(crate) async fn fanout(options: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// `fanout --subscribers`: only the given table rows, with both servers' pids printed.
+pub(crate) async fn fanout_rows(options: &Options, counts: &[usize]) -> Result<(), String> {
+    let server = Server::start(&[]).await?;
+    let nats = NatsServer::start().await?;
+    let event = stored_event(&server).await?;
+    let payload = NatsPayload {
+        tag: rand::random(),
+        event,
+    };
+    println!(
+        "\n## fanout rows {counts:?} (scale {}): okta-stream pid {}, nats-server pid {}\n",
+        options.scale,
+        server.child.id().unwrap_or(0),
+        nats.child.id().unwrap_or(0)
+    );
+    fanout_table(&server, &nats, &payload, counts, options.scale).await?;
+    drop(nats);
+    server.stop().await;
+    Ok(())
+}
+
 pub(crate) fn print_paced(name: &str, f: &Fanout) {
     println!(
         "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
@@ -669,9 +702,9 @@ pub(crate) async fn fanout_table(
     scale: f64,
 ) -> Result<(), String> {
     println!(
-        "| subscribers | events | ours deliveries/s | ack→receipt p50 ms | p99 ms | server CPU µs/delivery | NATS deliveries/s | publish→receipt p50 ms | p99 ms | nats-server CPU µs/delivery | ours/NATS | notes |"
+        "| subscribers | events | ours deliveries/s | ack→receipt p50 ms | p99 ms | server CPU µs/delivery | NATS deliveries/s | publish→receipt p50 ms | p99 ms | nats-server CPU µs/delivery | ours/NATS | load tool CPU µs/delivery, ours / NATS | notes |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for &subscribers in counts {
         let events = burst(subscribers, scale);
         let ours = fanout_ours(server, subscribers, events, None).await?;
@@ -683,7 +716,7 @@ pub(crate) async fn fanout_table(
             format!("NATS: {}", fanout_note(&theirs)),
         );
         println!(
-            "| {subscribers} | {events} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | ours: {} {note} |",
+            "| {subscribers} | {events} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} | ours: {} {note} |",
             ours.rate(),
             percentile_ms(&ours.ack_to_receipt, 50.0),
             percentile_ms(&ours.ack_to_receipt, 99.0),
@@ -693,6 +726,8 @@ pub(crate) async fn fanout_table(
             p99,
             theirs.cpu_us(),
             ours.rate() / rate,
+            ours.tool_cpu_us(),
+            theirs.tool_cpu_us(),
             fanout_note(&ours),
         );
     }

@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! cargo bench --bench load -- ingest|fanout|poller|jetstream|profile|all [--secs N] [--idle N]
-//!     [--backlog N] [--scale F] [--nats URL] [--users N] [--rows SxE,...]
+//!     [--backlog N] [--scale F] [--nats URL] [--users N] [--rows SxE,...] [--subscribers N,...]
 //! ```
 //!
 //! The service runs as the real release binary (`okta-stream serve` on 127.0.0.1 port 0, a
@@ -87,6 +87,19 @@ pub(crate) struct Options {
     /// `ingest` closed-loop rows to run instead of the whole scenario (`--rows 16x50,64x50`):
     /// one shape at a time, long enough to `perf record` the server (its pid is printed).
     pub(crate) rows: Option<Vec<(usize, usize)>>,
+    /// `fanout` subscriber counts to run instead of the whole scenario (`--subscribers 100`):
+    /// only those table rows, with both servers' pids printed for `perf record -p`.
+    pub(crate) subscribers: Option<Vec<usize>>,
+}
+
+/// Parses `--subscribers`: comma-separated counts, each at least 1.
+fn parse_subscribers(text: &str) -> Result<Vec<usize>, String> {
+    text.split(',')
+        .map(|n| match n.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(format!("--subscribers: {n:?} is not a number ≥ 1")),
+        })
+        .collect()
 }
 
 /// Parses `--rows`: comma-separated `SENDERSxEVENTS` pairs, each number at least 1.
@@ -115,6 +128,7 @@ fn options() -> Result<Options, String> {
         nats: "nats://127.0.0.1:4222".to_owned(),
         users: 100_000,
         rows: None,
+        subscribers: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -149,6 +163,9 @@ fn options() -> Result<Options, String> {
                     .map_err(|e| format!("--users: {e}"))?
             }
             "--rows" => options.rows = Some(parse_rows(&value("--rows")?)?),
+            "--subscribers" => {
+                options.subscribers = Some(parse_subscribers(&value("--subscribers")?)?)
+            }
             "ingest" | "fanout" | "poller" | "jetstream" | "profile" | "all" => {
                 options.scenario = arg
             }
@@ -174,7 +191,7 @@ fn main() {
         Err(error) => {
             eprintln!("load: {error}");
             eprintln!(
-                "usage: cargo bench --bench load -- ingest|fanout|poller|jetstream|profile|all [--secs N] [--idle N] [--backlog N] [--scale F] [--nats URL] [--users N] [--rows SxE,...]"
+                "usage: cargo bench --bench load -- ingest|fanout|poller|jetstream|profile|all [--secs N] [--idle N] [--backlog N] [--scale F] [--nats URL] [--users N] [--rows SxE,...] [--subscribers N,...]"
             );
             std::process::exit(64);
         }
@@ -197,8 +214,10 @@ fn main() {
             _ if all || options.scenario == "ingest" => ingest(&options).await?,
             _ => {}
         }
-        if all || options.scenario == "fanout" {
-            fanout(&options).await?;
+        match &options.subscribers {
+            Some(counts) if options.scenario == "fanout" => fanout_rows(&options, counts).await?,
+            _ if all || options.scenario == "fanout" => fanout(&options).await?,
+            _ => {}
         }
         if all || options.scenario == "poller" {
             poller(&options).await?;
