@@ -621,10 +621,9 @@ pub(crate) async fn stored_event(server: &Server) -> Result<proto::Event, String
         .ok_or_else(|| "GetEvent returned no event".to_owned())
 }
 
-pub(crate) async fn fanout(options: &Options) -> Result<(), String> {
-    println!(
-        "\n## fanout (issue 4): burst through the hook (16 senders × 50-event deliveries, publisher at most {FANOUT_WINDOW} events ahead of the slowest subscriber), ~{STREAMS_PER_CONNECTION} streams per connection; NATS core with the same payload bytes, window and subscriber counts"
-    );
+/// Our server, a NATS core server, and the payload NATS carries: one stored event as our
+/// server encodes it.
+async fn fanout_servers() -> Result<(Server, NatsServer, NatsPayload), String> {
     let server = Server::start(&[]).await?;
     let nats = NatsServer::start().await?;
     let event = stored_event(&server).await?;
@@ -632,6 +631,14 @@ pub(crate) async fn fanout(options: &Options) -> Result<(), String> {
         tag: rand::random(),
         event,
     };
+    Ok((server, nats, payload))
+}
+
+pub(crate) async fn fanout(options: &Options) -> Result<(), String> {
+    println!(
+        "\n## fanout (issue 4): burst through the hook (16 senders × 50-event deliveries, publisher at most {FANOUT_WINDOW} events ahead of the slowest subscriber), ~{STREAMS_PER_CONNECTION} streams per connection; NATS core with the same payload bytes, window and subscriber counts"
+    );
+    let (server, nats, payload) = fanout_servers().await?;
     println!(
         "\npayload: encoded SubscribeResponse of {} bytes (the server's own encoding of a ~1.7 KB LogEvent)\n",
         payload.bytes(0).len()
@@ -661,13 +668,7 @@ pub(crate) async fn fanout(options: &Options) -> Result<(), String> {
 
 /// `fanout --subscribers`: only the given table rows, with both servers' pids printed.
 pub(crate) async fn fanout_rows(options: &Options, counts: &[usize]) -> Result<(), String> {
-    let server = Server::start(&[]).await?;
-    let nats = NatsServer::start().await?;
-    let event = stored_event(&server).await?;
-    let payload = NatsPayload {
-        tag: rand::random(),
-        event,
-    };
+    let (server, nats, payload) = fanout_servers().await?;
     println!(
         "\n## fanout rows {counts:?} (scale {}): okta-stream pid {}, nats-server pid {}\n",
         options.scale,
