@@ -366,7 +366,7 @@ pub(crate) async fn fanout_ours(
     }
     let tag: u32 = rand::random();
     let cpu_before = cpu_secs(server.child.id());
-    let tool_before = cpu_secs(Some(std::process::id()));
+    let tool_before = own_cpu_secs();
     let errors = publish_hook(
         &server.hook_url(),
         board.clone(),
@@ -387,7 +387,7 @@ pub(crate) async fn fanout_ours(
     board.abort.store(true, Ordering::Relaxed);
     let mut out = Fanout::summarise(&board, seen, events * subscribers as u64, errors);
     out.server_cpu = cpu_secs(server.child.id()) - cpu_before;
-    out.tool_cpu = cpu_secs(Some(std::process::id())) - tool_before;
+    out.tool_cpu = own_cpu_secs() - tool_before;
     Ok(out)
 }
 
@@ -531,7 +531,7 @@ pub(crate) async fn fanout_nats(
     let publisher = connect().await.map_err(|e| format!("NATS connect: {e}"))?;
     let mut errors = 0u64;
     let cpu_before = cpu_secs(nats.child.id());
-    let tool_before = cpu_secs(Some(std::process::id()));
+    let tool_before = own_cpu_secs();
     let started = Instant::now();
     for n in 0..events {
         match per_second {
@@ -569,7 +569,7 @@ pub(crate) async fn fanout_nats(
     board.abort.store(true, Ordering::Relaxed);
     let mut out = Fanout::summarise(&board, seen, events * subscribers as u64, errors);
     out.server_cpu = cpu_secs(nats.child.id()) - cpu_before;
-    out.tool_cpu = cpu_secs(Some(std::process::id())) - tool_before;
+    out.tool_cpu = own_cpu_secs() - tool_before;
     Ok(out)
 }
 

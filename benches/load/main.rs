@@ -272,6 +272,11 @@ pub(crate) fn binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_okta-stream")))
 }
 
+/// This process's user + system CPU seconds (all threads: fakes, clients, the runtime).
+pub(crate) fn own_cpu_secs() -> f64 {
+    cpu_secs(Some(std::process::id()))
+}
+
 /// User + system CPU seconds a process has used (from `/proc/<pid>/stat`), 0 if unreadable.
 pub(crate) fn cpu_secs(pid: Option<u32>) -> f64 {
     let Some(pid) = pid else { return 0.0 };

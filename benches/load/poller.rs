@@ -93,11 +93,6 @@ fn thread_cpu_secs(name: &str) -> f64 {
         .sum()
 }
 
-/// This process's user + system CPU seconds (all threads: the fake, clients, the runtime).
-fn own_cpu_secs() -> f64 {
-    cpu_secs(Some(std::process::id()))
-}
-
 /// One timed phase: events done, their rate, and CPU per event.
 pub(crate) struct Phase {
     events: u64,
