@@ -115,12 +115,39 @@ pub async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
-/// The listener whose connections carry many streams each, so its writes are gathered.
+/// The listener whose connections carry many streams each, so its writes are gathered and
+/// its unsent bytes are kept in the server, not the kernel.
 const GATHERED_LISTENER: &str = "grpc";
+
+/// Most bytes a gRPC connection leaves unsent in the kernel (`TCP_NOTSENT_LOWAT`): two
+/// gathered writes.
+///
+/// Without a limit the kernel takes up to its whole send buffer (4 MiB by default) ahead of a
+/// subscriber that reads slower than events arrive. Queued there, the bytes are out of HTTP/2's
+/// reach (other streams and control frames wait behind them) and hold kernel memory per
+/// connection; over loopback the reader's own thread then transmits them as it acknowledges,
+/// which made the subscribers' one connection task the bottleneck of fan-out (BENCHMARKS.md,
+/// issue 15, sixth round).
+const UNSENT_LIMIT: u32 = 2 * super::coalesce::HIGH_WATER as u32;
+
+/// Sets up an accepted socket of `listener`: no Nagle delay anywhere, and on the gRPC
+/// listener at most [`UNSENT_LIMIT`] bytes unsent in the kernel (the rest waits in HTTP/2's
+/// queue until the kernel asks for more).
+fn tune(listener: &str, stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if listener == GATHERED_LISTENER
+        && let Err(error) = socket2::SockRef::from(stream).set_tcp_notsent_lowat(UNSENT_LIMIT)
+    {
+        tracing::debug!(%error, "cannot limit the unsent bytes of a gRPC connection");
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = listener;
+}
 
 /// One connection: the TLS handshake (within the first request's deadline), then HTTP.
 async fn run(connection: Connection, stream: TcpStream, tls: Option<&ReloadableTls>) {
-    let _ = stream.set_nodelay(true);
+    tune(connection.listener, &stream);
     let Some(tls) = tls else {
         serve_io(connection, stream).await;
         return;
@@ -171,4 +198,45 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
             .keep_alive_timeout(timeout);
     }
     builder
+}
+
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+mod tests {
+    use super::*;
+
+    /// The server's end of a fresh loopback connection.
+    async fn accepted() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (client.unwrap(), accepted.unwrap().0)
+    }
+
+    fn unsent_limit(stream: &TcpStream) -> u32 {
+        socket2::SockRef::from(stream).tcp_notsent_lowat().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_grpc_connection_leaves_at_most_two_gathered_writes_unsent_in_the_kernel() {
+        let (_client, server) = accepted().await;
+
+        tune("grpc", &server);
+
+        assert_eq!(unsent_limit(&server), 128 * 1024);
+        assert!(server.nodelay().unwrap());
+    }
+
+    #[tokio::test]
+    async fn hook_and_admin_connections_keep_the_kernels_default() {
+        for listener in ["hook", "admin"] {
+            let (_client, server) = accepted().await;
+            let default = unsent_limit(&server);
+
+            tune(listener, &server);
+
+            assert_eq!(unsent_limit(&server), default, "{listener}");
+            assert_ne!(default, UNSENT_LIMIT, "{listener}");
+            assert!(server.nodelay().unwrap(), "{listener}");
+        }
+    }
 }
