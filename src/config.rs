@@ -104,6 +104,8 @@ pub struct ProfileValuesSettings {
     /// Comma-separated profile attributes kept and shown (empty: all)
     #[arg(long = "profile-attributes", env = "OKTA_STREAM_PROFILE_ATTRIBUTES", value_delimiter = ',', value_name = "ATTR", value_parser = trimmed)]
     pub attributes: Vec<String>,
+    // The doc comment is the `--help` text, written for a terminal, not for rustdoc.
+    #[allow(rustdoc::invalid_html_tags)]
     /// Comma-separated profile attributes shown only as sha256:<hex> of a keyed HMAC
     #[arg(long = "profile-redact", env = "OKTA_STREAM_PROFILE_REDACT", value_delimiter = ',', value_name = "ATTR", value_parser = trimmed)]
     pub redact: Vec<String>,
@@ -249,6 +251,8 @@ impl GrpcConfig {
 /// `hook register|verify` commands.
 #[derive(Debug, Clone, Args)]
 pub struct OktaOrgSettings {
+    // The doc comment is the `--help` text, written for a terminal, not for rustdoc.
+    #[allow(rustdoc::bare_urls)]
     /// Okta org URL, e.g. https://acme.okta.com; with it, `serve` also polls the System Log
     #[arg(long = "okta-org-url", env = "OKTA_ORG_URL", value_name = "URL", value_parser = parse_url)]
     pub org_url: Option<Url>,

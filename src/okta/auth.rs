@@ -252,7 +252,7 @@ fn now_epoch() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// `htu` for a DPoP proof: scheme://host[:port]/path, without query and fragment (RFC 9449).
+/// `htu` for a DPoP proof: `scheme://host[:port]/path`, without query and fragment (RFC 9449).
 pub fn dpop_htu(url: &reqwest::Url) -> String {
     format!("{}{}", url.origin().ascii_serialization(), url.path())
 }

@@ -143,7 +143,7 @@ impl Poller {
     /// N+1's URL is known as soon as page N arrived), map (on the blocking pool, a page at a
     /// time on one thread) and commit (a page's events with its `next` URL in one journal append,
     /// page N+1 only after page N's append succeeded or in the same one: pages already mapped
-    /// when a commit starts join it). At most [`PAGES_IN_FLIGHT`] pages are
+    /// when a commit starts join it). At most `PAGES_IN_FLIGHT` pages are
     /// held, so a crash at any moment re-reads at most the pages after the stored URL, which
     /// were never committed. Pacing, 429 waits and back-off apply to the fetch stage as to a
     /// serial loop: a full page is followed no earlier than the pacing allows, a short page

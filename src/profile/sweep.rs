@@ -18,7 +18,7 @@ use super::snapshot::Snapshot;
 use super::store::{SnapshotStore, StoreError};
 use crate::okta::users::{UsersClient, UsersError};
 
-/// Why one sweep failed; the next one is tried after [`RETRY`].
+/// Why one sweep failed; the next one is tried after `RETRY` (30 s).
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
     /// The snapshot store could not be read or written.
