@@ -92,13 +92,15 @@ pub(crate) struct Options {
     pub(crate) subscribers: Option<Vec<usize>>,
 }
 
+/// A count given on the command line: a number, at least 1.
+fn count(text: &str) -> Option<usize> {
+    text.trim().parse().ok().filter(|&n| n >= 1)
+}
+
 /// Parses `--subscribers`: comma-separated counts, each at least 1.
 fn parse_subscribers(text: &str) -> Result<Vec<usize>, String> {
     text.split(',')
-        .map(|n| match n.trim().parse::<usize>() {
-            Ok(n) if n >= 1 => Ok(n),
-            _ => Err(format!("--subscribers: {n:?} is not a number ≥ 1")),
-        })
+        .map(|n| count(n).ok_or_else(|| format!("--subscribers: {n:?} is not a number ≥ 1")))
         .collect()
 }
 
@@ -109,9 +111,8 @@ fn parse_rows(text: &str) -> Result<Vec<(usize, usize)>, String> {
             let (senders, events) = row
                 .split_once('x')
                 .ok_or_else(|| format!("--rows: {row:?} is not SENDERSxEVENTS"))?;
-            let number = |n: &str| match n.trim().parse::<usize>() {
-                Ok(n) if n >= 1 => Ok(n),
-                _ => Err(format!("--rows: {n:?} in {row:?} is not a number ≥ 1")),
+            let number = |n: &str| {
+                count(n).ok_or_else(|| format!("--rows: {n:?} in {row:?} is not a number ≥ 1"))
             };
             Ok((number(senders)?, number(events)?))
         })
