@@ -51,6 +51,9 @@
 //! (`kill -9`, power loss) loses nothing acknowledged, and the saved allocator state spares a
 //! scan of the whole file.
 //!
+//! The file is opened through [`crate::journal::file::JournalFile`]: event pages a durable
+//! commit wrote leave the kernel's page cache once synced (redb keeps its own cache of them).
+//!
 //! Once retention removed an event, its uuid is forgotten with it: the same uuid appended again
 //! becomes a new record with a new cursor.
 
@@ -71,6 +74,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::chunk::{Chunk, ChunkBuilder};
+use super::file::JournalFile;
 use super::idle::{Pace, next_request};
 use super::wal::{EventRow, GroupRecord, Wal};
 use super::{
@@ -630,9 +634,19 @@ fn open_database(path: &Path) -> Result<(Database, Recovered, Wal), JournalError
         path: path.to_owned(),
         reason,
     };
-    let db = Database::builder()
-        .set_cache_size(CACHE_BYTES)
-        .create(path)
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| JournalError::storage(format!("open {}", path.display()), e))?;
+    let db = JournalFile::new(file)
+        .and_then(|file| {
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create_with_backend(file)
+        })
         .map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => JournalError::storage(
                 format!("open {}", path.display()),

@@ -20,6 +20,7 @@ pub use facts::{EventFacts, Principal, TargetFacts};
 pub mod chunk;
 pub mod embedded;
 mod facts;
+pub mod file;
 mod idle;
 pub mod nats;
 pub mod verify;
