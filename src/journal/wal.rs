@@ -156,6 +156,24 @@ impl GroupRecord {
         }
     }
 
+    /// The length of [`GroupRecord::encode`]'s output, known before encoding: a record too
+    /// large to log is never encoded.
+    fn encoded_len(&self) -> usize {
+        let counters = 4 * 8 + 1 + if self.commit.is_some() { 16 } else { 0 };
+        let events: usize = self
+            .events
+            .iter()
+            .map(|e| 8 + 8 + 4 + e.uuid.len() + 4 + e.encoded.len())
+            .sum();
+        let quarantine: usize = self.quarantine.iter().map(|q| 8 + 8 + 4 + q.2.len()).sum();
+        let state: usize = self
+            .state
+            .iter()
+            .map(|(k, v)| 4 + k.len() + 4 + v.len())
+            .sum();
+        counters + 4 + events + 4 + quarantine + 4 + state
+    }
+
     fn decode(mut input: &[u8]) -> Result<GroupRecord, &'static str> {
         fn take<'a>(input: &mut &'a [u8], n: usize) -> Result<&'a [u8], &'static str> {
             if input.len() < n {
@@ -434,8 +452,16 @@ impl Wal {
     pub fn stage(&mut self, record: &GroupRecord) -> bool {
         self.last = None;
         self.frame.clear();
+        let len = (HEADER + record.encoded_len()) as u64;
+        let may_follow = self.live < MAX_RECORDS
+            && len <= self.capacity / LARGEST_SHARE
+            && self.offset + len <= self.capacity;
+        if !may_follow {
+            return false;
+        }
         self.frame.resize(HEADER, 0);
         record.encode(&mut self.frame);
+        debug_assert_eq!(self.frame.len() as u64, len, "GroupRecord::encoded_len");
         let sequence = self.next_sequence;
         let length = (self.frame.len() - HEADER) as u32;
         let mut hasher = crc32fast::Hasher::new();
@@ -445,16 +471,14 @@ impl Wal {
         self.frame[4..8].copy_from_slice(&length.to_le_bytes());
         self.frame[8..12].copy_from_slice(&hasher.finalize().to_le_bytes());
         self.frame[12..20].copy_from_slice(&sequence.to_le_bytes());
-        let len = self.frame.len() as u64;
-        self.live < MAX_RECORDS
-            && len <= self.capacity / LARGEST_SHARE
-            && self.offset + len <= self.capacity
+        true
     }
 
     /// Writes the staged record and syncs it: durable when this returns `Ok`. On error nothing
     /// advances; the next record overwrites the spot.
     pub fn append_staged(&mut self) -> Result<(), WalError> {
-        if self.offset + self.frame.len() as u64 > self.capacity {
+        // A record [`Wal::stage`] refused is not kept.
+        if self.frame.is_empty() || self.offset + self.frame.len() as u64 > self.capacity {
             return Err(WalError::Io {
                 action: "append to",
                 path: self.path.clone(),

@@ -338,9 +338,13 @@ impl<'d> Obj<'d> {
         let wanted = prefix(key.as_bytes());
         // A linear scan of the prefixes measured faster than a binary search: objects are small
         // (the top level has about 20 members) and the loop predicts well.
-        let member = members
-            .iter()
-            .find(|m| m.prefix == wanted && doc.str(m.key) == key)?;
+        // Equal prefixes and lengths: keys of up to 8 bytes are equal, longer ones differ at
+        // most after their prefix.
+        let member = members.iter().find(|m| {
+            m.prefix == wanted
+                && m.key.len() == key.len()
+                && (key.len() <= 8 || doc.str(m.key).as_bytes().get(8..) == key.as_bytes().get(8..))
+        })?;
         doc.val(member.value)
     }
 
@@ -380,8 +384,12 @@ fn span_str<'s>(text: &'s str, escaped: &'s str, span: Span) -> &'s str {
 
 /// Bytes of `n` as a protobuf varint.
 fn varint_len(n: usize) -> usize {
-    // 7 bits per byte; `| 1` makes 0 take one byte.
-    ((usize::BITS - (n | 1).leading_zeros()) as usize).div_ceil(7)
+    if n < 0x80 {
+        // Most strings and members of a LogEvent.
+        return 1;
+    }
+    // 7 bits per byte.
+    ((usize::BITS - n.leading_zeros()) as usize).div_ceil(7)
 }
 
 /// Appends `n` as a protobuf varint.
