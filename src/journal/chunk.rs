@@ -53,7 +53,7 @@ impl ChunkBuilder {
         self.count == 0
             || (micros == self.micros
                 && cursor == self.first + u64::from(self.count)
-                && self.bytes.len() + ENTRY_HEADER + size <= MAX_CHUNK_BYTES)
+                && fits(self.bytes.len(), size))
     }
 
     /// Adds the event at `cursor`, committed at `micros`; it must be [`ChunkBuilder::accepts`]ed.
@@ -87,6 +87,58 @@ impl ChunkBuilder {
         self.count = 0;
         Some((self.first, row))
     }
+}
+
+/// Whether an event of `size` bytes (uuid and record) fits a non-empty chunk of `len` bytes.
+fn fits(len: usize, size: usize) -> bool {
+    len + ENTRY_HEADER + size <= MAX_CHUNK_BYTES
+}
+
+/// How many of the next events, of `sizes` bytes each (uuid and record), the next row takes
+/// (as [`ChunkBuilder`] would), and that row's length. `(0, 0)` when there are none.
+pub fn next_row(sizes: impl Iterator<Item = usize>) -> (usize, usize) {
+    let (mut count, mut len) = (0, HEADER);
+    for size in sizes {
+        if count > 0 && !fits(len, size) {
+            break;
+        }
+        count += 1;
+        len += ENTRY_HEADER + size;
+    }
+    if count == 0 { (0, 0) } else { (count, len) }
+}
+
+/// Writes the row of `events` (uuid, record), committed at `micros`, into `out`: straight into
+/// the space redb reserved for it, with no row built in a buffer first. `out` must be exactly
+/// as long as [`next_row`] said for these events; `false` (and `out` partly written) if not.
+#[must_use]
+pub fn write_row<'e>(
+    out: &mut [u8],
+    micros: i64,
+    events: impl Iterator<Item = (&'e [u8], &'e [u8])>,
+) -> bool {
+    let Some((header, mut rest)) = out.split_at_mut_checked(HEADER) else {
+        return false;
+    };
+    header[..8].copy_from_slice(&micros.to_le_bytes());
+    let mut count = 0u32;
+    for (uuid, record) in events {
+        let Some((entry, after)) =
+            rest.split_at_mut_checked(ENTRY_HEADER + uuid.len() + record.len())
+        else {
+            return false;
+        };
+        // As in `ChunkBuilder::push`: both lengths fit 32 bits.
+        entry[..4].copy_from_slice(&(uuid.len().min(u32::MAX as usize) as u32).to_le_bytes());
+        entry[4..8].copy_from_slice(&(record.len().min(u32::MAX as usize) as u32).to_le_bytes());
+        let (uuid_bytes, record_bytes) = entry[ENTRY_HEADER..].split_at_mut(uuid.len());
+        uuid_bytes.copy_from_slice(uuid);
+        record_bytes.copy_from_slice(record);
+        rest = after;
+        count += 1;
+    }
+    header[8..12].copy_from_slice(&count.to_le_bytes());
+    rest.is_empty()
 }
 
 /// Writes an empty chunk's header.
@@ -244,6 +296,51 @@ mod tests {
         assert!(!builder.accepts(3, 1, 10) && !builder.accepts(2, 2, 10));
         builder.push(2, 1, "u", &vec![0; 60_000]);
         assert!(!builder.accepts(3, 1, 10_000));
+    }
+
+    #[test]
+    fn a_row_written_in_place_is_the_row_the_builder_makes() {
+        let events: [(&[u8], Vec<u8>); 4] = [
+            (b"a", b"one".to_vec()),
+            (b"bb", vec![1; 70_000]),
+            (b"ccc", vec![2; 70_000]),
+            (b"dddd", b"four".to_vec()),
+        ];
+        let mut rest = &events[..];
+        let mut cursor = 10;
+        let mut rows = Vec::new();
+        while !rest.is_empty() {
+            let (count, len) = next_row(rest.iter().map(|(u, r)| u.len() + r.len()));
+            let mut row = vec![0xee; len];
+            let taken = &rest[..count];
+            assert!(write_row(
+                &mut row,
+                5,
+                taken.iter().map(|(u, r)| (*u, &r[..]))
+            ));
+            let mut builder = ChunkBuilder::new(5);
+            for (i, (uuid, record)) in taken.iter().enumerate() {
+                let uuid = std::str::from_utf8(uuid).unwrap();
+                assert!(builder.accepts(cursor + i as u64, 5, uuid.len() + record.len()));
+                builder.push(cursor + i as u64, 5, uuid, record);
+            }
+            if let Some((u, r)) = rest.get(count) {
+                assert!(!builder.accepts(cursor + count as u64, 5, u.len() + r.len()));
+            }
+            assert_eq!(builder.take(), Some((cursor, row.clone())));
+            rows.push(row);
+            cursor += count as u64;
+            rest = &rest[count..];
+        }
+        // The two large records do not share a 126 KiB row.
+        assert_eq!(rows.len(), 2);
+        assert_eq!(next_row(std::iter::empty()), (0, 0));
+        let mut short = vec![0; 10];
+        assert!(!write_row(
+            &mut short,
+            5,
+            [(&b"a"[..], &b"one"[..])].into_iter()
+        ));
     }
 
     #[test]

@@ -73,7 +73,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::chunk::{Chunk, ChunkBuilder};
+use super::chunk::{self, Chunk, ChunkBuilder};
 use super::file::JournalFile;
 use super::idle::{Pace, next_request};
 use super::wal::{EventRow, GroupRecord, Wal};
@@ -935,6 +935,38 @@ fn chunk_event(
     Ok(())
 }
 
+/// Writes the events a group stored (consecutive cursors, committed at `micros`) as chunk rows,
+/// each straight into the space redb reserves for it.
+fn insert_group_chunks(
+    chunks: &mut redb::Table<Cursor, &'static [u8]>,
+    micros: i64,
+    events: &[&Committed],
+) -> Result<(), JournalError> {
+    let mut rest = events;
+    while let Some(first) = rest.first() {
+        let (count, len) =
+            chunk::next_row(rest.iter().map(|e| e.facts.uuid.len() + e.encoded.len()));
+        let (row, after) = rest.split_at(count.clamp(1, rest.len()));
+        let mut slot = chunks
+            .insert_reserve(first.cursor(), len)
+            .map_err(storage)?;
+        let entries = row
+            .iter()
+            .map(|e| (e.facts.uuid.as_bytes(), e.encoded.as_ref()));
+        if !chunk::write_row(slot.as_mut(), micros, entries) {
+            return Err(JournalError::storage(
+                "write a chunk",
+                format!(
+                    "the row at cursor {} came out of another length",
+                    first.cursor()
+                ),
+            ));
+        }
+        rest = after;
+    }
+    Ok(())
+}
+
 /// Writes the chunk built so far as a row (nothing when empty).
 fn insert_chunk(
     chunks: &mut redb::Table<Cursor, &'static [u8]>,
@@ -1192,7 +1224,6 @@ impl Writer {
             let mut uuids = txn.open_table(UUIDS).map_err(storage)?;
             let mut quarantine = txn.open_table(QUARANTINE).map_err(storage)?;
             let mut state = txn.open_table(STATE).map_err(storage)?;
-            let mut builder = None;
             for batch in batches {
                 let mut appended = Appended::default();
                 for event in batch.events {
@@ -1207,17 +1238,9 @@ impl Writer {
                     }
                     head += 1;
                     let committed = event.commit(head);
-                    let uuid = committed.facts.uuid.as_str();
-                    chunk_event(
-                        &mut chunks,
-                        &mut builder,
-                        (head, commit_micros),
-                        uuid,
-                        &committed.encoded,
-                    )?;
                     record.events.push(EventRow {
                         cursor: head,
-                        uuid: uuid.to_owned(),
+                        uuid: committed.facts.uuid.clone(),
                         micros: commit_micros,
                         encoded: committed.encoded.clone(),
                     });
@@ -1243,9 +1266,11 @@ impl Writer {
                 }
                 results.push(appended);
             }
-            if let Some(builder) = &mut builder {
-                insert_chunk(&mut chunks, builder)?;
-            }
+            let stored: Vec<&Committed> = results
+                .iter()
+                .flat_map(|a| a.committed.iter().map(|e| &**e))
+                .collect();
+            insert_group_chunks(&mut chunks, commit_micros, &stored)?;
             let mut meta_table = txn.open_table(META).map_err(storage)?;
             if head > self.head {
                 txn.open_table(COMMITS)
