@@ -60,7 +60,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -80,7 +80,7 @@ use super::wal::{EventRow, GroupRecord, Wal};
 use super::{
     Appended, Batch, Bounds, CommitSink, Committed, Corruption, Cursor, Journal, JournalError,
     Pruned, QuarantineId, QuarantinePage, Quarantined, Retention, SharedEvent, SharedSink,
-    StorageSource,
+    StorageSource, lock,
 };
 
 /// File name of the journal inside the data dir.
@@ -1743,10 +1743,6 @@ fn unreadable(error: impl Into<redb::Error>, cursor: Cursor) -> JournalError {
 
 fn storage(error: impl Into<redb::Error>) -> JournalError {
     JournalError::storage("use the journal file", error.into())
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Microseconds since the Unix epoch (0 for a clock before 1970).

@@ -14,10 +14,12 @@
 use std::fs::File;
 use std::num::NonZeroU64;
 use std::ops::Bound;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use redb::backends::FileBackend;
 use redb::{BackendError, DatabaseError, StorageBackend};
+
+use super::lock;
 
 /// The error type of redb's I/O methods (without its `experimental-api-5` feature).
 type BackendIoError = std::io::Error;
@@ -131,8 +133,4 @@ impl StorageBackend for JournalFile {
     fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
         self.inner.query_lock_range(start, end)
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -7,7 +7,7 @@
 //! order, to the [`CommitSink`] they are opened with (the hub, in the service), which is how
 //! live subscribers see it. The journal never learns who consumes its commits.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -551,6 +551,11 @@ pub struct Pruned {
 
 /// A journal shared by the app's parts.
 pub type SharedJournal = Arc<dyn Journal>;
+
+/// Locks `mutex`, also after a panic elsewhere poisoned it, so the journal keeps answering.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 #[cfg(test)]
 mod tests {
