@@ -957,7 +957,7 @@ fn insert_group_chunks(
             return Err(JournalError::storage(
                 "write a chunk",
                 format!(
-                    "the row at cursor {} came out of another length",
+                    "the chunk row at cursor {} does not fill the {len} bytes reserved for it",
                     first.cursor()
                 ),
             ));

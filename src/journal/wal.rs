@@ -478,11 +478,18 @@ impl Wal {
     /// advances; the next record overwrites the spot.
     pub fn append_staged(&mut self) -> Result<(), WalError> {
         // A record [`Wal::stage`] refused is not kept.
-        if self.frame.is_empty() || self.offset + self.frame.len() as u64 > self.capacity {
+        let refused = if self.frame.is_empty() {
+            Some("no record is staged")
+        } else if self.offset + self.frame.len() as u64 > self.capacity {
+            Some("the record does not fit")
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
             return Err(WalError::Io {
                 action: "append to",
                 path: self.path.clone(),
-                source: std::io::Error::other("the record does not fit"),
+                source: std::io::Error::other(reason),
             });
         }
         let io = |action| io_error(action, &self.path);
