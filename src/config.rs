@@ -153,7 +153,7 @@ pub struct HookConfig {
     #[arg(long = "hook-secrets", env = "OKTA_STREAM_HOOK_SECRETS", hide_env_values = true, value_delimiter = ',', value_name = "SECRET", value_parser = parse_secret)]
     pub secrets: Vec<Secret>,
     /// Largest hook delivery body accepted (413 above)
-    #[arg(long = "hook-max-body-bytes", env = "OKTA_STREAM_HOOK_MAX_BODY_BYTES", default_value = "10485760", value_name = "BYTES", value_parser = positive_usize)]
+    #[arg(long = "hook-max-body-bytes", env = "OKTA_STREAM_HOOK_MAX_BODY_BYTES", default_value = "10485760", value_name = "BYTES", value_parser = body_bytes)]
     pub max_body_bytes: usize,
 }
 
@@ -883,6 +883,16 @@ fn positive_usize(value: &str) -> Result<usize, String> {
     usize::try_from(positive_u64(value)?).map_err(|e| format!("{e}"))
 }
 
+/// `OKTA_STREAM_HOOK_MAX_BODY_BYTES`: positive, and no more than the body parser reads
+/// ([`MAX_INPUT_BYTES`](crate::mapping::MAX_INPUT_BYTES), 128 MiB).
+fn body_bytes(value: &str) -> Result<usize, String> {
+    let max = crate::mapping::MAX_INPUT_BYTES;
+    match positive_usize(value)? {
+        n if n > max => Err(format!("must be at most {max} bytes (128 MiB)")),
+        n => Ok(n),
+    }
+}
+
 /// Smallest `OKTA_STREAM_RETENTION_MAX_BYTES`: a few of the largest events, so size retention
 /// never removes what it just stored.
 pub const MIN_RETENTION_MAX_BYTES: u64 = 16 * 1024 * 1024;
@@ -1257,6 +1267,8 @@ mod tests {
             ("OKTA_STREAM_RETENTION_MAX_BYTES", "1000"),
             ("OKTA_STREAM_MAX_EVENT_BYTES", "4194304"),
             ("OKTA_STREAM_MAX_EVENT_BYTES", "100"),
+            ("OKTA_STREAM_HOOK_MAX_BODY_BYTES", "0"),
+            ("OKTA_STREAM_HOOK_MAX_BODY_BYTES", "134217729"),
         ] {
             let err = load(&[], &[(env, value)]).unwrap_err();
             assert!(err.to_string().contains(env), "{err}");
@@ -1264,6 +1276,8 @@ mod tests {
         let config = load(&[], &[("OKTA_STREAM_RETENTION_MAX_BYTES", "16777216")]).unwrap();
         assert_eq!(config.retention_max_bytes, Some(16 * 1024 * 1024));
         assert_eq!(config.max_event_bytes, 3 * 1024 * 1024);
+        let config = load(&[], &[("OKTA_STREAM_HOOK_MAX_BODY_BYTES", "134217728")]).unwrap();
+        assert_eq!(config.hook.max_body_bytes, 128 * 1024 * 1024);
     }
 
     #[test]

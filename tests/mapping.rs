@@ -15,7 +15,8 @@ use std::time::Duration;
 use okta_stream::journal::EventFacts;
 use okta_stream::mapping::{
     Buffers, Delivery, DeliveryFields, EncodedStruct, EnvelopeError, MAX_BODY_DEPTH, MAX_DEPTH,
-    MappedEvent, MappingError, REDACTED, map_event, parse_envelope, redact_headers,
+    MAX_INPUT_BYTES, MappedEvent, MappingError, REDACTED, map_event, parse_envelope,
+    redact_headers,
 };
 use okta_stream::proto::{self, Event, IngestSource, Outcome, Severity};
 use proptest::prelude::*;
@@ -790,6 +791,32 @@ fn nesting_is_limited_so_every_stored_record_can_be_decoded() {
             matches!(&e, EnvelopeError::NotJson(m) if m.contains(&format!("nested deeper than {MAX_BODY_DEPTH} levels"))),
             "{e}"
         );
+    });
+}
+
+#[test]
+fn an_input_longer_than_the_parser_reads_is_refused_by_its_length() {
+    within(10, || {
+        // Whitespace around an empty object: valid JSON, one byte too long.
+        let mut body = vec![b' '; MAX_INPUT_BYTES + 1];
+        body[0] = b'{';
+        body[1] = b'}';
+        let e = parse_envelope(&body, &mut Buffers::default()).expect_err("too long");
+        let want = format!(
+            "{} bytes is more than the {MAX_INPUT_BYTES}",
+            MAX_INPUT_BYTES + 1
+        );
+        assert!(
+            matches!(&e, EnvelopeError::NotJson(m) if m.contains(&want)),
+            "{e}"
+        );
+        let e = map_event(&body, &Delivery::default()).expect_err("too long");
+        assert_eq!(e.field, "event");
+        assert!(e.problem.contains(&want), "{e}");
+        // At the limit, the same bytes are read (and found not to be an envelope).
+        body.pop();
+        let e = parse_envelope(&body, &mut Buffers::default()).expect_err("no events");
+        assert!(!matches!(e, EnvelopeError::NotJson(_)), "{e}");
     });
 }
 

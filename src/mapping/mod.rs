@@ -30,7 +30,7 @@ pub use crate::proto::EncodedStruct;
 pub use delivery::{Delivery, DeliveryFields, REDACTED, is_secret_header, redact_headers};
 pub use envelope::{Envelope, EnvelopeError, LogEvent, parse_envelope};
 pub use error::MappingError;
-pub use parse::{Buffers, MAX_BODY_DEPTH, MAX_DEPTH};
+pub use parse::{Buffers, MAX_BODY_DEPTH, MAX_DEPTH, MAX_INPUT_BYTES};
 pub use record::MappedEvent;
 pub use time::parse_rfc3339;
 pub use uuid::{MAX_UUID_BYTES, check_uuid};

@@ -31,6 +31,13 @@ pub const MAX_DEPTH: u32 = 24;
 /// parser's recursion, as serde_json's default limit did before.
 pub const MAX_BODY_DEPTH: u32 = 128;
 
+/// Largest input the parser reads, in bytes. Offsets and encoded sizes are held as `u32`, which
+/// halves the document's memory and lets a parsed value travel in two registers. An encoded
+/// `Struct` is at most about six times its JSON (`[0,0,…]`: 2 bytes become 11), so 128 MiB
+/// keeps every size and offset below 2^31. Hook
+/// bodies are capped far lower (`OKTA_STREAM_HOOK_MAX_BODY_BYTES`, 10 MiB by default).
+pub const MAX_INPUT_BYTES: usize = 128 << 20;
+
 /// Why bytes are not a JSON value the mapping accepts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -49,35 +56,73 @@ pub enum ParseError {
         /// The limit that was passed.
         limit: u32,
     },
+    /// Longer than [`MAX_INPUT_BYTES`].
+    #[error("{len} bytes is more than the {MAX_INPUT_BYTES} bytes the parser reads")]
+    TooLarge {
+        /// The input's length.
+        len: usize,
+    },
 }
 
 /// A string of the document: bytes `start..end` of the input, or of [`Doc::escaped`] (strings
-/// that had escapes, unescaped).
+/// that had escapes, unescaped). Eight bytes, so a [`Node`] is sixteen: the parser's values
+/// then move in registers, not through the stack (which stalled on every string and object).
 #[derive(Debug, Clone, Copy)]
 struct Span {
-    start: usize,
-    end: usize,
-    escaped: bool,
+    start: u32,
+    /// The end offset, with [`Span::ESCAPED`] set for a span of `escaped`.
+    end: u32,
 }
 
 impl Span {
+    /// The flag bit of `end`; offsets stay below it ([`MAX_INPUT_BYTES`]).
+    const ESCAPED: u32 = 1 << 31;
+
+    /// Bytes `start..end` of the input.
+    fn plain(start: usize, end: usize) -> Self {
+        Self {
+            start: start as u32,
+            end: end as u32,
+        }
+    }
+
+    /// Bytes `start..end` of the unescaped strings.
+    fn escaped(start: usize, end: usize) -> Self {
+        Self {
+            start: start as u32,
+            end: end as u32 | Self::ESCAPED,
+        }
+    }
+
+    fn is_escaped(self) -> bool {
+        self.end & Self::ESCAPED != 0
+    }
+
+    fn indices(self) -> std::ops::Range<usize> {
+        self.start as usize..(self.end & !Self::ESCAPED) as usize
+    }
+
     fn len(self) -> usize {
-        self.end - self.start
+        ((self.end & !Self::ESCAPED) - self.start) as usize
     }
 }
 
 /// An object's members (`Doc::members`) or an array's items (`Doc::items`): `first..first +
 /// count`, and `size`, the length of the encoded `Struct` or `ListValue` message body.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Range {
-    first: usize,
-    count: usize,
-    size: usize,
+    first: u32,
+    count: u32,
+    size: u32,
 }
 
 impl Range {
     fn indices(self) -> std::ops::Range<usize> {
-        self.first..self.first + self.count
+        self.first as usize..(self.first + self.count) as usize
+    }
+
+    fn size(self) -> usize {
+        self.size as usize
     }
 }
 
@@ -128,15 +173,15 @@ pub struct Doc<'a> {
     /// Where each element of an events array lies in the input (hook bodies only).
     event_spans: &'a [EventSpan],
     /// The events arrays of the document: their `items` range and first entry of `event_spans`.
-    event_arrays: &'a [(Range, usize)],
+    event_arrays: &'a [(Range, u32)],
 }
 
 /// Where one element of an events array lies in the input, and whether it nests deeper than
 /// [`MAX_DEPTH`] counted from itself.
 #[derive(Debug, Clone, Copy)]
 struct EventSpan {
-    start: usize,
-    end: usize,
+    start: u32,
+    end: u32,
     too_deep: bool,
 }
 
@@ -170,7 +215,7 @@ pub struct Buffers {
     /// Spans of the elements of events arrays (hook bodies only).
     event_spans: Vec<EventSpan>,
     /// Events arrays closed so far: items range, first index into `event_spans`.
-    event_arrays: Vec<(Range, usize)>,
+    event_arrays: Vec<(Range, u32)>,
 }
 
 impl Buffers {
@@ -238,15 +283,18 @@ impl<'a> Doc<'a> {
             .event_arrays
             .iter()
             .rev()
-            .find(|(r, _)| r.first == array.range.first && r.count == array.range.count)?;
-        let spans = self.event_spans.get(first_span..first_span + range.count)?;
+            .find(|(r, _)| *r == array.range)?;
+        let first_span = first_span as usize;
+        let spans = self
+            .event_spans
+            .get(first_span..first_span + range.count as usize)?;
         Some(
             self.items[range.indices()]
                 .iter()
                 .zip(spans)
                 .map(|(&node, span)| EventItem {
                     node,
-                    span: span.start..span.end,
+                    span: span.start as usize..span.end as usize,
                     too_deep: span.too_deep,
                 }),
         )
@@ -313,13 +361,13 @@ impl<'a> Doc<'a> {
             // struct_value = 5.
             Node::Object(range) => {
                 out.push(0x2a);
-                varint(range.size, out);
+                varint(range.size(), out);
                 self.write_struct(range, out);
             }
             // list_value = 6; `ListValue.values` = 1.
             Node::Array(range) => {
                 out.push(0x32);
-                varint(range.size, out);
+                varint(range.size(), out);
                 for &item in &self.items[range.indices()] {
                     out.push(0x0a);
                     varint(value_len(item), out);
@@ -352,13 +400,13 @@ impl<'d> Obj<'d> {
     /// straight from the document.
     pub fn write_field(&self, field: u32, out: &mut Vec<u8>) {
         prost::encoding::encode_key(field, prost::encoding::WireType::LengthDelimited, out);
-        varint(self.range.size, out);
+        varint(self.range.size(), out);
         self.doc.write_struct(self.range, out);
     }
 
     /// The length of the object encoded as a `Struct` message body.
     pub fn encoded_len(&self) -> usize {
-        self.range.size
+        self.range.size()
     }
 }
 
@@ -378,8 +426,8 @@ impl<'d> Arr<'d> {
 }
 
 fn span_str<'s>(text: &'s str, escaped: &'s str, span: Span) -> &'s str {
-    let source = if span.escaped { escaped } else { text };
-    &source[span.start..span.end]
+    let source = if span.is_escaped() { escaped } else { text };
+    &source[span.indices()]
 }
 
 /// Bytes of `n` as a protobuf varint.
@@ -407,7 +455,7 @@ fn value_len(node: Node) -> usize {
         Node::Null | Node::Bool(_) => 2,
         Node::Number(_) => 9,
         Node::Str(s) => 1 + varint_len(s.len()) + s.len(),
-        Node::Object(r) | Node::Array(r) => 1 + varint_len(r.size) + r.size,
+        Node::Object(r) | Node::Array(r) => 1 + varint_len(r.size()) + r.size(),
     }
 }
 
@@ -460,6 +508,9 @@ fn parse<'a>(
     max_depth: u32,
     role: Role,
 ) -> Result<Option<Doc<'a>>, ParseError> {
+    if bytes.len() > MAX_INPUT_BYTES {
+        return Err(ParseError::TooLarge { len: bytes.len() });
+    }
     // Checked once here, so every string slice taken below (always between ASCII quotes, hence
     // on character boundaries) is valid UTF-8 without another check.
     let text = match std::str::from_utf8(bytes) {
@@ -728,9 +779,9 @@ impl<'a> Parser<'a> {
         }
         member_stack.truncate(mark);
         Range {
-            first,
-            count: members.len() - first,
-            size,
+            first: first as u32,
+            count: (members.len() - first) as u32,
+            size: size as u32,
         }
     }
 
@@ -775,12 +826,12 @@ impl<'a> Parser<'a> {
             .extend_from_slice(&self.buffers.item_stack[mark..]);
         self.buffers.item_stack.truncate(mark);
         let range = Range {
-            first,
-            count: self.buffers.items.len() - first,
-            size,
+            first: first as u32,
+            count: (self.buffers.items.len() - first) as u32,
+            size: size as u32,
         };
         if role == Role::Events {
-            self.buffers.event_arrays.push((range, first_span));
+            self.buffers.event_arrays.push((range, first_span as u32));
         }
         Ok(Node::Array(range))
     }
@@ -795,8 +846,8 @@ impl<'a> Parser<'a> {
         let too_deep = self.deepest - level > MAX_DEPTH;
         self.deepest = self.deepest.max(outer);
         self.buffers.event_spans.push(EventSpan {
-            start,
-            end: self.at,
+            start: start as u32,
+            end: self.at as u32,
             too_deep,
         });
         Ok(item)
@@ -811,11 +862,7 @@ impl<'a> Parser<'a> {
         loop {
             match self.peek() {
                 Some(b'"') => {
-                    let span = Span {
-                        start,
-                        end: self.at,
-                        escaped: false,
-                    };
+                    let span = Span::plain(start, self.at);
                     self.at += 1;
                     return Ok(span);
                 }
@@ -829,11 +876,7 @@ impl<'a> Parser<'a> {
         let unescaped_start = out.len();
         out.push_str(&self.text[start..self.at]);
         let result = self.escaped_rest(&mut out);
-        let span = Span {
-            start: unescaped_start,
-            end: out.len(),
-            escaped: true,
-        };
+        let span = Span::escaped(unescaped_start, out.len());
         self.buffers.escaped = out;
         result.map(|()| span)
     }
