@@ -528,6 +528,9 @@ fn poller_config(config: &Config) -> Result<Option<PollerConfig>, AppError> {
 /// The app's essential tasks, each answering with its name and how it ended.
 type Tasks = JoinSet<(&'static str, Result<(), TaskError>)>;
 
+// Every body the configuration lets the hook accept is one the parser reads.
+const _: () = assert!(crate::config::MAX_HOOK_BODY_BYTES <= crate::mapping::MAX_INPUT_BYTES);
+
 /// The hook listener's routes: the hook endpoint, and a 404 naming it for anything else.
 fn hook_router(
     config: &Config,

@@ -883,10 +883,12 @@ fn positive_usize(value: &str) -> Result<usize, String> {
     usize::try_from(positive_u64(value)?).map_err(|e| format!("{e}"))
 }
 
-/// `OKTA_STREAM_HOOK_MAX_BODY_BYTES`: positive, and no more than the body parser reads
-/// ([`MAX_INPUT_BYTES`](crate::mapping::MAX_INPUT_BYTES), 128 MiB).
+/// Largest `OKTA_STREAM_HOOK_MAX_BODY_BYTES`: the most the body parser reads (the app checks
+/// that at compile time against `mapping::MAX_INPUT_BYTES`).
+pub const MAX_HOOK_BODY_BYTES: usize = 128 << 20;
+
 fn body_bytes(value: &str) -> Result<usize, String> {
-    let max = crate::mapping::MAX_INPUT_BYTES;
+    let max = MAX_HOOK_BODY_BYTES;
     match positive_usize(value)? {
         n if n > max => Err(format!("must be at most {max} bytes (128 MiB)")),
         n => Ok(n),
