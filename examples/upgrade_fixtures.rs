@@ -155,7 +155,7 @@ async fn append_all(journal: &dyn Journal, batches: Vec<Batch>) -> Result<Stored
         .read_after(0, 10_000)
         .await?
         .iter()
-        .map(|e| (e.cursor(), e.facts.uuid.clone(), e.encoded.to_vec()))
+        .map(|e| (e.cursor(), e.uuid().to_owned(), e.encoded.to_vec()))
         .collect())
 }
 

@@ -237,7 +237,7 @@ async fn a_batch_is_committed_whole_in_order_before_the_answer() {
         assert_eq!(stored.len(), 200);
         for (i, event) in stored.iter().enumerate() {
             assert_eq!(event.cursor(), i as u64 + 1);
-            assert_eq!(event.facts.uuid, format!("batch-{i}"));
+            assert_eq!(event.uuid(), format!("batch-{i}"));
             assert_eq!(event.record().unwrap().event_id, "big");
         }
     })
@@ -268,7 +268,7 @@ async fn duplicates_from_okta_become_one_record() {
         );
         assert_eq!(app.post_hook(&other_envelope).await.status(), 204);
         let stored = app.journal.read_after(0, 100).await.unwrap();
-        let uuids: Vec<_> = stored.iter().map(|e| e.facts.uuid.as_str()).collect();
+        let uuids: Vec<_> = stored.iter().map(|e| e.uuid()).collect();
         assert_eq!(uuids, ["dup-1", "dup-2"]);
         assert_eq!(
             stored[0].record().unwrap().event_id,
@@ -298,7 +298,7 @@ async fn a_poisoned_event_is_quarantined_and_its_neighbours_are_stored() {
         );
         assert_eq!(app.post_hook(&body).await.status(), 204);
         let stored = app.journal.read_after(0, 100).await.unwrap();
-        let uuids: Vec<_> = stored.iter().map(|e| e.facts.uuid.as_str()).collect();
+        let uuids: Vec<_> = stored.iter().map(|e| e.uuid()).collect();
         assert_eq!(uuids, ["good-1", "good-2"]);
         let quarantined = app.journal.quarantined(100).await.unwrap();
         assert_eq!(quarantined.len(), 3);
@@ -338,7 +338,7 @@ async fn a_too_deep_event_is_quarantined_byte_for_byte_and_its_neighbours_are_st
             "the delivery is not rejected"
         );
         let stored = app.journal.read_after(0, 100).await.unwrap();
-        let uuids: Vec<_> = stored.iter().map(|e| e.facts.uuid.as_str()).collect();
+        let uuids: Vec<_> = stored.iter().map(|e| e.uuid()).collect();
         assert_eq!(uuids, ["good-1", "good-2"]);
         let quarantined = app.journal.quarantined(100).await.unwrap();
         assert_eq!(quarantined.len(), 1);

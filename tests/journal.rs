@@ -269,7 +269,7 @@ fn cursors(events: &[SharedEvent]) -> Vec<Cursor> {
 }
 
 fn uuids(events: &[SharedEvent]) -> Vec<String> {
-    events.iter().map(|e| e.facts.uuid.clone()).collect()
+    events.iter().map(|e| e.uuid().to_owned()).collect()
 }
 
 fn now_micros() -> i64 {
@@ -466,7 +466,7 @@ async fn gets_an_event_by_its_uuid(backend: &dyn Backend) {
 
     let b = j.get("b").await.unwrap().expect("b is stored");
     assert_eq!(b.cursor(), 2);
-    assert_eq!(b.facts.uuid, "b");
+    assert_eq!(b.uuid(), "b");
     assert_eq!(b.encoded, appended.committed[1].encoded);
     assert!(j.get("missing").await.unwrap().is_none());
 }
@@ -569,7 +569,7 @@ async fn any_uuid_characters_round_trip(backend: &dyn Backend) {
     let appended = j.append(batch(&odd)).await.unwrap();
     assert_eq!(uuids(&appended.committed), odd);
     for uuid in odd {
-        assert_eq!(j.get(uuid).await.unwrap().unwrap().facts.uuid, uuid);
+        assert_eq!(j.get(uuid).await.unwrap().unwrap().uuid(), uuid);
     }
     assert_eq!(j.append(batch(&odd)).await.unwrap().duplicates, odd.len());
 }
@@ -1029,7 +1029,7 @@ async fn events_committed_together_read_back_across_any_boundary(backend: &dyn B
         let expected: Vec<Cursor> = (after + 1..=200).take(limit).collect();
         assert_eq!(cursors(&read), expected, "read_after({after}, {limit})");
         for event in &read {
-            assert_eq!(event.facts.uuid, names[event.cursor() as usize - 1]);
+            assert_eq!(event.uuid(), names[event.cursor() as usize - 1]);
         }
     }
     for (before, limit) in [(201, 200), (90, 60), (44, 3), (2, 10)] {
@@ -1174,7 +1174,7 @@ mod redb_crash {
                     let acked: Vec<String> = appended
                         .committed
                         .iter()
-                        .map(|e| format!("{}={}", e.facts.uuid, e.cursor()))
+                        .map(|e| format!("{}={}", e.uuid(), e.cursor()))
                         .collect();
                     // One write per line so a kill never leaves half a line that parses.
                     println!("acked {}", acked.join(" "));

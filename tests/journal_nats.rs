@@ -55,7 +55,7 @@ fn cursors(events: &[SharedEvent]) -> Vec<Cursor> {
 }
 
 fn uuids(events: &[SharedEvent]) -> Vec<String> {
-    events.iter().map(|e| e.facts.uuid.clone()).collect()
+    events.iter().map(|e| e.uuid().to_owned()).collect()
 }
 
 async fn append(journal: &NatsJournal, uuids: &[&str]) -> Appended {

@@ -95,7 +95,7 @@ async fn a_replicated_stream_survives_losing_its_leader_node_without_losing_even
         let mut seen: Vec<(Cursor, String)> = Vec::new();
         while seen.len() < acknowledged.len() {
             let event = follower.next().await.unwrap();
-            seen.push((event.cursor(), event.facts.uuid.clone()));
+            seen.push((event.cursor(), event.uuid().to_owned()));
         }
         let cursors: Vec<Cursor> = seen.iter().map(|(c, _)| *c).collect();
         assert_eq!(

@@ -162,7 +162,7 @@ impl TestJournal {
     /// Every stored event's uuid, in cursor order.
     async fn uuids(&self) -> Vec<String> {
         let stored = self.inner.read_after(0, usize::MAX).await.unwrap();
-        stored.iter().map(|e| e.facts.uuid.clone()).collect()
+        stored.iter().map(|e| e.uuid().to_owned()).collect()
     }
 
     /// Every stored event's cursor, in order.
@@ -1098,7 +1098,7 @@ async fn events_the_hook_already_stored_are_duplicates_and_the_rest_are_hook_mis
         assert_eq!(stats.events_received, 5);
         let polled = journal.get("h-0").await.unwrap().unwrap();
         assert_eq!(
-            polled.facts.ingest_source,
+            polled.facts().ingest_source(),
             proto::IngestSource::Poller as i32
         );
         assert_eq!(

@@ -5,7 +5,7 @@
 //! and event types exactly.
 
 use crate::error::ApiError;
-use crate::journal::EventFacts;
+use crate::journal::Facts;
 use crate::proto::{self, EventFilter, IngestSource, Outcome, Severity};
 
 /// Most values in one repeated filter field.
@@ -152,15 +152,15 @@ impl Filter {
     }
 
     /// Whether `event` passes every criterion.
-    pub fn matches(&self, event: &EventFacts) -> bool {
-        self.matches_event_type(&event.event_type)
+    pub fn matches(&self, event: Facts<'_>) -> bool {
+        self.matches_event_type(event.event_type())
             && self.matches_user(event)
             && self.matches_actor(event)
             && self.matches_attributes(event)
             && self.matches_severity(event)
-            && (self.results.is_empty() || self.results.contains(&event.result))
+            && (self.results.is_empty() || self.results.contains(&event.result()))
             && (self.ingest_sources.is_empty()
-                || self.ingest_sources.contains(&event.ingest_source))
+                || self.ingest_sources.contains(&event.ingest_source()))
             && self.matches_published(event)
     }
 
@@ -173,51 +173,45 @@ impl Filter {
                 .any(|p| event_type.starts_with(p.as_str()))
     }
 
-    fn matches_user(&self, event: &EventFacts) -> bool {
+    fn matches_user(&self, event: Facts<'_>) -> bool {
         if self.okta_users.is_empty() {
             return true;
         }
-        let user = event
-            .okta_user
-            .iter()
-            .map(|u| (u.id.as_str(), u.alternate_id.as_str()));
+        let user = event.okta_user().map(|u| (u.id, u.alternate_id));
         let targets = event
-            .targets
-            .iter()
+            .targets()
             .filter(|t| t.r#type.eq_ignore_ascii_case("user"))
-            .map(|t| (t.id.as_str(), t.alternate_id.as_str()));
-        let mut candidates = user.chain(targets);
+            .map(|t| (t.id, t.alternate_id));
+        let mut candidates = user.into_iter().chain(targets);
         candidates.any(|(id, alt)| self.okta_users.iter().any(|p| p.matches(id, alt)))
     }
 
-    fn matches_actor(&self, event: &EventFacts) -> bool {
+    fn matches_actor(&self, event: Facts<'_>) -> bool {
         self.actors.is_empty()
-            || event.actor.as_ref().is_some_and(|a| {
-                self.actors
-                    .iter()
-                    .any(|p| p.matches(&a.id, &a.alternate_id))
-            })
+            || event
+                .actor()
+                .is_some_and(|a| self.actors.iter().any(|p| p.matches(a.id, a.alternate_id)))
     }
 
-    fn matches_attributes(&self, event: &EventFacts) -> bool {
+    fn matches_attributes(&self, event: Facts<'_>) -> bool {
         self.changed_attributes.is_empty()
-            || event.changed_attributes.iter().any(|name| {
+            || event.changed_attributes().any(|name| {
                 self.changed_attributes
                     .iter()
                     .any(|wanted| eq_folded(name, wanted))
             })
     }
 
-    fn matches_severity(&self, event: &EventFacts) -> bool {
+    fn matches_severity(&self, event: Facts<'_>) -> bool {
         let unrecognised =
-            event.severity == Severity::Unspecified as i32 && !event.severity_raw.is_empty();
+            event.severity() == Severity::Unspecified as i32 && !event.severity_raw().is_empty();
         self.min_severity == Severity::Unspecified as i32
             || unrecognised
-            || event.severity >= self.min_severity
+            || event.severity() >= self.min_severity
     }
 
-    fn matches_published(&self, event: &EventFacts) -> bool {
-        match (&self.published_since, &event.published) {
+    fn matches_published(&self, event: Facts<'_>) -> bool {
+        match (&self.published_since, &event.published()) {
             (None, _) => true,
             (Some(since), Some(published)) => {
                 (published.seconds, published.nanos) >= (since.seconds, since.nanos)
@@ -231,9 +225,10 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::NewEvent;
 
-    fn event() -> EventFacts {
-        EventFacts::of(&proto::Event {
+    fn record() -> proto::Event {
+        proto::Event {
             uuid: "u1".into(),
             event_type: "user.account.update_profile".into(),
             severity: Severity::Info as i32,
@@ -261,7 +256,11 @@ mod tests {
                 nanos: 0,
             }),
             ..Default::default()
-        })
+        }
+    }
+
+    fn event() -> NewEvent {
+        NewEvent::new(record())
     }
 
     fn filter(f: EventFilter) -> Filter {
@@ -270,8 +269,10 @@ mod tests {
 
     #[test]
     fn an_empty_filter_matches_everything() {
-        assert!(filter(EventFilter::default()).matches(&event()));
-        assert!(filter(EventFilter::default()).matches(&EventFacts::default()));
+        assert!(filter(EventFilter::default()).matches(event().facts()));
+        assert!(
+            filter(EventFilter::default()).matches(NewEvent::new(proto::Event::default()).facts())
+        );
     }
 
     #[test]
@@ -281,7 +282,7 @@ mod tests {
                 event_types: types.iter().map(|s| s.to_string()).collect(),
                 ..Default::default()
             })
-            .matches(&event())
+            .matches(event().facts())
         };
         assert!(ok(&["user.account.update_profile"]));
         assert!(ok(&["user.session.start", "user.account."]));
@@ -302,7 +303,7 @@ mod tests {
                 okta_users: users.iter().map(|s| s.to_string()).collect(),
                 ..Default::default()
             })
-            .matches(&event())
+            .matches(event().facts())
         };
         assert!(ok(&["00uTHOR"]));
         assert!(ok(&["thor@avengers.org"]));
@@ -318,7 +319,7 @@ mod tests {
                 actors: actors.iter().map(|s| s.to_string()).collect(),
                 ..Default::default()
             })
-            .matches(&event())
+            .matches(event().facts())
         };
         assert!(ok(&["00uADMIN"]));
         assert!(ok(&["admin@example.com"]));
@@ -332,7 +333,7 @@ mod tests {
                 changed_attributes: attrs.iter().map(|s| s.to_string()).collect(),
                 ..Default::default()
             })
-            .matches(&event())
+            .matches(event().facts())
         };
         assert!(ok(&["LASTNAME"]));
         assert!(ok(&["email", "mobilePhone"]));
@@ -347,12 +348,14 @@ mod tests {
                 ..Default::default()
             })
         };
-        assert!(floor(Severity::Info).matches(&event()));
-        assert!(!floor(Severity::Warn).matches(&event()));
-        let mut critical = event();
-        critical.severity = Severity::Unspecified as i32;
-        critical.severity_raw = "CRITICAL".into();
-        assert!(floor(Severity::Error).matches(&critical));
+        assert!(floor(Severity::Info).matches(event().facts()));
+        assert!(!floor(Severity::Warn).matches(event().facts()));
+        let critical = NewEvent::new(proto::Event {
+            severity: Severity::Unspecified as i32,
+            severity_raw: "CRITICAL".into(),
+            ..record()
+        });
+        assert!(floor(Severity::Error).matches(critical.facts()));
     }
 
     #[test]
@@ -361,17 +364,17 @@ mod tests {
             results: vec![Outcome::Failure as i32, Outcome::Success as i32],
             ..Default::default()
         });
-        assert!(f.matches(&event()));
+        assert!(f.matches(event().facts()));
         let f = filter(EventFilter {
             results: vec![Outcome::Deny as i32],
             ..Default::default()
         });
-        assert!(!f.matches(&event()));
+        assert!(!f.matches(event().facts()));
         let f = filter(EventFilter {
             ingest_sources: vec![IngestSource::Poller as i32],
             ..Default::default()
         });
-        assert!(!f.matches(&event()));
+        assert!(!f.matches(event().facts()));
     }
 
     #[test]
@@ -381,7 +384,7 @@ mod tests {
             okta_users: vec!["00uNOBODY".into()],
             ..Default::default()
         });
-        assert!(!f.matches(&event()));
+        assert!(!f.matches(event().facts()));
     }
 
     #[test]
@@ -395,8 +398,8 @@ mod tests {
                 ..Default::default()
             })
         };
-        assert!(since(1_000).matches(&event()));
-        assert!(!since(1_001).matches(&event()));
+        assert!(since(1_000).matches(event().facts()));
+        assert!(!since(1_001).matches(event().facts()));
     }
 
     #[test]

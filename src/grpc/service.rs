@@ -345,7 +345,7 @@ impl Subscriber {
                             let max_lag = self.max_lag;
                             return self.end(StreamError::TooFarBehind { max_lag, last }.into());
                         }
-                        if self.filter.matches(&event.facts) {
+                        if self.filter.matches(event.facts()) {
                             self.last_sent = Instant::now();
                             return Some(Ok(Outgoing::Event(delivery)));
                         }
@@ -520,7 +520,7 @@ impl proto::event_stream_server::EventStream for EventStreamService {
                 }
                 position = event.cursor();
                 scanned += 1;
-                if compiled.matches(&event.facts) {
+                if compiled.matches(event.facts()) {
                     events.push(event.record().map_err(ApiError::from)?);
                     if events.len() == page_size {
                         break 'scan;

@@ -944,15 +944,14 @@ fn insert_group_chunks(
 ) -> Result<(), JournalError> {
     let mut rest = events;
     while let Some(first) = rest.first() {
-        let (count, len) =
-            chunk::next_row(rest.iter().map(|e| e.facts.uuid.len() + e.encoded.len()));
+        let (count, len) = chunk::next_row(rest.iter().map(|e| e.uuid().len() + e.encoded.len()));
         let (row, after) = rest.split_at(count.clamp(1, rest.len()));
         let mut slot = chunks
             .insert_reserve(first.cursor(), len)
             .map_err(storage)?;
         let entries = row
             .iter()
-            .map(|e| (e.facts.uuid.as_bytes(), e.encoded.as_ref()));
+            .map(|e| (e.uuid().as_bytes(), e.encoded.as_ref()));
         if !chunk::write_row(slot.as_mut(), micros, entries) {
             return Err(JournalError::storage(
                 "write a chunk",
@@ -1240,7 +1239,7 @@ impl Writer {
                     let committed = event.commit(head);
                     record.events.push(EventRow {
                         cursor: head,
-                        uuid: committed.facts.uuid.clone(),
+                        uuid: committed.uuid().to_owned(),
                         micros: commit_micros,
                         encoded: committed.encoded.clone(),
                     });
@@ -1593,7 +1592,7 @@ pub(crate) fn decode_at(
             committed.cursor()
         )));
     }
-    if committed.facts.uuid != uuid {
+    if committed.uuid() != uuid {
         return Err(unreadable(
             "the stored record's uuid differs from its row's".into(),
         ));

@@ -15,7 +15,8 @@ use bytes::Bytes;
 
 use crate::proto;
 
-pub use facts::{EventFacts, Principal, TargetFacts};
+pub use facts::{EventFacts, Facts, Principal, RecordError, TargetFacts};
+pub(crate) use facts::{Identity, TargetText, Text};
 
 pub mod chunk;
 pub mod embedded;
@@ -52,15 +53,23 @@ impl NewEvent {
         let len = prost::Message::encoded_len(&event);
         let mut buf = Vec::with_capacity(len + CURSOR_FIELD_MAX_BYTES);
         prost::Message::encode_raw(&event, &mut buf);
+        // prost's own encoding of an `Event` always reads.
+        let facts = EventFacts::read(&buf);
+        debug_assert!(facts.is_ok(), "{facts:?}");
         Self {
-            facts: EventFacts::of(&event),
+            facts: facts.unwrap_or_default(),
             encoded: Bytes::from(buf),
         }
     }
 
+    /// What the service reads of the record.
+    pub fn facts(&self) -> Facts<'_> {
+        self.facts.of(&self.encoded)
+    }
+
     /// The dedupe key: the LogEvent `uuid`.
     pub fn uuid(&self) -> &str {
-        &self.facts.uuid
+        self.facts().uuid()
     }
 
     /// Takes a mapped record (an `Event` encoded without its cursor, and its facts) for
@@ -116,16 +125,16 @@ pub struct Committed {
 impl Committed {
     /// Reads a stored encoding (cursor included).
     pub fn decode(encoded: Bytes) -> Result<Self, JournalError> {
-        let facts = <EventFacts as prost::Message>::decode(&encoded[..])
-            .map_err(|source| Corruption::Undecodable { cursor: 0, source })?;
+        let facts = EventFacts::read(&encoded)
+            .map_err(|source| Corruption::Unreadable { cursor: 0, source })?;
         Ok(Self { facts, encoded })
     }
 
     /// Rebuilds a committed event from a stored body (the encoding without its cursor, as
     /// [`NewEvent::encoded`]) and the cursor it was stored at.
     pub fn from_stored(payload: Bytes, cursor: Cursor) -> Result<Self, JournalError> {
-        let facts = <EventFacts as prost::Message>::decode(&payload[..])
-            .map_err(|source| Corruption::Undecodable { cursor, source })?;
+        let facts = EventFacts::read(&payload)
+            .map_err(|source| Corruption::Unreadable { cursor, source })?;
         if facts.cursor != 0 {
             return Err(Corruption::ForeignCursor { cursor }.into());
         }
@@ -139,6 +148,16 @@ impl Committed {
     /// This event's position in the journal.
     pub fn cursor(&self) -> Cursor {
         self.facts.cursor
+    }
+
+    /// What the service reads of the record.
+    pub fn facts(&self) -> Facts<'_> {
+        self.facts.of(&self.encoded)
+    }
+
+    /// The dedupe key: the LogEvent `uuid`.
+    pub fn uuid(&self) -> &str {
+        self.facts().uuid()
     }
 
     /// The whole record, decoded: for the calls that answer with one (`GetEvent`,
@@ -387,6 +406,14 @@ pub enum Corruption {
         /// The decoder's error.
         source: prost::DecodeError,
     },
+    /// A stored event's fields that the service reads are not where or what they should be.
+    #[error("stored event {cursor} does not decode: {source}")]
+    Unreadable {
+        /// Where it is stored (0 when the reader did not know).
+        cursor: Cursor,
+        /// What was wrong, and where.
+        source: RecordError,
+    },
     /// A stored event carries a cursor in its body: this journal never writes one there.
     #[error("stored event {cursor} carries a cursor; it was not written by this journal")]
     ForeignCursor {
@@ -580,13 +607,14 @@ mod tests {
         // The only handle: the cursor is appended in place.
         let alone = new_event().commit(300);
         assert_eq!(alone.record().unwrap(), expected(300));
-        assert_eq!(alone.facts, EventFacts::of(&expected(300)));
+        assert_eq!(alone.uuid(), "u-1");
+        assert_eq!(alone.facts().cursor(), 300);
         assert_eq!(Committed::decode(alone.encoded.clone()).unwrap(), alone);
         // Shared with another handle: the record is copied, the other's bytes stay as they were.
         let event = new_event();
         let before = event.encoded.clone();
         let shared = event.clone().commit(u64::MAX);
-        assert_eq!(shared.facts.cursor, u64::MAX);
+        assert_eq!(shared.facts().cursor(), u64::MAX);
         assert_eq!(shared.record().unwrap(), expected(u64::MAX));
         assert_eq!(event.encoded, before);
     }
@@ -598,7 +626,7 @@ mod tests {
             ..Default::default()
         };
         let encoded = prost::Message::encode_to_vec(&event);
-        let facts = EventFacts::of(&event);
+        let facts = EventFacts::read(&encoded).unwrap();
         let admitted = NewEvent::within(encoded.clone(), facts.clone(), 64).unwrap();
         assert_eq!(admitted.uuid(), "u-1");
         let error = NewEvent::within(encoded, facts, 8).unwrap_err();

@@ -13,8 +13,8 @@ use super::error::MappingError;
 use super::json::{number_text, saturating_i64};
 use super::parse::{Obj, Val};
 use super::time::parse_rfc3339;
-use super::wire::{self, bool_present, double, int, message, string};
-use crate::journal::{EventFacts, Principal, TargetFacts};
+use super::wire::{self, bool_present, double, int, message, string, string_at};
+use crate::journal::{EventFacts, Identity, TargetText, Text};
 use crate::proto;
 
 /// One LogEvent mapped: the record, and what the journal keeps of it to match filters.
@@ -23,8 +23,7 @@ pub struct MappedEvent {
     /// The record encoded as an `okta.events.v1.Event` without its cursor (the journal
     /// assigns it), with room left at the end for the cursor field.
     pub encoded: Vec<u8>,
-    /// The fields filters, dedupe and the profile stage read, as a decode of `encoded` reads
-    /// them.
+    /// Where the fields filters, dedupe and the profile stage read lie in `encoded`.
     pub facts: EventFacts,
 }
 
@@ -57,22 +56,28 @@ pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<MappedEv
     // as much besides.
     let details = object.encoded_len();
     let out = &mut Vec::with_capacity(details * 3 / 2 + delivery.len() + CURSOR_ROOM + 64);
-    string(out, 2, uuid);
+    // Where each fact's string is written: top-level fields stay where they are written, and
+    // those inside a message move with its body (see `wire::message`).
+    let mut facts = EventFacts {
+        published: Some(published),
+        ingest_source: delivery.ingest_source(),
+        ..EventFacts::default()
+    };
+    facts.uuid = Text::of(string_at(out, 2, uuid));
     wire::timestamp(out, 3, &published);
     string(out, 4, &object.text("displayMessage"));
-    let event_type = object.text("eventType");
-    string(out, 6, &event_type);
+    facts.event_type = Text::of(string_at(out, 6, &object.text("eventType")));
     string(out, 7, &object.text("legacyEventType"));
     string(out, 9, &object.text("version"));
 
     let severity_raw = object.text("severity");
-    let severity = severity(&severity_raw) as i32;
-    int(out, 10, severity.into());
-    string(out, 11, &severity_raw);
+    facts.severity = severity(&severity_raw) as i32;
+    int(out, 10, facts.severity.into());
+    facts.severity_raw = Text::of(string_at(out, 11, &severity_raw));
     let outcome = object.object("outcome");
     let result_raw = outcome.map(|o| o.text("result")).unwrap_or_default();
-    let result = outcome_result(&result_raw) as i32;
-    int(out, 12, result.into());
+    facts.result = outcome_result(&result_raw) as i32;
+    int(out, 12, facts.result.into());
     string(out, 13, &result_raw);
     if let Some(outcome) = outcome {
         string(out, 14, &outcome.text("reason"));
@@ -81,22 +86,22 @@ pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<MappedEv
     let debug_context = object.object("debugContext");
     let debug_data = debug_context.and_then(|d| d.object("debugData"));
     let changed_raw = changed_attributes(debug_data);
-    let changed: Vec<&str> = changed_raw
-        .split(',')
-        .map(str::trim)
-        .filter(|name| !name.is_empty())
-        .collect();
-    for name in &changed {
-        string(out, 15, name);
+    for name in changed_raw.split(',').map(str::trim) {
+        if !name.is_empty() {
+            facts
+                .changed_attributes
+                .push(Text::of(string_at(out, 15, name)));
+        }
     }
     string(out, 16, &changed_raw);
 
-    let mut actor_facts = None;
     if let Some(actor) = object.object("actor") {
-        message(out, 17, |out| {
-            actor_facts = Some(identity(out, actor));
+        let mut written = Identity::default();
+        let moved = message(out, 17, |out| {
+            written = identity(out, actor);
             write_struct(out, 5, actor.object("detailEntry"));
         });
+        facts.actor = Some(written.moved(moved));
     }
     let target_array = object.array("target");
     let targets = || {
@@ -105,30 +110,24 @@ pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<MappedEv
             .flat_map(|a| a.iter())
             .filter_map(as_object)
     };
-    let mut okta_user_facts = None;
     if let Some(user) = targets().find(|t| t.text("type").trim().eq_ignore_ascii_case("User")) {
-        message(out, 18, |out| okta_user_facts = Some(identity(out, user)));
+        let mut written = Identity::default();
+        let moved = message(out, 18, |out| written = identity(out, user));
+        facts.okta_user = Some(written.moved(moved));
     }
-    let mut target_facts = Vec::new();
     for target in targets() {
-        let (id, kind, login) = (
-            target.text("id"),
-            target.text("type"),
-            target.text("alternateId"),
-        );
-        message(out, 19, |out| {
-            string(out, 1, &id);
-            string(out, 2, &kind);
-            string(out, 3, &login);
+        let mut written = TargetText::default();
+        let moved = message(out, 19, |out| {
+            written = TargetText {
+                id: Text::of(string_at(out, 1, &target.text("id"))),
+                kind: Text::of(string_at(out, 2, &target.text("type"))),
+                alternate_id: Text::of(string_at(out, 3, &target.text("alternateId"))),
+            };
             string(out, 4, &target.text("displayName"));
             write_struct(out, 5, target.object("detailEntry"));
             write_struct(out, 6, target.object("changeDetails"));
         });
-        target_facts.push(TargetFacts {
-            id: id.into_owned(),
-            r#type: kind.into_owned(),
-            alternate_id: login.into_owned(),
-        });
+        facts.targets.push(written.moved(moved));
     }
 
     client(out, object.object("client"), object.object("request"));
@@ -155,20 +154,6 @@ pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<MappedEv
     // A no-op unless the estimate above fell short.
     out.reserve(CURSOR_ROOM);
 
-    let facts = EventFacts {
-        cursor: 0,
-        uuid: uuid.to_owned(),
-        published: Some(published),
-        event_type: event_type.into_owned(),
-        severity,
-        severity_raw: severity_raw.into_owned(),
-        result,
-        changed_attributes: changed.iter().map(|&name| name.to_owned()).collect(),
-        actor: actor_facts,
-        okta_user: okta_user_facts,
-        targets: target_facts,
-        ingest_source: delivery.ingest_source(),
-    };
     Ok(MappedEvent {
         encoded: std::mem::take(out),
         facts,
@@ -176,17 +161,13 @@ pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<MappedEv
 }
 
 /// Writes the fields `Actor` and `OktaUser` share (`id`, `alternate_id`, `display_name`,
-/// `type`: 1-4) and returns the id and login the facts keep, each read once.
-fn identity(out: &mut Vec<u8>, o: Obj<'_>) -> Principal {
-    let (id, login) = (o.text("id"), o.text("alternateId"));
-    string(out, 1, &id);
-    string(out, 2, &login);
+/// `type`: 1-4) and returns where the id and login the facts keep were written.
+fn identity(out: &mut Vec<u8>, o: Obj<'_>) -> Identity {
+    let id = Text::of(string_at(out, 1, &o.text("id")));
+    let alternate_id = Text::of(string_at(out, 2, &o.text("alternateId")));
     string(out, 3, &o.text("displayName"));
     string(out, 4, &o.text("type"));
-    Principal {
-        id: id.into_owned(),
-        alternate_id: login.into_owned(),
-    }
+    Identity { id, alternate_id }
 }
 
 /// Appends a free-form sub-object as a `google.protobuf.Struct` field, when it is an object.

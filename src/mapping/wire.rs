@@ -5,6 +5,8 @@
 //! the encoding. Scalars at their default value are left out, as proto3 (and prost) do;
 //! a sub-message is written whenever it is present, even empty.
 
+use std::ops::Range;
+
 use prost::encoding::{WireType, encode_key, encode_varint};
 use prost_types::Timestamp;
 
@@ -13,6 +15,12 @@ pub(super) fn string(out: &mut Vec<u8>, field: u32, value: &str) {
     if !value.is_empty() {
         bytes(out, field, value.as_bytes());
     }
+}
+
+/// Appends a string field, unless empty, and returns where its bytes lie in `out`.
+pub(super) fn string_at(out: &mut Vec<u8>, field: u32, value: &str) -> Range<usize> {
+    string(out, field, value);
+    out.len() - value.len()..out.len()
 }
 
 /// Appends a length-delimited field holding `value`.
@@ -54,9 +62,9 @@ pub(super) fn timestamp(out: &mut Vec<u8>, field: u32, value: &Timestamp) {
 }
 
 /// Appends a sub-message field whose body `write` appends. Its length is known only once it
-/// is written: one byte is kept for it, and the body moved along in the rare case (128 bytes
-/// or more) that the length needs more.
-pub(super) fn message(out: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
+/// is written: one byte is kept for it, and the body moved along in the case (128 bytes or
+/// more) that the length needs more. Returns by how many bytes the body moved.
+pub(super) fn message(out: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) -> usize {
     encode_key(field, WireType::LengthDelimited, out);
     let at = out.len();
     out.push(0);
@@ -64,10 +72,13 @@ pub(super) fn message(out: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec
     let len = out.len() - at - 1;
     if len < 0x80 {
         out[at] = len as u8;
+        0
     } else {
         let mut head = Vec::with_capacity(4);
         encode_varint(len as u64, &mut head);
+        let moved = head.len() - 1;
         out.splice(at..=at, head);
+        moved
     }
 }
 
@@ -140,6 +151,21 @@ mod tests {
             write(&sample, &mut ours);
             assert_eq!(ours, sample.encode_to_vec(), "text of {text_len} bytes");
             assert_eq!(Sample::decode(ours.as_slice()).unwrap(), sample);
+        }
+    }
+
+    #[test]
+    fn a_string_is_found_where_it_was_written_once_its_message_moves_it() {
+        for padding in [0, 100, 200, 20_000] {
+            let mut out = vec![0xAA];
+            let mut at = 0..0;
+            let moved = message(&mut out, 6, |out| {
+                at = string_at(out, 1, "00uB");
+                string(out, 4, &"p".repeat(padding));
+            });
+            let found = at.start + moved..at.end + moved;
+            assert_eq!(&out[found], b"00uB", "{padding} bytes after it");
+            assert_eq!(moved > 0, padding >= 120, "{padding} bytes after it");
         }
     }
 }

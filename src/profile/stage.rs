@@ -38,7 +38,7 @@ use super::snapshot::Snapshot;
 use super::store::{SnapshotStore, StoreError, StoredValues, ValuesStore};
 use super::values::{UPDATE_PROFILE, Update, Values, resolve, update_cursors};
 use crate::hub::Hub;
-use crate::journal::{CommitSink, Cursor, EventFacts, JournalError, SharedEvent, SharedJournal};
+use crate::journal::{CommitSink, Cursor, Facts, JournalError, SharedEvent, SharedJournal};
 use crate::okta::users::{User, UsersClient, UsersError};
 use crate::proto;
 
@@ -342,7 +342,7 @@ impl Run {
                 continue; // already queued from the re-read tail
             }
             self.last_queued = event.cursor();
-            let user = target_user(&event.facts);
+            let user = target_user(event.facts());
             let done = match (stored.and_then(|s| s.get(&event.cursor())), &user) {
                 (Some(values), _) => Some(Some(values.clone())),
                 (None, None) => Some(None),
@@ -459,14 +459,19 @@ impl Run {
             })
             .map(|(i, _)| i)
             .collect();
-        let updates: Vec<Update<'_>> = indexes
+        let changed: Vec<Vec<String>> = indexes
             .iter()
             .map(|&i| {
-                let event = &self.queue[i].event.facts;
-                Update {
-                    published: published(event),
-                    changed_attributes: &event.changed_attributes,
-                }
+                let event = self.queue[i].event.facts();
+                event.changed_attributes().map(str::to_owned).collect()
+            })
+            .collect();
+        let updates: Vec<Update<'_>> = indexes
+            .iter()
+            .zip(&changed)
+            .map(|(&i, changed_attributes)| Update {
+                published: published(self.queue[i].event.facts()),
+                changed_attributes,
             })
             .collect();
         let resolution = resolve(&rules, stored.as_ref(), &current, &updates);
@@ -584,21 +589,21 @@ impl Run {
 }
 
 /// The user an update event's values are about: its `okta_user` (first User target).
-fn target_user(event: &EventFacts) -> Option<String> {
-    if event.event_type != UPDATE_PROFILE {
+fn target_user(event: Facts<'_>) -> Option<String> {
+    if event.event_type() != UPDATE_PROFILE {
         return None;
     }
     event
-        .okta_user
-        .as_ref()
-        .map(|u| u.id.clone())
+        .okta_user()
+        .map(|u| u.id)
         .filter(|id| !id.is_empty() && id.len() <= 256)
+        .map(str::to_owned)
 }
 
 /// The event's `published` time (the epoch when absent: then any snapshot is newer).
-fn published(event: &EventFacts) -> DateTime<Utc> {
+fn published(event: Facts<'_>) -> DateTime<Utc> {
     event
-        .published
+        .published()
         .as_ref()
         .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
         .unwrap_or(DateTime::UNIX_EPOCH)

@@ -37,7 +37,7 @@ pub const UPDATE_PROFILE: &str = "user.account.update_profile";
 pub fn update_cursors(events: &[SharedEvent]) -> Vec<Cursor> {
     let mut cursors: Vec<Cursor> = events
         .iter()
-        .filter(|e| e.facts.event_type == UPDATE_PROFILE)
+        .filter(|e| e.facts().event_type() == UPDATE_PROFILE)
         .map(|e| e.cursor())
         .collect();
     cursors.sort_unstable();

@@ -633,7 +633,7 @@ impl Journal for NatsJournal {
             None => Ok(None),
             Some(message) => {
                 let event = self.to_committed(message)?;
-                if event.facts.uuid != uuid {
+                if event.uuid() != uuid {
                     return Err(Corruption::MisplacedEvent {
                         cursor: event.cursor(),
                     }
