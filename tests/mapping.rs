@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use okta_stream::journal::EventFacts;
 use okta_stream::mapping::{
     Buffers, Delivery, DeliveryFields, EncodedStruct, EnvelopeError, MAX_BODY_DEPTH, MAX_DEPTH,
     MAX_INPUT_BYTES, MappedEvent, MappingError, REDACTED, map_event, parse_envelope,
@@ -115,6 +116,9 @@ fn mapped(fixture: &str, index: usize) -> Event {
 /// keeps beside it (what filters match on) must read exactly what that decode reads.
 fn record(mapped: MappedEvent) -> Event {
     let event = Event::decode(mapped.encoded.as_slice()).expect("the record decodes");
+    // The same facts as the record gives when read back from the journal.
+    let read = EventFacts::read(&mapped.encoded).expect("the facts read back");
+    assert_eq!(mapped.facts, read, "the facts noted are the record's");
     let facts = mapped.facts.of(&mapped.encoded);
     assert_eq!(facts.cursor(), event.cursor);
     assert_eq!(facts.uuid(), event.uuid);
