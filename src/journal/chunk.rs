@@ -66,12 +66,8 @@ impl ChunkBuilder {
         }
         self.count += 1;
         self.bytes[8..12].copy_from_slice(&self.count.to_le_bytes());
-        // A uuid is at most MAX_UUID_BYTES (checked at mapping) and a record at most what the
-        // gRPC limit allows, and redb refuses a row of 3 GiB or more: both fit 32 bits.
         self.bytes
-            .extend_from_slice(&(uuid.len().min(u32::MAX as usize) as u32).to_le_bytes());
-        self.bytes
-            .extend_from_slice(&(record.len().min(u32::MAX as usize) as u32).to_le_bytes());
+            .extend_from_slice(&entry_header(uuid.len(), record.len()));
         self.bytes.extend_from_slice(uuid.as_bytes());
         self.bytes.extend_from_slice(record);
     }
@@ -87,6 +83,16 @@ impl ChunkBuilder {
         self.count = 0;
         Some((self.first, row))
     }
+}
+
+/// An entry's header: the lengths of its uuid and record. A uuid is at most MAX_UUID_BYTES
+/// (checked at mapping) and a record at most what the gRPC limit allows, and redb refuses a
+/// row of 3 GiB or more: both fit 32 bits.
+fn entry_header(uuid_len: usize, record_len: usize) -> [u8; ENTRY_HEADER] {
+    let mut header = [0; ENTRY_HEADER];
+    header[..4].copy_from_slice(&(uuid_len.min(u32::MAX as usize) as u32).to_le_bytes());
+    header[4..].copy_from_slice(&(record_len.min(u32::MAX as usize) as u32).to_le_bytes());
+    header
 }
 
 /// Whether an event of `size` bytes (uuid and record) fits a non-empty chunk of `len` bytes.
@@ -128,9 +134,7 @@ pub fn write_row<'e>(
         else {
             return false;
         };
-        // As in `ChunkBuilder::push`: both lengths fit 32 bits.
-        entry[..4].copy_from_slice(&(uuid.len().min(u32::MAX as usize) as u32).to_le_bytes());
-        entry[4..8].copy_from_slice(&(record.len().min(u32::MAX as usize) as u32).to_le_bytes());
+        entry[..ENTRY_HEADER].copy_from_slice(&entry_header(uuid.len(), record.len()));
         let (uuid_bytes, record_bytes) = entry[ENTRY_HEADER..].split_at_mut(uuid.len());
         uuid_bytes.copy_from_slice(uuid);
         record_bytes.copy_from_slice(record);
