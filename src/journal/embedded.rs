@@ -46,7 +46,10 @@
 //! commits without an fsync of its own (`Durability::None`), visible to readers only after the
 //! sync. When the write-ahead file is full, that group instead commits `Durability::Immediate`
 //! with redb's quick-repair (a checkpoint: every earlier commit becomes durable in the file,
-//! and the write-ahead file starts over); prunes do the same. Opening applies the records newer
+//! and the write-ahead file starts over); prunes do the same, and so does the writer on its
+//! own once the write-ahead file is half full and no request has come for a few milliseconds
+//! (`journal/idle.rs`), so that deliveries with gaps between them rarely meet a full file's
+//! checkpoint. Opening applies the records newer
 //! than the file's last durable commit again (`meta.wal_sequence` says which), so a crash
 //! (`kill -9`, power loss) loses nothing acknowledged, and the saved allocator state spares a
 //! scan of the whole file.
@@ -1087,7 +1090,13 @@ impl Writer {
         let mut writer = self;
         let mut closed: Option<oneshot::Sender<()>> = None;
         let mut pace = Pace::default();
-        while let Some(first) = next_request(&mut queue, &mut pace) {
+        loop {
+            // Taken in a quiet moment, the checkpoint a half-full write-ahead file will soon
+            // need delays no append.
+            let checkpoint = writer.wal.half_full().then_some(|| writer.checkpoint());
+            let Some(first) = next_request(&mut queue, &mut pace, checkpoint) else {
+                break;
+            };
             let mut group = Vec::new();
             let mut prunes = Vec::new();
             let mut group_bytes = 0;
@@ -1130,6 +1139,29 @@ impl Writer {
         drop(writer);
         if let Some(reply) = closed {
             let _ = reply.send(());
+        }
+    }
+
+    /// Makes every group committed since the last checkpoint durable in the file, and starts
+    /// the write-ahead file over. On failure the records stay in the write-ahead file, to be
+    /// applied by the next checkpoint or open, and the file is reopened as after a failed commit.
+    fn checkpoint(&mut self) {
+        let started = Instant::now();
+        let done = self
+            .database()
+            .and_then(|db| begin_durable(&db)?.commit().map_err(storage));
+        match done {
+            Ok(()) => {
+                self.wal.restart();
+                tracing::debug!(
+                    micros = started.elapsed().as_micros() as u64,
+                    "journal checkpointed while quiet"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(%error, "journal checkpoint failed; its records stay in the write-ahead file");
+                self.recover();
+            }
         }
     }
 

@@ -1,7 +1,8 @@
 //! How the journal writer waits for its next request: a short spin before it sleeps, while
-//! requests have lately followed each other closely.
+//! requests have lately followed each other closely, and work that is due done only once no
+//! request has come for a while.
 //!
-//! Why: waking a sleeping thread costs tens of microseconds on a virtual machine (the woken
+//! Why spin: waking a sleeping thread costs tens of microseconds on a virtual machine (the woken
 //! virtual CPU has to be scheduled by the host), and one sender delivering one event at a time
 //! paid that on every delivery, on top of the durable write it waits for. Spinning pays only
 //! when the next request comes soon, so the writer spins for at most [`MAX_SPIN`], yielding
@@ -13,7 +14,14 @@
 //! deliveries a second, about 45 µs of CPU per event, for one sender's deliveries answered
 //! about 20% sooner (`cargo bench --bench load -- ingest` and `-- profile`, BENCHMARKS.md,
 //! issue 15).
+//!
+//! Why wait for quiet: a checkpoint of the write-ahead file takes milliseconds, and every
+//! request that comes meanwhile waits for it. Taken once nothing has come for [`QUIET`], it
+//! falls in the gaps between deliveries instead of on one of them.
 
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -25,6 +33,11 @@ pub const MAX_SPIN: Duration = Duration::from_micros(200);
 
 /// Gaps of at least [`MAX_SPIN`] in a row after which the writer stops spinning.
 pub const LONG_GAPS_BEFORE_SLEEPING: u32 = 4;
+
+/// How long no request must have come before work that can wait is done. Longer than the
+/// gaps of a steady stream of deliveries (0.5 ms at 2,000 a second), so such a stream never
+/// waits for it; far shorter than the gaps between bursts.
+pub const QUIET: Duration = Duration::from_millis(3);
 
 /// The writer's recent pace: how many of the last waits for a request were long, in a row.
 #[derive(Debug)]
@@ -64,8 +77,13 @@ impl Pace {
 }
 
 /// The next request of `queue`: spins for it as long as `pace` allows, then sleeps until it
-/// comes. `None` once the queue is closed and empty.
-pub fn next_request<T>(queue: &mut mpsc::Receiver<T>, pace: &mut Pace) -> Option<T> {
+/// comes. If `when_quiet` is given and nothing comes for [`QUIET`], it is done first. `None`
+/// once the queue is closed and empty.
+pub fn next_request<T>(
+    queue: &mut mpsc::Receiver<T>,
+    pace: &mut Pace,
+    when_quiet: Option<impl FnOnce()>,
+) -> Option<T> {
     let started = Instant::now();
     let budget = pace.spin_budget();
     loop {
@@ -79,14 +97,59 @@ pub fn next_request<T>(queue: &mut mpsc::Receiver<T>, pace: &mut Pace) -> Option
             Err(TryRecvError::Empty) => break,
         }
     }
+    if let Some(work) = when_quiet {
+        match recv_until(queue, started + QUIET) {
+            Some(request) => {
+                pace.waited(started.elapsed());
+                return request;
+            }
+            None => work(),
+        }
+    }
     let request = queue.blocking_recv();
     pace.waited(started.elapsed());
     request
 }
 
+/// Sleeps until the next request of `queue` (`Some`, holding `None` if the queue is closed
+/// and empty), or until `deadline` passes first (`None`).
+fn recv_until<T>(queue: &mut mpsc::Receiver<T>, deadline: Instant) -> Option<Option<T>> {
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(request) = queue.poll_recv(&mut context) {
+            return Some(request);
+        }
+        // A wake-up before the deadline that brought nothing (a spurious one) polls again.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        std::thread::park_timeout(left);
+    }
+}
+
+/// Wakes the writer's thread when a request is sent to its queue.
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
     use super::*;
+
+    /// No work waiting for quiet.
+    const NOTHING: Option<fn()> = None;
 
     #[test]
     fn a_writer_spins_after_a_short_gap_until_long_gaps_follow_in_a_row() {
@@ -119,7 +182,7 @@ mod tests {
         let (sender, mut queue) = mpsc::channel(4);
         sender.try_send(7).expect("room in the queue");
         let mut pace = Pace::default();
-        assert_eq!(next_request(&mut queue, &mut pace), Some(7));
+        assert_eq!(next_request(&mut queue, &mut pace, NOTHING), Some(7));
         assert_eq!(pace.spin_budget(), MAX_SPIN);
     }
 
@@ -132,13 +195,73 @@ mod tests {
             sender.blocking_send(9).expect("the writer is waiting");
             sender
         });
-        assert_eq!(next_request(&mut queue, &mut pace), Some(9));
+        assert_eq!(next_request(&mut queue, &mut pace, NOTHING), Some(9));
         assert_eq!(pace.spin_budget(), Duration::ZERO);
         drop(late.join().expect("the sender thread ends"));
         assert_eq!(
-            next_request(&mut queue, &mut pace),
+            next_request(&mut queue, &mut pace, NOTHING),
             None,
             "a closed, empty queue ends the writer"
+        );
+    }
+
+    #[test]
+    fn work_waiting_for_quiet_is_done_once_nothing_came_for_a_while_then_the_writer_sleeps() {
+        let (sender, mut queue) = mpsc::channel(4);
+        let mut pace = Pace::default();
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(QUIET * 10);
+            sender.blocking_send(9).expect("the writer is waiting");
+        });
+        let started = Instant::now();
+        let done = Cell::new(None);
+        let work = || done.set(Some(started.elapsed()));
+        assert_eq!(next_request(&mut queue, &mut pace, Some(work)), Some(9));
+        let after = done.get().expect("the work was done");
+        assert!(
+            after >= QUIET,
+            "done after {after:?}, before {QUIET:?} of quiet"
+        );
+        late.join().expect("the sender thread ends");
+    }
+
+    #[test]
+    fn a_request_already_queued_comes_before_work_waiting_for_quiet() {
+        let (sender, mut queue) = mpsc::channel(4);
+        sender.try_send(7).expect("room in the queue");
+        let mut pace = Pace::default();
+        let done = Cell::new(false);
+        let work = || done.set(true);
+        assert_eq!(next_request(&mut queue, &mut pace, Some(work)), Some(7));
+        assert!(!done.get(), "the work still waits for quiet");
+    }
+
+    #[test]
+    fn a_request_sent_while_waiting_for_quiet_wakes_the_writer() {
+        let (sender, mut queue) = mpsc::channel(4);
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            sender.blocking_send(9).expect("the writer is waiting");
+            sender
+        });
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(60);
+        assert_eq!(recv_until(&mut queue, deadline), Some(Some(9)));
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "woken by the request"
+        );
+        let sender = late.join().expect("the sender thread ends");
+        assert_eq!(
+            recv_until(&mut queue, Instant::now() + Duration::from_millis(5)),
+            None,
+            "nothing came before the deadline"
+        );
+        drop(sender);
+        assert_eq!(
+            recv_until(&mut queue, Instant::now() + Duration::from_secs(60)),
+            Some(None),
+            "a closed, empty queue"
         );
     }
 }

@@ -553,6 +553,12 @@ impl Wal {
         Ok(())
     }
 
+    /// Whether the live records fill half the file or half of [`MAX_RECORDS`]: a checkpoint
+    /// taken now, while no append waits, spares a later append the one a full file forces.
+    pub fn half_full(&self) -> bool {
+        self.live * 2 >= MAX_RECORDS || self.offset * 2 >= self.capacity
+    }
+
     /// After a checkpoint made every record durable in redb: the next record goes at the
     /// start. Stale records after it never continue its chain, so replay ignores them.
     pub fn restart(&mut self) {
@@ -646,6 +652,37 @@ mod tests {
         // A checkpoint frees them all.
         wal.restart();
         assert!(wal.stage(&record(MAX_RECORDS + 1)));
+    }
+
+    #[test]
+    fn the_file_is_half_full_at_half_the_records_or_half_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        assert!(!wal.half_full(), "an empty file");
+        for n in 1..MAX_RECORDS / 2 {
+            assert!(wal.stage(&record(n)));
+            wal.append_staged().unwrap();
+            assert!(!wal.half_full(), "{n} small records");
+        }
+        assert!(wal.stage(&record(MAX_RECORDS / 2)));
+        wal.append_staged().unwrap();
+        assert!(wal.half_full(), "half of the records");
+        wal.restart();
+        assert!(!wal.half_full(), "after a checkpoint");
+
+        let big = wal.capacity / LARGEST_SHARE - HEADER as u64 - 512;
+        let mut n = MAX_RECORDS / 2;
+        while wal.offset * 2 < wal.capacity {
+            assert!(!wal.half_full());
+            n += 1;
+            assert!(wal.stage(&sized(n, big as usize)));
+            wal.append_staged().unwrap();
+        }
+        assert!(
+            wal.half_full(),
+            "half of the bytes, in {} records",
+            wal.live
+        );
     }
 
     #[test]

@@ -1,0 +1,109 @@
+//! The embedded journal checkpoints in quiet moments: once its write-ahead file is half full
+//! and no append has come for a few milliseconds, the groups committed since the last
+//! checkpoint are made durable in `journal.redb` itself, so the next append does not wait for
+//! a full write-ahead file's checkpoint.
+//!
+//! What a checkpoint leaves is read the way a backup would: a copy of `journal.redb` alone,
+//! opened in another data dir, holds every acknowledged event.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use okta_stream::hub::Hub;
+use okta_stream::journal::embedded::{FILE_NAME, RedbJournal};
+use okta_stream::journal::wal::MAX_RECORDS;
+use okta_stream::journal::{Batch, Journal, NewEvent, Retention};
+use okta_stream::proto;
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the checkpoint may take to show after the last append: far beyond the quiet time
+/// it waits for, so that only a missing checkpoint fails the test.
+const CHECKPOINT_WITHIN: Duration = Duration::from_secs(10);
+
+fn event(n: u64) -> NewEvent {
+    NewEvent::new(proto::Event {
+        uuid: format!("00000000-0000-4000-8000-{n:012x}"),
+        message: format!("event {n}"),
+        ..Default::default()
+    })
+}
+
+/// The uuids of the events a copy of the journal file alone holds, read in cursor order.
+async fn uuids_in_a_copy_of(journal_file: &Path) -> Vec<String> {
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(journal_file, copy.path().join(FILE_NAME)).unwrap();
+    let journal = RedbJournal::open(copy.path(), Retention::keep_all(), Hub::new(16, 0))
+        .await
+        .unwrap();
+    let mut uuids = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = journal.read_after(after, 1000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.cursor();
+        uuids.extend(page.iter().map(|e| e.uuid().to_owned()));
+    }
+    journal.close().await;
+    uuids
+}
+
+#[tokio::test]
+async fn a_quiet_journal_makes_a_half_full_write_ahead_file_durable_in_its_own_file() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = RedbJournal::open(dir.path(), Retention::keep_all(), Hub::new(16, 0))
+            .await
+            .unwrap();
+        // One small group per append: half of the records the write-ahead file takes, and
+        // a few more, but far from the full file that forces a checkpoint.
+        let appends = MAX_RECORDS / 2 + 8;
+        let mut expected = Vec::new();
+        for n in 1..=appends {
+            let batch = Batch {
+                events: vec![event(n)],
+                ..Default::default()
+            };
+            let appended = journal.append(batch).await.unwrap();
+            assert_eq!(appended.committed.len(), 1, "append {n}");
+            expected.push(appended.committed[0].uuid().to_owned());
+        }
+
+        let path = dir.path().join(FILE_NAME);
+        let deadline = Instant::now() + CHECKPOINT_WITHIN;
+        let mut held = uuids_in_a_copy_of(&path).await;
+        while held != expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            held = uuids_in_a_copy_of(&path).await;
+        }
+        assert_eq!(
+            held.len(),
+            expected.len(),
+            "the journal file alone holds {} of the {} acknowledged events after {CHECKPOINT_WITHIN:?} without appends",
+            held.len(),
+            expected.len()
+        );
+        assert_eq!(held, expected, "in cursor order");
+
+        // The write-ahead file started over: appends go on, and a reopen finds them all.
+        let more = journal
+            .append(Batch {
+                events: vec![event(appends + 1)],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(more.committed[0].cursor(), appends + 1);
+        journal.close().await;
+        let reopened = RedbJournal::open(dir.path(), Retention::keep_all(), Hub::new(16, 0))
+            .await
+            .unwrap();
+        assert_eq!(
+            reopened.read_after(0, 1000).await.unwrap().len() as u64,
+            appends + 1
+        );
+        reopened.close().await;
+    })
+    .await
+    .expect("the test timed out");
+}
