@@ -8,32 +8,47 @@ use std::borrow::Cow;
 
 use super::parse::{Arr, Obj, Val};
 
+/// A member's value if it is an object.
+pub fn object(value: Option<Val<'_>>) -> Option<Obj<'_>> {
+    match value {
+        Some(Val::Object(o)) => Some(o),
+        _ => None,
+    }
+}
+
+/// A member's value if it is an array.
+pub fn array(value: Option<Val<'_>>) -> Option<Arr<'_>> {
+    match value {
+        Some(Val::Array(a)) => Some(a),
+        _ => None,
+    }
+}
+
+/// A member's value as text: strings as they are, numbers and booleans written out
+/// (`version: 0` reads as `"0"`), anything else (absent, null, containers) empty.
+pub fn text(value: Option<Val<'_>>) -> Cow<'_, str> {
+    match value {
+        Some(Val::Str(s)) => Cow::Borrowed(s),
+        Some(Val::Number(n)) => Cow::Owned(number_text(n)),
+        Some(Val::Bool(b)) => Cow::Borrowed(if b { "true" } else { "false" }),
+        Some(Val::Object(_) | Val::Array(_)) | None => Cow::Borrowed(""),
+    }
+}
+
 impl<'d> Obj<'d> {
     /// The member `key` if it is an object.
     pub fn object(&self, key: &str) -> Option<Obj<'d>> {
-        match self.get(key) {
-            Some(Val::Object(o)) => Some(o),
-            _ => None,
-        }
+        object(self.get(key))
     }
 
     /// The member `key` if it is an array.
     pub fn array(&self, key: &str) -> Option<Arr<'d>> {
-        match self.get(key) {
-            Some(Val::Array(a)) => Some(a),
-            _ => None,
-        }
+        array(self.get(key))
     }
 
-    /// The member `key` as text: strings as they are, numbers and booleans written out
-    /// (`version: 0` reads as `"0"`), anything else (absent, null, containers) empty.
+    /// The member `key` as text (see [`text`]).
     pub fn text(&self, key: &str) -> Cow<'d, str> {
-        match self.get(key) {
-            Some(Val::Str(s)) => Cow::Borrowed(s),
-            Some(Val::Number(n)) => Cow::Owned(number_text(n)),
-            Some(Val::Bool(b)) => Cow::Borrowed(if b { "true" } else { "false" }),
-            Some(Val::Object(_) | Val::Array(_)) | None => Cow::Borrowed(""),
-        }
+        text(self.get(key))
     }
 
     /// Like [`Obj::text`], but the string `"null"` (Okta's spelling of "no value" in

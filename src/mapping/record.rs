@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use super::delivery::DeliveryFields;
 use super::error::MappingError;
-use super::json::{number_text, saturating_i64};
+use super::json::{self, number_text, saturating_i64};
 use super::parse::{Obj, Val};
 use super::time::parse_rfc3339;
 use super::wire::{self, bool_present, double, int, message, string, string_at};
@@ -27,6 +27,27 @@ pub struct MappedEvent {
     pub facts: EventFacts,
 }
 
+/// The LogEvent members the mapping reads, in byte order, read in one pass
+/// ([`Obj::get_sorted`]).
+const TOP_LEVEL: [&str; 16] = [
+    "actor",
+    "authenticationContext",
+    "client",
+    "debugContext",
+    "displayMessage",
+    "eventType",
+    "legacyEventType",
+    "outcome",
+    "published",
+    "request",
+    "securityContext",
+    "severity",
+    "target",
+    "transaction",
+    "uuid",
+    "version",
+];
+
 /// Room kept at the end of a record for the cursor field the journal appends (its key and a
 /// varint of up to 10 bytes), so committing never copies the record.
 const CURSOR_ROOM: usize = 11;
@@ -35,7 +56,25 @@ const CURSOR_ROOM: usize = 11;
 /// the record's encoding, without its cursor, and the facts the journal keeps beside it; the
 /// whole of the object becomes `event_details`.
 pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<MappedEvent, MappingError> {
-    let uuid = match object.get("uuid") {
+    let [
+        actor,
+        authentication_member,
+        client_member,
+        debug_context,
+        display_message,
+        event_type,
+        legacy_event_type,
+        outcome,
+        published,
+        request,
+        security_member,
+        severity_member,
+        target,
+        transaction,
+        uuid,
+        version,
+    ] = object.get_sorted(&TOP_LEVEL);
+    let uuid = match uuid {
         Some(Val::Str(s)) => match super::uuid::check_uuid(s) {
             Ok(()) => s,
             Err(problem) => return Err(error("uuid", problem)),
@@ -43,7 +82,7 @@ pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<MappedEv
         Some(_) => return Err(error("uuid", "is not a string")),
         None => return Err(error("uuid", "is missing or null")),
     };
-    let published = match object.get("published") {
+    let published = match published {
         Some(Val::Str(s)) => parse_rfc3339(s).ok_or_else(|| MappingError {
             field: "published",
             problem: format!("{s:?} is not an RFC 3339 date-time"),
@@ -65,16 +104,16 @@ pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<MappedEv
     };
     facts.uuid = Text::of(string_at(out, 2, uuid));
     wire::timestamp(out, 3, &published);
-    string(out, 4, &object.text("displayMessage"));
-    facts.event_type = Text::of(string_at(out, 6, &object.text("eventType")));
-    string(out, 7, &object.text("legacyEventType"));
-    string(out, 9, &object.text("version"));
+    string(out, 4, &json::text(display_message));
+    facts.event_type = Text::of(string_at(out, 6, &json::text(event_type)));
+    string(out, 7, &json::text(legacy_event_type));
+    string(out, 9, &json::text(version));
 
-    let severity_raw = object.text("severity");
+    let severity_raw = json::text(severity_member);
     facts.severity = severity(&severity_raw) as i32;
     int(out, 10, facts.severity.into());
     facts.severity_raw = Text::of(string_at(out, 11, &severity_raw));
-    let outcome = object.object("outcome");
+    let outcome = json::object(outcome);
     let result_raw = outcome.map(|o| o.text("result")).unwrap_or_default();
     facts.result = outcome_result(&result_raw) as i32;
     int(out, 12, facts.result.into());
@@ -83,7 +122,7 @@ pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<MappedEv
         string(out, 14, &outcome.text("reason"));
     }
 
-    let debug_context = object.object("debugContext");
+    let debug_context = json::object(debug_context);
     let debug_data = debug_context.and_then(|d| d.object("debugData"));
     let changed_raw = changed_attributes(debug_data);
     for name in changed_raw.split(',').map(str::trim) {
@@ -95,7 +134,7 @@ pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<MappedEv
     }
     string(out, 16, &changed_raw);
 
-    if let Some(actor) = object.object("actor") {
+    if let Some(actor) = json::object(actor) {
         let mut written = Identity::default();
         let moved = message(out, 17, |out| {
             written = identity(out, actor);
@@ -103,7 +142,7 @@ pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<MappedEv
         });
         facts.actor = Some(written.moved(moved));
     }
-    let target_array = object.array("target");
+    let target_array = json::array(target);
     let targets = || {
         target_array
             .iter()
@@ -130,8 +169,8 @@ pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<MappedEv
         facts.targets.push(written.moved(moved));
     }
 
-    client(out, object.object("client"), object.object("request"));
-    if let Some(transaction) = object.object("transaction") {
+    client(out, json::object(client_member), json::object(request));
+    if let Some(transaction) = json::object(transaction) {
         message(out, 21, |out| {
             string(out, 1, &transaction.text("id"));
             string(out, 2, &transaction.text("type"));
@@ -141,10 +180,10 @@ pub(super) fn map(object: Obj<'_>, delivery: &DeliveryFields) -> Result<MappedEv
     if debug_context.is_some() {
         message(out, 22, |out| write_struct(out, 1, debug_data));
     }
-    if let Some(authentication) = object.object("authenticationContext") {
+    if let Some(authentication) = json::object(authentication_member) {
         message(out, 23, |out| authentication_context(out, authentication));
     }
-    if let Some(security) = object.object("securityContext") {
+    if let Some(security) = json::object(security_member) {
         message(out, 24, |out| security_context(out, security));
     }
     object.write_field(25, out);
