@@ -49,10 +49,9 @@
 //! and the write-ahead file starts over); prunes do the same, and so does the writer on its
 //! own once the write-ahead file is half full and no request has come for a few milliseconds
 //! (`journal/idle.rs`), so that deliveries with gaps between them rarely meet a full file's
-//! checkpoint. Opening applies the records newer
-//! than the file's last durable commit again (`meta.wal_sequence` says which), so a crash
-//! (`kill -9`, power loss) loses nothing acknowledged, and the saved allocator state spares a
-//! scan of the whole file.
+//! checkpoint. Opening applies the records newer than the file's last durable commit again
+//! (`meta.wal_sequence` says which), so a crash (`kill -9`, power loss) loses nothing
+//! acknowledged, and the saved allocator state spares a scan of the whole file.
 //!
 //! The file is opened through [`crate::journal::file::JournalFile`]: event pages a durable
 //! commit wrote leave the kernel's page cache once synced (redb keeps its own cache of them).
