@@ -847,11 +847,14 @@ fn what_filters_match_on_is_read_right_from_long_actors_and_targets() {
                      "displayName": long, "detailEntry": {"note": long}},
                     {"id": "00uTHOR", "type": "User", "alternateId": "thor@example.com",
                      "displayName": long, "changeDetails": {"from": {"a": long}, "to": {}}},
+                    // Empty strings in a message that moves are empty facts still.
+                    {"id": "", "type": "Group", "alternateId": "",
+                     "displayName": long, "detailEntry": {"note": long}},
                 ])),
             );
             let record = map_value(&event).expect("maps");
             assert_eq!(record.okta_user.expect("a user").id, "00uTHOR", "{size}");
-            assert_eq!(record.targets.len(), 2, "{size}");
+            assert_eq!(record.targets.len(), 3, "{size}");
         }
     });
 }

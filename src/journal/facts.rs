@@ -36,12 +36,10 @@ impl Text {
         }
     }
 
-    /// The same bytes once `by` bytes were inserted before them.
+    /// The same bytes once `by` bytes were inserted before them; an empty string stays the
+    /// default, as [`Text::of`] makes it.
     fn moved(self, by: usize) -> Self {
-        Self {
-            start: self.start + by as u32,
-            end: self.end + by as u32,
-        }
+        Self::of(self.start as usize + by..self.end as usize + by)
     }
 }
 
