@@ -117,3 +117,93 @@ async fn a_quiet_journal_makes_a_half_full_write_ahead_file_durable_in_its_own_f
     .await
     .expect("the test timed out");
 }
+
+/// The uuids of every event `journal` holds, in cursor order.
+async fn uuids_in(journal: &RedbJournal) -> Vec<String> {
+    let mut uuids = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = journal.read_after(after, 500).await.unwrap();
+        let Some(last) = page.last() else {
+            return uuids;
+        };
+        after = last.cursor();
+        uuids.extend(page.iter().map(|e| e.uuid().to_owned()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_through_many_checkpoints_read_back_while_they_land_and_after_reopening() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = RedbJournal::open(dir.path(), Retention::keep_all(), Hub::new(16, 0))
+            .await
+            .unwrap();
+        // One-event groups from four appenders, enough to fill a half of the write-ahead file
+        // several times: every checkpoint's writes and syncs run behind the appends after it,
+        // and readers read pages those checkpoints are still writing.
+        let per_appender = 2 * MAX_RECORDS;
+        let appenders: Vec<_> = (0..4u64)
+            .map(|a| {
+                let journal = journal.clone();
+                tokio::spawn(async move {
+                    let mut acked = Vec::new();
+                    for n in 0..per_appender {
+                        let batch = Batch {
+                            events: vec![event(a * 1_000_000 + n)],
+                            ..Default::default()
+                        };
+                        let appended = journal.append(batch).await.unwrap();
+                        acked.push(appended.committed[0].uuid().to_owned());
+                        if n % 97 == 0 {
+                            let seen = uuids_in(&journal).await;
+                            assert!(
+                                seen.contains(acked.last().unwrap()),
+                                "an append reads back at once"
+                            );
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        let mut acked = std::collections::HashSet::new();
+        for appender in appenders {
+            acked.extend(appender.await.unwrap());
+        }
+        let stored = uuids_in(&journal).await;
+        assert_eq!(stored.len() as u64, 4 * per_appender, "every append, once");
+        assert_eq!(
+            stored
+                .iter()
+                .cloned()
+                .collect::<std::collections::HashSet<_>>(),
+            acked
+        );
+
+        journal.close().await;
+        let reopened = RedbJournal::open(dir.path(), Retention::keep_all(), Hub::new(16, 0))
+            .await
+            .unwrap();
+        assert_eq!(
+            uuids_in(&reopened).await,
+            stored,
+            "the same events in the same order"
+        );
+        let more = reopened
+            .append(Batch {
+                events: vec![event(9_999_999)],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            more.committed[0].cursor(),
+            4 * per_appender + 1,
+            "no gap after reopening"
+        );
+        reopened.close().await;
+    })
+    .await
+    .expect("the test timed out");
+}

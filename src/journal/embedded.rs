@@ -44,12 +44,14 @@
 //! A group commit is durable once its rows are synced to the write-ahead file beside the
 //! journal ([`crate::journal::wal`], one sequential `fdatasync`); its redb transaction then
 //! commits without an fsync of its own (`Durability::None`), visible to readers only after the
-//! sync. When the write-ahead file is full, that group instead commits `Durability::Immediate`
-//! with redb's quick-repair (a checkpoint: every earlier commit becomes durable in the file,
-//! and the write-ahead file starts over); prunes do the same, and so does the writer on its
-//! own once the write-ahead file is half full and no request has come for a few milliseconds
-//! (`journal/idle.rs`), so that deliveries with gaps between them rarely meet a full file's
-//! checkpoint. Opening applies the records newer than the file's last durable commit again
+//! sync. A checkpoint (redb's durable commit with quick-repair: every earlier commit becomes
+//! durable in the file) comes before the group that finds its half of the write-ahead file
+//! full, and on its own once the half is half full and no request has come for a few
+//! milliseconds (`journal/idle.rs`). Its page writes and syncs run behind the writer
+//! ([`crate::journal::file::SyncBehind`]) while the next groups are logged in the other half,
+//! so a checkpoint holds appends only for redb's own work on the commit. A group too large to log commits
+//! `Durability::Immediate` itself, synced before it is answered; prunes do the same.
+//! Opening applies the records newer than the file's last durable commit again
 //! (`meta.wal_sequence` says which), so a crash (`kill -9`, power loss) loses nothing
 //! acknowledged, and the saved allocator state spares a scan of the whole file.
 //!
@@ -76,7 +78,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::chunk::{self, Chunk, ChunkBuilder};
-use super::file::JournalFile;
+use super::file::{JournalFile, SyncBehind};
 use super::idle::{Pace, next_request};
 use super::wal::{EventRow, GroupRecord, Wal};
 use super::{
@@ -252,6 +254,7 @@ impl RedbJournal {
             cursor_tables: cursor_tables.clone(),
             db: Some(db),
             wal,
+            sync: recovered.sync.clone(),
             slot: slot.clone(),
             path: path.clone(),
             sink: Arc::new(sink),
@@ -562,6 +565,8 @@ struct Recovered {
     bytes: u64,
     last_commit_micros: i64,
     next_quarantine: u64,
+    /// The opened file's handle on checkpoints that run behind the writer.
+    sync: SyncBehind,
 }
 
 /// Creates the dir and file if missing (refusing a damaged or vanished journal), creates every
@@ -643,8 +648,10 @@ fn open_database(path: &Path) -> Result<(Database, Recovered, Wal), JournalError
         .truncate(false)
         .open(path)
         .map_err(|e| JournalError::storage(format!("open {}", path.display()), e))?;
+    let mut sync = None;
     let db = JournalFile::new(file)
         .and_then(|file| {
+            sync = Some(file.sync_behind());
             Database::builder()
                 .set_cache_size(CACHE_BYTES)
                 .create_with_backend(file)
@@ -712,6 +719,12 @@ fn open_database(path: &Path) -> Result<(Database, Recovered, Wal), JournalError
                 .unwrap_or(i64::MAX),
             next_quarantine: meta(&meta_table, META_NEXT_QUARANTINE)?
                 .max(last_quarantine.map_or(0, |id| id + 1)),
+            sync: sync.clone().ok_or_else(|| {
+                JournalError::storage(
+                    format!("open {}", path.display()),
+                    "the file has no backend",
+                )
+            })?,
         }
     };
     Ok((db, recovered, wal))
@@ -985,6 +998,9 @@ struct Writer {
     db: Option<Arc<Database>>,
     /// The write-ahead file that makes each group durable (see the module docs).
     wal: Wal,
+    /// The last checkpoint's writes and syncs, running behind: the write-ahead half it covers
+    /// is written again only once they landed.
+    sync: SyncBehind,
     /// Where readers get the database; emptied while reopening.
     slot: Arc<Mutex<Slot>>,
     path: PathBuf,
@@ -1061,6 +1077,7 @@ impl Writer {
         }
         let (db, recovered, wal) = open_database(&self.path)?;
         self.wal = wal;
+        self.sync = recovered.sync.clone();
         let db = Arc::new(db);
         if recovered.head > self.head {
             tracing::warn!(
@@ -1092,7 +1109,13 @@ impl Writer {
         loop {
             // Taken in a quiet moment, the checkpoint a half-full write-ahead file will soon
             // need delays no append.
-            let checkpoint = writer.wal.half_full().then_some(|| writer.checkpoint());
+            let due = writer.wal.half_full() && writer.sync.idle();
+            let checkpoint = due.then_some(|| {
+                if let Err(error) = writer.checkpoint() {
+                    tracing::warn!(%error, "journal checkpoint failed; its records stay in the write-ahead file");
+                    writer.recover();
+                }
+            });
             let Some(first) = next_request(&mut queue, &mut pace, checkpoint) else {
                 break;
             };
@@ -1141,27 +1164,30 @@ impl Writer {
         }
     }
 
-    /// Makes every group committed since the last checkpoint durable in the file, and starts
-    /// the write-ahead file over. On failure the records stay in the write-ahead file, to be
-    /// applied by the next checkpoint or open, and the file is reopened as after a failed commit.
-    fn checkpoint(&mut self) {
+    /// Makes every group committed since the last checkpoint durable in the file; its writes
+    /// and syncs run behind, and the next records go into the other half of the write-ahead
+    /// file. Waits first for the previous checkpoint's, whose half that is. On failure the records
+    /// stay in the write-ahead file, to be applied by the next checkpoint or open; the caller
+    /// reopens the file as after a failed commit.
+    fn checkpoint(&mut self) -> Result<(), JournalError> {
         let started = Instant::now();
-        let done = self
-            .database()
-            .and_then(|db| begin_durable(&db)?.commit().map_err(storage));
-        match done {
-            Ok(()) => {
-                self.wal.restart();
-                tracing::debug!(
-                    micros = started.elapsed().as_micros() as u64,
-                    "journal checkpointed while quiet"
-                );
-            }
-            Err(error) => {
-                tracing::warn!(%error, "journal checkpoint failed; its records stay in the write-ahead file");
-                self.recover();
-            }
-        }
+        self.sync
+            .wait()
+            .map_err(|e| JournalError::storage("sync the journal at a checkpoint", e))?;
+        let db = self.database()?;
+        let txn = begin_durable(&db)?;
+        // Only once the transaction is ours: no other store's commit in the file (they take
+        // turns with this one) may be handed over in its place.
+        self.sync.defer_next();
+        let done = txn.commit().map_err(storage);
+        self.sync.release();
+        done?;
+        self.wal.switch();
+        tracing::debug!(
+            micros = started.elapsed().as_micros() as u64,
+            "journal checkpointed"
+        );
+        Ok(())
     }
 
     /// Commits every append and check of `group` in one durable transaction, answers each
@@ -1241,6 +1267,11 @@ impl Writer {
 
     /// One durable transaction for all `batches`: cursors, dedupe, quarantine, state, counters.
     fn write(&mut self, batches: Vec<Batch>) -> Result<(Vec<Appended>, Advanced), JournalError> {
+        if self.wal.full_for(record_bound(&batches)) {
+            // Checkpointed before the group's transaction, so the group is logged in the other
+            // half and does not wait for the checkpoint's writes and syncs.
+            self.checkpoint()?;
+        }
         let db = self.database()?;
         let mut txn = db.begin_write().map_err(storage)?;
         let commit_micros = now_micros().max(self.last_commit_micros.saturating_add(1));
@@ -1345,7 +1376,8 @@ impl Writer {
             txn.set_durability(Durability::None).map_err(storage)?;
             txn.set_quick_repair(false);
         } else {
-            // The write-ahead file is full: this commit is the checkpoint.
+            // Too large to log (or the half is full after all): this commit is the checkpoint,
+            // synced before the group is answered.
             txn.set_durability(Durability::Immediate).map_err(storage)?;
             txn.set_quick_repair(true);
         }
@@ -1595,7 +1627,36 @@ async fn prune_all(requests: &mpsc::Sender<Request>) -> Result<Pruned, JournalEr
     }
 }
 
-/// A write transaction that is durable (fsynced) when `commit` returns.
+/// At least the size of the write-ahead record `batches` make ([`GroupRecord`]), known before
+/// their transaction: room for it in the write-ahead half is made before the transaction
+/// begins. Over-estimating only checkpoints a little early; a record that turns out larger
+/// than its room commits as its own checkpoint.
+fn record_bound(batches: &[Batch]) -> usize {
+    const COUNTERS: usize = 4 * 8 + 1 + 16 + 3 * 4;
+    let events: usize = batches
+        .iter()
+        .flat_map(|b| &b.events)
+        .map(|e| 8 + 8 + 4 + e.uuid().len() + 4 + e.encoded.len() + super::CURSOR_FIELD_MAX_BYTES)
+        .sum();
+    // JSON escapes at most double a string here, but for control characters; the field
+    // names and numbers take less than 128 bytes.
+    let quarantine: usize = batches
+        .iter()
+        .flat_map(|b| &b.quarantine)
+        .map(|q| {
+            8 + 8 + 4 + 128 + 2 * (q.reason.len() + q.raw.len() + q.origin.len() + q.received.len())
+        })
+        .sum();
+    let state: usize = batches
+        .iter()
+        .filter_map(|b| b.state.as_ref())
+        .map(|w| 4 + w.key.len() + 4 + w.value.len())
+        .sum();
+    COUNTERS + events + quarantine + state
+}
+
+/// A write transaction that is durable (fsynced) when `commit` returns (unless the writer
+/// hands the commit over to run behind it, [`SyncBehind::defer_next`]).
 fn begin_durable(db: &Database) -> Result<WriteTransaction, JournalError> {
     let mut txn = db.begin_write().map_err(storage)?;
     txn.set_durability(Durability::Immediate).map_err(storage)?;

@@ -10,11 +10,25 @@
 //! events went to copying chunks into new page-cache pages (BENCHMARKS.md, issue 15, seventh
 //! round). Dropped pages are reused at once by the next commit's writes. Smaller writes, redb's
 //! index pages that commits keep rewriting, stay cached.
+//!
+//! A checkpoint's writes and syncs can also run behind the writer ([`SyncBehind`]): redb's
+//! durable commit hands them over (its pages copied into a buffer kept for the next time) and
+//! returns, and a thread of its own does them in order while the appends that follow go on.
+//! A checkpoint after a few hundred one-event commits writes about 3 MB of pages and syncs
+//! twice (quick-repair commits in two phases); in line that held the writer for a median of
+//! 6 ms, handed over for 1 ms (BENCHMARKS.md, issue 15, tenth round). The file sees the same
+//! order as in line: every later write, resize or sync waits for that thread first, and so
+//! does a read of a page it has yet to write, so nothing reaches the file before the commit
+//! it follows is durable. Only the journal's own bookkeeping (which write-ahead records the
+//! file holds) must wait for [`SyncBehind::wait`] before it relies on the commit.
 
 use std::fs::File;
+use std::io::ErrorKind;
 use std::num::NonZeroU64;
-use std::ops::Bound;
-use std::sync::Mutex;
+use std::ops::{Bound, Range};
+use std::os::unix::fs::FileExt as _;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use redb::backends::FileBackend;
 use redb::{BackendError, DatabaseError, StorageBackend};
@@ -32,10 +46,126 @@ pub const DROPPED_WRITE_BYTES: usize = 64 << 10;
 #[derive(Debug)]
 pub struct JournalFile {
     inner: FileBackend,
-    /// The same open file, for the cache advice.
+    shared: Arc<Shared>,
+}
+
+/// What the backend shares with its [`SyncBehind`] handle and the thread running behind.
+#[derive(Debug)]
+struct Shared {
+    /// The same open file, for the cache advice and the writes behind.
     file: File,
     /// Ranges (offset, length) of large writes not yet synced, adjacent ones merged.
     unsynced: Mutex<Vec<(u64, u64)>>,
+    behind: Mutex<Behind>,
+}
+
+/// The journal writer's handle on a checkpoint's writes and syncs, run behind it (see the
+/// module docs).
+#[derive(Debug, Clone)]
+pub struct SyncBehind {
+    shared: Arc<Shared>,
+}
+
+/// Most bytes of the copy buffer kept from one checkpoint to the next; a larger one (after an
+/// unusually large checkpoint) is let go.
+const KEPT_BUFFER_BYTES: usize = 32 << 20;
+
+/// One step of a commit handed over, done behind in the order given.
+#[derive(Debug)]
+enum Step {
+    /// Write this range of the copies at this offset of the file.
+    Write(u64, Range<usize>),
+    Sync,
+}
+
+#[derive(Debug, Default)]
+struct Behind {
+    /// The file's writes and syncs are handed over (during one durable commit).
+    defer: bool,
+    /// What was handed over and is not yet running.
+    steps: Vec<Step>,
+    /// The bytes of the handed-over writes.
+    copies: Vec<u8>,
+    /// The file ranges (start, end) of handed-over writes, waiting or running: a read of one
+    /// waits for them.
+    pending: Vec<(u64, u64)>,
+    /// The thread doing the steps; it gives the copy buffer back.
+    running: Option<JoinHandle<std::io::Result<Vec<u8>>>>,
+    /// A step behind failed: what was written before may not be durable, so every later read,
+    /// write and sync fails too, and redb refuses the file until it is opened again.
+    failed: Option<(ErrorKind, String)>,
+}
+
+impl Behind {
+    /// Waits for the thread running behind; `Err` if it, or one before it, failed.
+    fn settle(&mut self) -> std::io::Result<()> {
+        if let Some(running) = self.running.take() {
+            let result = running
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the journal-sync thread panicked")));
+            match result {
+                Ok(mut copies) => {
+                    if self.steps.is_empty() && copies.capacity() <= KEPT_BUFFER_BYTES {
+                        copies.clear();
+                        self.copies = copies;
+                    }
+                }
+                Err(error) => self.failed = Some((error.kind(), error.to_string())),
+            }
+            if self.steps.is_empty() {
+                self.pending.clear();
+            }
+        }
+        match &self.failed {
+            Some((kind, message)) => Err(std::io::Error::new(
+                *kind,
+                format!("an earlier write or sync of the journal failed: {message}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a handed-over write, waiting or running, covers part of `start..end`.
+    fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.pending.iter().any(|&(s, e)| s < end && start < e)
+    }
+}
+
+impl SyncBehind {
+    /// The file's writes and syncs, from now until [`Self::release`], are handed over instead
+    /// of done (the checkpoint's durable commit about to run).
+    pub fn defer_next(&self) {
+        lock(&self.shared.behind).defer = true;
+    }
+
+    /// After the commit: what it handed over goes to a thread of its own, in order (in line if
+    /// no thread can be started). Later reads of those pages, writes and syncs wait for it.
+    pub fn release(&self) {
+        let mut behind = lock(&self.shared.behind);
+        behind.defer = false;
+        if behind.steps.is_empty() {
+            return;
+        }
+        if let Err(error) = self.shared.hand_over(&mut behind) {
+            // An error here is redb's to find: the next write or sync fails the same way.
+            tracing::warn!(%error, "writing the journal's checkpoint failed");
+            behind.failed = Some((error.kind(), error.to_string()));
+        }
+    }
+
+    /// Waits until every step behind has landed; `Err` if one failed.
+    pub fn wait(&self) -> std::io::Result<()> {
+        lock(&self.shared.behind).settle()
+    }
+
+    /// Whether nothing runs behind (a finished thread counts as landed once [`Self::wait`]
+    /// says so).
+    pub fn idle(&self) -> bool {
+        lock(&self.shared.behind)
+            .running
+            .as_ref()
+            .is_none_or(|running| running.is_finished())
+    }
 }
 
 impl JournalFile {
@@ -44,27 +174,117 @@ impl JournalFile {
         let handle = file.try_clone()?;
         Ok(Self {
             inner: FileBackend::new(file)?,
-            file: handle,
-            unsynced: Mutex::new(Vec::new()),
+            shared: Arc::new(Shared {
+                file: handle,
+                unsynced: Mutex::default(),
+                behind: Mutex::default(),
+            }),
         })
     }
 
-    /// Asks the kernel to drop the synced pages of `ranges` from its cache. Advice only: a
-    /// refusal changes nothing stored, so it is not an error of the commit.
-    fn drop_cached(&self, ranges: &[(u64, u64)]) {
-        for &(offset, len) in ranges {
-            #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-            if let Err(error) = rustix::fs::fadvise(
-                &self.file,
-                offset,
-                NonZeroU64::new(len),
-                rustix::fs::Advice::DontNeed,
-            ) {
-                tracing::debug!(%error, offset, len, "the kernel refused to drop synced journal pages");
-            }
-            #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-            let _ = (offset, NonZeroU64::new(len), &self.file);
+    /// The handle that hands this file's next commit over and waits for it.
+    pub fn sync_behind(&self) -> SyncBehind {
+        SyncBehind {
+            shared: self.shared.clone(),
         }
+    }
+}
+
+impl Shared {
+    /// Waits for what runs behind and does what is handed over but not yet running, so the
+    /// file is as redb expects it.
+    fn catch_up(&self, behind: &mut Behind) -> std::io::Result<()> {
+        behind.settle()?;
+        if !behind.steps.is_empty() {
+            let steps = std::mem::take(&mut behind.steps);
+            let done = self.run(&steps, &behind.copies);
+            behind.copies.clear();
+            behind.pending.clear();
+            if let Err(error) = &done {
+                behind.failed = Some((error.kind(), error.to_string()));
+            }
+            done?;
+        }
+        Ok(())
+    }
+
+    /// Gives the handed-over steps to a thread of its own; does them in line if none can be
+    /// started.
+    fn hand_over(self: &Arc<Self>, behind: &mut Behind) -> std::io::Result<()> {
+        behind.settle()?;
+        let shared = self.clone();
+        let steps = std::mem::take(&mut behind.steps);
+        let copies = std::mem::take(&mut behind.copies);
+        let spawned = std::thread::Builder::new()
+            .name("journal-sync".to_owned())
+            .spawn(move || {
+                shared.run(&steps, &copies)?;
+                Ok(copies)
+            });
+        match spawned {
+            Ok(running) => behind.running = Some(running),
+            Err(error) => {
+                tracing::debug!(%error, "no thread for the journal's checkpoint; writing it in line");
+                // The steps went with the closure that was never started: the file is left as
+                // by a crash before them, and the failure is latched like a failed write.
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// Does `steps` in order.
+    fn run(&self, steps: &[Step], copies: &[u8]) -> std::io::Result<()> {
+        for step in steps {
+            match step {
+                Step::Write(offset, range) => {
+                    let data = &copies[range.clone()];
+                    self.file.write_all_at(data, *offset)?;
+                    remember_large(&self.unsynced, *offset, data.len());
+                }
+                Step::Sync => self.sync()?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Syncs the file and drops the large ranges written before it from the page cache.
+    fn sync(&self) -> std::io::Result<()> {
+        // Taken before the sync: every range in it is covered by this sync.
+        let written = std::mem::take(&mut *lock(&self.unsynced));
+        self.file.sync_data()?;
+        drop_cached(&self.file, &written);
+        Ok(())
+    }
+}
+
+/// Remembers a large write (event data) to drop from the page cache once synced.
+fn remember_large(unsynced: &Mutex<Vec<(u64, u64)>>, offset: u64, len: usize) {
+    if len >= DROPPED_WRITE_BYTES {
+        let len = len as u64;
+        let mut unsynced = lock(unsynced);
+        match unsynced.last_mut() {
+            Some((start, run)) if *start + *run == offset => *run += len,
+            _ => unsynced.push((offset, len)),
+        }
+    }
+}
+
+/// Asks the kernel to drop the synced pages of `ranges` of `file` from its cache. Advice
+/// only: a refusal changes nothing stored, so it is not an error of the commit.
+fn drop_cached(file: &File, ranges: &[(u64, u64)]) {
+    for &(offset, len) in ranges {
+        #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+        if let Err(error) = rustix::fs::fadvise(
+            file,
+            offset,
+            NonZeroU64::new(len),
+            rustix::fs::Advice::DontNeed,
+        ) {
+            tracing::debug!(%error, offset, len, "the kernel refused to drop synced journal pages");
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+        let _ = (offset, NonZeroU64::new(len), file);
     }
 }
 
@@ -74,36 +294,53 @@ impl StorageBackend for JournalFile {
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), BackendIoError> {
+        // A page handed over to be written behind is read once it is in the file.
+        let mut behind = lock(&self.shared.behind);
+        if behind.failed.is_some() || behind.overlaps(offset, offset + out.len() as u64) {
+            self.shared.catch_up(&mut behind)?;
+        }
+        drop(behind);
         self.inner.read(offset, out)
     }
 
     fn set_len(&self, len: u64) -> Result<(), BackendIoError> {
+        self.shared.catch_up(&mut lock(&self.shared.behind))?;
         self.inner.set_len(len)
     }
 
     fn sync_data(&self) -> Result<(), BackendIoError> {
-        // Taken before the sync: every range in it is covered by this sync.
-        let written = std::mem::take(&mut *lock(&self.unsynced));
-        self.inner.sync_data()?;
-        self.drop_cached(&written);
-        Ok(())
+        let mut behind = lock(&self.shared.behind);
+        if behind.defer {
+            behind.steps.push(Step::Sync);
+            return Ok(());
+        }
+        self.shared.catch_up(&mut behind)?;
+        drop(behind);
+        self.shared.sync()
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), BackendIoError> {
-        self.inner.write(offset, data)?;
-        if data.len() >= DROPPED_WRITE_BYTES {
-            let len = data.len() as u64;
-            let mut unsynced = lock(&self.unsynced);
-            match unsynced.last_mut() {
-                Some((start, run)) if *start + *run == offset => *run += len,
-                _ => unsynced.push((offset, len)),
-            }
+        let mut behind = lock(&self.shared.behind);
+        if behind.defer {
+            // Handed over: copied, to be written behind in order with the syncs.
+            let start = behind.copies.len();
+            behind.copies.extend_from_slice(data);
+            let end = behind.copies.len();
+            behind.steps.push(Step::Write(offset, start..end));
+            behind.pending.push((offset, offset + data.len() as u64));
+            return Ok(());
         }
+        self.shared.catch_up(&mut behind)?;
+        drop(behind);
+        self.inner.write(offset, data)?;
+        remember_large(&self.shared.unsynced, offset, data.len());
         Ok(())
     }
 
     fn close(&self) -> Result<(), BackendIoError> {
-        self.inner.close()
+        let caught_up = self.shared.catch_up(&mut lock(&self.shared.behind));
+        self.inner.close()?;
+        caught_up
     }
 
     fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {

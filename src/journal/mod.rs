@@ -33,7 +33,7 @@ pub type Cursor = u64;
 /// Field number of `Event.cursor` in `events.proto`.
 const CURSOR_FIELD_KEY: u8 = 1 << 3; // field 1, wire type varint
 /// The cursor field's most bytes: its key and a varint of up to 10 bytes.
-const CURSOR_FIELD_MAX_BYTES: usize = 11;
+pub(crate) const CURSOR_FIELD_MAX_BYTES: usize = 11;
 
 /// An event that is mapped and encoded, waiting to be appended.
 #[derive(Debug, Clone)]

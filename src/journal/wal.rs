@@ -5,8 +5,14 @@
 //! its allocator state every time; one delivery of one event paid that. Here each group's rows
 //! are written as one checksummed record into a preallocated file (so the sync flushes no
 //! metadata) and the redb transaction commits without its own fsync. A checkpoint (a durable
-//! redb commit) makes those commits durable in the file; then the write-ahead file starts over.
-//! At open, records newer than the file's last durable commit are applied again.
+//! redb commit) makes those commits durable in the file. At open, records newer than the file's
+//! last durable commit are applied again.
+//!
+//! The file is two halves, used in turn. A checkpoint's sync may run behind the writer
+//! ([`crate::journal::file::SyncBehind`]): the records it covers stay in their half while
+//! the next records go into the other one ([`Wal::switch`]), so until that sync lands both
+//! halves hold what a crash would need. A half is written again only once the checkpoint after
+//! its records is known durable.
 //!
 //! Records are written with `O_DIRECT` where the filesystem allows it, in whole blocks (the
 //! live bytes before the record in its first block are written again with it, the rest of its
@@ -19,9 +25,11 @@
 //! written through the page cache as before; the file's layout is the same either way.
 //!
 //! Record: `magic u32 | payload length u32 | crc32 u32 (of sequence and payload) |
-//! sequence u64 | payload`, little endian. Sequences of the live records ascend by one from
-//! offset 0; replay stops at the first record that does not continue the chain (a stale one
-//! from before the last checkpoint, a torn write or the zeroed rest of the file).
+//! sequence u64 | payload`, little endian. In each half, the sequences of its records ascend
+//! by one from the half's start; replay of a half stops at the first record that does not
+//! continue the chain (a stale one from before the half was last started over, a torn write
+//! or the zeroed rest of the half). Replay takes the records of both halves newer than the
+//! journal file's last durable commit, in sequence order, and they must follow each other.
 
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
@@ -35,23 +43,25 @@ use thiserror::Error;
 pub const FILE_NAME: &str = "journal.wal";
 
 /// Largest size a new file is preallocated to (zeros written once, so a sync flushes no
-/// metadata). Bigger means fewer checkpoints: one per this many bytes of records.
+/// metadata). Bigger means fewer checkpoints: one per half of this many bytes of records.
 /// Records are applied one durable commit each after a crash, so this also bounds that work.
-pub const MAX_CAPACITY: u64 = 4 << 20;
+pub const MAX_CAPACITY: u64 = 8 << 20;
 
-/// Most records between two checkpoints, however small. Each commit leaves its own copies of
+/// Most records between two checkpoints (in one half), however small. Each commit leaves its own copies of
 /// the redb pages it changed for the checkpoint to flush, so a checkpoint after many small
 /// commits stalls appends for long: at 2,000 one-event deliveries a second, 1,600 records (4
 /// MiB) between checkpoints put stalls of 10-20 ms into the 99th percentile, about 400 kept it
 /// at 5 ms (`cargo bench --bench load -- ingest`, BENCHMARKS.md, issue 15).
 pub const MAX_RECORDS: u64 = 384;
 
-/// A record may take at most this share of the file. A larger group (a poller page of 1,000
+/// A record may take at most this share of a half. A larger group (a poller page of 1,000
 /// events is 2.5 MB) is its own checkpoint instead: logging it would write most of a file's
 /// worth again for one commit, and the next one would be a checkpoint anyway.
 pub const LARGEST_SHARE: u64 = 4;
 
 /// Smallest size: a new file takes an eighth of the free space, but at least this much.
+/// (A file of an older version, a single run of 4 MiB, is read as two halves like any other:
+/// its records were applied at open, before anything new is written.)
 pub const MIN_CAPACITY: u64 = 1 << 20;
 
 const MAGIC: u32 = 0x4c57_4b4f; // "OKWL"
@@ -242,11 +252,13 @@ impl GroupRecord {
 pub struct Wal {
     file: File,
     path: PathBuf,
-    /// The file's (preallocated) size; records never go past it.
+    /// The file's (preallocated) size.
     capacity: u64,
+    /// The half records go into: its start and end offsets; records never go past its end.
+    half: (u64, u64),
     /// Where the next record goes.
     offset: u64,
-    /// Records written since the file last started over (at most [`MAX_RECORDS`]).
+    /// Records written since the half last started over (at most [`MAX_RECORDS`]).
     live: u64,
     /// The next record's sequence.
     next_sequence: u64,
@@ -306,13 +318,14 @@ impl Direct {
     }
 
     /// Writes `frame` at `offset` in whole blocks. Returns `Ok(false)`, writing nothing, when
-    /// the blocks would end past `capacity` (the caller writes through the page cache instead).
-    fn write(&mut self, frame: &[u8], offset: u64, capacity: u64) -> std::io::Result<bool> {
+    /// the blocks would end past `limit`, the end of the half (the caller writes through the
+    /// page cache instead).
+    fn write(&mut self, frame: &[u8], offset: u64, limit: u64) -> std::io::Result<bool> {
         let start = offset - offset % BLOCK;
         let prefix = self.tail.len();
         let end = prefix + frame.len();
         let padded = end.div_ceil(BLOCK as usize) * BLOCK as usize;
-        if start + padded as u64 > capacity {
+        if start + padded as u64 > limit {
             return Ok(false);
         }
         let blocks = aligned(&mut self.buffer, padded);
@@ -343,6 +356,85 @@ fn aligned(buffer: &mut Vec<u8>, len: usize) -> &mut [u8] {
     &mut buffer[skip..skip + len]
 }
 
+/// The two halves of a file of `capacity` bytes, as (start, end): the second starts at a
+/// block boundary.
+fn halves(capacity: u64) -> [(u64, u64); 2] {
+    let middle = capacity / 2 / BLOCK * BLOCK;
+    [(0, middle), (middle, capacity)]
+}
+
+/// The records of one half's chain (see the module docs).
+struct Chain {
+    /// Those newer than the durable sequence, in order.
+    records: Vec<(u64, GroupRecord)>,
+    /// The sequence of the chain's last record.
+    last: Option<u64>,
+    /// The offset after it.
+    end: u64,
+    /// How many records the chain has.
+    count: u64,
+}
+
+/// Reads the chain of records from the start of `half` = (start, end) of `file`, keeping those
+/// whose sequence is above `durable`.
+fn read_chain(
+    file: &File,
+    path: &Path,
+    (start, end): (u64, u64),
+    durable: u64,
+) -> Result<Chain, WalError> {
+    let io = |action| io_error(action, path);
+    let mut chain = Chain {
+        records: Vec::new(),
+        last: None,
+        end: start,
+        count: 0,
+    };
+    let mut header = [0u8; HEADER];
+    let mut offset = start;
+    loop {
+        if offset + HEADER as u64 > end {
+            break;
+        }
+        match file.read_exact_at(&mut header, offset) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(io("read")(e)),
+        }
+        let word = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().unwrap_or([0; 4]));
+        let (magic, length, crc) = (word(0), word(4) as u64, word(8));
+        let sequence = u64::from_le_bytes(header[12..20].try_into().unwrap_or([0; 8]));
+        if magic != MAGIC
+            || offset + HEADER as u64 + length > end
+            || chain.last.is_some_and(|p| sequence != p + 1)
+        {
+            break;
+        }
+        let mut payload = vec![0u8; length as usize];
+        file.read_exact_at(&mut payload, offset + HEADER as u64)
+            .map_err(io("read"))?;
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&sequence.to_le_bytes());
+        hasher.update(&payload);
+        if hasher.finalize() != crc {
+            break;
+        }
+        if sequence > durable {
+            let record = GroupRecord::decode(&payload).map_err(|reason| WalError::Malformed {
+                sequence,
+                path: path.to_owned(),
+                reason,
+            })?;
+            chain.records.push((sequence, record));
+        }
+        chain.last = Some(sequence);
+        chain.count += 1;
+        offset += HEADER as u64 + length;
+        chain.end = offset;
+    }
+    Ok(chain)
+}
+
 impl Wal {
     /// Opens (creating and preallocating if needed) `dir/journal.wal` and returns it with the
     /// records whose sequence is above `durable` (already durable in redb: skipped), in order.
@@ -358,14 +450,15 @@ impl Wal {
             .open(&path)
             .map_err(io("open"))?;
         let len = file.metadata().map_err(io("read the size of"))?.len();
-        let capacity = if len >= MIN_CAPACITY {
-            len
-        } else {
+        // A file smaller than the size wanted now (one made by an older version, or while the
+        // disk was fuller) grows to it; records in it stay where they are.
+        let wanted = {
             let free = rustix::fs::fstatvfs(&file)
                 .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
                 .unwrap_or(0);
             (free / 8).clamp(MIN_CAPACITY, MAX_CAPACITY) & !0xffff
         };
+        let capacity = len.max(wanted);
         if len < capacity {
             // Zeros written (not a sparse hole), so later syncs flush data only.
             let zeros = vec![0u8; (capacity - len) as usize];
@@ -377,51 +470,31 @@ impl Wal {
                 }
             }
         }
-        let mut records = Vec::new();
-        let mut offset = 0u64;
-        let mut previous: Option<u64> = None;
-        let mut header = [0u8; HEADER];
-        let mut last_sequence = durable;
-        loop {
-            if offset + HEADER as u64 > capacity {
-                break;
-            }
-            match file.read_exact_at(&mut header, offset) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::UnexpectedEof => break,
-                Err(e) => return Err(io("read")(e)),
-            }
-            let word = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().unwrap_or([0; 4]));
-            let (magic, length, crc) = (word(0), word(4) as u64, word(8));
-            let sequence = u64::from_le_bytes(header[12..20].try_into().unwrap_or([0; 8]));
-            if magic != MAGIC
-                || offset + HEADER as u64 + length > capacity
-                || previous.is_some_and(|p| sequence != p + 1)
-            {
-                break;
-            }
-            let mut payload = vec![0u8; length as usize];
-            file.read_exact_at(&mut payload, offset + HEADER as u64)
-                .map_err(io("read"))?;
-            let mut hasher = crc32fast::Hasher::new();
-            hasher.update(&sequence.to_le_bytes());
-            hasher.update(&payload);
-            if hasher.finalize() != crc {
-                break;
-            }
-            if sequence > durable {
-                let record =
-                    GroupRecord::decode(&payload).map_err(|reason| WalError::Malformed {
-                        sequence,
-                        path: path.clone(),
-                        reason,
-                    })?;
-                records.push((sequence, record));
-            }
-            last_sequence = last_sequence.max(sequence);
-            previous = Some(sequence);
-            offset += HEADER as u64 + length;
+        let [first, second] = halves(capacity);
+        // The first half's chain is read on past the middle: a file written before the halves
+        // (one run from offset 0) is read whole. Where the first half ends exactly at the
+        // middle, it reads on into the second half's records, found twice and kept once.
+        let chains = [
+            read_chain(&file, &path, (first.0, capacity), durable)?,
+            read_chain(&file, &path, second, durable)?,
+        ];
+        // Records go on in the half holding the newest ones; the other half holds the older
+        // ones (if any), kept until the checkpoint after them is durable.
+        let which = usize::from(chains[1].last.is_some() && chains[1].last >= chains[0].last);
+        let last_sequence = chains[which].last.unwrap_or(0).max(durable);
+        let (offset, live) = (chains[which].end, chains[which].count);
+        let mut records: Vec<(u64, GroupRecord)> =
+            chains.into_iter().flat_map(|chain| chain.records).collect();
+        records.sort_by_key(|(sequence, _)| *sequence);
+        records.dedup_by_key(|(sequence, _)| *sequence);
+        if let Some(gap) = records.windows(2).find(|pair| pair[1].0 != pair[0].0 + 1) {
+            return Err(WalError::Malformed {
+                sequence: gap[0].0 + 1,
+                path,
+                reason: "it is missing between the records of the two halves",
+            });
         }
+        let half = halves(capacity)[which];
         let direct = if capacity % BLOCK == 0 {
             Direct::open(&path, &file, offset)?
         } else {
@@ -431,8 +504,9 @@ impl Wal {
             file,
             path,
             capacity,
+            half,
             offset,
-            live: records.len() as u64,
+            live,
             next_sequence: last_sequence + 1,
             frame: Vec::new(),
             last: None,
@@ -453,10 +527,7 @@ impl Wal {
         self.last = None;
         self.frame.clear();
         let len = (HEADER + record.encoded_len()) as u64;
-        let may_follow = self.live < MAX_RECORDS
-            && len <= self.capacity / LARGEST_SHARE
-            && self.offset + len <= self.capacity;
-        if !may_follow {
+        if !(self.live < MAX_RECORDS && self.fits(len)) {
             return false;
         }
         self.frame.resize(HEADER, 0);
@@ -480,7 +551,7 @@ impl Wal {
         // A record [`Wal::stage`] refused is not kept.
         let refused = if self.frame.is_empty() {
             Some("no record is staged")
-        } else if self.offset + self.frame.len() as u64 > self.capacity {
+        } else if self.offset + self.frame.len() as u64 > self.half.1 {
             Some("the record does not fit")
         } else {
             None
@@ -494,7 +565,7 @@ impl Wal {
         }
         let io = |action| io_error(action, &self.path);
         let written = match &mut self.direct {
-            Some(direct) => match direct.write(&self.frame, self.offset, self.capacity) {
+            Some(direct) => match direct.write(&self.frame, self.offset, self.half.1) {
                 Ok(written) => written,
                 // The device wants larger blocks than ours: write through the page cache from
                 // now on.
@@ -553,21 +624,57 @@ impl Wal {
         Ok(())
     }
 
-    /// Whether the live records fill half the file or half of [`MAX_RECORDS`]: a checkpoint
-    /// taken now, while no append waits, spares a later append the one a full file forces.
-    pub fn half_full(&self) -> bool {
-        self.live * 2 >= MAX_RECORDS || self.offset * 2 >= self.capacity
+    /// Whether a record of `len` bytes (with its header) fits after the live records of the
+    /// half, and within its share of a half.
+    fn fits(&self, len: u64) -> bool {
+        len <= self.largest() && self.offset + len <= self.half.1
     }
 
-    /// After a checkpoint made every record durable in redb: the next record goes at the
-    /// start. Stale records after it never continue its chain, so replay ignores them.
+    /// The largest record (with its header) that is ever logged: a [`LARGEST_SHARE`] of a half.
+    fn largest(&self) -> u64 {
+        let [first, second] = halves(self.capacity);
+        (first.1 - first.0).min(second.1 - second.0) / LARGEST_SHARE
+    }
+
+    /// Whether a group whose record takes at most `len` bytes (without its header) needs a
+    /// checkpoint before it can be logged: the half is full for it, though an empty one would
+    /// take it. (A record too large for any half is its own checkpoint instead.)
+    pub fn full_for(&self, len: usize) -> bool {
+        let len = (HEADER + len) as u64;
+        len <= self.largest() && (self.live >= MAX_RECORDS || !self.fits(len))
+    }
+
+    /// Whether the live records fill half of their half or half of [`MAX_RECORDS`]: a
+    /// checkpoint taken now, while no append waits, spares a later append the one a full half
+    /// forces.
+    pub fn half_full(&self) -> bool {
+        self.live * 2 >= MAX_RECORDS || (self.offset - self.half.0) * 2 >= self.half.1 - self.half.0
+    }
+
+    /// After a checkpoint whose sync is done made every record durable in redb: the next
+    /// record goes at the start of the half. Stale records after it never continue its chain,
+    /// so replay ignores them.
     pub fn restart(&mut self) {
-        self.offset = 0;
+        self.offset = self.half.0;
         self.live = 0;
         self.last = None;
         if let Some(direct) = &mut self.direct {
             direct.tail.clear();
         }
+    }
+
+    /// After a checkpoint whose sync may still be running: the next record goes at the start
+    /// of the other half, and this half's records stay for a replay until that sync lands.
+    /// The caller makes sure the other half's records are durable in redb (the checkpoint
+    /// before this one landed).
+    pub fn switch(&mut self) {
+        let [first, second] = halves(self.capacity);
+        self.half = if self.half.0 == first.0 {
+            second
+        } else {
+            first
+        };
+        self.restart();
     }
 }
 
@@ -647,7 +754,8 @@ mod tests {
         wal.retract().unwrap();
         assert!(wal.stage(&record(MAX_RECORDS)));
         wal.append_staged().unwrap();
-        assert!(wal.offset + 1000 < wal.capacity, "room for more bytes");
+        assert!(wal.offset + 1000 < wal.half.1, "room for more bytes");
+        assert!(wal.full_for(100), "the half is full for a small record");
         assert!(!wal.stage(&record(MAX_RECORDS + 1)), "a checkpoint is due");
         // A checkpoint frees them all.
         wal.restart();
@@ -670,9 +778,9 @@ mod tests {
         wal.restart();
         assert!(!wal.half_full(), "after a checkpoint");
 
-        let big = wal.capacity / LARGEST_SHARE - HEADER as u64 - 512;
+        let big = wal.largest() - HEADER as u64 - 512;
         let mut n = MAX_RECORDS / 2;
-        while wal.offset * 2 < wal.capacity {
+        while (wal.offset - wal.half.0) * 2 < wal.half.1 - wal.half.0 {
             assert!(!wal.half_full());
             n += 1;
             assert!(wal.stage(&sized(n, big as usize)));
@@ -689,11 +797,13 @@ mod tests {
     fn a_record_larger_than_its_share_of_the_file_is_left_to_a_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
-        let share = (wal.capacity / LARGEST_SHARE) as usize;
+        let share = wal.largest() as usize;
+        assert_eq!(wal.largest(), wal.capacity / 2 / LARGEST_SHARE);
         assert!(
             !wal.stage(&sized(1, share)),
             "the frame's header makes it too large"
         );
+        assert!(!wal.full_for(share), "no checkpoint makes room for it");
         assert!(wal.stage(&sized(1, share - 512)));
         wal.append_staged().unwrap();
     }
@@ -716,6 +826,101 @@ mod tests {
         drop(wal);
         let (_, replay) = Wal::open(dir.path(), 1).unwrap();
         assert_eq!(replay, vec![(2, record(3))]);
+    }
+
+    #[test]
+    fn after_a_switch_both_halves_replay_until_the_checkpoint_before_it_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        let append = |wal: &mut Wal, n: u64| {
+            assert!(wal.stage(&sized(n, 3000)), "record {n}");
+            wal.append_staged().unwrap();
+        };
+        for n in 1..=3 {
+            append(&mut wal, n);
+        }
+        // A checkpoint at 3 whose sync runs behind: 4 and 5 go into the second half.
+        wal.switch();
+        assert_eq!(wal.offset, wal.capacity / 2);
+        for n in 4..=5 {
+            append(&mut wal, n);
+        }
+        drop(wal);
+        let all: Vec<_> = (1..=5).map(|n| (n, sized(n, 3000))).collect();
+        // The checkpoint's sync never landed: everything since the one before it comes back.
+        let (_, replay) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(replay, all);
+        // It landed: only what followed it.
+        let (mut wal, replay) = Wal::open(dir.path(), 3).unwrap();
+        assert_eq!(replay, all[3..]);
+        assert_eq!(wal.next_sequence(), 6, "records go on after the newest");
+        append(&mut wal, 6);
+        assert_eq!(wal.live, 3, "in the second half");
+
+        // A checkpoint at 6, and back to the first half: 7 overwrites 1, and the stale 2 and
+        // 3 after it do not continue its chain.
+        wal.switch();
+        assert_eq!(wal.offset, 0);
+        append(&mut wal, 7);
+        drop(wal);
+        let (_, replay) = Wal::open(dir.path(), 6).unwrap();
+        assert_eq!(replay, vec![(7, sized(7, 3000))]);
+        let (wal, replay) = Wal::open(dir.path(), 3).unwrap();
+        let expected: Vec<_> = (4..=7).map(|n| (n, sized(n, 3000))).collect();
+        assert_eq!(replay, expected);
+        assert_eq!((wal.half.0, wal.live, wal.next_sequence()), (0, 1, 8));
+    }
+
+    #[test]
+    fn a_first_half_filled_to_the_middle_is_read_once_with_the_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        let middle = wal.capacity / 2;
+        // Eight records fill the first half to the byte.
+        let payload = (middle / 8) as usize - HEADER - (record(1).encoded_len() - 100);
+        let mut expected = Vec::new();
+        for n in 1..=8 {
+            assert!(wal.stage(&sized(n, payload)), "record {n}");
+            wal.append_staged().unwrap();
+            expected.push((n, sized(n, payload)));
+        }
+        assert_eq!(wal.offset, middle);
+        assert!(wal.full_for(10));
+        // The next record, right after it in the file, is the first of the second half.
+        wal.switch();
+        assert!(wal.stage(&sized(9, 10)));
+        wal.append_staged().unwrap();
+        expected.push((9, sized(9, 10)));
+        drop(wal);
+        let (wal, replay) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(replay, expected);
+        assert_eq!(
+            (wal.half.0, wal.live),
+            (middle, 1),
+            "records go on in the second half"
+        );
+        assert_eq!(wal.next_sequence(), 10);
+    }
+
+    #[test]
+    fn a_file_written_as_one_run_before_the_halves_is_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        // An older version used the whole file as one run.
+        wal.half = (0, wal.capacity);
+        let size = (wal.capacity / 10) as usize;
+        let mut expected = Vec::new();
+        let mut n = 0;
+        while wal.offset < wal.capacity * 3 / 4 {
+            n += 1;
+            assert!(wal.stage(&sized(n, size)));
+            wal.append_staged().unwrap();
+            expected.push((n, sized(n, size)));
+        }
+        drop(wal);
+        let (wal, replay) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(replay, expected, "every record, past the middle too");
+        assert_eq!(wal.next_sequence(), n + 1);
     }
 
     /// A record whose payload is `len` bytes of `n`.
