@@ -167,6 +167,15 @@ pub(crate) async fn ingest(options: &Options) -> Result<(), String> {
     ingest_table(&server, &floor.url(), Some(&peer), &INGEST_ROWS, run_for).await;
     drop(peer);
 
+    fixed_rate(&server, &floor.url(), run_for).await;
+    drop(floor);
+    server.stop().await;
+    Ok(())
+}
+
+/// Open-loop phases at 2,000 events/s (50-event and one-event deliveries): the hook
+/// acknowledgement latency from each delivery's scheduled send time, ours beside the floor.
+pub(crate) async fn fixed_rate(server: &Server, floor: &str, run_for: Duration) {
     let fixed_for = run_for.max(Duration::from_secs(5));
     println!(
         "\nFixed rate 2,000 events/s, open loop, {:.0} s each (latency from the scheduled send time):\n",
@@ -178,7 +187,7 @@ pub(crate) async fn ingest(options: &Options) -> Result<(), String> {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (per_delivery, per_second) in [(50usize, 40.0), (1, 2000.0)] {
         let mut ours = open_loop(&server.hook_url(), per_delivery, per_second, fixed_for).await;
-        let mut base = open_loop(&floor.url(), per_delivery, per_second, fixed_for).await;
+        let mut base = open_loop(floor, per_delivery, per_second, fixed_for).await;
         let max = ours.p(100.0);
         println!(
             "| {per_delivery} events × {per_second}/s | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
@@ -191,9 +200,6 @@ pub(crate) async fn ingest(options: &Options) -> Result<(), String> {
             ours.error_note()
         );
     }
-    drop(floor);
-    server.stop().await;
-    Ok(())
 }
 
 /// One table row per (senders, events per delivery): ours, the floor and, if given, the

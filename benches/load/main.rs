@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! cargo bench --bench load -- ingest|fanout|poller|jetstream|profile|all [--secs N] [--idle N]
-//!     [--backlog N] [--scale F] [--nats URL] [--users N] [--rows SxE,...] [--subscribers N,...]
+//!     [--backlog N] [--scale F] [--nats URL] [--users N] [--rows SxE,...] [--fixed] [--subscribers N,...]
 //! ```
 //!
 //! The service runs as the real release binary (`okta-stream serve` on 127.0.0.1 port 0, a
@@ -87,6 +87,9 @@ pub(crate) struct Options {
     /// `ingest` closed-loop rows to run instead of the whole scenario (`--rows 16x50,64x50`):
     /// one shape at a time, long enough to `perf record` the server (its pid is printed).
     pub(crate) rows: Option<Vec<(usize, usize)>>,
+    /// `ingest --fixed`: only the fixed-rate phases (target 5's hook p99), so two builds can
+    /// be compared often enough to see past this machine's noise.
+    pub(crate) fixed: bool,
     /// `fanout` subscriber counts to run instead of the whole scenario (`--subscribers 100`):
     /// only those table rows, with both servers' pids printed for `perf record -p`.
     pub(crate) subscribers: Option<Vec<usize>>,
@@ -129,6 +132,7 @@ fn options() -> Result<Options, String> {
         nats: "nats://127.0.0.1:4222".to_owned(),
         users: 100_000,
         rows: None,
+        fixed: false,
         subscribers: None,
     };
     let mut args = std::env::args().skip(1);
@@ -164,6 +168,7 @@ fn options() -> Result<Options, String> {
                     .map_err(|e| format!("--users: {e}"))?
             }
             "--rows" => options.rows = Some(parse_rows(&value("--rows")?)?),
+            "--fixed" => options.fixed = true,
             "--subscribers" => {
                 options.subscribers = Some(parse_subscribers(&value("--subscribers")?)?)
             }
@@ -192,7 +197,7 @@ fn main() {
         Err(error) => {
             eprintln!("load: {error}");
             eprintln!(
-                "usage: cargo bench --bench load -- ingest|fanout|poller|jetstream|profile|all [--secs N] [--idle N] [--backlog N] [--scale F] [--nats URL] [--users N] [--rows SxE,...] [--subscribers N,...]"
+                "usage: cargo bench --bench load -- ingest|fanout|poller|jetstream|profile|all [--secs N] [--idle N] [--backlog N] [--scale F] [--nats URL] [--users N] [--rows SxE,...] [--fixed] [--subscribers N,...]"
             );
             std::process::exit(64);
         }
@@ -212,6 +217,7 @@ fn main() {
     let result = runtime.block_on(async {
         match &options.rows {
             Some(rows) if options.scenario == "ingest" => ingest_rows(&options, rows).await?,
+            None if options.fixed && options.scenario == "ingest" => ingest_fixed(&options).await?,
             _ if all || options.scenario == "ingest" => ingest(&options).await?,
             _ => {}
         }
@@ -236,6 +242,20 @@ fn main() {
         eprintln!("load: {error}");
         std::process::exit(1);
     }
+}
+
+/// `ingest --fixed`: only the fixed-rate phases, against a server whose pid is printed.
+async fn ingest_fixed(options: &Options) -> Result<(), String> {
+    let server = Server::start(&[]).await?;
+    let floor = Floor::start()?;
+    println!(
+        "\n## ingest, fixed rate only, server pid {}",
+        server.child.id().unwrap_or(0)
+    );
+    fixed_rate(&server, &floor.url(), Duration::from_secs_f64(options.secs)).await;
+    drop(floor);
+    server.stop().await;
+    Ok(())
 }
 
 /// `ingest --rows`: only the given closed-loop rows, against a server whose pid is printed.
