@@ -8,9 +8,9 @@
 //! redb commit) makes those commits durable in the file. At open, records newer than the file's
 //! last durable commit are applied again.
 //!
-//! The file is two halves, used in turn. A checkpoint's sync may run behind the writer
-//! ([`crate::journal::file::SyncBehind`]): the records it covers stay in their half while
-//! the next records go into the other one ([`Wal::switch`]), so until that sync lands both
+//! The file is two halves, used in turn. A checkpoint's writes and syncs run behind the
+//! writer ([`crate::journal::file::SyncBehind`]): the records it covers stay in their half
+//! while the next records go into the other one ([`Wal::switch`]), so until they land both
 //! halves hold what a crash would need. A half is written again only once the checkpoint after
 //! its records is known durable.
 //!
@@ -47,11 +47,11 @@ pub const FILE_NAME: &str = "journal.wal";
 /// Records are applied one durable commit each after a crash, so this also bounds that work.
 pub const MAX_CAPACITY: u64 = 8 << 20;
 
-/// Most records between two checkpoints (in one half), however small. Each commit leaves its own copies of
-/// the redb pages it changed for the checkpoint to flush, so a checkpoint after many small
-/// commits stalls appends for long: at 2,000 one-event deliveries a second, 1,600 records (4
-/// MiB) between checkpoints put stalls of 10-20 ms into the 99th percentile, about 400 kept it
-/// at 5 ms (`cargo bench --bench load -- ingest`, BENCHMARKS.md, issue 15).
+/// Most records in one half (between two checkpoints), however small: bounds the pages a
+/// checkpoint writes and the commits a replay applies. When checkpoints were written in line,
+/// 1,600 records (4 MiB) between them put stalls of 10-20 ms into the 99th percentile at
+/// 2,000 one-event deliveries a second, and about 400 kept it at 5 ms (`cargo bench --bench
+/// load -- ingest`, BENCHMARKS.md, issue 15).
 pub const MAX_RECORDS: u64 = 384;
 
 /// A record may take at most this share of a half. A larger group (a poller page of 1,000
@@ -59,9 +59,10 @@ pub const MAX_RECORDS: u64 = 384;
 /// worth again for one commit, and the next one would be a checkpoint anyway.
 pub const LARGEST_SHARE: u64 = 4;
 
-/// Smallest size: a new file takes an eighth of the free space, but at least this much.
-/// (A file of an older version, a single run of 4 MiB, is read as two halves like any other:
-/// its records were applied at open, before anything new is written.)
+/// Smallest size: a file takes an eighth of the free space, at most [`MAX_CAPACITY`] but at
+/// least this much, and a smaller one grows to it at open. A file of an older version (one
+/// run of records from offset 0, up to 4 MiB) is read whole: the first half's chain is read on
+/// past the middle.
 pub const MIN_CAPACITY: u64 = 1 << 20;
 
 const MAGIC: u32 = 0x4c57_4b4f; // "OKWL"
