@@ -83,6 +83,11 @@ pub enum WalError {
         #[source]
         source: std::io::Error,
     },
+    /// The records of the two halves do not follow each other: one between them is missing.
+    #[error(
+        "record {sequence} of {path} is missing: the records of its two halves do not follow each other"
+    )]
+    Gap { sequence: u64, path: PathBuf },
     /// A record with a valid checksum did not decode: written by another version or damaged.
     #[error("record {sequence} of {path} does not decode: {reason}")]
     Malformed {
@@ -489,10 +494,9 @@ impl Wal {
         records.sort_by_key(|(sequence, _)| *sequence);
         records.dedup_by_key(|(sequence, _)| *sequence);
         if let Some(gap) = records.windows(2).find(|pair| pair[1].0 != pair[0].0 + 1) {
-            return Err(WalError::Malformed {
+            return Err(WalError::Gap {
                 sequence: gap[0].0 + 1,
                 path,
-                reason: "it is missing between the records of the two halves",
             });
         }
         let half = halves(capacity)[which];
@@ -901,6 +905,28 @@ mod tests {
             "records go on in the second half"
         );
         assert_eq!(wal.next_sequence(), 10);
+    }
+
+    #[test]
+    fn records_missing_between_the_halves_are_an_error_not_a_silent_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+        for n in 1..=2 {
+            assert!(wal.stage(&record(n)));
+            wal.append_staged().unwrap();
+        }
+        wal.switch();
+        // Records 3 and 4 were never written: the second half goes on at 5.
+        wal.next_sequence = 5;
+        assert!(wal.stage(&record(5)));
+        wal.append_staged().unwrap();
+        drop(wal);
+        let error = Wal::open(dir.path(), 0).unwrap_err();
+        assert!(
+            matches!(error, WalError::Gap { sequence: 3, .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("record 3 of"), "{error}");
     }
 
     #[test]
