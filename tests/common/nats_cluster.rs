@@ -60,12 +60,17 @@ fn nats_server_bin() -> PathBuf {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `n` distinct free ports: every listener is held until all are bound, since a port
+/// released at once may come back from the next bind (a node once got the same port for its
+/// clients and its routes, and could not start).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 impl NatsCluster {
@@ -74,7 +79,8 @@ impl NatsCluster {
     pub async fn start(size: usize) -> Self {
         assert!(size >= 1);
         let dir = tempfile::tempdir().unwrap();
-        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let free = free_ports(2 * size);
+        let ports: Vec<(u16, u16)> = free.chunks(2).map(|pair| (pair[0], pair[1])).collect();
         let routes: Vec<String> = ports
             .iter()
             .map(|(_, cluster)| format!("\"nats-route://127.0.0.1:{cluster}\""))
