@@ -1171,10 +1171,11 @@ impl Writer {
     /// reopens the file as after a failed commit.
     fn checkpoint(&mut self) -> Result<(), JournalError> {
         let started = Instant::now();
+        // The database first: a reopen replaces the file, and its handle, waited on next.
+        let db = self.database()?;
         self.sync
             .wait()
             .map_err(|e| JournalError::storage("sync the journal at a checkpoint", e))?;
-        let db = self.database()?;
         let txn = begin_durable(&db)?;
         // Only once the transaction is ours: no other store's commit in the file (they take
         // turns with this one) may be handed over in its place.
