@@ -648,34 +648,32 @@ fn open_database(path: &Path) -> Result<(Database, Recovered, Wal), JournalError
         .truncate(false)
         .open(path)
         .map_err(|e| JournalError::storage(format!("open {}", path.display()), e))?;
-    let mut sync = None;
-    let db = JournalFile::new(file)
-        .and_then(|file| {
-            sync = Some(file.sync_behind());
-            Database::builder()
-                .set_cache_size(CACHE_BYTES)
-                .create_with_backend(file)
-        })
-        .map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => JournalError::storage(
-                format!("open {}", path.display()),
-                "another process (or journal) has it open",
-            ),
-            // A short read is a truncated file and invalid data (redb: "magic number mismatch")
-            // a foreign one; other I/O errors (permissions, a full disk) say nothing about the
-            // file, and moving it away would be the wrong advice.
-            redb::DatabaseError::Storage(redb::StorageError::Io(io))
-                if !existed
-                    || !matches!(
-                        io.kind(),
-                        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
-                    ) =>
-            {
-                JournalError::storage(format!("open {}", path.display()), io)
-            }
-            other if existed => damaged(format!("redb cannot open it: {other}")),
-            other => JournalError::storage(format!("open {}", path.display()), other),
-        })?;
+    let cannot_open = |e: redb::DatabaseError| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => JournalError::storage(
+            format!("open {}", path.display()),
+            "another process (or journal) has it open",
+        ),
+        // A short read is a truncated file and invalid data (redb: "magic number mismatch")
+        // a foreign one; other I/O errors (permissions, a full disk) say nothing about the
+        // file, and moving it away would be the wrong advice.
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if !existed
+                || !matches!(
+                    io.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+                ) =>
+        {
+            JournalError::storage(format!("open {}", path.display()), io)
+        }
+        other if existed => damaged(format!("redb cannot open it: {other}")),
+        other => JournalError::storage(format!("open {}", path.display()), other),
+    };
+    let file = JournalFile::new(file).map_err(cannot_open)?;
+    let sync = file.sync_behind();
+    let db = Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create_with_backend(file)
+        .map_err(cannot_open)?;
     let txn = begin_durable(&db)?;
     if existed {
         let tables: Vec<String> = txn
@@ -719,12 +717,7 @@ fn open_database(path: &Path) -> Result<(Database, Recovered, Wal), JournalError
                 .unwrap_or(i64::MAX),
             next_quarantine: meta(&meta_table, META_NEXT_QUARANTINE)?
                 .max(last_quarantine.map_or(0, |id| id + 1)),
-            sync: sync.clone().ok_or_else(|| {
-                JournalError::storage(
-                    format!("open {}", path.display()),
-                    "the file has no backend",
-                )
-            })?,
+            sync,
         }
     };
     Ok((db, recovered, wal))
