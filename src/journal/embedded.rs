@@ -1626,11 +1626,16 @@ async fn prune_all(requests: &mpsc::Sender<Request>) -> Result<Pruned, JournalEr
 /// begins. Over-estimating only checkpoints a little early; a record that turns out larger
 /// than its room commits as its own checkpoint.
 fn record_bound(batches: &[Batch]) -> usize {
-    const COUNTERS: usize = 4 * 8 + 1 + 16 + 3 * 4;
     let events: usize = batches
         .iter()
         .flat_map(|b| &b.events)
-        .map(|e| 8 + 8 + 4 + e.uuid().len() + 4 + e.encoded.len() + super::CURSOR_FIELD_MAX_BYTES)
+        .map(|e| {
+            // The record grows by its cursor field when committed.
+            GroupRecord::event_len(
+                e.uuid().len(),
+                e.encoded.len() + super::CURSOR_FIELD_MAX_BYTES,
+            )
+        })
         .sum();
     // JSON escapes at most double a string here, but for control characters; the field
     // names and numbers take less than 128 bytes.
@@ -1638,15 +1643,16 @@ fn record_bound(batches: &[Batch]) -> usize {
         .iter()
         .flat_map(|b| &b.quarantine)
         .map(|q| {
-            8 + 8 + 4 + 128 + 2 * (q.reason.len() + q.raw.len() + q.origin.len() + q.received.len())
+            let strings = q.reason.len() + q.raw.len() + q.origin.len() + q.received.len();
+            GroupRecord::quarantine_len(128 + 2 * strings)
         })
         .sum();
     let state: usize = batches
         .iter()
         .filter_map(|b| b.state.as_ref())
-        .map(|w| 4 + w.key.len() + 4 + w.value.len())
+        .map(|w| GroupRecord::state_len(w.key.len(), w.value.len()))
         .sum();
-    COUNTERS + events + quarantine + state
+    GroupRecord::FIXED_LEN + GroupRecord::COMMIT_LEN + events + quarantine + state
 }
 
 /// A write transaction that is durable (fsynced) when `commit` returns (unless the writer

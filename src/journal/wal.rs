@@ -175,19 +175,48 @@ impl GroupRecord {
     /// The length of [`GroupRecord::encode`]'s output, known before encoding: a record too
     /// large to log is never encoded.
     fn encoded_len(&self) -> usize {
-        let counters = 4 * 8 + 1 + if self.commit.is_some() { 16 } else { 0 };
+        let commit = if self.commit.is_some() {
+            Self::COMMIT_LEN
+        } else {
+            0
+        };
         let events: usize = self
             .events
             .iter()
-            .map(|e| 8 + 8 + 4 + e.uuid.len() + 4 + e.encoded.len())
+            .map(|e| Self::event_len(e.uuid.len(), e.encoded.len()))
             .sum();
-        let quarantine: usize = self.quarantine.iter().map(|q| 8 + 8 + 4 + q.2.len()).sum();
+        let quarantine: usize = self
+            .quarantine
+            .iter()
+            .map(|q| Self::quarantine_len(q.2.len()))
+            .sum();
         let state: usize = self
             .state
             .iter()
-            .map(|(k, v)| 4 + k.len() + 4 + v.len())
+            .map(|(k, v)| Self::state_len(k.len(), v.len()))
             .sum();
-        counters + 4 + events + 4 + quarantine + 4 + state
+        Self::FIXED_LEN + commit + events + quarantine + state
+    }
+
+    /// Encoded bytes of a record before its rows: the four counters, the commit flag and the
+    /// three row counts.
+    pub const FIXED_LEN: usize = 4 * 8 + 1 + 3 * 4;
+    /// Encoded bytes of the `commits` row, when the record has one.
+    pub const COMMIT_LEN: usize = 8 + 8;
+
+    /// Encoded bytes of an event row with a uuid and a record of these lengths.
+    pub const fn event_len(uuid: usize, encoded: usize) -> usize {
+        8 + 8 + 4 + uuid + 4 + encoded
+    }
+
+    /// Encoded bytes of a quarantine row whose JSON has this length.
+    pub const fn quarantine_len(json: usize) -> usize {
+        8 + 8 + 4 + json
+    }
+
+    /// Encoded bytes of a state row with a key and a value of these lengths.
+    pub const fn state_len(key: usize, value: usize) -> usize {
+        4 + key + 4 + value
     }
 
     fn decode(mut input: &[u8]) -> Result<GroupRecord, &'static str> {
