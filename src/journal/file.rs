@@ -110,7 +110,7 @@ impl Behind {
                         self.copies = copies;
                     }
                 }
-                Err(error) => self.failed = Some((error.kind(), error.to_string())),
+                Err(error) => self.latch(&error),
             }
             if self.steps.is_empty() {
                 self.pending.clear();
@@ -123,6 +123,11 @@ impl Behind {
             )),
             None => Ok(()),
         }
+    }
+
+    /// Remembers that a step failed, for every later one to fail too.
+    fn latch(&mut self, error: &std::io::Error) {
+        self.failed = Some((error.kind(), error.to_string()));
     }
 
     /// Whether a handed-over write, waiting or running, covers part of `start..end`.
@@ -138,8 +143,9 @@ impl SyncBehind {
         lock(&self.shared.behind).defer = true;
     }
 
-    /// After the commit: what it handed over goes to a thread of its own, in order (in line if
-    /// no thread can be started). Later reads of those pages, writes and syncs wait for it.
+    /// After the commit: what it handed over goes to a thread of its own, in order. Later
+    /// reads of those pages, writes and syncs wait for it. If no thread can be started, the
+    /// steps are not done and the file fails from then on, as after a failed write.
     pub fn release(&self) {
         let mut behind = lock(&self.shared.behind);
         behind.defer = false;
@@ -149,7 +155,7 @@ impl SyncBehind {
         if let Err(error) = self.shared.hand_over(&mut behind) {
             // An error here is redb's to find: the next write or sync fails the same way.
             tracing::warn!(%error, "writing the journal's checkpoint failed");
-            behind.failed = Some((error.kind(), error.to_string()));
+            behind.latch(&error);
         }
     }
 
@@ -201,15 +207,14 @@ impl Shared {
             behind.copies.clear();
             behind.pending.clear();
             if let Err(error) = &done {
-                behind.failed = Some((error.kind(), error.to_string()));
+                behind.latch(error);
             }
             done?;
         }
         Ok(())
     }
 
-    /// Gives the handed-over steps to a thread of its own; does them in line if none can be
-    /// started.
+    /// Gives the handed-over steps to a thread of its own; `Err` if none can be started.
     fn hand_over(self: &Arc<Self>, behind: &mut Behind) -> std::io::Result<()> {
         behind.settle()?;
         let shared = self.clone();
@@ -221,15 +226,9 @@ impl Shared {
                 shared.run(&steps, &copies)?;
                 Ok(copies)
             });
-        match spawned {
-            Ok(running) => behind.running = Some(running),
-            Err(error) => {
-                tracing::debug!(%error, "no thread for the journal's checkpoint; writing it in line");
-                // The steps went with the closure that was never started: the file is left as
-                // by a crash before them, and the failure is latched like a failed write.
-                return Err(error);
-            }
-        }
+        // Without a thread, the steps went with the closure that never started: the file is
+        // left as by a crash before them, and the caller latches the failure like a failed write.
+        behind.running = Some(spawned?);
         Ok(())
     }
 

@@ -528,7 +528,7 @@ impl Wal {
                 path,
             });
         }
-        let half = halves(capacity)[which];
+        let half = [first, second][which];
         let direct = if capacity % BLOCK == 0 {
             Direct::open(&path, &file, offset)?
         } else {
