@@ -48,9 +48,9 @@ const TOP_LEVEL: [&str; 16] = [
     "version",
 ];
 
-/// Room kept at the end of a record for the cursor field the journal appends (its key and a
-/// varint of up to 10 bytes), so committing never copies the record.
-const CURSOR_ROOM: usize = 11;
+/// Room kept at the end of a record for the cursor field the journal appends, so committing
+/// never copies the record.
+const CURSOR_ROOM: usize = crate::journal::CURSOR_FIELD_MAX_BYTES;
 
 /// Maps a parsed LogEvent object (a whole document, or one event of a parsed hook body) to
 /// the record's encoding, without its cursor, and the facts the journal keeps beside it; the
