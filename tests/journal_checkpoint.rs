@@ -29,6 +29,13 @@ fn event(n: u64) -> NewEvent {
     })
 }
 
+/// The journal in `dir`, keeping every event.
+async fn open(dir: &Path) -> std::sync::Arc<RedbJournal> {
+    RedbJournal::open(dir, Retention::keep_all(), Hub::new(16, 0))
+        .await
+        .unwrap()
+}
+
 /// The uuids of the events a copy of the journal file alone holds, read in cursor order. A
 /// copy taken while a checkpoint is writing may not open; that is an `Err`, to try again.
 async fn uuids_in_a_copy_of(journal_file: &Path) -> Result<Vec<String>, String> {
@@ -59,9 +66,7 @@ async fn uuids_in_a_copy_of(journal_file: &Path) -> Result<Vec<String>, String> 
 async fn a_quiet_journal_makes_a_half_full_write_ahead_file_durable_in_its_own_file() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let dir = tempfile::tempdir().unwrap();
-        let journal = RedbJournal::open(dir.path(), Retention::keep_all(), Hub::new(16, 0))
-            .await
-            .unwrap();
+        let journal = open(dir.path()).await;
         // One small group per append: half of the records the write-ahead file takes, and
         // a few more, but far from the full file that forces a checkpoint.
         let appends = MAX_RECORDS / 2 + 8;
@@ -105,9 +110,7 @@ async fn a_quiet_journal_makes_a_half_full_write_ahead_file_durable_in_its_own_f
             .unwrap();
         assert_eq!(more.committed[0].cursor(), appends + 1);
         journal.close().await;
-        let reopened = RedbJournal::open(dir.path(), Retention::keep_all(), Hub::new(16, 0))
-            .await
-            .unwrap();
+        let reopened = open(dir.path()).await;
         assert_eq!(
             reopened.read_after(0, 1000).await.unwrap().len() as u64,
             appends + 1
@@ -136,9 +139,7 @@ async fn uuids_in(journal: &RedbJournal) -> Vec<String> {
 async fn appends_through_many_checkpoints_read_back_while_they_land_and_after_reopening() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let dir = tempfile::tempdir().unwrap();
-        let journal = RedbJournal::open(dir.path(), Retention::keep_all(), Hub::new(16, 0))
-            .await
-            .unwrap();
+        let journal = open(dir.path()).await;
         // One-event groups from four appenders, enough to fill a half of the write-ahead file
         // several times: every checkpoint's writes and syncs run behind the appends after it,
         // and readers read pages those checkpoints are still writing.
@@ -182,9 +183,7 @@ async fn appends_through_many_checkpoints_read_back_while_they_land_and_after_re
         );
 
         journal.close().await;
-        let reopened = RedbJournal::open(dir.path(), Retention::keep_all(), Hub::new(16, 0))
-            .await
-            .unwrap();
+        let reopened = open(dir.path()).await;
         assert_eq!(
             uuids_in(&reopened).await,
             stored,
