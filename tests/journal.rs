@@ -118,7 +118,8 @@ impl Control for RedbJournal {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             atomic_batch: true,
-            publishes_before_append_returns: true,
+            // The group is answered once durable, and published once committed to redb.
+            publishes_before_append_returns: false,
             group_commit: true,
             retention_by_size: true,
         }
@@ -471,6 +472,37 @@ async fn gets_an_event_by_its_uuid(backend: &dyn Backend) {
     assert!(j.get("missing").await.unwrap().is_none());
 }
 
+async fn an_append_that_returned_is_read_at_once(backend: &dyn Backend) {
+    let j = backend.open(keep_all()).await.journal;
+    for n in 0..200 {
+        let uuid = format!("read-your-write-{n}");
+        let appended = j.append(batch(&[uuid.as_str()])).await.unwrap();
+        let cursor = appended.committed[0].cursor();
+        // Straight after the append returned, from another task, as a subscriber would.
+        let (by_uuid, by_cursor, bounds) = {
+            let j = j.clone();
+            let uuid = uuid.clone();
+            tokio::spawn(async move {
+                (
+                    j.get(&uuid).await.unwrap(),
+                    j.read_after(cursor - 1, 1).await.unwrap(),
+                    j.bounds().await.unwrap(),
+                )
+            })
+            .await
+            .unwrap()
+        };
+        let by_uuid = by_uuid.unwrap_or_else(|| panic!("{uuid} is found by its uuid"));
+        assert_eq!(by_uuid.cursor(), cursor);
+        assert_eq!(
+            cursors(&by_cursor),
+            vec![cursor],
+            "{uuid} is read at its cursor"
+        );
+        assert_eq!(bounds.head, cursor, "the head includes {uuid}");
+    }
+}
+
 async fn finds_the_cursor_before_a_time(backend: &dyn Backend) {
     let j = backend.open(keep_all()).await.journal;
     assert_eq!(j.cursor_before_time(now_micros()).await.unwrap(), 0);
@@ -753,7 +785,8 @@ async fn the_hub_gets_committed_events_in_cursor_order_without_duplicates(backen
             // Published before the append returned.
             assert_eq!(*head.borrow_and_update(), last);
         } else {
-            // Published by the journal's own tail, shortly after the append returned.
+            // Published shortly after the append returned: by the writer once redb committed
+            // the group, or by the journal's own tail.
             tokio::time::timeout(Duration::from_secs(5), head.wait_for(|h| *h >= last))
                 .await
                 .expect("the hub reaches the appended cursor")
@@ -1114,6 +1147,7 @@ macro_rules! every_spec {
         a_batch_commits_events_state_and_quarantine_together,
         pages_forwards_and_backwards_by_cursor,
         gets_an_event_by_its_uuid,
+        an_append_that_returned_is_read_at_once,
         finds_the_cursor_before_a_time,
         reports_bounds,
         state_round_trips,

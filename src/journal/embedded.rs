@@ -42,9 +42,10 @@
 //! [`Journal::cursor_before_time`] are one index lookup.
 //!
 //! A group commit is durable once its rows are synced to the write-ahead file beside the
-//! journal ([`crate::journal::wal`], one sequential `fdatasync`); its redb transaction then
-//! commits without an fsync of its own (`Durability::None`), visible to readers only after the
-//! sync. A checkpoint (redb's durable commit with quick-repair: every earlier commit becomes
+//! journal ([`crate::journal::wal`], one sequential `fdatasync`). Its appends are answered
+//! then, and its redb transaction commits after, without an fsync of its own
+//! (`Durability::None`): visible to readers only after the sync, and reads wait for that
+//! commit (`journal/applying.rs`), so an append that returned is found by every read after it. A checkpoint (redb's durable commit with quick-repair: every earlier commit becomes
 //! durable in the file) comes before the group that finds its half of the write-ahead file
 //! full, and on its own once the half is half full and no request has come for a few
 //! milliseconds (`journal/idle.rs`). Its page writes and syncs run behind the writer
@@ -77,6 +78,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::applying::Applying;
 use super::chunk::{self, Chunk, ChunkBuilder};
 use super::file::{JournalFile, SyncBehind};
 use super::idle::{Pace, next_request};
@@ -153,6 +155,8 @@ pub struct RedbJournal {
     db: Arc<Mutex<Slot>>,
     /// The first cursor a read found damaged (0: none); once set, [`Journal::check`] fails.
     damaged: Arc<AtomicU64>,
+    /// The answered group still committing, which reads wait for (shared with the writer).
+    applying: Arc<Applying>,
     requests: mpsc::Sender<Request>,
     commits: Arc<AtomicU64>,
     retention_task: Mutex<Option<JoinHandle<()>>>,
@@ -248,6 +252,7 @@ impl RedbJournal {
         }));
         sink.opened(recovered.head);
         let commits = Arc::new(AtomicU64::new(0));
+        let applying = Arc::new(Applying::default());
         let cursor_tables = CursorTables::default();
         let (requests, queue) = mpsc::channel(QUEUE_CAPACITY);
         let writer = Writer {
@@ -256,6 +261,7 @@ impl RedbJournal {
             wal,
             sync: recovered.sync.clone(),
             slot: slot.clone(),
+            applying: applying.clone(),
             path: path.clone(),
             sink: Arc::new(sink),
             retention,
@@ -287,6 +293,7 @@ impl RedbJournal {
             path,
             db: slot,
             damaged: Arc::new(AtomicU64::new(0)),
+            applying,
             requests,
             commits,
             retention_task: Mutex::new(retention_task),
@@ -371,7 +378,10 @@ impl RedbJournal {
         F: FnOnce(&ReadTransaction) -> Result<T, JournalError> + Send + 'static,
     {
         let db = self.db()?;
+        let applying = self.applying.clone();
         let result = tokio::task::spawn_blocking(move || {
+            // An append that returned is read: its group's commit lands first.
+            applying.wait();
             let txn = db.begin_read().map_err(storage)?;
             f(&txn)
         })
@@ -996,6 +1006,8 @@ struct Writer {
     sync: SyncBehind,
     /// Where readers get the database; emptied while reopening.
     slot: Arc<Mutex<Slot>>,
+    /// The answered group still committing, which readers wait for.
+    applying: Arc<Applying>,
     path: PathBuf,
     /// Where committed events go, in cursor order.
     sink: SharedSink,
@@ -1018,6 +1030,15 @@ struct Advanced {
     bytes: u64,
     last_commit_micros: i64,
     next_quarantine: u64,
+}
+
+/// A group made durable by [`Writer::write`].
+struct Written {
+    /// What each batch's append returns, in order.
+    results: Vec<Appended>,
+    advanced: Advanced,
+    /// A logged group's transaction, durable by its write-ahead record and still to commit.
+    unapplied: Option<WriteTransaction>,
 }
 
 impl Writer {
@@ -1076,7 +1097,7 @@ impl Writer {
             tracing::warn!(
                 head = self.head,
                 stored_head = recovered.head,
-                "a commit reported as failed reached the disk; publishing its events"
+                "the reopened file holds commits not yet published (a failed commit that reached the disk, or an acknowledged one applied from the write-ahead file); publishing their events"
             );
             let txn = db.begin_read().map_err(storage)?;
             let chunks = txn.open_table(EVENT_CHUNKS).map_err(storage)?;
@@ -1186,81 +1207,84 @@ impl Writer {
 
     /// Commits every append and check of `group` in one durable transaction, answers each
     /// request, and publishes the committed events in cursor order.
+    ///
+    /// Appends are answered as soon as the group is durable, before a logged group's redb
+    /// commit and the publication: readers wait for that commit ([`Applying`]), and the hub
+    /// for the publication. Checks are answered after the commit, which they vouch for.
     fn commit_group(&mut self, group: Vec<Request>) {
         let mut batches = Vec::with_capacity(group.len());
-        let mut replies = Vec::with_capacity(group.len());
+        let mut appends = Vec::with_capacity(group.len());
+        let mut checks = Vec::new();
         for request in group {
             match request {
                 Request::Append { batch, reply } => {
                     batches.push(batch);
-                    replies.push(Reply::Append(reply));
+                    appends.push(reply);
                 }
-                Request::Check { reply } => replies.push(Reply::Check(reply)),
+                Request::Check { reply } => checks.push(reply),
                 // `run` only groups appends and checks.
                 Request::Prune { .. } | Request::Close { .. } => {}
             }
         }
-        match self.write(batches) {
-            Ok((appended, advanced)) => {
-                self.commits.fetch_add(1, Ordering::Relaxed);
-                self.head = advanced.head;
-                self.bytes = advanced.bytes;
-                self.last_commit_micros = advanced.last_commit_micros;
-                self.next_quarantine = advanced.next_quarantine;
-                let published: Vec<SharedEvent> = appended
-                    .iter()
-                    .flat_map(|a| a.committed.iter().cloned())
-                    .collect();
-                tracing::debug!(
-                    requests = replies.len(),
-                    events = published.len(),
-                    head = self.head,
-                    "group committed"
-                );
-                // Hand over before answering, so a caller whose append returned finds its
-                // events in the sink (the hub's head).
-                self.sink.committed(&published);
-                let mut appended = appended.into_iter();
-                for reply in replies {
-                    match reply {
-                        Reply::Append(reply) => {
-                            let _ = reply.send(Ok(appended.next().unwrap_or_default()));
-                        }
-                        Reply::Check(reply) => {
-                            let _ = reply.send(Ok(()));
-                        }
-                    }
-                }
-            }
+        let requests = appends.len() + checks.len();
+        let written = match self.write(batches) {
+            Ok(written) => written,
             Err(error) => {
-                tracing::error!(%error, requests = replies.len(), "journal commit failed");
+                tracing::error!(%error, requests, "journal commit failed");
                 self.recover();
-                // Every append of the group gets the same failure (errors are not `Clone`; the
-                // storage source is shared).
-                let (action, source): (String, StorageSource) = match error {
-                    JournalError::Storage { action, source } => (action, source),
-                    other => ("commit".to_owned(), Arc::new(other)),
-                };
-                for reply in replies {
-                    let error = JournalError::Storage {
-                        action: action.clone(),
-                        source: source.clone(),
-                    };
-                    match reply {
-                        Reply::Append(reply) => {
-                            let _ = reply.send(Err(error));
-                        }
-                        Reply::Check(reply) => {
-                            let _ = reply.send(Err(error));
-                        }
-                    }
-                }
+                fail_all(appends, checks, error);
+                return;
             }
+        };
+        let Written {
+            results,
+            advanced,
+            unapplied,
+        } = written;
+        let published: Vec<SharedEvent> = results
+            .iter()
+            .flat_map(|a| a.committed.iter().cloned())
+            .collect();
+        let applying = self.applying.clone();
+        let pending = unapplied.is_some().then(|| applying.start());
+        let mut results = results.into_iter();
+        for reply in appends {
+            let _ = reply.send(Ok(results.next().unwrap_or_default()));
+        }
+        if let Some(txn) = unapplied
+            && let Err(error) = txn.commit()
+        {
+            // The group was answered: its record stays in the write-ahead file, and reopening
+            // the file applies it and publishes its events.
+            tracing::error!(%error, requests, "journal commit of an acknowledged group failed; reopening the file applies it from the write-ahead file");
+            // Before the reopen, which waits for readers to let go of the file.
+            drop(pending);
+            self.recover();
+            fail_all(Vec::new(), checks, storage(error));
+            return;
+        }
+        drop(pending);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.head = advanced.head;
+        self.bytes = advanced.bytes;
+        self.last_commit_micros = advanced.last_commit_micros;
+        self.next_quarantine = advanced.next_quarantine;
+        tracing::debug!(
+            requests,
+            events = published.len(),
+            head = self.head,
+            "group committed"
+        );
+        self.sink.committed(&published);
+        for reply in checks {
+            let _ = reply.send(Ok(()));
         }
     }
 
-    /// One durable transaction for all `batches`: cursors, dedupe, quarantine, state, counters.
-    fn write(&mut self, batches: Vec<Batch>) -> Result<(Vec<Appended>, Advanced), JournalError> {
+    /// One transaction for all `batches` (cursors, dedupe, quarantine, state, counters), made
+    /// durable: by its write-ahead record, leaving the transaction to commit, or by committing
+    /// it durably when the group is too large to log.
+    fn write(&mut self, batches: Vec<Batch>) -> Result<Written, JournalError> {
         if self.wal.full_for(record_bound(&batches)) {
             // Checkpointed before the group's transaction, so the group is logged in the other
             // half and does not wait for the checkpoint's writes and syncs.
@@ -1365,42 +1389,35 @@ impl Writer {
                 .map_err(storage)?;
             logged
         };
-        if logged {
+        let unapplied = if logged {
             // Durable once the record is synced; redb need not sync.
             txn.set_durability(Durability::None).map_err(storage)?;
             txn.set_quick_repair(false);
+            // Nothing is visible to readers before it is durable: the record first.
+            self.wal
+                .append_staged()
+                .map_err(|e| JournalError::storage("write the journal's write-ahead file", e))?;
+            Some(txn)
         } else {
             // Too large to log (or the half is full after all): this commit is the checkpoint,
             // synced before the group is answered.
             txn.set_durability(Durability::Immediate).map_err(storage)?;
             txn.set_quick_repair(true);
-        }
-        if logged {
-            // Nothing is visible to readers before it is durable: the record first.
-            self.wal
-                .append_staged()
-                .map_err(|e| JournalError::storage("write the journal's write-ahead file", e))?;
-            if let Err(error) = txn.commit() {
-                // Never applied at the next open: what was refused stays refused.
-                if let Err(retract) = self.wal.retract() {
-                    tracing::error!(%retract, "cannot take back the failed commit's write-ahead record; it may be applied at the next open");
-                }
-                return Err(storage(error));
-            }
-        } else {
             txn.commit().map_err(storage)?;
             self.wal.restart();
-        }
+            None
+        };
         let last_commit_micros = record.last_commit_micros;
-        Ok((
+        Ok(Written {
             results,
-            Advanced {
+            advanced: Advanced {
                 head,
                 bytes,
                 last_commit_micros,
                 next_quarantine,
             },
-        ))
+            unapplied,
+        })
     }
 
     /// Removes, oldest first, up to `limit` events that are older than `max_age` at
@@ -1571,10 +1588,27 @@ impl Writer {
     }
 }
 
-/// Where a group member's answer goes.
-enum Reply {
-    Append(oneshot::Sender<Result<Appended, JournalError>>),
-    Check(oneshot::Sender<Result<(), JournalError>>),
+/// Answers every append and check of a failed group with the same error (errors are not
+/// `Clone`; the storage source is shared).
+fn fail_all(
+    appends: Vec<oneshot::Sender<Result<Appended, JournalError>>>,
+    checks: Vec<oneshot::Sender<Result<(), JournalError>>>,
+    error: JournalError,
+) {
+    let (action, source): (String, StorageSource) = match error {
+        JournalError::Storage { action, source } => (action, source),
+        other => ("commit".to_owned(), Arc::new(other)),
+    };
+    let error = || JournalError::Storage {
+        action: action.clone(),
+        source: source.clone(),
+    };
+    for reply in appends {
+        let _ = reply.send(Err(error()));
+    }
+    for reply in checks {
+        let _ = reply.send(Err(error()));
+    }
 }
 
 /// Applies retention every `interval` until the journal is closed or dropped.

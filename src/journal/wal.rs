@@ -299,8 +299,6 @@ pub struct Wal {
     next_sequence: u64,
     /// The staged record's frame (header and payload), written by [`Wal::append_staged`].
     frame: Vec<u8>,
-    /// Offset of the last record written, until the next is staged (see [`Wal::retract`]).
-    last: Option<u64>,
     /// The direct (`O_DIRECT`) writer, when the filesystem takes direct I/O.
     direct: Option<Direct>,
 }
@@ -543,7 +541,6 @@ impl Wal {
             live,
             next_sequence: last_sequence + 1,
             frame: Vec::new(),
-            last: None,
             direct,
         };
         Ok((wal, records))
@@ -558,7 +555,6 @@ impl Wal {
     /// takes at most a [`LARGEST_SHARE`] of the file, and fewer than [`MAX_RECORDS`] are live); if
     /// it may, [`Wal::append_staged`] writes it.
     pub fn stage(&mut self, record: &GroupRecord) -> bool {
-        self.last = None;
         self.frame.clear();
         let len = (HEADER + record.encoded_len()) as u64;
         if !(self.live < MAX_RECORDS && self.fits(len)) {
@@ -619,7 +615,6 @@ impl Wal {
                 .map_err(io("write"))?;
             self.file.sync_data().map_err(io("sync"))?;
         }
-        self.last = Some(self.offset);
         self.offset += self.frame.len() as u64;
         self.live += 1;
         if let Some(direct) = &mut self.direct {
@@ -632,29 +627,6 @@ impl Wal {
             }
         }
         self.next_sequence += 1;
-        Ok(())
-    }
-
-    /// Takes back the record just appended, because the commit it describes failed: its
-    /// header is zeroed and synced so it is never applied, and its spot and sequence reused.
-    pub fn retract(&mut self) -> Result<(), WalError> {
-        let Some(offset) = self.last.take() else {
-            return Ok(());
-        };
-        let io = |action| io_error(action, &self.path);
-        self.file
-            .write_all_at(&[0u8; HEADER], offset)
-            .map_err(io("retract a record in"))?;
-        self.file.sync_data().map_err(io("sync"))?;
-        if let Some(direct) = &mut self.direct
-            && let Err(error) = direct.reposition(&self.file, offset, &self.path)
-        {
-            tracing::warn!(%error, "writing the write-ahead file through the page cache from now on");
-            self.direct = None;
-        }
-        self.offset = offset;
-        self.live -= 1;
-        self.next_sequence -= 1;
         Ok(())
     }
 
@@ -691,7 +663,6 @@ impl Wal {
     pub fn restart(&mut self) {
         self.offset = self.half.0;
         self.live = 0;
-        self.last = None;
         if let Some(direct) = &mut self.direct {
             direct.tail.clear();
         }
@@ -784,10 +755,6 @@ mod tests {
             assert!(wal.stage(&record(n)), "record {n} of {MAX_RECORDS}");
             wal.append_staged().unwrap();
         }
-        // A retracted record frees its place.
-        wal.retract().unwrap();
-        assert!(wal.stage(&record(MAX_RECORDS)));
-        wal.append_staged().unwrap();
         assert!(wal.offset + 1000 < wal.half.1, "room for more bytes");
         assert!(wal.full_for(100), "the half is full for a small record");
         assert!(!wal.stage(&record(MAX_RECORDS + 1)), "a checkpoint is due");
@@ -840,26 +807,6 @@ mod tests {
         assert!(!wal.full_for(share), "no checkpoint makes room for it");
         assert!(wal.stage(&sized(1, share - 512)));
         wal.append_staged().unwrap();
-    }
-
-    #[test]
-    fn a_retracted_record_is_never_applied_and_its_sequence_is_reused() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
-        assert!(wal.stage(&record(1)));
-        wal.append_staged().unwrap();
-        assert!(wal.stage(&record(2)));
-        wal.append_staged().unwrap();
-        wal.retract().unwrap();
-        assert_eq!(wal.next_sequence(), 2);
-        drop(wal);
-        let (mut wal, replay) = Wal::open(dir.path(), 0).unwrap();
-        assert_eq!(replay, vec![(1, record(1))]);
-        assert!(wal.stage(&record(3)));
-        wal.append_staged().unwrap();
-        drop(wal);
-        let (_, replay) = Wal::open(dir.path(), 1).unwrap();
-        assert_eq!(replay, vec![(2, record(3))]);
     }
 
     #[test]
@@ -995,7 +942,7 @@ mod tests {
         SwitchingToBuffered,
     }
 
-    /// Records of sizes that straddle blocks, a reopen mid-block, a retract and a restart,
+    /// Records of sizes that straddle blocks, a reopen mid-block and a restart,
     /// each followed by the replay that must find exactly the live records.
     fn straddling_records_replay_exactly(writes: Writes) {
         let dir = tempfile::tempdir().unwrap();
@@ -1026,10 +973,6 @@ mod tests {
                 wal = reopened;
             }
         }
-        // A retracted record's spot is reused without harming the ones before it.
-        assert!(wal.stage(&sized(99, 5000)));
-        wal.append_staged().unwrap();
-        wal.retract().unwrap();
         assert!(wal.stage(&sized(10, 70)));
         wal.append_staged().unwrap();
         expected.push((10, sized(10, 70)));
