@@ -5,7 +5,8 @@
 //! one durable transaction and then answers each one, so concurrent hook deliveries share an
 //! fsync instead of queueing for one each. Retention pruning goes through the same writer, so
 //! there is never a second writer. While requests follow each other closely, the writer spins
-//! briefly for the next one instead of sleeping (`journal/idle.rs`).
+//! briefly for the next one instead of sleeping (`journal/idle.rs`), and while answers come
+//! quickly, an append polls for its answer before it sleeps (`journal/answer.rs`).
 //!
 //! # Layout of `journal.redb`
 //! | table        | key                         | value                                        |
@@ -78,6 +79,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::answer::{self, AnswerPace};
 use super::applying::Applying;
 use super::chunk::{self, Chunk, ChunkBuilder};
 use super::file::{JournalFile, SyncBehind};
@@ -157,6 +159,8 @@ pub struct RedbJournal {
     damaged: Arc<AtomicU64>,
     /// The answered group still committing, which reads wait for (shared with the writer).
     applying: Arc<Applying>,
+    /// How quickly appends have lately been answered: whether the next one polls.
+    answer_pace: AnswerPace,
     requests: mpsc::Sender<Request>,
     commits: Arc<AtomicU64>,
     retention_task: Mutex<Option<JoinHandle<()>>>,
@@ -294,6 +298,7 @@ impl RedbJournal {
             db: slot,
             damaged: Arc::new(AtomicU64::new(0)),
             applying,
+            answer_pace: AnswerPace::default(),
             requests,
             commits,
             retention_task: Mutex::new(retention_task),
@@ -439,7 +444,14 @@ impl Journal for RedbJournal {
     }
 
     async fn append(&self, batch: Batch) -> Result<Appended, JournalError> {
-        self.ask(|reply| Request::Append { batch, reply }).await
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Append { batch, reply })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        answer::wait_for(answer, &self.answer_pace)
+            .await
+            .ok_or(JournalError::Closed)?
     }
 
     async fn read_after(
