@@ -16,9 +16,18 @@ use super::lock;
 pub struct Applying {
     /// Set from answering a group until its commit returned (or failed).
     pending: AtomicBool,
-    /// How many readers wait on `applied`; the writer wakes them only when there are any.
-    waiters: Mutex<usize>,
+    waiting: Mutex<Waiting>,
     applied: Condvar,
+}
+
+/// The readers waiting, and how many commits ended: a reader waits for the end of the one
+/// pending when it came, not for a moment with none pending, which a busy writer may not leave.
+#[derive(Debug, Default)]
+struct Waiting {
+    /// Readers waiting on `applied`; the writer wakes them only when there are any.
+    readers: usize,
+    /// Commits of answered groups that ended.
+    ended: u64,
 }
 
 impl Applying {
@@ -29,28 +38,33 @@ impl Applying {
         Pending(self)
     }
 
-    /// Returns once no answered group is waiting for its commit.
+    /// Returns once the answered group waiting for its commit when called, if any, has it.
     pub fn wait(&self) {
         if !self.pending.load(Ordering::Acquire) {
             return;
         }
-        let mut waiters = lock(&self.waiters);
-        *waiters += 1;
-        while self.pending.load(Ordering::Acquire) {
-            waiters = self
+        let mut waiting = lock(&self.waiting);
+        // Checked again under the lock, which `finish` takes to clear it: a reader that saw
+        // it set is woken by that `finish`, or sees it cleared here.
+        if !self.pending.load(Ordering::Acquire) {
+            return;
+        }
+        let ended = waiting.ended;
+        waiting.readers += 1;
+        while waiting.ended == ended {
+            waiting = self
                 .applied
-                .wait(waiters)
+                .wait(waiting)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
-        *waiters -= 1;
+        waiting.readers -= 1;
     }
 
     fn finish(&self) {
-        // Under the lock: a reader counted itself and checked `pending` under it, so it is
-        // either woken here or sees `pending` already cleared.
-        let waiters = lock(&self.waiters);
+        let mut waiting = lock(&self.waiting);
         self.pending.store(false, Ordering::Release);
-        if *waiters > 0 {
+        waiting.ended += 1;
+        if waiting.readers > 0 {
             self.applied.notify_all();
         }
     }
@@ -107,6 +121,25 @@ mod tests {
             reader.join().expect("reader thread");
         }
         assert_eq!(read.load(Ordering::SeqCst), 3);
-        assert_eq!(*lock(&applying.waiters), 0);
+        assert_eq!(lock(&applying.waiting).readers, 0);
+    }
+
+    #[test]
+    fn a_reader_waits_for_the_commit_pending_when_it_came_not_for_a_moment_without_one() {
+        let applying = Arc::new(Applying::default());
+        let first = applying.start();
+        let reader = {
+            let applying = applying.clone();
+            std::thread::spawn(move || applying.wait())
+        };
+        while lock(&applying.waiting).readers == 0 {
+            std::thread::yield_now();
+        }
+        // The next group is pending again before the reader runs: it passes all the same.
+        drop(first);
+        let _next = applying.start();
+        reader
+            .join()
+            .expect("the reader passes once its commit ended");
     }
 }

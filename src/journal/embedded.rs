@@ -46,7 +46,8 @@
 //! journal ([`crate::journal::wal`], one sequential `fdatasync`). Its appends are answered
 //! then, and its redb transaction commits after, without an fsync of its own
 //! (`Durability::None`): visible to readers only after the sync, and reads wait for that
-//! commit (`journal/applying.rs`), so an append that returned is found by every read after it. A checkpoint (redb's durable commit with quick-repair: every earlier commit becomes
+//! commit (`journal/applying.rs`), so an append that returned is found by every read after
+//! it. A checkpoint (redb's durable commit with quick-repair: every earlier commit becomes
 //! durable in the file) comes before the group that finds its half of the write-ahead file
 //! full, and on its own once the half is half full and no request has come for a few
 //! milliseconds (`journal/idle.rs`). Its page writes and syncs run behind the writer
