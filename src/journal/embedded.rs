@@ -80,11 +80,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::answer::{self, AnswerPace};
+use super::answer;
 use super::applying::Applying;
 use super::chunk::{self, Chunk, ChunkBuilder};
 use super::file::{JournalFile, SyncBehind};
-use super::idle::{Pace, next_request};
+use super::idle::{MAX_SPIN, Pace, next_request};
 use super::wal::{EventRow, GroupRecord, Wal};
 use super::{
     Appended, Batch, Bounds, CommitSink, Committed, Corruption, Cursor, Journal, JournalError,
@@ -161,7 +161,7 @@ pub struct RedbJournal {
     /// The answered group still committing, which reads wait for (shared with the writer).
     applying: Arc<Applying>,
     /// How quickly appends have lately been answered: whether the next one polls.
-    answer_pace: AnswerPace,
+    answer_pace: Pace,
     requests: mpsc::Sender<Request>,
     commits: Arc<AtomicU64>,
     retention_task: Mutex<Option<JoinHandle<()>>>,
@@ -299,7 +299,7 @@ impl RedbJournal {
             db: slot,
             damaged: Arc::new(AtomicU64::new(0)),
             applying,
-            answer_pace: AnswerPace::default(),
+            answer_pace: Pace::new(answer::MAX_POLL),
             requests,
             commits,
             retention_task: Mutex::new(retention_task),
@@ -1132,7 +1132,7 @@ impl Writer {
     fn run(self, mut queue: mpsc::Receiver<Request>) {
         let mut writer = self;
         let mut closed: Option<oneshot::Sender<()>> = None;
-        let mut pace = Pace::default();
+        let pace = Pace::new(MAX_SPIN);
         loop {
             // Taken in a quiet moment, the checkpoint a half-full write-ahead file will soon
             // need delays no append.
@@ -1143,7 +1143,7 @@ impl Writer {
                     writer.recover();
                 }
             });
-            let Some(first) = next_request(&mut queue, &mut pace, checkpoint) else {
+            let Some(first) = next_request(&mut queue, &pace, checkpoint) else {
                 break;
             };
             let mut group = Vec::new();
