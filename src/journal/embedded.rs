@@ -5,8 +5,7 @@
 //! one durable transaction and then answers each one, so concurrent hook deliveries share an
 //! fsync instead of queueing for one each. Retention pruning goes through the same writer, so
 //! there is never a second writer. While requests follow each other closely, the writer spins
-//! briefly for the next one instead of sleeping (`journal/idle.rs`), and while answers come
-//! quickly, an append polls for its answer before it sleeps (`journal/answer.rs`).
+//! briefly for the next one instead of sleeping (`journal/idle.rs`).
 //!
 //! # Layout of `journal.redb`
 //! | table        | key                         | value                                        |
@@ -80,11 +79,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::answer;
 use super::applying::Applying;
 use super::chunk::{self, Chunk, ChunkBuilder};
 use super::file::{JournalFile, SyncBehind};
-use super::idle::{MAX_SPIN, Pace, next_request};
+use super::idle::{Pace, next_request};
 use super::wal::{EventRow, GroupRecord, Wal};
 use super::{
     Appended, Batch, Bounds, CommitSink, Committed, Corruption, Cursor, Journal, JournalError,
@@ -160,8 +158,6 @@ pub struct RedbJournal {
     damaged: Arc<AtomicU64>,
     /// The answered group still committing, which reads wait for (shared with the writer).
     applying: Arc<Applying>,
-    /// How quickly appends have lately been answered: whether the next one polls.
-    answer_pace: Pace,
     requests: mpsc::Sender<Request>,
     commits: Arc<AtomicU64>,
     retention_task: Mutex<Option<JoinHandle<()>>>,
@@ -299,7 +295,6 @@ impl RedbJournal {
             db: slot,
             damaged: Arc::new(AtomicU64::new(0)),
             applying,
-            answer_pace: Pace::new(answer::MAX_POLL),
             requests,
             commits,
             retention_task: Mutex::new(retention_task),
@@ -445,14 +440,7 @@ impl Journal for RedbJournal {
     }
 
     async fn append(&self, batch: Batch) -> Result<Appended, JournalError> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request::Append { batch, reply })
-            .await
-            .map_err(|_| JournalError::Closed)?;
-        answer::wait_for(answer, &self.answer_pace)
-            .await
-            .ok_or(JournalError::Closed)?
+        self.ask(|reply| Request::Append { batch, reply }).await
     }
 
     async fn read_after(
@@ -1132,7 +1120,7 @@ impl Writer {
     fn run(self, mut queue: mpsc::Receiver<Request>) {
         let mut writer = self;
         let mut closed: Option<oneshot::Sender<()>> = None;
-        let pace = Pace::new(MAX_SPIN);
+        let mut pace = Pace::default();
         loop {
             // Taken in a quiet moment, the checkpoint a half-full write-ahead file will soon
             // need delays no append.
@@ -1143,7 +1131,7 @@ impl Writer {
                     writer.recover();
                 }
             });
-            let Some(first) = next_request(&mut queue, &pace, checkpoint) else {
+            let Some(first) = next_request(&mut queue, &mut pace, checkpoint) else {
                 break;
             };
             let mut group = Vec::new();

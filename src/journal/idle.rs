@@ -20,7 +20,6 @@
 //! falls in the gaps between deliveries instead of on one of them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -40,46 +39,40 @@ pub const LONG_GAPS_BEFORE_SLEEPING: u32 = 4;
 /// waits for it; far shorter than the gaps between bursts.
 pub const QUIET: Duration = Duration::from_millis(3);
 
-/// A waiter's recent pace: how many of its last waits were long, in a row, and so whether the
-/// next wait spins (or polls) before it sleeps. The writer's wait for requests keeps one, and
-/// the appends of a journal share one for their answers (`journal/answer.rs`).
+/// The writer's recent pace: how many of the last waits for a request were long, in a row.
 #[derive(Debug)]
 pub struct Pace {
-    /// The longest spin, and the gap from which a wait counts as long.
-    budget: Duration,
-    long_gaps: AtomicU32,
+    long_gaps: u32,
+}
+
+impl Default for Pace {
+    /// A new writer has seen no request yet: it sleeps until a short gap is seen.
+    fn default() -> Self {
+        Self {
+            long_gaps: LONG_GAPS_BEFORE_SLEEPING,
+        }
+    }
 }
 
 impl Pace {
-    /// A waiter that has seen nothing yet: it sleeps at once until a wait shorter than
-    /// `budget` is seen.
-    pub const fn new(budget: Duration) -> Self {
-        Self {
-            budget,
-            long_gaps: AtomicU32::new(LONG_GAPS_BEFORE_SLEEPING),
-        }
-    }
-
-    /// How long to spin for what comes next before sleeping.
+    /// How long to spin for the next request before sleeping.
     pub fn spin_budget(&self) -> Duration {
-        if self.long_gaps.load(Ordering::Relaxed) < LONG_GAPS_BEFORE_SLEEPING {
-            self.budget
+        if self.long_gaps < LONG_GAPS_BEFORE_SLEEPING {
+            MAX_SPIN
         } else {
             Duration::ZERO
         }
     }
 
-    /// Records how long the last wait took (spinning or sleeping).
-    pub fn waited(&self, gap: Duration) {
-        if gap < self.budget {
-            self.long_gaps.store(0, Ordering::Relaxed);
+    /// Records how long the writer waited for its last request (spinning or sleeping).
+    pub fn waited(&mut self, gap: Duration) {
+        self.long_gaps = if gap < MAX_SPIN {
+            0
         } else {
-            let _ = self
-                .long_gaps
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                    Some(n.saturating_add(1).min(LONG_GAPS_BEFORE_SLEEPING))
-                });
-        }
+            self.long_gaps
+                .saturating_add(1)
+                .min(LONG_GAPS_BEFORE_SLEEPING)
+        };
     }
 }
 
@@ -88,7 +81,7 @@ impl Pace {
 /// once the queue is closed and empty.
 pub fn next_request<T>(
     queue: &mut mpsc::Receiver<T>,
-    pace: &Pace,
+    pace: &mut Pace,
     when_quiet: Option<impl FnOnce()>,
 ) -> Option<T> {
     let started = Instant::now();
@@ -160,7 +153,7 @@ mod tests {
 
     #[test]
     fn a_writer_spins_after_a_short_gap_until_long_gaps_follow_in_a_row() {
-        let pace = Pace::new(MAX_SPIN);
+        let mut pace = Pace::default();
         assert_eq!(
             pace.spin_budget(),
             Duration::ZERO,
@@ -188,25 +181,25 @@ mod tests {
     fn a_request_already_queued_is_taken_and_counts_as_a_short_gap() {
         let (sender, mut queue) = mpsc::channel(4);
         sender.try_send(7).expect("room in the queue");
-        let pace = Pace::new(MAX_SPIN);
-        assert_eq!(next_request(&mut queue, &pace, NOTHING), Some(7));
+        let mut pace = Pace::default();
+        assert_eq!(next_request(&mut queue, &mut pace, NOTHING), Some(7));
         assert_eq!(pace.spin_budget(), MAX_SPIN);
     }
 
     #[test]
     fn a_request_after_a_long_gap_wakes_the_sleeping_writer() {
         let (sender, mut queue) = mpsc::channel(4);
-        let pace = Pace::new(MAX_SPIN);
+        let mut pace = Pace::default();
         let late = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
             sender.blocking_send(9).expect("the writer is waiting");
             sender
         });
-        assert_eq!(next_request(&mut queue, &pace, NOTHING), Some(9));
+        assert_eq!(next_request(&mut queue, &mut pace, NOTHING), Some(9));
         assert_eq!(pace.spin_budget(), Duration::ZERO);
         drop(late.join().expect("the sender thread ends"));
         assert_eq!(
-            next_request(&mut queue, &pace, NOTHING),
+            next_request(&mut queue, &mut pace, NOTHING),
             None,
             "a closed, empty queue ends the writer"
         );
@@ -215,7 +208,7 @@ mod tests {
     #[test]
     fn work_waiting_for_quiet_is_done_once_nothing_came_for_a_while_then_the_writer_sleeps() {
         let (sender, mut queue) = mpsc::channel(4);
-        let pace = Pace::new(MAX_SPIN);
+        let mut pace = Pace::default();
         let late = std::thread::spawn(move || {
             std::thread::sleep(QUIET * 10);
             sender.blocking_send(9).expect("the writer is waiting");
@@ -223,7 +216,7 @@ mod tests {
         let started = Instant::now();
         let done = Cell::new(None);
         let work = || done.set(Some(started.elapsed()));
-        assert_eq!(next_request(&mut queue, &pace, Some(work)), Some(9));
+        assert_eq!(next_request(&mut queue, &mut pace, Some(work)), Some(9));
         let after = done.get().expect("the work was done");
         assert!(
             after >= QUIET,
@@ -236,10 +229,10 @@ mod tests {
     fn a_request_already_queued_comes_before_work_waiting_for_quiet() {
         let (sender, mut queue) = mpsc::channel(4);
         sender.try_send(7).expect("room in the queue");
-        let pace = Pace::new(MAX_SPIN);
+        let mut pace = Pace::default();
         let done = Cell::new(false);
         let work = || done.set(true);
-        assert_eq!(next_request(&mut queue, &pace, Some(work)), Some(7));
+        assert_eq!(next_request(&mut queue, &mut pace, Some(work)), Some(7));
         assert!(!done.get(), "the work still waits for quiet");
     }
 

@@ -18,7 +18,6 @@ use crate::proto;
 pub use facts::{EventFacts, Facts, Principal, RecordError, TargetFacts};
 pub(crate) use facts::{Identity, TargetText, Text};
 
-mod answer;
 mod applying;
 pub mod chunk;
 pub mod embedded;
