@@ -687,6 +687,13 @@ impl Wal {
 mod tests {
     use super::*;
 
+    /// Stages `record`, which the file must accept, and writes it.
+    #[track_caller]
+    fn append(wal: &mut Wal, record: &GroupRecord) {
+        assert!(wal.stage(record), "record {} is refused", record.head);
+        wal.append_staged().unwrap();
+    }
+
     fn record(n: u64) -> GroupRecord {
         GroupRecord {
             head: n,
@@ -711,8 +718,7 @@ mod tests {
         let (mut wal, replay) = Wal::open(dir.path(), 0).unwrap();
         assert!(replay.is_empty());
         for n in 1..=3 {
-            assert!(wal.stage(&record(n)));
-            wal.append_staged().unwrap();
+            append(&mut wal, &record(n));
         }
         drop(wal);
         let (wal, replay) = Wal::open(dir.path(), 1).unwrap();
@@ -725,13 +731,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
         for n in 1..=5 {
-            assert!(wal.stage(&record(n)));
-            wal.append_staged().unwrap();
+            append(&mut wal, &record(n));
         }
         // Checkpoint at 5: the next record overwrites the first.
         wal.restart();
-        assert!(wal.stage(&record(6)));
-        wal.append_staged().unwrap();
+        append(&mut wal, &record(6));
         drop(wal);
         let (_, replay) = Wal::open(dir.path(), 5).unwrap();
         assert_eq!(replay, vec![(6, record(6))]);
@@ -752,8 +756,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
         for n in 1..=MAX_RECORDS {
-            assert!(wal.stage(&record(n)), "record {n} of {MAX_RECORDS}");
-            wal.append_staged().unwrap();
+            append(&mut wal, &record(n));
         }
         assert!(wal.offset + 1000 < wal.half.1, "room for more bytes");
         assert!(wal.full_for(100), "the half is full for a small record");
@@ -769,12 +772,10 @@ mod tests {
         let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
         assert!(!wal.half_full(), "an empty file");
         for n in 1..MAX_RECORDS / 2 {
-            assert!(wal.stage(&record(n)));
-            wal.append_staged().unwrap();
+            append(&mut wal, &record(n));
             assert!(!wal.half_full(), "{n} small records");
         }
-        assert!(wal.stage(&record(MAX_RECORDS / 2)));
-        wal.append_staged().unwrap();
+        append(&mut wal, &record(MAX_RECORDS / 2));
         assert!(wal.half_full(), "half of the records");
         wal.restart();
         assert!(!wal.half_full(), "after a checkpoint");
@@ -784,8 +785,7 @@ mod tests {
         while (wal.offset - wal.half.0) * 2 < wal.half.1 - wal.half.0 {
             assert!(!wal.half_full());
             n += 1;
-            assert!(wal.stage(&sized(n, big as usize)));
-            wal.append_staged().unwrap();
+            append(&mut wal, &sized(n, big as usize));
         }
         assert!(
             wal.half_full(),
@@ -805,26 +805,21 @@ mod tests {
             "the frame's header makes it too large"
         );
         assert!(!wal.full_for(share), "no checkpoint makes room for it");
-        assert!(wal.stage(&sized(1, share - 512)));
-        wal.append_staged().unwrap();
+        append(&mut wal, &sized(1, share - 512));
     }
 
     #[test]
     fn after_a_switch_both_halves_replay_until_the_checkpoint_before_it_is_durable() {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
-        let append = |wal: &mut Wal, n: u64| {
-            assert!(wal.stage(&sized(n, 3000)), "record {n}");
-            wal.append_staged().unwrap();
-        };
         for n in 1..=3 {
-            append(&mut wal, n);
+            append(&mut wal, &sized(n, 3000));
         }
         // A checkpoint at 3 whose sync runs behind: 4 and 5 go into the second half.
         wal.switch();
         assert_eq!(wal.offset, wal.capacity / 2);
         for n in 4..=5 {
-            append(&mut wal, n);
+            append(&mut wal, &sized(n, 3000));
         }
         drop(wal);
         let all: Vec<_> = (1..=5).map(|n| (n, sized(n, 3000))).collect();
@@ -835,14 +830,14 @@ mod tests {
         let (mut wal, replay) = Wal::open(dir.path(), 3).unwrap();
         assert_eq!(replay, all[3..]);
         assert_eq!(wal.next_sequence(), 6, "records go on after the newest");
-        append(&mut wal, 6);
+        append(&mut wal, &sized(6, 3000));
         assert_eq!(wal.live, 3, "in the second half");
 
         // A checkpoint at 6, and back to the first half: 7 overwrites 1, and the stale 2 and
         // 3 after it do not continue its chain.
         wal.switch();
         assert_eq!(wal.offset, 0);
-        append(&mut wal, 7);
+        append(&mut wal, &sized(7, 3000));
         drop(wal);
         let (_, replay) = Wal::open(dir.path(), 6).unwrap();
         assert_eq!(replay, vec![(7, sized(7, 3000))]);
@@ -861,16 +856,14 @@ mod tests {
         let payload = (middle / 8) as usize - HEADER - (record(1).encoded_len() - 100);
         let mut expected = Vec::new();
         for n in 1..=8 {
-            assert!(wal.stage(&sized(n, payload)), "record {n}");
-            wal.append_staged().unwrap();
+            append(&mut wal, &sized(n, payload));
             expected.push((n, sized(n, payload)));
         }
         assert_eq!(wal.offset, middle);
         assert!(wal.full_for(10));
         // The next record, right after it in the file, is the first of the second half.
         wal.switch();
-        assert!(wal.stage(&sized(9, 10)));
-        wal.append_staged().unwrap();
+        append(&mut wal, &sized(9, 10));
         expected.push((9, sized(9, 10)));
         drop(wal);
         let (wal, replay) = Wal::open(dir.path(), 0).unwrap();
@@ -888,14 +881,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
         for n in 1..=2 {
-            assert!(wal.stage(&record(n)));
-            wal.append_staged().unwrap();
+            append(&mut wal, &record(n));
         }
         wal.switch();
         // Records 3 and 4 were never written: the second half goes on at 5.
         wal.next_sequence = 5;
-        assert!(wal.stage(&record(5)));
-        wal.append_staged().unwrap();
+        append(&mut wal, &record(5));
         drop(wal);
         let error = Wal::open(dir.path(), 0).unwrap_err();
         assert!(
@@ -916,8 +907,7 @@ mod tests {
         let mut n = 0;
         while wal.offset < wal.capacity * 3 / 4 {
             n += 1;
-            assert!(wal.stage(&sized(n, size)));
-            wal.append_staged().unwrap();
+            append(&mut wal, &sized(n, size));
             expected.push((n, sized(n, size)));
         }
         drop(wal);
@@ -958,8 +948,7 @@ mod tests {
         let mut expected = Vec::new();
         for (i, len) in sizes.iter().enumerate() {
             let n = i as u64 + 1;
-            assert!(wal.stage(&sized(n, *len)));
-            wal.append_staged().unwrap();
+            append(&mut wal, &sized(n, *len));
             expected.push((n, sized(n, *len)));
             if i == 2 && writes == Writes::SwitchingToBuffered {
                 wal.direct = None;
@@ -973,8 +962,7 @@ mod tests {
                 wal = reopened;
             }
         }
-        assert!(wal.stage(&sized(10, 70)));
-        wal.append_staged().unwrap();
+        append(&mut wal, &sized(10, 70));
         expected.push((10, sized(10, 70)));
         drop(wal);
         let (mut wal, replay) = open(0);
@@ -982,8 +970,7 @@ mod tests {
 
         // After a checkpoint the chain starts over at offset 0.
         wal.restart();
-        assert!(wal.stage(&sized(11, 6000)));
-        wal.append_staged().unwrap();
+        append(&mut wal, &sized(11, 6000));
         drop(wal);
         let (_, replay) = open(10);
         assert_eq!(replay, vec![(11, sized(11, 6000))]);
