@@ -51,10 +51,6 @@ struct Capabilities {
     /// before its events, but events may be visible before their state, and a failed
     /// append may have stored a prefix that repeating the append absorbs by dedupe.
     atomic_batch: bool,
-    /// Committed events reach the hub before `append` returns. Without it (JetStream: the
-    /// tail publishes what the stream stored, also for other replicas) they reach it
-    /// shortly after, still once each and in cursor order.
-    publishes_before_append_returns: bool,
     /// Concurrent appends share durable commits, counted by [`Control::commits`].
     /// JetStream stores each message as its own replicated write; nothing to count.
     group_commit: bool,
@@ -118,8 +114,6 @@ impl Control for RedbJournal {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             atomic_batch: true,
-            // The group is answered once durable, and published once committed to redb.
-            publishes_before_append_returns: false,
             group_commit: true,
             retention_by_size: true,
         }
@@ -192,7 +186,6 @@ impl Control for NatsControl {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             atomic_batch: false,
-            publishes_before_append_returns: false,
             group_commit: false,
             retention_by_size: false,
         }
@@ -760,10 +753,6 @@ impl Journal for CountingReads {
 
 async fn the_hub_gets_committed_events_in_cursor_order_without_duplicates(backend: &dyn Backend) {
     let opened = backend.open(keep_all()).await;
-    let synchronous = opened
-        .control
-        .capabilities()
-        .publishes_before_append_returns;
     let counting = Arc::new(CountingReads {
         inner: opened.journal.clone(),
         reads: AtomicUsize::new(0),
@@ -781,22 +770,19 @@ async fn the_hub_gets_committed_events_in_cursor_order_without_duplicates(backen
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let appended = opened.journal.append(batch(&refs)).await.unwrap();
         let last = appended.committed.last().unwrap().cursor();
-        if synchronous {
-            // Published before the append returned.
-            assert_eq!(*head.borrow_and_update(), last);
-        } else {
-            // Published shortly after the append returned: by the writer once redb committed
-            // the group, or by the journal's own tail.
-            tokio::time::timeout(Duration::from_secs(5), head.wait_for(|h| *h >= last))
-                .await
-                .expect("the hub reaches the appended cursor")
-                .unwrap();
-            assert_eq!(
-                *head.borrow_and_update(),
-                last,
-                "never ahead of the journal"
-            );
-        }
+        // Published shortly after the append returned, still once each and in cursor order:
+        // by the embedded writer once redb committed the group (it answers once the group is
+        // durable), or by JetStream's tail, which publishes what the stream stored, also for
+        // other replicas.
+        tokio::time::timeout(Duration::from_secs(5), head.wait_for(|h| *h >= last))
+            .await
+            .expect("the hub reaches the appended cursor")
+            .unwrap();
+        assert_eq!(
+            *head.borrow_and_update(),
+            last,
+            "never ahead of the journal"
+        );
         expected.extend(appended.committed);
     }
     assert_eq!(expected.len(), 40);
