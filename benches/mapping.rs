@@ -139,6 +139,16 @@ fn mapping(c: &mut Criterion) {
         bodies.len()
     );
     interleaved_bodies(&bodies, &delivery);
+    let load_body = [load_body(50)];
+    let mut group = c.benchmark_group("load_body");
+    group
+        .throughput(Throughput::Elements(50))
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    group.bench_function("hook_body_50", |b| {
+        b.iter(|| hook_body_pass(&load_body, &delivery))
+    });
+    group.finish();
     let mut group = c.benchmark_group("hook_body");
     group
         .throughput(Throughput::Bytes(body_bytes as u64))
@@ -149,6 +159,25 @@ fn mapping(c: &mut Criterion) {
         b.iter(|| hook_body_pass(&bodies, &delivery))
     });
     group.finish();
+}
+
+/// A delivery of `events` copies of the load tool's LogEvent (`benches/load/payload.rs`, read
+/// from its source so the two stay the same), each with its own uuid.
+fn load_body(events: usize) -> Vec<u8> {
+    let source = include_str!("load/payload.rs");
+    let template = source
+        .split_once("EVENT_JSON: &str = r#\"")
+        .and_then(|(_, rest)| rest.split_once("\"#;"))
+        .expect("the load tool's payload.rs holds EVENT_JSON")
+        .0;
+    let events: Vec<String> = (0..events)
+        .map(|n| template.replace("@UUID@", &format!("00000007-0000-4000-a000-{n:012x}")))
+        .collect();
+    format!(
+        r#"{{"eventType":"com.okta.event_hook","eventTypeVersion":"1.0","eventId":"e","data":{{"events":[{}]}},"eventTime":"2026-11-28T10:15:33.093Z"}}"#,
+        events.join(",")
+    )
+    .into_bytes()
 }
 
 /// One pass of the hook's whole-body path over the sample deliveries.

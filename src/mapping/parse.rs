@@ -5,9 +5,10 @@
 //! So the bytes are parsed exactly once, into a document that owns no per-value allocations:
 //! strings are spans of the input (or of one buffer for the few strings with escapes),
 //! objects and arrays are ranges of two flat vectors. Each object's members are sorted by key
-//! and deduplicated when it closes, and the encoded size of every object and array is known
-//! then too, so [`Doc`] can write `Struct` wire bytes in one pass with no size pre-computation
-//! and no tree of `prost_types` values. It is hand-written rather than a serde `Visitor` because
+//! and deduplicated when it closes (a sequence of keys seen before is recognised, not sorted
+//! again: [`Buffers`] keep the orders they sorted), and the encoded size of every object and
+//! array is known then too, so [`Doc`] can write `Struct` wire bytes in one pass with no size
+//! pre-computation and no tree of `prost_types` values. It is hand-written rather than a serde `Visitor` because
 //! parsing is the largest cost of the mapping: the input is checked for UTF-8 once up front, and
 //! strings are scanned eight bytes at a time.
 //!
@@ -15,6 +16,8 @@
 //! input): no comments, no trailing commas, no lone surrogates in `\u` escapes, no control
 //! characters in strings; duplicate keys keep the last value. Numbers are `f64`, correctly
 //! rounded (the only number type a `Struct` has); a number too large for `f64` is an error.
+
+use std::num::{NonZeroU32, NonZeroU64};
 
 /// Deepest object/array nesting accepted in a LogEvent (the top-level object is level 1).
 ///
@@ -65,24 +68,26 @@ pub enum ParseError {
 }
 
 /// A string of the document: bytes `start..end` of the input, or of [`Doc::escaped`] (strings
-/// that had escapes, unescaped). Eight bytes, so a [`Node`] is sixteen: the parser's values
-/// then move in registers, not through the stack (which stalled on every string and object).
+/// that had escapes, unescaped). Eight bytes with a niche (`end` is never zero), so a
+/// `Step<Span>` is returned in a register, not through the stack.
 #[derive(Debug, Clone, Copy)]
 struct Span {
     start: u32,
-    /// The end offset, with [`Span::ESCAPED`] set for a span of `escaped`.
-    end: u32,
+    /// The end offset, with [`Span::ESCAPED`] set for a span of `escaped`. A plain span ends
+    /// after its opening quote, and an escaped one has the flag set: never zero.
+    end: NonZeroU32,
 }
 
 impl Span {
     /// The flag bit of `end`; offsets stay below it ([`MAX_INPUT_BYTES`]).
     const ESCAPED: u32 = 1 << 31;
 
-    /// Bytes `start..end` of the input.
+    /// Bytes `start..end` of the input, which follow an opening quote (so `end` is at least 1).
     fn plain(start: usize, end: usize) -> Self {
+        debug_assert!(end > 0, "a string's bytes follow its opening quote");
         Self {
             start: start as u32,
-            end: end as u32,
+            end: NonZeroU32::new(end as u32).unwrap_or(NonZeroU32::MIN),
         }
     }
 
@@ -90,20 +95,24 @@ impl Span {
     fn escaped(start: usize, end: usize) -> Self {
         Self {
             start: start as u32,
-            end: end as u32 | Self::ESCAPED,
+            end: NonZeroU32::new(end as u32 | Self::ESCAPED).unwrap_or(NonZeroU32::MIN),
         }
     }
 
+    fn end(self) -> u32 {
+        self.end.get() & !Self::ESCAPED
+    }
+
     fn is_escaped(self) -> bool {
-        self.end & Self::ESCAPED != 0
+        self.end.get() & Self::ESCAPED != 0
     }
 
     fn indices(self) -> std::ops::Range<usize> {
-        self.start as usize..(self.end & !Self::ESCAPED) as usize
+        self.start as usize..self.end() as usize
     }
 
     fn len(self) -> usize {
-        ((self.end & !Self::ESCAPED) - self.start) as usize
+        (self.end() - self.start) as usize
     }
 }
 
@@ -126,15 +135,96 @@ impl Range {
     }
 }
 
-/// One JSON value of the document.
+/// What one JSON value of the document is: a [`Node`] unpacked.
 #[derive(Debug, Clone, Copy)]
-enum Node {
+enum Shape {
     Null,
     Bool(bool),
     Number(f64),
     Str(Span),
     Object(Range),
     Array(Range),
+}
+
+/// One JSON value of the document, packed in two words whose first is never zero: a
+/// `Step<Node>` is then returned in two registers. As an enum it was returned through the
+/// stack, written in parts and read back whole, and the read stalled on every string and
+/// object (a quarter of the parser's time, BENCHMARKS.md, issue 15, twelfth round).
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    /// The kind (1 to 6) in the low byte; a bool at bit 8; an object's or array's encoded
+    /// size in the high half.
+    head: NonZeroU64,
+    /// A number's bits; a string's start and end; an object's or array's first and count.
+    body: u64,
+}
+
+impl Node {
+    const NULL: u64 = 1;
+    const BOOL: u64 = 2;
+    const NUMBER: u64 = 3;
+    const STR: u64 = 4;
+    const OBJECT: u64 = 5;
+    const ARRAY: u64 = 6;
+
+    fn pack(kind: u64, extra: u64, body: u64) -> Self {
+        Self {
+            // `kind` is never zero.
+            head: NonZeroU64::new(kind | extra).unwrap_or(NonZeroU64::MIN),
+            body,
+        }
+    }
+
+    fn null() -> Self {
+        Self::pack(Self::NULL, 0, 0)
+    }
+
+    fn boolean(b: bool) -> Self {
+        Self::pack(Self::BOOL, u64::from(b) << 8, 0)
+    }
+
+    fn number(n: f64) -> Self {
+        Self::pack(Self::NUMBER, 0, n.to_bits())
+    }
+
+    fn string(span: Span) -> Self {
+        Self::pack(
+            Self::STR,
+            0,
+            u64::from(span.start) | u64::from(span.end.get()) << 32,
+        )
+    }
+
+    /// An object ([`Node::OBJECT`]) or an array ([`Node::ARRAY`]).
+    fn range(kind: u64, range: Range) -> Self {
+        Self::pack(
+            kind,
+            u64::from(range.size) << 32,
+            u64::from(range.first) | u64::from(range.count) << 32,
+        )
+    }
+
+    #[inline]
+    fn shape(self) -> Shape {
+        let head = self.head.get();
+        let (low, high) = (self.body as u32, (self.body >> 32) as u32);
+        let range = || Range {
+            first: low,
+            count: high,
+            size: (head >> 32) as u32,
+        };
+        match head & 0xff {
+            Self::BOOL => Shape::Bool(head & 0x100 != 0),
+            Self::NUMBER => Shape::Number(f64::from_bits(self.body)),
+            Self::STR => Shape::Str(Span {
+                start: low,
+                end: NonZeroU32::new(high).unwrap_or(NonZeroU32::MIN),
+            }),
+            Self::OBJECT => Shape::Object(range()),
+            Self::ARRAY => Shape::Array(range()),
+            _ => Shape::Null,
+        }
+    }
 }
 
 /// One object member.
@@ -212,10 +302,31 @@ pub struct Buffers {
     item_stack: Vec<Node>,
     /// The order of the members of the object being closed: (key prefix, index).
     order: Vec<(u64, u32)>,
+    /// Sorted orders of member sequences seen before, by a hash of their prefixes.
+    learned: Vec<LearnedOrder>,
     /// Spans of the elements of events arrays (hook bodies only).
     event_spans: Vec<EventSpan>,
     /// Events arrays closed so far: items range, first index into `event_spans`.
     event_arrays: Vec<(Range, u32)>,
+}
+
+/// How many member sequences [`Buffers::learned`] remembers (a power of two).
+const LEARNED_ORDERS: usize = 64;
+
+/// Objects with more members than this are sorted every time: a learned order is kept for the
+/// life of the thread, and LogEvent objects have about twenty members at most.
+const LEARNED_MAX_MEMBERS: usize = 64;
+
+/// The key order of one sequence of members: Okta sends each kind of object with its
+/// members in the same order every time, so an object's order is usually sorted once and
+/// then only recognised.
+#[derive(Debug, Default)]
+struct LearnedOrder {
+    /// The members' key prefixes as they came, all distinct (so they alone decide the order
+    /// and no key is there twice).
+    prefixes: Vec<u64>,
+    /// Positions of the members in key order.
+    order: Vec<u32>,
 }
 
 impl Buffers {
@@ -310,13 +421,13 @@ impl<'a> Doc<'a> {
     }
 
     fn val(&self, node: Node) -> Option<Val<'_>> {
-        Some(match node {
-            Node::Null => return None,
-            Node::Bool(b) => Val::Bool(b),
-            Node::Number(n) => Val::Number(n),
-            Node::Str(s) => Val::Str(self.str(s)),
-            Node::Object(range) => Val::Object(Obj { doc: self, range }),
-            Node::Array(range) => Val::Array(Arr { doc: self, range }),
+        Some(match node.shape() {
+            Shape::Null => return None,
+            Shape::Bool(b) => Val::Bool(b),
+            Shape::Number(n) => Val::Number(n),
+            Shape::Str(s) => Val::Str(self.str(s)),
+            Shape::Object(range) => Val::Object(Obj { doc: self, range }),
+            Shape::Array(range) => Val::Array(Arr { doc: self, range }),
         })
     }
 
@@ -342,30 +453,30 @@ impl<'a> Doc<'a> {
 
     /// Writes `node` as a `Value` message body: exactly one field of its `kind` oneof.
     fn write_value(&self, node: Node, out: &mut Vec<u8>) {
-        match node {
+        match node.shape() {
             // null_value = 1 (varint, NULL_VALUE = 0).
-            Node::Null => out.extend_from_slice(&[0x08, 0x00]),
+            Shape::Null => out.extend_from_slice(&[0x08, 0x00]),
             // number_value = 2 (64-bit).
-            Node::Number(n) => {
+            Shape::Number(n) => {
                 out.push(0x11);
                 out.extend_from_slice(&n.to_le_bytes());
             }
             // string_value = 3.
-            Node::Str(s) => {
+            Shape::Str(s) => {
                 out.push(0x1a);
                 varint(s.len(), out);
                 out.extend_from_slice(self.str(s).as_bytes());
             }
             // bool_value = 4 (varint).
-            Node::Bool(b) => out.extend_from_slice(&[0x20, u8::from(b)]),
+            Shape::Bool(b) => out.extend_from_slice(&[0x20, u8::from(b)]),
             // struct_value = 5.
-            Node::Object(range) => {
+            Shape::Object(range) => {
                 out.push(0x2a);
                 varint(range.size(), out);
                 self.write_struct(range, out);
             }
             // list_value = 6; `ListValue.values` = 1.
-            Node::Array(range) => {
+            Shape::Array(range) => {
                 out.push(0x32);
                 varint(range.size(), out);
                 for &item in &self.items[range.indices()] {
@@ -468,6 +579,39 @@ fn span_str<'s>(text: &'s str, escaped: &'s str, span: Span) -> &'s str {
     &source[span.indices()]
 }
 
+/// The slot of [`Buffers::learned`] for members whose key prefixes are `prefixes`.
+fn learned_slot(prefixes: impl Iterator<Item = u64>) -> usize {
+    let hash = prefixes.fold(0u64, |h, p| {
+        (h.rotate_left(5) ^ p).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    });
+    (hash >> 58) as usize % LEARNED_ORDERS
+}
+
+/// The learned order of `open`'s members, if this sequence of keys was sorted before.
+fn recall<'l>(learned: &'l [LearnedOrder], open: &[Member]) -> Option<&'l LearnedOrder> {
+    let slot = learned.get(learned_slot(open.iter().map(|m| m.prefix)))?;
+    (slot.prefixes.len() == open.len()
+        && slot.prefixes.iter().zip(open).all(|(&p, m)| p == m.prefix))
+    .then_some(slot)
+}
+
+/// Remembers the sorted `order` of `open`'s members, when their prefixes alone decide it.
+fn learn(learned: &mut Vec<LearnedOrder>, open: &[Member], order: &[(u64, u32)]) {
+    // Equal prefixes: the rest of the keys decided, or a key came twice.
+    let prefixes_decide = order.windows(2).all(|pair| pair[0].0 != pair[1].0);
+    if open.len() > LEARNED_MAX_MEMBERS || !prefixes_decide {
+        return;
+    }
+    if learned.is_empty() {
+        learned.resize_with(LEARNED_ORDERS, LearnedOrder::default);
+    }
+    let slot = &mut learned[learned_slot(open.iter().map(|m| m.prefix))];
+    slot.prefixes.clear();
+    slot.prefixes.extend(open.iter().map(|m| m.prefix));
+    slot.order.clear();
+    slot.order.extend(order.iter().map(|&(_, i)| i));
+}
+
 /// Bytes of `n` as a protobuf varint.
 fn varint_len(n: usize) -> usize {
     if n < 0x80 {
@@ -489,11 +633,11 @@ fn varint(mut n: usize, out: &mut Vec<u8>) {
 
 /// Length of the `Value` message body for `node`.
 fn value_len(node: Node) -> usize {
-    match node {
-        Node::Null | Node::Bool(_) => 2,
-        Node::Number(_) => 9,
-        Node::Str(s) => 1 + varint_len(s.len()) + s.len(),
-        Node::Object(r) | Node::Array(r) => 1 + varint_len(r.size()) + r.size(),
+    match node.shape() {
+        Shape::Null | Shape::Bool(_) => 2,
+        Shape::Number(_) => 9,
+        Shape::Str(s) => 1 + varint_len(s.len()) + s.len(),
+        Shape::Object(r) | Shape::Array(r) => 1 + varint_len(r.size()) + r.size(),
     }
 }
 
@@ -584,8 +728,8 @@ fn parse<'a>(
         })
     })?;
     let buffers = parser.buffers;
-    Ok(match node {
-        Node::Object(root) => Some(Doc {
+    Ok(match node.shape() {
+        Shape::Object(root) => Some(Doc {
             text,
             escaped: &buffers.escaped,
             members: &buffers.members,
@@ -684,11 +828,11 @@ impl<'a> Parser<'a> {
         match self.peek() {
             Some(b'{') => self.object(depth + 1, role),
             Some(b'[') => self.array(depth + 1, role),
-            Some(b'"') => Ok(Node::Str(self.string()?)),
-            Some(b't') => self.literal("true", Node::Bool(true)),
-            Some(b'f') => self.literal("false", Node::Bool(false)),
-            Some(b'n') => self.literal("null", Node::Null),
-            Some(b'-' | b'0'..=b'9') => Ok(Node::Number(self.number()?)),
+            Some(b'"') => Ok(Node::string(self.string()?)),
+            Some(b't') => self.literal("true", Node::boolean(true)),
+            Some(b'f') => self.literal("false", Node::boolean(false)),
+            Some(b'n') => self.literal("null", Node::null()),
+            Some(b'-' | b'0'..=b'9') => Ok(Node::number(self.number()?)),
             Some(_) => Err(self.syntax("expected a value")),
             None => Err(self.syntax("unexpected end of input")),
         }
@@ -714,7 +858,7 @@ impl<'a> Parser<'a> {
         let mark = self.buffers.member_stack.len();
         if self.peek() == Some(b'}') {
             self.at += 1;
-            return Ok(Node::Object(self.close_object(mark)));
+            return Ok(Node::range(Node::OBJECT, self.close_object(mark)));
         }
         loop {
             if self.peek() != Some(b'"') {
@@ -755,7 +899,7 @@ impl<'a> Parser<'a> {
                 _ => return Err(self.syntax("expected ',' or '}'")),
             }
         }
-        Ok(Node::Object(self.close_object(mark)))
+        Ok(Node::range(Node::OBJECT, self.close_object(mark)))
     }
 
     /// Moves the members of the object just closed (`member_stack[mark..]`) to `members`,
@@ -767,6 +911,7 @@ impl<'a> Parser<'a> {
             members,
             member_stack,
             order,
+            learned,
             ..
         } = &mut *self.buffers;
         let escaped = escaped.as_str();
@@ -787,6 +932,8 @@ impl<'a> Parser<'a> {
         }) {
             // Already in order, no key twice: the common case for small objects.
             open.iter().for_each(&mut keep);
+        } else if let Some(learned) = recall(learned, open) {
+            learned.order.iter().for_each(|&i| keep(&open[i as usize]));
         } else {
             // Sorting (prefix, index) pairs moves less than sorting members. Equal keys sort by
             // position, so for a duplicate key the later member is last of its run and wins, as
@@ -814,6 +961,7 @@ impl<'a> Parser<'a> {
                     keep(&open[i as usize]);
                 }
             }
+            learn(learned, open, order);
         }
         member_stack.truncate(mark);
         Range {
@@ -871,7 +1019,7 @@ impl<'a> Parser<'a> {
         if role == Role::Events {
             self.buffers.event_arrays.push((range, first_span as u32));
         }
-        Ok(Node::Array(range))
+        Ok(Node::range(Node::ARRAY, range))
     }
 
     /// One element of an events array at `level`, its span and depth (counted from itself)
@@ -1138,5 +1286,53 @@ mod tests {
             [Some(Val::Number(8.0))]
         ));
         assert!(matches!(root.get_sorted(&["zz"]), [None]));
+    }
+
+    /// The `Struct` bytes of `text`'s top-level object, parsed with `buffers`.
+    fn encoded(text: &str, buffers: &mut Buffers) -> Vec<u8> {
+        let doc = parse_object(text.as_bytes(), buffers)
+            .expect("valid JSON")
+            .expect("an object");
+        let mut out = Vec::new();
+        doc.root().write_field(1, &mut out);
+        out
+    }
+
+    #[test]
+    fn an_object_whose_key_order_was_seen_before_is_read_and_encoded_as_the_first_one() {
+        let texts = [
+            r#"{"b":1,"a":{"y":1,"x":2},"c":3}"#,
+            r#"{"b":"two","a":{"y":[1],"x":null},"c":false}"#,
+            // The same first eight bytes of each key, different rests: the prefixes still
+            // decide the order.
+            r#"{"kkkkkkkkB":1,"aaaaaaaaZ":2}"#,
+            r#"{"kkkkkkkkA":1,"aaaaaaaaY":2}"#,
+            // A key twice (the last wins), and keys alike in their first eight bytes: sorted
+            // each time, never learned.
+            r#"{"b":1,"a":2,"b":3}"#,
+            r#"{"b":1,"a":2,"b":4}"#,
+            r#"{"kkkkkkkkB":1,"kkkkkkkkA":2}"#,
+            r#"{"kkkkkkkkA":1,"kkkkkkkkB":2}"#,
+            r#"{"a\u0000":1,"a":2}"#,
+            r#"{"a\u0000":3,"a":4}"#,
+            // A longer and a shorter sequence starting with learned keys.
+            r#"{"b":1,"a":2,"c":3,"0":4}"#,
+            r#"{"b":9,"a":8}"#,
+            r#"{"b":9,"a":8}"#,
+        ];
+        let mut reused = Buffers::default();
+        for _ in 0..2 {
+            for text in texts {
+                assert_eq!(
+                    encoded(text, &mut reused),
+                    encoded(text, &mut Buffers::default()),
+                    "{text}"
+                );
+            }
+        }
+        let doc = parse_object(br#"{"b":"last","a":2,"b":3}"#, &mut reused)
+            .expect("valid JSON")
+            .expect("an object");
+        assert!(matches!(doc.root().get("b"), Some(Val::Number(3.0))));
     }
 }
