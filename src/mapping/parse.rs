@@ -420,6 +420,10 @@ impl<'a> Doc<'a> {
         span_str(self.text, self.escaped, span)
     }
 
+    fn bytes(&self, span: Span) -> &'a [u8] {
+        span_bytes(self.text, self.escaped, span)
+    }
+
     fn val(&self, node: Node) -> Option<Val<'_>> {
         Some(match node.shape() {
             Shape::Null => return None,
@@ -434,7 +438,7 @@ impl<'a> Doc<'a> {
     /// Writes the members `range` as a `Struct` message body.
     fn write_struct(&self, range: Range, out: &mut Vec<u8>) {
         for member in &self.members[range.indices()] {
-            let key = self.str(member.key);
+            let key = self.bytes(member.key);
             let value_len = value_len(member.value);
             // `Struct.fields` entry: field 1, a map entry (key = 1, value = 2). Like prost, an
             // empty key (the default) is left out of the entry.
@@ -443,7 +447,7 @@ impl<'a> Doc<'a> {
             if !key.is_empty() {
                 out.push(0x0a);
                 varint(key.len(), out);
-                out.extend_from_slice(key.as_bytes());
+                out.extend_from_slice(key);
             }
             out.push(0x12);
             varint(value_len, out);
@@ -465,7 +469,7 @@ impl<'a> Doc<'a> {
             Shape::Str(s) => {
                 out.push(0x1a);
                 varint(s.len(), out);
-                out.extend_from_slice(self.str(s).as_bytes());
+                out.extend_from_slice(self.bytes(s));
             }
             // bool_value = 4 (varint).
             Shape::Bool(b) => out.extend_from_slice(&[0x20, u8::from(b)]),
@@ -507,8 +511,7 @@ impl<'d> Obj<'d> {
             .find(|m| {
                 m.prefix == wanted
                     && m.key.len() == key.len()
-                    && (key.len() <= 8
-                        || doc.str(m.key).as_bytes().get(8..) == key.as_bytes().get(8..))
+                    && (key.len() <= 8 || doc.bytes(m.key).get(8..) == key.as_bytes().get(8..))
             })?;
         doc.val(member.value)
     }
@@ -528,7 +531,7 @@ impl<'d> Obj<'d> {
                 match member
                     .prefix
                     .cmp(&wanted)
-                    .then_with(|| doc.str(member.key).cmp(key))
+                    .then_with(|| doc.bytes(member.key).cmp(key.as_bytes()))
                 {
                     std::cmp::Ordering::Less => {
                         members.next();
@@ -577,6 +580,14 @@ impl<'d> Arr<'d> {
 fn span_str<'s>(text: &'s str, escaped: &'s str, span: Span) -> &'s str {
     let source = if span.is_escaped() { escaped } else { text };
     &source[span.indices()]
+}
+
+/// [`span_str`] as bytes, for writing and comparing: slicing bytes skips the check that a
+/// `str` slice starts and ends on character boundaries (a span always does), which touched
+/// the input again on every key written.
+fn span_bytes<'s>(text: &'s str, escaped: &'s str, span: Span) -> &'s [u8] {
+    let source = if span.is_escaped() { escaped } else { text };
+    source.as_bytes().get(span.indices()).unwrap_or_default()
 }
 
 /// The slot of [`Buffers::learned`] for members whose key prefixes are `prefixes`.
@@ -882,7 +893,7 @@ impl<'a> Parser<'a> {
                 }
             };
             let value = self.value(level, child)?;
-            let prefix = prefix(span_str(self.text, &self.buffers.escaped, key).as_bytes());
+            let prefix = prefix(span_bytes(self.text, &self.buffers.escaped, key));
             self.buffers
                 .member_stack
                 .push(Member { key, prefix, value });
@@ -916,7 +927,7 @@ impl<'a> Parser<'a> {
         } = &mut *self.buffers;
         let escaped = escaped.as_str();
         let open = &member_stack[mark..];
-        let key = |i: u32| span_str(text, escaped, open[i as usize].key);
+        let key = |i: u32| span_bytes(text, escaped, open[i as usize].key);
         let first = members.len();
         let mut size = 0;
         let mut keep = |member: &Member| {
@@ -928,7 +939,7 @@ impl<'a> Parser<'a> {
         if open.is_sorted_by(|a, b| {
             a.prefix < b.prefix
                 || a.prefix == b.prefix
-                    && span_str(text, escaped, a.key) < span_str(text, escaped, b.key)
+                    && span_bytes(text, escaped, a.key) < span_bytes(text, escaped, b.key)
         }) {
             // Already in order, no key twice: the common case for small objects.
             open.iter().for_each(&mut keep);
