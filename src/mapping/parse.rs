@@ -8,9 +8,9 @@
 //! and deduplicated when it closes (a sequence of keys seen before is recognised, not sorted
 //! again: [`Buffers`] keep the orders they sorted), and the encoded size of every object and
 //! array is known then too, so [`Doc`] can write `Struct` wire bytes in one pass with no size
-//! pre-computation and no tree of `prost_types` values. It is hand-written rather than a serde `Visitor` because
-//! parsing is the largest cost of the mapping: the input is checked for UTF-8 once up front, and
-//! strings are scanned eight bytes at a time.
+//! pre-computation and no tree of `prost_types` values. It is hand-written rather than a serde
+//! `Visitor` because parsing is the largest cost of the mapping: the input is checked for UTF-8
+//! once up front, and strings are scanned eight bytes at a time.
 //!
 //! It accepts exactly RFC 8259 JSON, as `serde_json` does (tests compare the two on arbitrary
 //! input): no comments, no trailing commas, no lone surrogates in `\u` escapes, no control
@@ -149,7 +149,7 @@ enum Shape {
 /// One JSON value of the document, packed in two words whose first is never zero: a
 /// `Step<Node>` is then returned in two registers. As an enum it was returned through the
 /// stack, written in parts and read back whole, and the read stalled on every string and
-/// object (a quarter of the parser's time, BENCHMARKS.md, issue 15, twelfth round).
+/// object (half of `Parser::value`'s own samples: BENCHMARKS.md, issue 15, twelfth round).
 #[derive(Debug, Clone, Copy)]
 struct Node {
     /// The kind (1 to 6) in the low byte; a bool at bit 8; an object's or array's encoded
@@ -312,6 +312,7 @@ pub struct Buffers {
 
 /// How many member sequences [`Buffers::learned`] remembers (a power of two).
 const LEARNED_ORDERS: usize = 64;
+const _: () = assert!(LEARNED_ORDERS.is_power_of_two() && LEARNED_ORDERS > 1);
 
 /// Objects with more members than this are sorted every time: a learned order is kept for the
 /// life of the thread, and LogEvent objects have about twenty members at most.
@@ -595,7 +596,8 @@ fn learned_slot(prefixes: impl Iterator<Item = u64>) -> usize {
     let hash = prefixes.fold(0u64, |h, p| {
         (h.rotate_left(5) ^ p).wrapping_mul(0x9E37_79B9_7F4A_7C15)
     });
-    (hash >> 58) as usize % LEARNED_ORDERS
+    // The top bits, which the multiplication mixed best.
+    (hash >> (u64::BITS - LEARNED_ORDERS.ilog2())) as usize
 }
 
 /// The learned order of `open`'s members, if this sequence of keys was sorted before.
