@@ -437,60 +437,94 @@ impl<'a> Doc<'a> {
     }
 
     /// Writes the members `range` as a `Struct` message body.
-    fn write_struct(&self, range: Range, out: &mut Vec<u8>) {
+    fn write_struct(&self, range: Range, out: &mut Encoder<'_>) {
         for member in &self.members[range.indices()] {
             let key = self.bytes(member.key);
             let value_len = value_len(member.value);
             // `Struct.fields` entry: field 1, a map entry (key = 1, value = 2). Like prost, an
             // empty key (the default) is left out of the entry.
-            out.push(0x0a);
-            varint(entry_len(key.len(), value_len), out);
+            out.byte(0x0a);
+            out.varint(entry_len(key.len(), value_len));
             if !key.is_empty() {
-                out.push(0x0a);
-                varint(key.len(), out);
-                out.extend_from_slice(key);
+                out.byte(0x0a);
+                out.varint(key.len());
+                out.bytes(key);
             }
-            out.push(0x12);
-            varint(value_len, out);
+            out.byte(0x12);
+            out.varint(value_len);
             self.write_value(member.value, out);
         }
     }
 
     /// Writes `node` as a `Value` message body: exactly one field of its `kind` oneof.
-    fn write_value(&self, node: Node, out: &mut Vec<u8>) {
+    fn write_value(&self, node: Node, out: &mut Encoder<'_>) {
         match node.shape() {
             // null_value = 1 (varint, NULL_VALUE = 0).
-            Shape::Null => out.extend_from_slice(&[0x08, 0x00]),
+            Shape::Null => out.bytes(&[0x08, 0x00]),
             // number_value = 2 (64-bit).
             Shape::Number(n) => {
-                out.push(0x11);
-                out.extend_from_slice(&n.to_le_bytes());
+                out.byte(0x11);
+                out.bytes(&n.to_le_bytes());
             }
             // string_value = 3.
             Shape::Str(s) => {
-                out.push(0x1a);
-                varint(s.len(), out);
-                out.extend_from_slice(self.bytes(s));
+                out.byte(0x1a);
+                out.varint(s.len());
+                out.bytes(self.bytes(s));
             }
             // bool_value = 4 (varint).
-            Shape::Bool(b) => out.extend_from_slice(&[0x20, u8::from(b)]),
+            Shape::Bool(b) => out.bytes(&[0x20, u8::from(b)]),
             // struct_value = 5.
             Shape::Object(range) => {
-                out.push(0x2a);
-                varint(range.size(), out);
+                out.byte(0x2a);
+                out.varint(range.size());
                 self.write_struct(range, out);
             }
             // list_value = 6; `ListValue.values` = 1.
             Shape::Array(range) => {
-                out.push(0x32);
-                varint(range.size(), out);
+                out.byte(0x32);
+                out.varint(range.size());
                 for &item in &self.items[range.indices()] {
-                    out.push(0x0a);
-                    varint(value_len(item), out);
+                    out.byte(0x0a);
+                    out.varint(value_len(item));
                     self.write_value(item, out);
                 }
             }
         }
+    }
+}
+
+/// Bytes set aside for an encoding whose length was measured while parsing, written through a
+/// position rather than pushed: no check for room, and no store of the length, per byte.
+/// A write that would not fit is dropped, so a wrong measure gives a wrong encoding (as
+/// pushing would) and never a panic.
+struct Encoder<'o> {
+    out: &'o mut [u8],
+    at: usize,
+}
+
+impl Encoder<'_> {
+    fn byte(&mut self, b: u8) {
+        if let Some(slot) = self.out.get_mut(self.at) {
+            *slot = b;
+        }
+        self.at += 1;
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        let end = self.at + b.len();
+        if let Some(slots) = self.out.get_mut(self.at..end) {
+            slots.copy_from_slice(b);
+        }
+        self.at = end;
+    }
+
+    fn varint(&mut self, mut n: usize) {
+        while n >= 0x80 {
+            self.byte((n as u8) | 0x80);
+            n >>= 7;
+        }
+        self.byte(n as u8);
     }
 }
 
@@ -553,8 +587,16 @@ impl<'d> Obj<'d> {
     /// straight from the document.
     pub fn write_field(&self, field: u32, out: &mut Vec<u8>) {
         prost::encoding::encode_key(field, prost::encoding::WireType::LengthDelimited, out);
-        varint(self.range.size(), out);
-        self.doc.write_struct(self.range, out);
+        let size = self.range.size();
+        varint(size, out);
+        let start = out.len();
+        out.resize(start + size, 0);
+        let mut encoder = Encoder {
+            out: &mut out[start..],
+            at: 0,
+        };
+        self.doc.write_struct(self.range, &mut encoder);
+        debug_assert_eq!(encoder.at, size, "the measured size of the Struct");
     }
 
     /// The length of the object encoded as a `Struct` message body.
