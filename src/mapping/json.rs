@@ -56,7 +56,7 @@ impl<'d> Obj<'d> {
     pub fn text_not_null(&self, key: &str) -> Cow<'d, str> {
         match self.get(key) {
             Some(Val::Str("null")) => Cow::Borrowed(""),
-            _ => self.text(key),
+            value => text(value),
         }
     }
 
