@@ -1286,7 +1286,10 @@ impl Writer {
     /// durable: by its write-ahead record, leaving the transaction to commit, or by committing
     /// it durably when the group is too large to log.
     fn write(&mut self, batches: Vec<Batch>) -> Result<Written, JournalError> {
-        if self.wal.full_for(record_bound(&batches)) {
+        let bound = record_bound(&batches);
+        // A group too large to log commits durably itself: its record is not built.
+        let loggable = self.wal.may_log(bound);
+        if self.wal.full_for(bound) {
             // Checkpointed before the group's transaction, so the group is logged in the other
             // half and does not wait for the checkpoint's writes and syncs.
             self.checkpoint()?;
@@ -1318,12 +1321,14 @@ impl Writer {
                     }
                     head += 1;
                     let committed = event.commit(head);
-                    record.events.push(EventRow {
-                        cursor: head,
-                        uuid: committed.uuid().to_owned(),
-                        micros: commit_micros,
-                        encoded: committed.encoded.clone(),
-                    });
+                    if loggable {
+                        record.events.push(EventRow {
+                            cursor: head,
+                            uuid: committed.uuid().to_owned(),
+                            micros: commit_micros,
+                            encoded: committed.encoded.clone(),
+                        });
+                    }
                     bytes += committed.encoded.len() as u64;
                     appended.committed.push(Arc::new(committed));
                 }
@@ -1379,7 +1384,7 @@ impl Writer {
                 self.last_commit_micros
             };
             record.next_quarantine = next_quarantine;
-            let logged = self.wal.stage(&record);
+            let logged = loggable && self.wal.stage(&record);
             let sequence = if logged {
                 self.wal.next_sequence()
             } else {

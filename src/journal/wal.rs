@@ -642,6 +642,12 @@ impl Wal {
         (first.1 - first.0).min(second.1 - second.0) / LARGEST_SHARE
     }
 
+    /// Whether a group whose record takes at most `len` bytes (without its header) may be
+    /// logged at all, in an empty half; a larger one is its own checkpoint.
+    pub fn may_log(&self, len: usize) -> bool {
+        (HEADER + len) as u64 <= self.largest()
+    }
+
     /// Whether a group whose record takes at most `len` bytes (without its header) needs a
     /// checkpoint before it can be logged: the half is full for it, though an empty one would
     /// take it. (A record too large for any half is its own checkpoint instead.)
