@@ -652,8 +652,7 @@ impl Wal {
     /// checkpoint before it can be logged: the half is full for it, though an empty one would
     /// take it. (A record too large for any half is its own checkpoint instead.)
     pub fn full_for(&self, len: usize) -> bool {
-        let len = (HEADER + len) as u64;
-        len <= self.largest() && (self.live >= MAX_RECORDS || !self.fits(len))
+        self.may_log(len) && (self.live >= MAX_RECORDS || !self.fits((HEADER + len) as u64))
     }
 
     /// Whether the live records fill half of their half or half of [`MAX_RECORDS`]: a

@@ -588,7 +588,7 @@ impl<'d> Obj<'d> {
     pub fn write_field(&self, field: u32, out: &mut Vec<u8>) {
         prost::encoding::encode_key(field, prost::encoding::WireType::LengthDelimited, out);
         let size = self.range.size();
-        varint(size, out);
+        prost::encoding::encode_varint(size as u64, out);
         let start = out.len();
         out.resize(start + size, 0);
         let mut encoder = Encoder {
@@ -675,15 +675,6 @@ fn varint_len(n: usize) -> usize {
     }
     // 7 bits per byte.
     ((usize::BITS - n.leading_zeros()) as usize).div_ceil(7)
-}
-
-/// Appends `n` as a protobuf varint.
-fn varint(mut n: usize, out: &mut Vec<u8>) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
 }
 
 /// Length of the `Value` message body for `node`.
