@@ -1,7 +1,9 @@
 //! The embedded journal checkpoints in quiet moments: once its write-ahead file is half full
 //! and no append has come for a few milliseconds, the groups committed since the last
 //! checkpoint are made durable in `journal.redb` itself, so the next append does not wait for
-//! a full write-ahead file's checkpoint.
+//! a full write-ahead file's checkpoint. A quiet moment after a group too large to log
+//! checkpoints too, saving the allocator state that group's commit left out, so a crash then
+//! costs the next open no check of the whole file.
 //!
 //! What a checkpoint leaves is read the way a backup would: a copy of `journal.redb` alone,
 //! opened in another data dir, holds every acknowledged event.
@@ -202,6 +204,70 @@ async fn appends_through_many_checkpoints_read_back_while_they_land_and_after_re
             "no gap after reopening"
         );
         reopened.close().await;
+    })
+    .await
+    .expect("the test timed out");
+}
+
+/// Whether redb checks the whole of a copy of `journal_file` (as a crash would leave it) before
+/// opening it: it does when the last durable commit saved no snapshot of its page allocator.
+/// `Err` when the copy does not open (taken while a commit was writing), to try again.
+fn a_copy_is_checked_whole(journal_file: &Path) -> Result<bool, String> {
+    let copy = tempfile::tempdir().unwrap();
+    let path = copy.path().join(FILE_NAME);
+    std::fs::copy(journal_file, &path).unwrap();
+    let checked = std::rc::Rc::new(std::cell::Cell::new(false));
+    let seen = checked.clone();
+    let db = redb::Database::builder()
+        .set_repair_callback(move |_| seen.set(true))
+        .open(&path)
+        .map_err(|e| format!("the copy does not open: {e}"))?;
+    drop(db);
+    Ok(checked.get())
+}
+
+#[tokio::test]
+async fn after_a_group_too_large_to_log_a_quiet_moment_makes_reopening_after_a_crash_quick() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = open(dir.path()).await;
+        // 2.4 MB in one group: more than the write-ahead file takes as one record, so the
+        // group commits durably in the journal file itself.
+        let events: Vec<NewEvent> = (1..=600)
+            .map(|n| {
+                NewEvent::new(proto::Event {
+                    uuid: format!("00000000-0000-4000-8000-{n:012x}"),
+                    message: "x".repeat(4000),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let appended = journal
+            .append(Batch {
+                events,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(appended.committed.len(), 600);
+
+        let path = dir.path().join(FILE_NAME);
+        let deadline = Instant::now() + CHECKPOINT_WITHIN;
+        let checked = loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let checked = a_copy_is_checked_whole(&path);
+            if checked == Ok(false) || Instant::now() >= deadline {
+                break checked;
+            }
+        };
+        assert_eq!(
+            checked,
+            Ok(false),
+            "{CHECKPOINT_WITHIN:?} after the large group, a crash still costs the next open a check of the whole file"
+        );
+        let held = uuids_in_a_copy_of(&path).await.expect("the copy opens");
+        assert_eq!(held.len(), 600, "the copy holds the acknowledged group");
+        journal.close().await;
     })
     .await
     .expect("the test timed out");

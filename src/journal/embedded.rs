@@ -51,11 +51,14 @@
 //! full, and on its own once the half is half full and no request has come for a few
 //! milliseconds (`journal/idle.rs`). Its page writes and syncs run behind the writer
 //! ([`crate::journal::file::SyncBehind`]) while the next groups are logged in the other half,
-//! so a checkpoint holds appends only for redb's own work on the commit. A group too large to log commits
-//! `Durability::Immediate` itself, synced before it is answered; prunes do the same.
+//! so a checkpoint holds appends only for redb's own work on the commit. A group too large to
+//! log commits `Durability::Immediate` itself, synced before it is answered; prunes do the same.
 //! Opening applies the records newer than the file's last durable commit again
 //! (`meta.wal_sequence` says which), so a crash (`kill -9`, power loss) loses nothing
-//! acknowledged, and the saved allocator state spares a scan of the whole file.
+//! acknowledged, and the allocator state a checkpoint saves spares a check of the whole file.
+//! A group too large to log saves none (the state grows with the file, and a flood of such
+//! groups paid for it in every commit), so the next quiet moment checkpoints to save it: only
+//! a crash during such a flood costs the next open that check (logged while it runs).
 //!
 //! The file is opened through [`crate::journal::file::JournalFile`]: event pages a durable
 //! commit wrote leave the kernel's page cache once synced (redb keeps its own cache of them).
@@ -271,6 +274,7 @@ impl RedbJournal {
             bytes: recovered.bytes,
             last_commit_micros: recovered.last_commit_micros,
             next_quarantine: recovered.next_quarantine,
+            snapshot_due: false,
         };
         let span = tracing::info_span!("journal.writer", path = %path.display());
         std::thread::Builder::new()
@@ -683,6 +687,7 @@ fn open_database(path: &Path) -> Result<(Database, Recovered, Wal), JournalError
     let sync = file.sync_behind();
     let db = Database::builder()
         .set_cache_size(CACHE_BYTES)
+        .set_repair_callback(log_repair(path))
         .create_with_backend(file)
         .map_err(cannot_open)?;
     let txn = begin_durable(&db)?;
@@ -732,6 +737,24 @@ fn open_database(path: &Path) -> Result<(Database, Recovered, Wal), JournalError
         }
     };
     Ok((db, recovered, wal))
+}
+
+/// Logs redb's check of the whole file, which an open does when the last durable commit
+/// saved no snapshot of its page allocator and the file was not closed: a start that takes
+/// long (about 2 s per GB on this project's VM, BENCHMARKS.md, issue 15) says why.
+fn log_repair(path: &Path) -> impl Fn(&mut redb::RepairSession) + 'static {
+    let path = path.display().to_string();
+    move |session| {
+        let percent = (session.progress() * 100.0).round() as u32;
+        if percent == 0 {
+            tracing::warn!(
+                path,
+                "the journal was not closed cleanly after a commit that saved no allocator state; checking the whole file before opening it, which takes a while for a large journal"
+            );
+        } else {
+            tracing::info!(path, percent, "checking the journal file");
+        }
+    }
 }
 
 /// The directory of the journal file `path` (where its write-ahead file lives).
@@ -1016,6 +1039,10 @@ struct Writer {
     /// Tables whose rows are pruned with the events at their cursors.
     cursor_tables: CursorTables,
     commits: Arc<AtomicU64>,
+    /// The last durable commit saved no snapshot of redb's page allocator (a group too large to
+    /// log): a crash now would make the next open check the whole file. The next quiet moment
+    /// checkpoints, which saves one.
+    snapshot_due: bool,
     /// The newest cursor assigned (committed).
     head: Cursor,
     /// Sum of the retained events' encoded sizes.
@@ -1124,7 +1151,7 @@ impl Writer {
         loop {
             // Taken in a quiet moment, the checkpoint a half-full write-ahead file will soon
             // need delays no append.
-            let due = writer.wal.half_full() && writer.sync.idle();
+            let due = (writer.wal.half_full() || writer.snapshot_due) && writer.sync.idle();
             let checkpoint = due.then_some(|| {
                 if let Err(error) = writer.checkpoint() {
                     tracing::warn!(%error, "journal checkpoint failed; its records stay in the write-ahead file");
@@ -1199,6 +1226,7 @@ impl Writer {
         self.sync.release();
         done?;
         self.wal.switch();
+        self.snapshot_due = false;
         tracing::debug!(
             micros = started.elapsed().as_micros() as u64,
             "journal checkpointed"
@@ -1406,11 +1434,18 @@ impl Writer {
             Some(txn)
         } else {
             // Too large to log (or the half is full after all): this commit is the checkpoint,
-            // synced before the group is answered.
+            // synced before the group is answered. In two phases, as every durable commit, but
+            // without quick-repair's snapshot of redb's page allocator: the snapshot grows with
+            // the file, and a flood of large groups paid for it in every commit (13% of the CPU
+            // per event at 16 × 50 once the file held 10 GB, BENCHMARKS.md, issue 15). The next
+            // quiet moment's checkpoint saves one; until then a crash costs the next open a
+            // check of the whole file, and loses nothing.
             txn.set_durability(Durability::Immediate).map_err(storage)?;
-            txn.set_quick_repair(true);
+            txn.set_two_phase_commit(true);
+            txn.set_quick_repair(false);
             txn.commit().map_err(storage)?;
             self.wal.restart();
+            self.snapshot_due = true;
             None
         };
         let last_commit_micros = record.last_commit_micros;
