@@ -85,7 +85,7 @@ use tracing::Instrument;
 use super::applying::Applying;
 use super::chunk::{self, Chunk, ChunkBuilder};
 use super::file::{JournalFile, SyncBehind};
-use super::idle::{Pace, next_request};
+use super::idle::{Pace, next_request, request_within_quiet};
 use super::wal::{EventRow, GroupRecord, Wal};
 use super::{
     Appended, Batch, Bounds, CommitSink, Committed, Corruption, Cursor, Journal, JournalError,
@@ -1151,15 +1151,27 @@ impl Writer {
         loop {
             // Taken in a quiet moment, the checkpoint a half-full write-ahead file will soon
             // need delays no append.
-            let due = (writer.wal.half_full() || writer.snapshot_due) && writer.sync.idle();
-            let checkpoint = due.then_some(|| {
-                if let Err(error) = writer.checkpoint() {
-                    tracing::warn!(%error, "journal checkpoint failed; its records stay in the write-ahead file");
-                    writer.recover();
+            let due = writer.wal.half_full() || writer.snapshot_due;
+            let first = if due && !writer.sync.idle() {
+                // The last checkpoint's writes still run behind, and waiting for them would
+                // hold the next append: look again after a quiet time, so that a journal that
+                // has gone quiet still checkpoints once they landed.
+                match request_within_quiet(&mut queue, &mut pace) {
+                    Some(Some(request)) => request,
+                    Some(None) => break,
+                    None => continue,
                 }
-            });
-            let Some(first) = next_request(&mut queue, &mut pace, checkpoint) else {
-                break;
+            } else {
+                let checkpoint = due.then_some(|| {
+                    if let Err(error) = writer.checkpoint() {
+                        tracing::warn!(%error, "journal checkpoint failed; its records stay in the write-ahead file");
+                        writer.recover();
+                    }
+                });
+                let Some(first) = next_request(&mut queue, &mut pace, checkpoint) else {
+                    break;
+                };
+                first
             };
             let mut group = Vec::new();
             let mut prunes = Vec::new();

@@ -111,6 +111,20 @@ pub fn next_request<T>(
     request
 }
 
+/// Waits at most [`QUIET`] for the next request of `queue`: `Some(request)`, holding `None` if
+/// the queue is closed and empty, or `None` if nothing came. For work that is due but waits on
+/// something else to land first (the last checkpoint's writes behind the writer): the writer
+/// looks again after a quiet time instead of sleeping until a request that may never come.
+pub fn request_within_quiet<T>(
+    queue: &mut mpsc::Receiver<T>,
+    pace: &mut Pace,
+) -> Option<Option<T>> {
+    let started = Instant::now();
+    let request = recv_until(queue, started + QUIET)?;
+    pace.waited(started.elapsed());
+    Some(request)
+}
+
 /// Sleeps until the next request of `queue` (`Some`, holding `None` if the queue is closed
 /// and empty), or until `deadline` passes first (`None`).
 fn recv_until<T>(queue: &mut mpsc::Receiver<T>, deadline: Instant) -> Option<Option<T>> {
@@ -175,6 +189,27 @@ mod tests {
         assert_eq!(pace.spin_budget(), Duration::ZERO);
         pace.waited(Duration::from_micros(10));
         assert_eq!(pace.spin_budget(), MAX_SPIN);
+    }
+
+    #[test]
+    fn work_waiting_on_something_else_is_looked_at_again_after_a_quiet_time() {
+        let (sender, mut queue) = mpsc::channel::<u32>(4);
+        let mut pace = Pace::default();
+        let started = Instant::now();
+        assert_eq!(
+            request_within_quiet(&mut queue, &mut pace),
+            None,
+            "nothing came: the writer looks again"
+        );
+        assert!(started.elapsed() >= QUIET, "after a quiet time");
+        sender.try_send(5).expect("room in the queue");
+        assert_eq!(request_within_quiet(&mut queue, &mut pace), Some(Some(5)));
+        drop(sender);
+        assert_eq!(
+            request_within_quiet(&mut queue, &mut pace),
+            Some(None),
+            "a closed, empty queue ends the writer"
+        );
     }
 
     #[test]
