@@ -1448,7 +1448,7 @@ impl Writer {
             // Too large to log (or the half is full after all): this commit is the checkpoint,
             // synced before the group is answered. In two phases, as every durable commit, but
             // without quick-repair's snapshot of redb's page allocator: the snapshot grows with
-            // the file, and a flood of large groups paid for it in every commit (13% of the CPU
+            // the file, and a flood of large groups paid for it in every commit (12% of the CPU
             // per event at 16 × 50 once the file held 10 GB, BENCHMARKS.md, issue 15). The next
             // quiet moment's checkpoint saves one; until then a crash costs the next open a
             // check of the whole file, and loses nothing.
