@@ -24,9 +24,13 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 const CHECKPOINT_WITHIN: Duration = Duration::from_secs(10);
 
 fn event(n: u64) -> NewEvent {
+    event_saying(n, format!("event {n}"))
+}
+
+fn event_saying(n: u64, message: String) -> NewEvent {
     NewEvent::new(proto::Event {
         uuid: format!("00000000-0000-4000-8000-{n:012x}"),
-        message: format!("event {n}"),
+        message,
         ..Default::default()
     })
 }
@@ -233,22 +237,11 @@ async fn after_a_group_too_large_to_log_a_quiet_moment_makes_reopening_after_a_c
         let journal = open(dir.path()).await;
         // 2.4 MB in one group: more than the write-ahead file takes as one record, so the
         // group commits durably in the journal file itself.
-        let events: Vec<NewEvent> = (1..=600)
-            .map(|n| {
-                NewEvent::new(proto::Event {
-                    uuid: format!("00000000-0000-4000-8000-{n:012x}"),
-                    message: "x".repeat(4000),
-                    ..Default::default()
-                })
-            })
-            .collect();
-        let appended = journal
-            .append(Batch {
-                events,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let large = Batch {
+            events: (1..=600).map(|n| event_saying(n, "x".repeat(4000))).collect(),
+            ..Default::default()
+        };
+        let appended = journal.append(large).await.unwrap();
         assert_eq!(appended.committed.len(), 600);
 
         let path = dir.path().join(FILE_NAME);
