@@ -1152,15 +1152,12 @@ impl Writer {
             // Taken in a quiet moment, the checkpoint a half-full write-ahead file will soon
             // need delays no append.
             let due = writer.wal.half_full() || writer.snapshot_due;
-            let first = if due && !writer.sync.idle() {
-                // The last checkpoint's writes still run behind, and waiting for them would
-                // hold the next append: look again after a quiet time, so that a journal that
-                // has gone quiet still checkpoints once they landed.
-                match request_within_quiet(&mut queue, &mut pace) {
-                    Some(Some(request)) => request,
-                    Some(None) => break,
-                    None => continue,
-                }
+            // While the last checkpoint's writes still run behind, waiting for them would hold
+            // the next append: look again after a quiet time instead, so that a journal that
+            // has gone quiet still checkpoints once they landed.
+            let behind = due && !writer.sync.idle();
+            let next = if behind {
+                request_within_quiet(&mut queue, &mut pace)
             } else {
                 let checkpoint = due.then_some(|| {
                     if let Err(error) = writer.checkpoint() {
@@ -1168,10 +1165,12 @@ impl Writer {
                         writer.recover();
                     }
                 });
-                let Some(first) = next_request(&mut queue, &mut pace, checkpoint) else {
-                    break;
-                };
-                first
+                Some(next_request(&mut queue, &mut pace, checkpoint))
+            };
+            let first = match next {
+                Some(Some(request)) => request,
+                Some(None) => break,
+                None => continue,
             };
             let mut group = Vec::new();
             let mut prunes = Vec::new();
